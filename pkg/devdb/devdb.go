@@ -1,0 +1,140 @@
+// Package devdb runs FerretDB (a MongoDB wire-compatible server on SQLite) inside the
+// current process. It is the database of `make run` and of the tests; it is never linked
+// into the service or sweeper binaries (a test in each of them checks that).
+package devdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+// Options configure an embedded server.
+type Options struct {
+	// Addr is the TCP address to listen on; "127.0.0.1:0" picks a free port.
+	Addr string
+	// Dir holds the SQLite files, one per database. Empty means a new temporary directory,
+	// removed on Close.
+	Dir string
+	// Logger receives FerretDB's own log; nil discards it.
+	Logger *slog.Logger
+}
+
+// Server is a running embedded FerretDB.
+type Server struct {
+	uri     string
+	addr    string
+	cancel  context.CancelFunc
+	done    chan error
+	tempDir string
+}
+
+// Start starts FerretDB and returns once it accepts connections.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Addr == "" {
+		opts.Addr = "127.0.0.1:0"
+	}
+	s := &Server{done: make(chan error, 1)}
+	dir := opts.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "devdb-")
+		if err != nil {
+			return nil, err
+		}
+		dir, s.tempDir = d, d
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("devdb: data directory: %w", err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	// FerretDB cannot report the port it picked for ":0", so pick it here.
+	addr := opts.Addr
+	if host, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("devdb: %w", err)
+		}
+		addr = net.JoinHostPort(host, fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
+		l.Close()
+	}
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: addr},
+		Logger:    logger,
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + abs + "/",
+	})
+	if err != nil {
+		s.removeTemp()
+		return nil, fmt.Errorf("devdb: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.done <- f.Run(runCtx) }()
+
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case err := <-s.done:
+			cancel()
+			s.removeTemp()
+			if err == nil {
+				err = errors.New("stopped before accepting connections")
+			}
+			return nil, fmt.Errorf("devdb: listen on %s: %w", addr, err)
+		case <-ctx.Done():
+			s.Close()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.Close()
+			return nil, fmt.Errorf("devdb: %s did not accept connections within 15s", addr)
+		}
+	}
+	s.addr = addr
+	s.uri = "mongodb://" + addr + "/"
+	return s, nil
+}
+
+// URI is the MongoDB connection string of the server.
+func (s *Server) URI() string { return s.uri }
+
+// Addr is the host:port the server listens on.
+func (s *Server) Addr() string { return s.addr }
+
+// Close stops the server and removes its temporary directory, if it made one.
+func (s *Server) Close() error {
+	s.cancel()
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+	}
+	s.removeTemp()
+	return nil
+}
+
+func (s *Server) removeTemp() {
+	if s.tempDir != "" {
+		os.RemoveAll(s.tempDir)
+	}
+}

@@ -1,0 +1,46 @@
+package devdb
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+var (
+	shared     *Server
+	sharedErr  error
+	sharedOnce sync.Once
+	dbSeq      atomic.Int64
+)
+
+// TestURI returns the connection string of a database server for tests: the MongoDB given by
+// TEST_MONGODB_URI, or else one embedded FerretDB shared by the whole test binary.
+func TestURI(tb testing.TB) string {
+	tb.Helper()
+	if uri := os.Getenv("TEST_MONGODB_URI"); uri != "" {
+		return uri
+	}
+	sharedOnce.Do(func() {
+		shared, sharedErr = Start(context.Background(), Options{})
+	})
+	if sharedErr != nil {
+		tb.Fatalf("embedded database: %v", sharedErr)
+	}
+	return shared.URI()
+}
+
+var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_]+`)
+
+// TestDatabase returns a database name of its own for this test (tests run in parallel).
+func TestDatabase(tb testing.TB) string {
+	name := unsafeName.ReplaceAllString(strings.ToLower(tb.Name()), "_")
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return fmt.Sprintf("t%d_%d_%s", os.Getpid()%100000, dbSeq.Add(1), name)
+}

@@ -1,0 +1,307 @@
+// Package httpapi is the notification service's REST API on Fiber. Handlers only translate:
+// they parse the request, call the notification.TicketStore, and write the envelope; every
+// error goes through the one table in pkg/httpx.
+package httpapi
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"hash"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/pkg/httpx"
+	"github.com/cineflow/cineflow/services/notification"
+)
+
+// BasePath is the prefix of every ticket route (the original service's path).
+const BasePath = "/notiservice/api/v1/notifications"
+
+// Headers of the idempotent create.
+const (
+	HeaderIdempotencyKey    = "Idempotency-Key"
+	HeaderIdempotentReplay  = "Idempotent-Replayed"
+	HeaderNextCursor        = "X-Next-Cursor"
+	defaultListLimit        = 20
+	maxListLimit            = 100
+	maxListSkip             = 100000
+	defaultStatsCacheWindow = 5 * time.Second
+)
+
+// Options configure the API.
+type Options struct {
+	// Token is NOTIFICATION_API_TOKEN: every ticket route requires "Authorization: Bearer
+	// <Token>". Empty leaves the API open (development only; production refuses to start).
+	Token  string
+	Logger *slog.Logger
+	// StatsTTL is how long one store.Stats result answers /metrics scrapes (default 5s), so
+	// scrapes cannot hammer the database.
+	StatsTTL time.Duration
+	// HTTP configures the shared server; Name defaults to "notification", Ready to store.Ping,
+	// Logger to Logger.
+	HTTP httpx.Options
+}
+
+// New builds the service's HTTP server: the shared httpx server (envelope, request ids,
+// body limit, metrics, tracing, /healthz /readyz /metrics) with the ticket routes and the
+// ticket metrics. Listen and Serve it.
+func New(store notification.TicketStore, opts Options) *httpx.Server {
+	hopts := opts.HTTP
+	if hopts.Name == "" {
+		hopts.Name = "notification"
+	}
+	if hopts.Logger == nil {
+		hopts.Logger = opts.Logger
+	}
+	if hopts.Ready == nil {
+		hopts.Ready = store.Ping
+	}
+	srv := httpx.NewServer(hopts)
+	Register(srv, store, opts)
+	return srv
+}
+
+// API holds the ticket handlers.
+type API struct {
+	store   notification.TicketStore
+	log     *slog.Logger
+	created prometheus.Counter
+}
+
+// Register mounts the ticket routes on srv (behind the bearer token) and registers the
+// ticket metrics on srv.Registry.
+func Register(srv *httpx.Server, store notification.TicketStore, opts Options) *API {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.StatsTTL <= 0 {
+		opts.StatsTTL = defaultStatsCacheWindow
+	}
+	a := &API{store: store, log: opts.Logger, created: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "notification_tickets_created_total",
+		Help: "Tickets created by this process (idempotent replays not counted).",
+	})}
+	srv.Registry.MustRegister(a.created, NewStatsCollector(store, opts.StatsTTL, opts.Logger))
+
+	g := srv.App.Group(BasePath, httpx.RequireBearer(opts.Token))
+	g.Post("", a.create) // "" rather than "/": the route template (a metric label) is BasePath
+	g.Get("", a.list)
+	g.Get("/:id", a.get)
+	g.Post("/:id/retry", a.retry)
+	return a
+}
+
+// createRequest is the body of POST /. It has no server-owned fields (status, attempts,
+// ...), so a client cannot set them; unknown fields are ignored.
+type createRequest struct {
+	Subject string `json:"subject"`
+	Content string `json:"content"`
+	// RecepientEmails is the original service's spelling; RecipientEmails is accepted too.
+	RecepientEmails []string `json:"recepientEmails"`
+	RecipientEmails []string `json:"recipientEmails"`
+	Requester       string   `json:"requester"`
+}
+
+func (r *createRequest) newTicket() (notification.NewTicket, error) {
+	recipients := r.RecepientEmails
+	if r.RecipientEmails != nil {
+		if recipients != nil && !slices.Equal(recipients, r.RecipientEmails) {
+			return notification.NewTicket{}, errs.Fields(map[string]string{
+				"recipientEmails": "conflicts with recepientEmails: send the list once",
+			})
+		}
+		recipients = r.RecipientEmails
+	}
+	return notification.NewTicket{Subject: r.Subject, Content: r.Content, RecipientEmails: recipients,
+		Requester: r.Requester}, nil
+}
+
+func (a *API) create(c *fiber.Ctx) error {
+	key, err := idempotencyKey(c)
+	if err != nil {
+		return err
+	}
+	// Fiber would inflate a compressed body without any bound (a decompression bomb fits in
+	// the body limit); tickets are small, so only identity bodies are taken.
+	if ce := c.Request().Header.Peek(fiber.HeaderContentEncoding); len(ce) > 0 && !strings.EqualFold(string(ce), "identity") {
+		return errs.E(errs.Invalid, "Content-Encoding is not supported: send the JSON body uncompressed")
+	}
+	var req createRequest
+	if err := httpx.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	n, err := req.newTicket()
+	if err != nil {
+		return err
+	}
+	if err := n.Validate(); err != nil {
+		return err
+	}
+	t := &notification.Ticket{
+		Subject:         n.Subject,
+		Content:         n.Content,
+		RecipientEmails: n.RecipientEmails,
+		Requester:       n.Requester,
+		TraceParent:     httpx.TraceParent(c.UserContext()),
+	}
+	if key != "" {
+		t.IdempotencyKey = key
+		t.RequestHash = RequestHash(&n)
+	}
+	saved, created, err := a.store.Create(c.UserContext(), t)
+	if err != nil {
+		return err
+	}
+	msg := "ticket created"
+	if created {
+		a.created.Inc()
+	} else {
+		c.Set(HeaderIdempotentReplay, "true")
+		msg = "ticket already created with this Idempotency-Key"
+	}
+	c.Location(BasePath + "/" + saved.ID.Hex())
+	return httpx.OK(c, fiber.StatusCreated, view(saved), msg)
+}
+
+// idempotencyKey returns the Idempotency-Key header ("" when absent): 1 to 255 printable
+// ASCII characters, else Invalid.
+func idempotencyKey(c *fiber.Ctx) (string, error) {
+	raw := c.Request().Header.Peek(HeaderIdempotencyKey)
+	if len(raw) == 0 {
+		present := false
+		c.Request().Header.VisitAll(func(k, _ []byte) {
+			if strings.EqualFold(string(k), HeaderIdempotencyKey) {
+				present = true
+			}
+		})
+		if present {
+			return "", badIdempotencyKey()
+		}
+		return "", nil
+	}
+	if len(raw) > notification.MaxIdempotencyKey {
+		return "", badIdempotencyKey()
+	}
+	for _, b := range raw {
+		if b < 0x20 || b > 0x7e {
+			return "", badIdempotencyKey()
+		}
+	}
+	return string(raw), nil // a copy: fasthttp reuses its buffers
+}
+
+func badIdempotencyKey() error {
+	return errs.Fields(map[string]string{
+		HeaderIdempotencyKey: "must be 1 to 255 printable ASCII characters",
+	})
+}
+
+// RequestHash is the SHA-256 of a validated (normalised) request: the same ticket asked for
+// twice hashes the same whatever the recipients' order or case, and any other change differs.
+func RequestHash(n *notification.NewTicket) string {
+	h := sha256.New()
+	writeField(h, n.Subject)
+	writeField(h, n.Content)
+	writeField(h, n.Requester)
+	rcpt := make([]string, len(n.RecipientEmails))
+	for i, r := range n.RecipientEmails {
+		rcpt[i] = strings.ToLower(r)
+	}
+	slices.Sort(rcpt)
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], uint64(len(rcpt)))
+	h.Write(buf[:])
+	for _, r := range rcpt {
+		writeField(h, r)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// writeField writes s length-prefixed, so that no two field lists hash alike.
+func writeField(h hash.Hash, s string) {
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], uint64(len(s)))
+	h.Write(buf[:])
+	h.Write([]byte(s))
+}
+
+func (a *API) list(c *fiber.Ctx) error {
+	var f notification.ListFilter
+	if s := c.Query("status"); s != "" {
+		f.Status = notification.Status(strings.ToUpper(s))
+		if !f.Status.Valid() {
+			return errs.Fields(map[string]string{"status": "must be PENDING, SUCCESS or FAILED"})
+		}
+	}
+	var err error
+	if f.Limit, err = httpx.QueryInt(c, "limit", defaultListLimit, 1, maxListLimit); err != nil {
+		return err
+	}
+	if f.Skip, err = httpx.QueryInt(c, "skip", 0, 0, maxListSkip); err != nil {
+		return err
+	}
+	if cur := c.Query("cursor"); cur != "" {
+		if f.Before, err = bson.ObjectIDFromHex(cur); err != nil {
+			return errs.Fields(map[string]string{"cursor": "must be a ticket id (24 hexadecimal digits)"})
+		}
+	}
+	tickets, err := a.store.List(c.UserContext(), f)
+	if err != nil {
+		return err
+	}
+	for i := range tickets {
+		view(&tickets[i])
+	}
+	if len(tickets) == f.Limit {
+		c.Set(HeaderNextCursor, tickets[len(tickets)-1].ID.Hex())
+	}
+	return httpx.OK(c, fiber.StatusOK, tickets, "tickets fetched")
+}
+
+func (a *API) get(c *fiber.Ctx) error {
+	id, err := ticketID(c)
+	if err != nil {
+		return err
+	}
+	t, err := a.store.Get(c.UserContext(), id)
+	if err != nil {
+		return err
+	}
+	return httpx.OK(c, fiber.StatusOK, view(t), "ticket fetched")
+}
+
+func (a *API) retry(c *fiber.Ctx) error {
+	id, err := ticketID(c)
+	if err != nil {
+		return err
+	}
+	t, err := a.store.Requeue(c.UserContext(), id)
+	if err != nil {
+		return err
+	}
+	return httpx.OK(c, fiber.StatusOK, view(t), "ticket re-queued")
+}
+
+func ticketID(c *fiber.Ctx) (bson.ObjectID, error) {
+	id, err := bson.ObjectIDFromHex(c.Params("id"))
+	if err != nil {
+		return id, errs.E(errs.Invalid, "malformed ticket id: expected 24 hexadecimal digits")
+	}
+	return id, nil
+}
+
+// view makes a stored ticket ready to serve: its error history is always an array.
+func view(t *notification.Ticket) *notification.Ticket {
+	if t.Errors == nil {
+		t.Errors = []notification.AttemptError{}
+	}
+	return t
+}
