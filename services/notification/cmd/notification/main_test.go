@@ -286,9 +286,29 @@ func (s *service) create(i int) notification.Ticket {
 	return r.ticket(s.t)
 }
 
+// decide records the outcome of the ticket's current generation, as the sweeper does before
+// it projects the outcome onto the ticket (the store counts and resolves from outcomes).
+func (s *service) decide(id bson.ObjectID, st notification.Status) {
+	s.t.Helper()
+	ctx := context.Background()
+	var tk notification.Ticket
+	if err := s.db.Collection("tickets").FindOne(ctx, bson.M{"_id": id}).Decode(&tk); err != nil {
+		s.t.Fatal(err)
+	}
+	o := notification.Outcome{Key: notification.AssignmentKey(id, tk.Generation), Ticket: id,
+		Generation: tk.Generation, Status: st, At: time.Now().UTC()}
+	if st == notification.StatusFailed {
+		o.Error = "mailbox unavailable"
+	}
+	if _, err := s.db.Collection("delivery_outcomes").InsertOne(ctx, o); err != nil {
+		s.t.Fatalf("record the outcome: %v", err)
+	}
+}
+
 // setFailed marks a ticket FAILED directly in the database, as the sweeper would.
 func (s *service) setFailed(id bson.ObjectID, attempts int) {
 	s.t.Helper()
+	s.decide(id, notification.StatusFailed)
 	var history bson.A
 	for i := 1; i <= attempts; i++ {
 		history = append(history, bson.M{"at": time.Now().UTC(), "attempt": i, "error": fmt.Sprintf("mailbox unavailable (%d)", i)})
@@ -303,6 +323,9 @@ func (s *service) setFailed(id bson.ObjectID, attempts int) {
 
 func (s *service) setStatus(id bson.ObjectID, st notification.Status) {
 	s.t.Helper()
+	if st != notification.StatusPending {
+		s.decide(id, st)
+	}
 	if _, err := s.db.Collection("tickets").UpdateOne(context.Background(), bson.M{"_id": id},
 		bson.M{"$set": bson.M{"status": st}}); err != nil {
 		s.t.Fatal(err)

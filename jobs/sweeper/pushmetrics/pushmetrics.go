@@ -1,0 +1,63 @@
+// Package pushmetrics pushes a sweep's figures to a Prometheus Pushgateway. A sweep lives
+// for seconds, so it cannot be scraped: it pushes gauges under job="sweeper" (no instance
+// label, so runs on different pods replace each other) with push-add, and pushes
+// sweeper_last_success_timestamp_seconds only after a successful sweep, so that an alert on
+// its age fires when sweeps keep failing.
+package pushmetrics
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/push"
+
+	"github.com/cineflow/cineflow/jobs/sweeper"
+)
+
+// Job is the Pushgateway job label of every push.
+const Job = "sweeper"
+
+func gauge(name, help string, v float64) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	g.Set(v)
+	return g
+}
+
+// Collectors returns the gauges of one run.
+func Collectors(rep sweeper.Report, success bool, now time.Time) []prometheus.Collector {
+	avg := 0.0
+	if rep.Requests > 0 {
+		avg = rep.LatencySum.Seconds() / float64(rep.Requests)
+	}
+	cs := []prometheus.Collector{
+		gauge("sweeper_last_run_duration_seconds", "Duration of the last sweep.", rep.Duration.Seconds()),
+		gauge("sweeper_last_run_sent", "Tickets delivered by the last sweep.", float64(rep.Sent)),
+		gauge("sweeper_last_run_failed", "Tickets that ended FAILED in the last sweep.", float64(rep.Failed)),
+		gauge("sweeper_last_run_retried", "Tickets left for a later retry by the last sweep.", float64(rep.Retried)),
+		gauge("sweeper_last_run_backlog", "Tickets waiting for delivery when the last sweep started.", float64(rep.Backlog)),
+		gauge("sweeper_last_run_batches", "Batches sent by the last sweep.", float64(rep.Batches)),
+		gauge("sweeper_last_run_released", "Batches the last sweep gave back unsent when it stopped.", float64(rep.Released)),
+		gauge("sweeper_last_run_provider_requests", "Requests to the mail provider in the last sweep.", float64(rep.Requests)),
+		gauge("sweeper_last_run_provider_rate_limited", "429 answers from the mail provider in the last sweep.", float64(rep.RateLimited)),
+		gauge("sweeper_last_run_provider_errors", "Failed mail provider requests in the last sweep.", float64(rep.ProviderErrors)),
+		gauge("sweeper_last_run_provider_latency_avg_seconds", "Mean mail provider latency in the last sweep.", avg),
+		gauge("sweeper_last_run_provider_latency_max_seconds", "Slowest mail provider request in the last sweep.", rep.LatencyMax.Seconds()),
+		gauge("sweeper_last_run_store_errors", "Database errors in the last sweep.", float64(rep.StoreErrors)),
+		gauge("sweeper_last_run_timestamp_seconds", "When the last sweep ended.", float64(now.Unix())),
+	}
+	if success {
+		cs = append(cs, gauge("sweeper_last_success_timestamp_seconds", "When the last successful sweep ended.", float64(now.Unix())))
+	}
+	return cs
+}
+
+// Push adds the run's gauges to the Pushgateway at url.
+func Push(ctx context.Context, url string, rep sweeper.Report, success bool, client *http.Client) error {
+	p := push.New(url, Job).Client(client)
+	for _, c := range Collectors(rep, success, time.Now()) {
+		p = p.Collector(c)
+	}
+	return p.AddContext(ctx)
+}
