@@ -12,12 +12,14 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/cineflow/cineflow/jobs/sweeper"
 	"github.com/cineflow/cineflow/jobs/sweeper/mongostore"
 	"github.com/cineflow/cineflow/jobs/sweeper/resendmail"
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/resendfake"
+	"github.com/cineflow/cineflow/pkg/telemetry"
 	"github.com/cineflow/cineflow/services/notification"
 	nstore "github.com/cineflow/cineflow/services/notification/mongostore"
 )
@@ -387,4 +389,37 @@ func TestAuthFailureStopsWithoutChargingAttempts(t *testing.T) {
 			t.Fatalf("ticket %s: %s, %d attempts", id.Hex(), tk.Status, tk.Attempts)
 		}
 	}
+}
+
+func TestSendSpanLinksToTheTraceThatCreatedTheTicket(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	shutdown, err := telemetry.Setup(context.Background(), "sweeper-test", "test", rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shutdown(context.Background())
+	e := newEnv(t, resendfake.Options{})
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	tk := &notification.Ticket{Subject: "Payment received", Content: "Booking 42 is paid",
+		RecipientEmails: []string{"payer@example.com"}, TraceParent: "00-" + traceID + "-00f067aa0ba902b7-01"}
+	saved, _, err := e.notes.Create(context.Background(), tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ids = append(e.ids, saved.ID)
+	if _, err := e.sweeper(sweeper.Config{}).Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.assertExactlyOnce()
+	for _, s := range rec.Ended() {
+		if s.Name() != "resend.send" {
+			continue
+		}
+		for _, l := range s.Links() {
+			if l.SpanContext.TraceID().String() == traceID {
+				return
+			}
+		}
+	}
+	t.Fatal("no resend.send span links to the ticket's trace")
 }

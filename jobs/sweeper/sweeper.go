@@ -69,7 +69,7 @@ type Store interface {
 type Config struct {
 	From        string        // sender address of new batches
 	BatchSize   int           // emails per provider request, at most MaxBatch (100)
-	PageSize    int           // tickets read per query when forming batches (500)
+	PageSize    int           // tickets read per query when forming batches (1000)
 	MaxAttempts int           // attempts per batch before its tickets are FAILED (8)
 	BackoffBase time.Duration // first retry delay (30s); doubles each attempt, with jitter
 	BackoffMax  time.Duration // retry delay cap (1h)
@@ -80,8 +80,11 @@ type Config struct {
 	// LeaseMargin is added to the deadline to form the lease of every batch this sweep
 	// holds: a killed sweep's batches are taken over once start+Deadline+LeaseMargin passed.
 	LeaseMargin time.Duration // 30s
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// ProjectFor bounds the time spent copying outcomes onto ticket documents after the
+	// deliveries (10s); what is left is projected by later sweeps.
+	ProjectFor time.Duration
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 func (c *Config) defaults() {
@@ -89,7 +92,7 @@ func (c *Config) defaults() {
 		c.BatchSize = MaxBatch
 	}
 	if c.PageSize <= 0 {
-		c.PageSize = 500
+		c.PageSize = 1000
 	}
 	if c.PageSize < c.BatchSize {
 		c.PageSize = c.BatchSize
@@ -121,6 +124,9 @@ func (c *Config) defaults() {
 	if c.LeaseMargin <= 0 {
 		c.LeaseMargin = 30 * time.Second
 	}
+	if c.ProjectFor <= 0 {
+		c.ProjectFor = 10 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -131,15 +137,16 @@ func (c *Config) defaults() {
 
 // Report is what one sweep did; the sweeper pushes it to the Pushgateway.
 type Report struct {
-	Backlog        int64 // tickets to deliver when the sweep started
-	Batches        int   // batches sent or re-sent
-	Requests       int   // provider requests (429s included)
-	Sent           int   // tickets delivered (SUCCESS)
-	Failed         int   // tickets FAILED for good
-	Retried        int   // tickets whose batch will be retried later
-	RateLimited    int   // 429 answers
-	Released       int   // batches given back unsent (stopping)
-	Projected      int   // ticket documents updated with their outcome
+	Backlog        int64         // tickets to deliver when the sweep started
+	Batches        int           // batches sent or re-sent
+	Requests       int           // provider requests (429s included)
+	Sent           int           // tickets delivered (SUCCESS)
+	Failed         int           // tickets FAILED for good
+	Retried        int           // tickets whose batch will be retried later
+	RateLimited    int           // 429 answers
+	Released       int           // batches given back unsent (stopping)
+	Projected      int           // ticket documents updated with their outcome
+	DeliveredIn    time.Duration // from start until every batch was sent and recorded
 	LatencyMax     time.Duration
 	LatencySum     time.Duration // over Requests
 	Duration       time.Duration
@@ -167,8 +174,10 @@ type Sweeper struct {
 // New returns a Sweeper.
 func New(store Store, mailer Mailer, cfg Config) *Sweeper {
 	cfg.defaults()
+	// Stay 2% under the provider's limit: requests spaced exactly at the limit arrive
+	// closer together after network jitter, and each 429 costs a whole retry-after second.
 	return &Sweeper{cfg: cfg, store: store, mailer: mailer,
-		limiter: rate.NewLimiter(rate.Limit(cfg.RateLimit), 1),
+		limiter: rate.NewLimiter(rate.Limit(cfg.RateLimit*0.98), 1),
 		tracer:  otel.Tracer("cineflow/sweeper")}
 }
 
@@ -199,13 +208,15 @@ type run struct {
 	rep     Report
 	decided []decided
 	maybe   []notification.Ticket // seen assigned elsewhere: maybe decided, not projected
+	// startErr is set when the database failed before the sweep could look at any work.
+	startErr error
 }
 
 const maxProjectionQueue = 20000
 
-// Run performs one sweep. It returns an error only when the sweep could not run at all
-// (database unreachable at start) or the provider refused the API key (ErrAuth); failed
-// emails are reported, not returned.
+// Run performs one sweep. It returns an error only when the sweep could not do its work
+// (the database failed before anything was sent) or the provider refused the API key
+// (ErrAuth); failed emails are reported, not returned.
 func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	cfg := s.cfg
 	start := cfg.Now()
@@ -224,13 +235,14 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	r := &run{s: s, holder: bson.NewObjectID().Hex(), start: start,
 		leaseUntil: start.Add(cfg.Deadline + cfg.LeaseMargin), stop: stop, abort: abort, hard: hard}
 
-	backlog, err := s.store.Backlog(hard)
-	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
-		return r.rep, fmt.Errorf("sweep could not start: %w", err)
-	}
-	r.rep.Backlog = backlog
-	cfg.Logger.Info("sweep started", "backlog", backlog, "holder", r.holder, "deadline", cfg.Deadline.String())
+	// The backlog figure is for reporting: count it while the work starts.
+	backlogDone := make(chan error, 1)
+	go func() {
+		n, err := s.store.Backlog(hard)
+		r.rep.Backlog = n
+		backlogDone <- err
+	}()
+	cfg.Logger.Info("sweep started", "holder", r.holder, "deadline", cfg.Deadline.String())
 
 	jobs := make(chan job, cfg.Concurrency)
 	var wg sync.WaitGroup
@@ -246,8 +258,14 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	r.produce(jobs)
 	close(jobs)
 	wg.Wait()
+	r.rep.DeliveredIn = cfg.Now().Sub(start)
+	if err := <-backlogDone; err != nil {
+		r.storeError("count backlog", err)
+	}
 
-	r.project()
+	pctx, cancelProject := context.WithTimeout(hard, cfg.ProjectFor)
+	r.project(pctx)
+	cancelProject()
 
 	r.rep.Duration = cfg.Now().Sub(start)
 	switch cause := context.Cause(stop); {
@@ -262,12 +280,15 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	}
 	span.SetAttributes(attribute.Int("sweep.sent", r.rep.Sent), attribute.Int("sweep.failed", r.rep.Failed),
 		attribute.Int("sweep.retried", r.rep.Retried), attribute.String("sweep.stopped", r.rep.Stopped))
-	cfg.Logger.Info("sweep finished", "stopped", r.rep.Stopped, "sent", r.rep.Sent, "failed", r.rep.Failed,
+	cfg.Logger.Info("sweep finished", "stopped", r.rep.Stopped, "backlog", r.rep.Backlog, "sent", r.rep.Sent, "failed", r.rep.Failed,
 		"retried", r.rep.Retried, "batches", r.rep.Batches, "released", r.rep.Released,
 		"rateLimited", r.rep.RateLimited, "projected", r.rep.Projected, "storeErrors", r.rep.StoreErrors,
-		"duration", r.rep.Duration.String())
+		"deliveredInSeconds", r.rep.DeliveredIn.Seconds(), "durationSeconds", r.rep.Duration.Seconds())
 	if r.rep.Stopped == "auth" {
 		return r.rep, ErrAuth
+	}
+	if r.startErr != nil {
+		return r.rep, fmt.Errorf("sweep could not run: %w", r.startErr)
 	}
 	return r.rep, nil
 }
@@ -290,6 +311,7 @@ func (r *run) produce(jobs chan<- job) {
 	due, err := r.s.store.DueBatches(r.stop, cfg.Now(), 10*cfg.PageSize/cfg.BatchSize)
 	if err != nil {
 		r.storeError("due batches", err)
+		r.startErr = err
 		return
 	}
 	for _, b := range due {
@@ -317,6 +339,9 @@ func (r *run) produce(jobs chan<- job) {
 		if err != nil {
 			if r.stop.Err() == nil {
 				r.storeError("candidates", err)
+				if after.IsZero() && len(due) == 0 {
+					r.startErr = err
+				}
 			}
 			return
 		}
@@ -619,15 +644,14 @@ func (s *Sweeper) backoff(attempt int) time.Duration {
 // project copies the outcomes of this sweep (and of earlier sweeps it noticed) onto the
 // ticket documents, with what time is left. It is only a convenience for list filters and
 // reporting: readers resolve tickets from the delivery records anyway.
-func (r *run) project() {
-	ctx := r.hard
+func (r *run) project(ctx context.Context) {
 	for _, d := range r.decided {
 		if ctx.Err() != nil {
 			return
 		}
 		t := notification.Resolve(d.ticket, &d.batch, &d.outcome)
 		if err := r.s.store.Project(ctx, &t); err != nil {
-			r.storeError("project outcome", err)
+			r.projectError(ctx, err)
 			return
 		}
 		r.rep.Projected++
@@ -638,7 +662,7 @@ func (r *run) project() {
 		}
 		b, o, err := r.s.store.Lookup(ctx, t.ID, t.Generation)
 		if err != nil {
-			r.storeError("lookup outcome", err)
+			r.projectError(ctx, err)
 			return
 		}
 		if o == nil {
@@ -646,11 +670,20 @@ func (r *run) project() {
 		}
 		rt := notification.Resolve(t, b, o)
 		if err := r.s.store.Project(ctx, &rt); err != nil {
-			r.storeError("project outcome", err)
+			r.projectError(ctx, err)
 			return
 		}
 		r.rep.Projected++
 	}
+}
+
+// projectError logs a failed projection, unless its time budget simply ran out.
+func (r *run) projectError(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		r.s.cfg.Logger.Info("projection time is up; later sweeps project the rest", "projected", r.rep.Projected)
+		return
+	}
+	r.storeError("project outcome", err)
 }
 
 var tc = propagation.TraceContext{}

@@ -43,10 +43,11 @@ type Config struct {
 	SendTimeout    time.Duration `env:"SEND_TIMEOUT" envDefault:"30s"`
 	Concurrency    int           `env:"SWEEP_CONCURRENCY" envDefault:"4"`
 	BatchSize      int           `env:"BATCH_SIZE" envDefault:"100"`
-	PageSize       int           `env:"SWEEP_PAGE_SIZE" envDefault:"500"`
+	PageSize       int           `env:"SWEEP_PAGE_SIZE" envDefault:"1000"`
 	BackoffBase    time.Duration `env:"RETRY_BACKOFF_BASE" envDefault:"30s"`
 	BackoffMax     time.Duration `env:"RETRY_BACKOFF_MAX" envDefault:"1h"`
 	LeaseMargin    time.Duration `env:"LEASE_MARGIN" envDefault:"30s"`
+	ProjectFor     time.Duration `env:"PROJECT_FOR" envDefault:"10s"`
 	PushgatewayURL string        `env:"PUSHGATEWAY_URL"`
 	OutboxDir      string        `env:"OUTBOX_DIR" envDefault:".outbox"`
 }
@@ -148,7 +149,7 @@ func sweep(ctx context.Context, cfg Config, log *slog.Logger) (sweeper.Report, e
 	s := sweeper.New(store, mailer, sweeper.Config{
 		From: cfg.EmailFrom, BatchSize: cfg.BatchSize, PageSize: cfg.PageSize, MaxAttempts: cfg.MaxAttempts,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Deadline: cfg.Deadline, SendTimeout: cfg.SendTimeout,
-		Concurrency: cfg.Concurrency, RateLimit: cfg.RateLimit, LeaseMargin: cfg.LeaseMargin, Logger: log,
+		Concurrency: cfg.Concurrency, RateLimit: cfg.RateLimit, LeaseMargin: cfg.LeaseMargin, ProjectFor: cfg.ProjectFor, Logger: log,
 	})
 	return s.Run(ctx)
 }

@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/cineflow/cineflow/pkg/devdb"
+	"github.com/cineflow/cineflow/pkg/resendfake"
+	"github.com/cineflow/cineflow/services/notification"
+	nstore "github.com/cineflow/cineflow/services/notification/mongostore"
+)
+
+const testKey = "re_cmd_test_key_42"
+
+// world is a database of its own with n pending tickets, and a fake Resend.
+type world struct {
+	dbURL string
+	db    *mongo.Database
+	fake  *resendfake.Server
+	url   string
+	ids   []bson.ObjectID
+}
+
+func newWorld(t testing.TB, n int, fakeOpts resendfake.Options) *world {
+	t.Helper()
+	client, err := mongo.Connect(options.Client().ApplyURI(devdb.TestURI(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Disconnect(context.Background()) })
+	name := devdb.TestDatabase(t)
+	w := &world{db: client.Database(name), dbURL: strings.TrimSuffix(devdb.TestURI(t), "/") + "/" + name}
+	if err := nstore.New(w.db).EnsureIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	fakeOpts.APIKey = testKey
+	w.fake = resendfake.New(fakeOpts)
+	srv := httptest.NewServer(w.fake)
+	t.Cleanup(srv.Close)
+	w.url = srv.URL
+	w.seed(t, n)
+	return w
+}
+
+// seed inserts tickets as the notification service stores them, 1,000 per insert.
+func (w *world) seed(t testing.TB, n int) {
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	for start := 0; start < n; start += 1000 {
+		var docs []any
+		for i := start; i < min(n, start+1000); i++ {
+			tk := notification.Ticket{ID: bson.NewObjectID(), Subject: fmt.Sprintf("Booking #%d confirmed", i),
+				Content:         strings.Repeat("Your seats are A1, A2. Enjoy the show! ", 10),
+				RecipientEmails: []string{fmt.Sprintf("fan%d@example.com", i)}, Status: notification.StatusPending,
+				Errors: []notification.AttemptError{}, NextAttemptAt: now, CreatedAt: now, UpdatedAt: now}
+			w.ids = append(w.ids, tk.ID)
+			docs = append(docs, tk)
+		}
+		if _, err := w.db.Collection(nstore.TicketsCollection).InsertMany(context.Background(), docs); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (w *world) env(extra ...string) []string {
+	return append([]string{"DB_URL=" + w.dbURL, "RESEND_API_KEY=" + testKey, "RESEND_BASE_URL=" + w.url,
+		"EMAIL_FROM=CineFlow <tickets@cineflow.test>", "RESEND_RATE_LIMIT=1000", "LOG_LEVEL=warn"}, extra...)
+}
+
+// deliveredOnce returns how many tickets were not delivered exactly once.
+func (w *world) notExactlyOnce() int {
+	bad := 0
+	for _, id := range w.ids {
+		if w.fake.DeliveredCount(id.Hex()) != 1 {
+			bad++
+		}
+	}
+	return bad
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// binary builds the sweeper once per test run.
+func binary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sweeper-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "sweeper")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// runBinary runs one sweep as a process and returns its exit code and stderr.
+func runBinary(t testing.TB, env []string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(binary(t))
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = t.TempDir()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if err != nil && cmd.ProcessState == nil {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), stderr.String()
+}
+
+func TestBinaryDoesNotLinkTheDevDatabase(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	if bytes.Contains(out, []byte("FerretDB")) || bytes.Contains(out, []byte("pkg/devdb")) {
+		t.Fatal("the sweeper binary links the embedded dev database")
+	}
+}
+
+func TestSweepProcessDeliversAndExitsZero(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 120, resendfake.Options{})
+	code, stderr := runBinary(t, w.env())
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	if bad := w.notExactlyOnce(); bad != 0 {
+		t.Fatalf("%d tickets not delivered exactly once", bad)
+	}
+	if strings.Contains(stderr, testKey) {
+		t.Fatal("the API key reached the log")
+	}
+}
+
+func TestUnreachableDatabaseExitsNonZeroWithClearError(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	code, stderr := runBinary(t, []string{"DB_URL=mongodb://app:s3cretpw@127.0.0.1:1/noti", "DB_CONNECT_TIMEOUT=500ms"})
+	if code == 0 {
+		t.Fatalf("exit 0 with no database\n%s", stderr)
+	}
+	if !strings.Contains(stderr, "unreachable") || strings.Contains(stderr, "s3cretpw") {
+		t.Fatalf("want a clear error without the password, got:\n%s", stderr)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Fatalf("took %v to give up", time.Since(start))
+	}
+}
+
+func TestBadConfigurationExitsNonZero(t *testing.T) {
+	t.Parallel()
+	for _, env := range [][]string{
+		{"RESEND_RATE_LIMIT=0"},
+		{"RESEND_RATE_LIMIT=lots"},
+		{"BATCH_SIZE=101"},
+		{"APP_ENV=production", "RESEND_API_KEY="},
+		{"SWEEP_DEADLINE=never"},
+	} {
+		code, stderr := runBinary(t, append([]string{"DB_URL=mongodb://127.0.0.1:1/", "DB_CONNECT_TIMEOUT=200ms"}, env...))
+		if code != 1 || stderr == "" {
+			t.Fatalf("%v: exit %d, stderr %q", env, code, stderr)
+		}
+	}
+}
+
+func TestWrongAPIKeyExitsNonZeroAndChargesNothing(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 5, resendfake.Options{})
+	code, stderr := runBinary(t, w.env("RESEND_API_KEY=re_wrong_key_123"))
+	if code != 1 || !strings.Contains(stderr, "API key") || strings.Contains(stderr, "re_wrong_key_123") {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	tk, err := nstore.New(w.db).Get(context.Background(), w.ids[0])
+	if err != nil || tk.Status != notification.StatusPending || tk.Attempts != 0 {
+		t.Fatalf("ticket after auth failure: %+v, %v", tk, err)
+	}
+}
+
+func TestDevMailerWritesTheOutbox(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 3, resendfake.Options{})
+	outbox := t.TempDir()
+	code, stderr := runBinary(t, w.env("RESEND_API_KEY=", "OUTBOX_DIR="+outbox, "LOG_LEVEL=info"))
+	if code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	files, _ := filepath.Glob(filepath.Join(outbox, "*.json"))
+	if len(files) != 3 || w.fake.Requests() != 0 {
+		t.Fatalf("%d outbox files, %d provider requests", len(files), w.fake.Requests())
+	}
+	if !strings.Contains(stderr, "Booking #") {
+		t.Fatal("the dev mailer did not log the emails")
+	}
+	for _, id := range w.ids {
+		tk, err := nstore.New(w.db).Get(context.Background(), id)
+		if err != nil || tk.Status != notification.StatusSuccess {
+			t.Fatalf("ticket %s: %+v %v", id.Hex(), tk, err)
+		}
+	}
+}
+
+// pushgateway records what the sweeper pushes.
+type pushgateway struct {
+	mu     sync.Mutex
+	bodies []string
+	paths  []string
+	method []string
+}
+
+func (p *pushgateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	p.mu.Lock()
+	p.bodies, p.paths, p.method = append(p.bodies, string(b)), append(p.paths, r.URL.Path), append(p.method, r.Method)
+	p.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+func TestRunMetricsArePushed(t *testing.T) {
+	t.Parallel()
+	pg := &pushgateway{}
+	srv := httptest.NewServer(pg)
+	defer srv.Close()
+	w := newWorld(t, 10, resendfake.Options{})
+	if code, stderr := runBinary(t, w.env("PUSHGATEWAY_URL="+srv.URL)); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	if code, _ := runBinary(t, []string{"DB_URL=mongodb://127.0.0.1:1/", "DB_CONNECT_TIMEOUT=200ms", "PUSHGATEWAY_URL=" + srv.URL}); code != 1 {
+		t.Fatal("want exit 1 without a database")
+	}
+	pg.mu.Lock()
+	defer pg.mu.Unlock()
+	if len(pg.bodies) != 2 || pg.paths[0] != "/metrics/job/sweeper" || pg.method[0] != http.MethodPost {
+		t.Fatalf("pushes: %v %v", pg.method, pg.paths)
+	}
+	// Protobuf bodies still carry the metric names as plain bytes.
+	ok, failed := pg.bodies[0], pg.bodies[1]
+	for _, name := range []string{"sweeper_last_run_sent", "sweeper_last_run_duration_seconds", "sweeper_last_run_backlog", "sweeper_last_success_timestamp_seconds"} {
+		if !strings.Contains(ok, name) {
+			t.Fatalf("successful push lacks %s", name)
+		}
+	}
+	if strings.Contains(failed, "sweeper_last_success_timestamp_seconds") || !strings.Contains(failed, "sweeper_last_run_duration_seconds") {
+		t.Fatal("a failed sweep must push its run gauges but not a success time")
+	}
+}
+
+// TestKilledSweepLosesNothing kills a sweep with SIGKILL in the middle of a backlog; the
+// next sweep after the lease ends delivers the rest, and nobody gets an email twice.
+func TestKilledSweepLosesNothing(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 400, resendfake.Options{})
+	w.fake.SetFaults(resendfake.Faults{Delay: 200 * time.Millisecond, DelayRate: 1})
+	cmd := exec.Command(binary(t))
+	cmd.Env = append(os.Environ(), w.env("BATCH_SIZE=20", "SWEEP_CONCURRENCY=2", "SWEEP_DEADLINE=6s", "LEASE_MARGIN=1s")...)
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for w.fake.Stats().Deliveries < 60 && time.Since(start) < 30*time.Second {
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	delivered := w.fake.Stats().Deliveries
+	if delivered == 0 || delivered >= 400 {
+		t.Fatalf("killed after %d deliveries; want mid-run", delivered)
+	}
+	w.fake.SetFaults(resendfake.Faults{})
+	time.Sleep(time.Until(start.Add(7500 * time.Millisecond))) // the killed sweep's leases end
+	if code, stderr := runBinary(t, w.env()); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	if d := w.fake.Duplicates(); len(d) > 0 {
+		t.Fatalf("%d tickets delivered twice after the kill", len(d))
+	}
+	if bad := w.notExactlyOnce(); bad != 0 {
+		t.Fatalf("%d tickets not delivered exactly once", bad)
+	}
+}
+
+// BenchmarkDrain10k drains 10,000 pending tickets through the real binary against the fake
+// Resend limited to 5 requests/s: the physical limit is 10,000 / (5 × 100) = 20 s.
+func BenchmarkDrain10k(b *testing.B) {
+	for range b.N {
+		w := newWorld(b, 10000, resendfake.Options{RateLimit: 5})
+		cmd := exec.Command(binary(b))
+		cmd.Env = append(os.Environ(), w.env("RESEND_RATE_LIMIT=5", "LOG_LEVEL=info", "SWEEP_DEADLINE=120s")...)
+		stderr, _ := cmd.StderrPipe()
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		var finished map[string]any
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var line map[string]any
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "sweep finished" {
+				finished = line
+			}
+		}
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("sweeper: %v", err)
+		}
+		wall := time.Since(start)
+		rss := float64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) / 1024
+		st, err := nstore.New(w.db).Stats(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		dups := len(w.fake.Duplicates())
+		lost := w.notExactlyOnce() - dups
+		b.ReportMetric(finished["deliveredInSeconds"].(float64), "drain_s")
+		b.ReportMetric(wall.Seconds(), "process_s")
+		b.ReportMetric(float64(dups), "duplicates")
+		b.ReportMetric(float64(lost), "lost")
+		b.ReportMetric(float64(st.ByStatus[notification.StatusFailed]), "failed")
+		b.ReportMetric(float64(st.ByStatus[notification.StatusSuccess]), "success")
+		b.ReportMetric(float64(w.fake.RateLimited()), "provider_429s")
+		b.ReportMetric(rss, "peak_rss_MiB")
+		if dups != 0 || lost != 0 || st.ByStatus[notification.StatusFailed] != 0 {
+			b.Fatalf("duplicates %d, lost %d, failed %d", dups, lost, st.ByStatus[notification.StatusFailed])
+		}
+	}
+}
