@@ -148,6 +148,9 @@ func (s *Store) CreateBatch(ctx context.Context, b *notification.Batch, tickets 
 	if _, err := s.batches.InsertOne(ctx, b); err != nil {
 		return nil, err
 	}
+	if len(tickets) == 0 {
+		return nil, nil
+	}
 	docs := make([]any, len(tickets))
 	for i, t := range tickets {
 		docs[i] = notification.Assignment{Key: notification.AssignmentKey(t.ID, t.Generation), Ticket: t.ID,
