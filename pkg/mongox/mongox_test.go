@@ -1,0 +1,30 @@
+package mongox
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRedactAndDatabaseName(t *testing.T) {
+	if got := Redact("mongodb://app:s3cret@db:27017/noti?authSource=admin"); strings.Contains(got, "s3cret") || !strings.Contains(got, "app") {
+		t.Fatalf("Redact: %s", got)
+	}
+	for uri, want := range map[string]string{"mongodb://h/": "noti", "mongodb://h/mba?x=1": "mba", "mongodb://h": "noti", "::bad": "noti"} {
+		if got := DatabaseName(uri, "noti"); got != want {
+			t.Errorf("DatabaseName(%q) = %q, want %q", uri, got, want)
+		}
+	}
+}
+
+func TestConnectToNothingFailsFastWithoutThePassword(t *testing.T) {
+	start := time.Now()
+	_, err := Connect(context.Background(), "mongodb://app:s3cret@127.0.0.1:1/noti", 300*time.Millisecond)
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("err = %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("took %v", time.Since(start))
+	}
+}
