@@ -191,7 +191,7 @@ type job struct {
 // decided is what projection needs of a ticket whose outcome this sweep recorded.
 type decided struct {
 	ticket  notification.Ticket // without content
-	batch   notification.Batch
+	batch   *notification.Batch
 	outcome notification.Outcome
 }
 
@@ -212,7 +212,9 @@ type run struct {
 	startErr error
 }
 
-const maxProjectionQueue = 20000
+// maxProjectionQueue bounds what a sweep remembers for projection, so that its memory does
+// not grow with the backlog; tickets beyond it are projected by later sweeps.
+const maxProjectionQueue = 5000
 
 // Run performs one sweep. It returns an error only when the sweep could not do its work
 // (the database failed before anything was sent) or the provider refused the API key
@@ -625,7 +627,7 @@ func (r *run) record(j job, tickets []notification.Ticket, outcomes []Outcome, s
 		if len(r.decided) < maxProjectionQueue {
 			t := tickets[i]
 			t.Content = ""
-			r.decided = append(r.decided, decided{ticket: t, batch: b, outcome: o})
+			r.decided = append(r.decided, decided{ticket: t, batch: &b, outcome: o})
 		}
 	}
 }
@@ -649,7 +651,7 @@ func (r *run) project(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		t := notification.Resolve(d.ticket, &d.batch, &d.outcome)
+		t := notification.Resolve(d.ticket, d.batch, &d.outcome)
 		if err := r.s.store.Project(ctx, &t); err != nil {
 			r.projectError(ctx, err)
 			return
