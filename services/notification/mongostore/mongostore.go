@@ -85,8 +85,8 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 	}{
 		{s.tickets, mongo.IndexModel{Keys: bson.D{{Key: "idempotencyKey", Value: 1}},
 			Options: options.Index().SetName("idempotency_key").SetUnique(true).SetSparse(true)}},
-		{s.tickets, mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}, {Key: "batch", Value: 1}, {Key: "_id", Value: 1}},
-			Options: options.Index().SetName("status_batch_id")}},
+		{s.tickets, mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}, {Key: "_id", Value: 1}},
+			Options: options.Index().SetName("status_id")}},
 		{s.assignments, mongo.IndexModel{Keys: bson.D{{Key: "batch", Value: 1}},
 			Options: options.Index().SetName("batch")}},
 		{s.outcomes, mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}},
