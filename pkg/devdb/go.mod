@@ -2,7 +2,10 @@ module github.com/cineflow/cineflow/pkg/devdb
 
 go 1.26
 
-require github.com/FerretDB/FerretDB v1.24.2
+require (
+	github.com/FerretDB/FerretDB v1.24.2
+	github.com/joho/godotenv v1.5.1
+)
 
 require (
 	filippo.io/edwards25519 v1.1.0 // indirect
