@@ -11,7 +11,6 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/cineflow/cineflow/jobs/sweeper"
@@ -29,26 +28,20 @@ const apiKey = "re_test_0123456789"
 // env is one test's world: its own database on the embedded server, the real stores, and a
 // fake Resend reached over HTTP by the real resend-go client.
 type env struct {
-	t      *testing.T
-	db     *mongo.Database
-	store  *mongostore.Store
-	notes  *nstore.Store
-	fake   *resendfake.Server
-	url    string
-	ids    []bson.ObjectID
-	client *mongo.Client
+	t     *testing.T
+	db    *mongo.Database
+	store *mongostore.Store
+	notes *nstore.Store
+	fake  *resendfake.Server
+	url   string
+	ids   []bson.ObjectID
 }
 
 func newEnv(t *testing.T, opts resendfake.Options) *env {
 	t.Helper()
 	t.Parallel()
-	client, err := mongo.Connect(options.Client().ApplyURI(devdb.TestURI(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Disconnect(context.Background()) })
-	db := client.Database(devdb.TestDatabase(t))
-	e := &env{t: t, db: db, client: client, store: mongostore.New(db), notes: nstore.New(db)}
+	db := devdb.TestDB(t)
+	e := &env{t: t, db: db, store: mongostore.New(db), notes: nstore.New(db)}
 	if err := e.store.EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}

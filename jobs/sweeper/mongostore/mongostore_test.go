@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/cineflow/cineflow/jobs/sweeper/mongostore"
 	"github.com/cineflow/cineflow/pkg/devdb"
@@ -18,12 +16,7 @@ import (
 
 func newStore(t *testing.T) (*mongostore.Store, *nstore.Store) {
 	t.Parallel()
-	client, err := mongo.Connect(options.Client().ApplyURI(devdb.TestURI(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Disconnect(context.Background()) })
-	db := client.Database(devdb.TestDatabase(t))
+	db := devdb.TestDB(t)
 	s := mongostore.New(db)
 	if err := s.EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)

@@ -8,16 +8,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/cineflow/cineflow/pkg/devdb"
-	"github.com/cineflow/cineflow/pkg/mongox"
 	"github.com/cineflow/cineflow/services/notification"
 	"github.com/cineflow/cineflow/services/notification/mongostore"
 )
@@ -31,21 +28,7 @@ func realStore(tb testing.TB) *mongostore.Store {
 // realDB is realStore and its database.
 func realDB(tb testing.TB) (*mongostore.Store, *mongo.Database) {
 	tb.Helper()
-	u, err := url.Parse(devdb.TestURI(tb))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	// The embedded database is SQLite underneath: one writer at a time. A small pool makes
-	// concurrent requests queue in the driver instead of in SQLite's busy handler, which
-	// sleeps in steps of up to 100 ms (measured at concurrency 16: p99 530 ms with 16
-	// connections, 40 ms with 1-2). `make run` uses the same setting.
-	u.RawQuery = "maxPoolSize=2"
-	client, err := mongox.Connect(context.Background(), u.String(), 30*time.Second)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { client.Disconnect(context.Background()) })
-	db := client.Database(devdb.TestDatabase(tb))
+	db := devdb.TestDB(tb)
 	store := mongostore.New(db)
 	if err := store.EnsureIndexes(context.Background()); err != nil {
 		tb.Fatal(err)

@@ -2,7 +2,6 @@ package mongostore_test
 
 import (
 	"context"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -12,23 +11,13 @@ import (
 
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/errs"
-	"github.com/cineflow/cineflow/pkg/mongox"
 	"github.com/cineflow/cineflow/services/notification"
 	"github.com/cineflow/cineflow/services/notification/mongostore"
 )
 
 func newStore(t *testing.T) (*mongostore.Store, func(id bson.ObjectID), *mongo.Database) {
 	t.Helper()
-	u, err := url.Parse(devdb.TestURI(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := mongox.Connect(context.Background(), u.String(), 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Disconnect(context.Background()) })
-	db := client.Database(devdb.TestDatabase(t))
+	db := devdb.TestDB(t)
 	s := mongostore.New(db)
 	if err := s.EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
