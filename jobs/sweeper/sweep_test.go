@@ -11,6 +11,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/cineflow/cineflow/jobs/sweeper"
@@ -415,4 +416,68 @@ func TestSendSpanLinksToTheTraceThatCreatedTheTicket(t *testing.T) {
 		}
 	}
 	t.Fatal("no resend.send span links to the ticket's trace")
+}
+
+// TestDatabaseBlipLosesNothing stops the database in the middle of a sweep (sends in flight,
+// outcomes not yet recorded), brings it back, and checks that later sweeps deliver every
+// ticket exactly once.
+func TestDatabaseBlipLosesNothing(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	start := func(addr string) *devdb.Server {
+		srv, err := devdb.Start(context.Background(), devdb.Options{Addr: addr, Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	}
+	srv := start("127.0.0.1:0")
+	addr := srv.Addr()
+	client, err := mongo.Connect(options.Client().ApplyURI(srv.URI()).SetServerSelectionTimeout(2 * time.Second).SetTimeout(3 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Disconnect(context.Background())
+	db := client.Database("blip")
+	e := &env{t: t, db: db, store: mongostore.New(db), notes: nstore.New(db),
+		fake: resendfake.New(resendfake.Options{APIKey: apiKey, Seed: 7})}
+	fakeSrv := httptest.NewServer(e.fake)
+	defer fakeSrv.Close()
+	e.url = fakeSrv.URL
+	if err := e.store.EnsureIndexes(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.seed(200, nil)
+	e.fake.SetFaults(resendfake.Faults{Delay: 300 * time.Millisecond, DelayRate: 1})
+
+	cfg := sweeper.Config{BatchSize: 10, PageSize: 50, Concurrency: 2, Deadline: 4 * time.Second, LeaseMargin: 500 * time.Millisecond,
+		SendTimeout: time.Second, BackoffBase: time.Millisecond, BackoffMax: time.Millisecond}
+	first := time.Now()
+	done := make(chan sweeper.Report, 1)
+	go func() {
+		rep, _ := e.sweeper(cfg).Run(context.Background())
+		done <- rep
+	}()
+	for e.fake.Stats().Deliveries < 20 && time.Since(first) < 20*time.Second {
+		time.Sleep(10 * time.Millisecond)
+	}
+	srv.Close() // the database goes away with batches in flight
+	rep1 := <-done
+	if rep1.StoreErrors == 0 {
+		t.Fatalf("the first sweep did not notice the database going away: %+v", rep1)
+	}
+	srv = start(addr)
+	defer srv.Close()
+	e.fake.SetFaults(resendfake.Faults{})
+	time.Sleep(time.Until(first.Add(cfg.Deadline + cfg.LeaseMargin + 200*time.Millisecond)))
+	for i := 0; i < 10; i++ {
+		rep, err := e.sweeper(cfg).Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Backlog == 0 && rep.Requests == 0 {
+			break
+		}
+	}
+	e.assertExactlyOnce()
 }
