@@ -149,7 +149,7 @@ func (e *env) assertExactlyOnce() {
 func TestSweepDeliversEveryTicketInBatches(t *testing.T) {
 	e := newEnv(t, resendfake.Options{})
 	e.seed(250, nil)
-	rep, err := e.sweeper(sweeper.Config{}).Run(context.Background())
+	rep, err := e.sweeper(sweeper.Config{Deadline: time.Minute, ProjectFor: time.Minute}).Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -478,6 +478,33 @@ func TestDatabaseBlipLosesNothing(t *testing.T) {
 		if rep.Backlog == 0 && rep.Requests == 0 {
 			break
 		}
+	}
+	e.assertExactlyOnce()
+}
+
+// A sweep that runs out of time before projecting leaves ticket documents PENDING (readers
+// still see SUCCESS); the next sweep notices, sends nothing, and projects them.
+func TestLaterSweepProjectsWhatAnEarlierOneCouldNot(t *testing.T) {
+	e := newEnv(t, resendfake.Options{})
+	e.seed(120, nil)
+	rep, err := e.sweeper(sweeper.Config{ProjectFor: time.Nanosecond}).Run(context.Background())
+	if err != nil || rep.Sent != 120 || rep.Projected != 0 {
+		t.Fatalf("first sweep: %+v, %v", rep, err)
+	}
+	tickets := e.db.Collection(nstore.TicketsCollection)
+	if n, _ := tickets.CountDocuments(context.Background(), bson.M{"status": "PENDING"}); n != 120 {
+		t.Fatalf("%d documents still PENDING, want 120 (unprojected)", n)
+	}
+	e.assertExactlyOnce() // readers resolve the truth from the outcomes
+	rep, err = e.sweeper(sweeper.Config{Deadline: time.Minute, ProjectFor: time.Minute}).Run(context.Background())
+	if err != nil || rep.Requests != 0 || rep.Projected != 120 || rep.Backlog != 0 {
+		t.Fatalf("second sweep: %+v, %v", rep, err)
+	}
+	if n, _ := tickets.CountDocuments(context.Background(), bson.M{"status": "SUCCESS"}); n != 120 {
+		t.Fatalf("%d documents SUCCESS after projection, want 120", n)
+	}
+	if n, _ := e.db.Collection(nstore.BatchesCollection).CountDocuments(context.Background(), bson.M{}); n != 2 {
+		t.Fatalf("%d batch records, want the 2 that were sent (empty ones are discarded)", n)
 	}
 	e.assertExactlyOnce()
 }

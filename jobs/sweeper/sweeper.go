@@ -58,6 +58,8 @@ type Store interface {
 	Decide(ctx context.Context, outcomes []notification.Outcome) (already map[string]bool, err error)
 	// SaveBatch writes the batch as its holder sees it.
 	SaveBatch(ctx context.Context, b *notification.Batch) error
+	// DiscardBatch removes a batch that won no ticket (nothing refers to it).
+	DiscardBatch(ctx context.Context, id string) error
 	// Lookup reads a ticket generation's batch and outcome (either may be nil).
 	Lookup(ctx context.Context, ticket bson.ObjectID, generation int) (*notification.Batch, *notification.Outcome, error)
 	// Project copies a resolved ticket (notification.Resolve) onto its stored document,
@@ -320,7 +322,9 @@ func (r *run) produce(jobs chan<- job) {
 		if r.stop.Err() != nil {
 			return
 		}
-		key, ok, err := r.s.store.Claim(r.stop, &b, r.holder, cfg.Now(), r.leaseUntil)
+		// Once started, a claim or a batch is written to the end (hard), so that a stop in
+		// the middle cannot leave one half made and held until its lease ends.
+		key, ok, err := r.s.store.Claim(r.hard, &b, r.holder, cfg.Now(), r.leaseUntil)
 		if err != nil {
 			r.storeError("claim", err)
 			continue
@@ -356,18 +360,15 @@ func (r *run) produce(jobs chan<- job) {
 			now := cfg.Now()
 			b := notification.Batch{ID: bson.NewObjectID().Hex(), From: cfg.From, NextAttemptAt: r.leaseUntil,
 				Errors: []notification.AttemptError{}, CreatedAt: now, UpdatedAt: now}
-			won, err := r.s.store.CreateBatch(r.stop, &b, chunk)
+			won, err := r.s.store.CreateBatch(r.hard, &b, chunk)
 			if err != nil {
-				if r.stop.Err() == nil {
-					r.storeError("create batch", err)
-				}
+				r.storeError("create batch", err)
 				continue // whatever was assigned is recovered when the lease ends
 			}
 			r.noteLost(chunk, won)
 			if len(won) == 0 {
-				b.Done = true
-				if err := r.s.store.SaveBatch(r.hard, &b); err != nil {
-					r.storeError("close empty batch", err)
+				if err := r.s.store.DiscardBatch(r.hard, b.ID); err != nil {
+					r.storeError("discard empty batch", err)
 				}
 				continue
 			}

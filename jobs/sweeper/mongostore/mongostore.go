@@ -238,6 +238,12 @@ func (s *Store) SaveBatch(ctx context.Context, b *notification.Batch) error {
 	return err
 }
 
+// DiscardBatch deletes a batch that no assignment names.
+func (s *Store) DiscardBatch(ctx context.Context, id string) error {
+	_, err := s.batches.DeleteOne(ctx, bson.M{"_id": id})
+	return err
+}
+
 // Lookup reads a ticket generation's batch (through its assignment) and outcome.
 func (s *Store) Lookup(ctx context.Context, ticket bson.ObjectID, generation int) (*notification.Batch, *notification.Outcome, error) {
 	key := notification.AssignmentKey(ticket, generation)
