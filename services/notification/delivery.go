@@ -84,6 +84,7 @@ func Resolve(t Ticket, b *Batch, o *Outcome) Ticket {
 		}
 	}
 	if o != nil {
+		t.NextAttemptAt = time.Time{} // decided: no attempt will follow
 		t.Status = o.Status
 		t.SentAt = o.SentAt
 		t.ProviderMessageID = o.ProviderMessageID

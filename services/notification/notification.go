@@ -60,7 +60,7 @@ type Ticket struct {
 	Attempts          int            `bson:"attempts" json:"attempts"`
 	LastError         string         `bson:"lastError,omitempty" json:"lastError,omitempty"`
 	Errors            []AttemptError `bson:"errors,omitempty" json:"errors"`
-	NextAttemptAt     time.Time      `bson:"nextAttemptAt" json:"nextAttemptAt"`
+	NextAttemptAt     time.Time      `bson:"nextAttemptAt" json:"nextAttemptAt,omitzero"` // zero once decided
 	SentAt            *time.Time     `bson:"sentAt,omitempty" json:"sentAt,omitempty"`
 	ProviderMessageID string         `bson:"providerMessageId,omitempty" json:"providerMessageId,omitempty"`
 	// Generation counts operator re-queues; a ticket belongs to at most one delivery batch
