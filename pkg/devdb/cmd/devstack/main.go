@@ -35,6 +35,8 @@ var version = "dev"
 const (
 	devToken        = "dev-notification-token"
 	devJWTSecret    = "dev-jwt-secret-not-for-production"
+	devAdminEmail   = "admin@cineflow.local"
+	devAdminPass    = "dev-admin-password"
 	notificationAPI = "/notiservice/api/v1/notifications"
 	readyTimeout    = 30 * time.Second
 	stopTimeout     = 10 * time.Second // SIGTERM, then kill
@@ -51,13 +53,20 @@ type settings struct {
 	Resend           bool // RESEND_API_KEY is set: the sweeper sends for real
 	JWTSecret        string
 	NotificationURL  string // what core calls
+	AdminEmail       string // core's first admin
+	AdminPassword    string
+	DevAdmin         bool // the admin is devstack's default (printed)
 }
 
 // loadSettings reads the settings through lookup (the environment, then .env).
 func loadSettings(lookup func(string) string) (settings, error) {
 	s := settings{DBURL: lookup("DB_URL"), Token: lookup("NOTIFICATION_API_TOKEN"),
 		OutboxDir: lookup("OUTBOX_DIR"), Resend: lookup("RESEND_API_KEY") != "",
-		JWTSecret: lookup("JWT_SECRET"), NotificationURL: lookup("NOTIFICATION_SERVICE_URL")}
+		JWTSecret: lookup("JWT_SECRET"), NotificationURL: lookup("NOTIFICATION_SERVICE_URL"),
+		AdminEmail: lookup("ADMIN_EMAIL"), AdminPassword: lookup("ADMIN_PASSWORD")}
+	if s.AdminEmail == "" && s.AdminPassword == "" {
+		s.AdminEmail, s.AdminPassword, s.DevAdmin = devAdminEmail, devAdminPass, true
+	}
 	var err error
 	if s.Interval, err = parseInterval(lookup("SWEEP_INTERVAL")); err != nil {
 		return s, err
@@ -114,6 +123,7 @@ func services(s settings, notificationBin, coreBin string) []service {
 				"NOTIFICATION_API_TOKEN": s.Token}},
 		{Name: "core", Bin: coreBin, Port: 3000, Base: "/mba/api/v1", Optional: true,
 			Env: map[string]string{"DB_URL": s.DBURL, "PORT": "3000", "JWT_SECRET": s.JWTSecret,
+				"ADMIN_EMAIL": s.AdminEmail, "ADMIN_PASSWORD": s.AdminPassword,
 				"NOTIFICATION_SERVICE_URL": s.NotificationURL, "NOTIFICATION_API_TOKEN": s.Token}},
 	}
 }
@@ -360,6 +370,9 @@ func banner(out *output, s settings, dbDir string, svcs, skipped []service) {
 		}
 	}
 	lines = append(lines, fmt.Sprintf("  %-13s Authorization: Bearer %s", "token", tokenShown))
+	if s.DevAdmin && !slices.ContainsFunc(skipped, func(k service) bool { return k.Name == "core" }) {
+		lines = append(lines, fmt.Sprintf("  %-13s %s / %s (dev default; set ADMIN_EMAIL and ADMIN_PASSWORD)", "core admin", s.AdminEmail, s.AdminPassword))
+	}
 	for _, svc := range skipped {
 		lines = append(lines, fmt.Sprintf("  %-13s not started: %s does not exist", svc.Name, svc.Bin))
 	}

@@ -1,0 +1,182 @@
+// Package core is the domain of the core (mba) service: users, roles, statuses and the rules
+// of signing up, signing in and approving accounts. It imports no Fiber and no Mongo; the
+// adapters live in mongostore/ and httpapi/.
+package core
+
+import (
+	"context"
+	"fmt"
+	"net/mail"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/cineflow/cineflow/pkg/errs"
+)
+
+// Role is what a user is.
+type Role string
+
+// The roles.
+const (
+	RoleCustomer Role = "CUSTOMER"
+	RoleClient   Role = "CLIENT" // a theatre owner
+	RoleAdmin    Role = "ADMIN"
+)
+
+// Valid reports whether r is one of the roles.
+func (r Role) Valid() bool { return r == RoleCustomer || r == RoleClient || r == RoleAdmin }
+
+// Status says whether a user's role is in force.
+type Status string
+
+// The statuses. Only an APPROVED user has the powers of its role.
+const (
+	StatusApproved Status = "APPROVED"
+	StatusPending  Status = "PENDING"
+	StatusRejected Status = "REJECTED"
+)
+
+// Valid reports whether s is one of the statuses.
+func (s Status) Valid() bool { return s == StatusApproved || s == StatusPending || s == StatusRejected }
+
+// Password length bounds in bytes (bcrypt reads at most 72).
+const (
+	MinPasswordBytes = 8
+	MaxPasswordBytes = 72
+	maxNameRunes     = 100
+	maxEmailBytes    = 254
+)
+
+// User is an account. PasswordHash is never serialised.
+type User struct {
+	ID           string    `json:"_id"` // the contract: documents carry their id as _id
+	Name         string    `json:"name"`
+	Email        string    `json:"email"`
+	PasswordHash string    `json:"-"`
+	Role         Role      `json:"role"`
+	Status       Status    `json:"status"`
+	CreatedAt    time.Time `json:"createdAt"`
+	UpdatedAt    time.Time `json:"updatedAt"`
+}
+
+// Is reports whether u is an APPROVED user of role r.
+func (u *User) Is(r Role) bool { return u != nil && u.Role == r && u.Status == StatusApproved }
+
+// SignUp is a sign-up request. It has no status: a CUSTOMER starts APPROVED, a CLIENT or
+// ADMIN starts PENDING until an admin approves it.
+type SignUp struct {
+	Name     string
+	Email    string
+	Password string
+	Role     Role // empty means CUSTOMER
+}
+
+// Validate normalises s (trimmed name, lowercased email, default role) and checks every
+// field, answering errs.Fields naming each bad one.
+func (s *SignUp) Validate() error {
+	fields := map[string]string{}
+	s.Name = strings.TrimSpace(s.Name)
+	if msg := checkName(s.Name); msg != "" {
+		fields["name"] = msg
+	}
+	email, msg := NormalizeEmail(s.Email)
+	if msg != "" {
+		fields["email"] = msg
+	}
+	s.Email = email
+	if msg := CheckPassword(s.Password); msg != "" {
+		fields["password"] = msg
+	}
+	if s.Role == "" {
+		s.Role = RoleCustomer
+	}
+	if !s.Role.Valid() {
+		fields["userRole"] = "must be CUSTOMER, CLIENT or ADMIN"
+	}
+	if len(fields) > 0 {
+		return errs.Fields(fields)
+	}
+	return nil
+}
+
+// InitialStatus is the status a new account of role r starts with.
+func InitialStatus(r Role) Status {
+	if r == RoleCustomer {
+		return StatusApproved
+	}
+	return StatusPending
+}
+
+func checkName(name string) string {
+	switch {
+	case name == "":
+		return "is required"
+	case !utf8.ValidString(name):
+		return "must be valid UTF-8"
+	case utf8.RuneCountInString(name) > maxNameRunes:
+		return fmt.Sprintf("must be at most %d characters", maxNameRunes)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return "must not contain control characters"
+		}
+	}
+	return ""
+}
+
+// NormalizeEmail trims and lowercases an email address; msg says what is wrong with it.
+func NormalizeEmail(raw string) (email, msg string) {
+	email = strings.ToLower(strings.TrimSpace(raw))
+	switch {
+	case email == "":
+		return email, "is required"
+	case len(email) > maxEmailBytes:
+		return email, fmt.Sprintf("must be at most %d bytes", maxEmailBytes)
+	case !utf8.ValidString(email):
+		return email, "must be a valid email address"
+	}
+	a, err := mail.ParseAddress(email)
+	if err != nil || a.Name != "" || a.Address != email || strings.ContainsAny(email, " \t\r\n<>\"") {
+		return email, "must be a valid email address"
+	}
+	at := strings.LastIndexByte(email, '@')
+	if at <= 0 || !strings.Contains(email[at+1:], ".") {
+		return email, "must be a valid email address"
+	}
+	return email, ""
+}
+
+// CheckPassword says what is wrong with a new password ("" when fine).
+func CheckPassword(p string) string {
+	switch {
+	case p == "":
+		return "is required"
+	case len(p) < MinPasswordBytes || len(p) > MaxPasswordBytes:
+		return fmt.Sprintf("must be %d to %d bytes long", MinPasswordBytes, MaxPasswordBytes)
+	}
+	return ""
+}
+
+// UserUpdate changes some of a user's fields; nil fields stay as they are.
+type UserUpdate struct {
+	Role         *Role
+	Status       *Status
+	PasswordHash *string
+}
+
+// UserStore keeps users.
+type UserStore interface {
+	// Create stores u (its ID, CreatedAt and UpdatedAt are set). A taken email answers
+	// errs.Conflict, decided by the store's unique index.
+	Create(ctx context.Context, u *User) error
+	// Get finds a user by id: errs.NotFound if none, errs.Invalid for a malformed id.
+	Get(ctx context.Context, id string) (*User, error)
+	// GetByEmail finds a user by (lowercased) email: errs.NotFound if none.
+	GetByEmail(ctx context.Context, email string) (*User, error)
+	// Update applies upd to the user and returns it: errs.NotFound if none.
+	Update(ctx context.Context, id string, upd UserUpdate) (*User, error)
+	// Ping checks that the store answers.
+	Ping(ctx context.Context) error
+}

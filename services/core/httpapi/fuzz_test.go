@@ -1,0 +1,142 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cineflow/cineflow/pkg/devdb"
+	"github.com/cineflow/cineflow/pkg/httpx"
+	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/mongostore"
+)
+
+// testServer is the whole app on a real store of a new database, served in memory.
+func testServer(tb testing.TB) *httpx.Server {
+	tb.Helper()
+	store := mongostore.New(devdb.TestDB(tb))
+	if err := store.EnsureIndexes(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	acc, err := core.NewAccounts(store, core.AccountsOptions{Secret: []byte("fuzz-secret-0123456789abcdef0123456789"), BcryptCost: 4})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return New(acc, store, Options{HTTP: httpx.Options{BodyLimit: 64 << 10}})
+}
+
+// FuzzSignUp sends any body and content type to the sign-up handler: never a 5xx, always the
+// envelope, never a password hash; a success is CUSTOMER/APPROVED or CLIENT|ADMIN/PENDING with
+// a lowercased email, and can sign in with the password it was given.
+func FuzzSignUp(f *testing.F) {
+	seeds := []struct{ body, contentType string }{
+		{`{"name":"Ann","email":"ann@example.com","password":"password-1"}`, "application/json"},
+		{`{"name":"Bob","email":"BOB@Example.com ","password":"password-1","userRole":"CLIENT"}`, "application/json; charset=utf-8"},
+		{`{"name":"Eve","email":"eve@example.com","password":"password-1","userRole":"ADMIN","userStatus":"APPROVED","status":"APPROVED"}`, ""},
+		{`{"name":"Kim","email":"kim@example.com","password":"password-1","userRole":"KING"}`, "application/json"},
+		{`{"name":"","email":"x","password":"1"}`, "application/json"},
+		{`{"name":"Long","email":"l@example.com","password":"` + strings.Repeat("p", 73) + `"}`, "application/json"},
+		{`{"name":"\u0000","email":"a@b.cc","password":"password-1"}`, "application/json"},
+		{`{"name":"N","email":"\"a b\"@example.com","password":"password-1"}`, "application/json"},
+		{`{"name":"N","email":"Name <n@example.com>","password":"password-1"}`, "application/json"},
+		{`{"name":5,"email":[],"password":{}}`, "application/json"},
+		{`{"name":"a","name":"b","email":"ab@example.com","password":"password-1"}`, "application/json"},
+		{"", "application/json"},
+		{"null", "application/json"},
+		{"[1,2]", "application/json"},
+		{`{"name":"T","email":"t@example.com","password":"password-1"} {}`, "application/json"},
+		{`{"name":"T","email":"t@example.com","password":"password-1"}`, "text/plain"},
+		{"\xff\xfe", "application/json"},
+	}
+	for _, s := range seeds {
+		f.Add(s.body, s.contentType)
+	}
+	srv := testServer(f)
+	f.Fuzz(func(t *testing.T, body, contentType string) {
+		r := httptest.NewRequest("POST", BasePath+"/auth/signup", strings.NewReader(body))
+		if contentType != "" {
+			r.Header.Set("Content-Type", contentType)
+		}
+		resp, err := srv.App.Test(r, 30_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			t.Fatalf("status %d for %q: %s", resp.StatusCode, body, raw)
+		}
+		var env struct {
+			Success *bool           `json:"success"`
+			Error   json.RawMessage `json:"error"`
+			Data    json.RawMessage `json:"data"`
+			Message *string         `json:"message"`
+		}
+		if err := json.Unmarshal(raw, &env); err != nil || env.Success == nil || env.Message == nil || env.Error == nil || env.Data == nil {
+			t.Fatalf("not an envelope: %s", raw)
+		}
+		if *env.Success != (resp.StatusCode < 400) {
+			t.Fatalf("success %v with %d", *env.Success, resp.StatusCode)
+		}
+		if bytes.Contains(raw, []byte("$2a$")) || bytes.Contains(bytes.ToLower(raw), []byte("hash")) {
+			t.Fatalf("hash leaked: %s", raw)
+		}
+		if resp.StatusCode != 201 {
+			return
+		}
+		var u core.User
+		if err := json.Unmarshal(env.Data, &u); err != nil {
+			t.Fatal(err)
+		}
+		if u.ID == "" || u.Email != strings.ToLower(u.Email) || !u.Role.Valid() || u.Status != core.InitialStatus(u.Role) {
+			t.Fatalf("created %+v from %q", u, body)
+		}
+		var in struct {
+			Password string `json:"password"`
+		}
+		_ = json.Unmarshal([]byte(body), &in)
+		sb, _ := json.Marshal(map[string]string{"email": u.Email, "password": in.Password})
+		sr := httptest.NewRequest("POST", BasePath+"/auth/signin", bytes.NewReader(sb))
+		sr.Header.Set("Content-Type", "application/json")
+		sresp, err := srv.App.Test(sr, 30_000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sresp.Body.Close()
+		if sresp.StatusCode != 200 && sresp.StatusCode != 429 {
+			t.Fatalf("sign-in after sign-up of %q: %d", body, sresp.StatusCode)
+		}
+	})
+}
+
+func TestLimitersBounded(t *testing.T) {
+	t.Parallel()
+	l := newLimiters(10, 5, 100)
+	now := time.Now()
+	for i := range 1000 {
+		if w, _ := l.reserve(strings.Repeat("k", i%7)+string(rune('a'+i%26))+time.Duration(i).String(), now); w != 0 {
+			t.Fatalf("fresh key limited")
+		}
+	}
+	if n := l.size(); n > 100 {
+		t.Fatalf("%d limiters kept, bound 100", n)
+	}
+	for range 5 {
+		if w, _ := l.reserve("same", now); w != 0 {
+			t.Fatal("burst refused")
+		}
+	}
+	w, _ := l.reserve("same", now)
+	if w <= 0 || w > 7*time.Second {
+		t.Fatalf("sixth attempt wait %v, want about 6s", w)
+	}
+	// a refused attempt takes nothing: after the wait, one is allowed
+	if w2, _ := l.reserve("same", now.Add(w)); w2 != 0 {
+		t.Fatalf("after the wait: %v", w2)
+	}
+}
