@@ -52,6 +52,8 @@ type Server struct {
 	requests       *prometheus.CounterVec
 	duration       *prometheus.HistogramVec
 	internalErrors prometheus.Counter
+	done           chan struct{} // closed when Serve returns (after Start)
+	serveErr       error
 }
 
 // NewServer builds the app. Register routes on s.App, then Listen and Serve.

@@ -23,14 +23,17 @@ import (
 // DefaultURL is the database `make run` starts.
 const DefaultURL = "mongodb://127.0.0.1:27017/"
 
-// Connect opens a client and checks that the server answers within timeout. Errors never
-// contain the password of the URI.
+// Connect opens a client and checks that the server answers within timeout (or the URI's
+// serverSelectionTimeoutMS). Errors never contain the password of the URI.
 func Connect(ctx context.Context, uri string, timeout time.Duration) (*mongo.Client, error) {
+	opts := options.Client().ApplyURI(uri)
+	if t := opts.ServerSelectionTimeout; t != nil && *t > 0 {
+		timeout = *t // serverSelectionTimeoutMS in the URI wins
+	}
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	opts := options.Client().ApplyURI(uri).
-		SetServerSelectionTimeout(timeout).
+	opts = opts.SetServerSelectionTimeout(timeout).
 		SetConnectTimeout(timeout).
 		SetMonitor(newTracer())
 	if opts.MaxPoolSize == nil {

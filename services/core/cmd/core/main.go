@@ -7,17 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/cineflow/cineflow/pkg/config"
 	"github.com/cineflow/cineflow/pkg/httpx"
@@ -41,8 +35,8 @@ const minProductionSecret = 32
 // Config is the service's environment (and .env file).
 type Config struct {
 	config.Common
-	Host string `env:"HOST"`
-	Port int    `env:"PORT" envDefault:"3000"`
+	httpx.Settings
+	Port int `env:"PORT" envDefault:"3000"`
 	// DBURL names the MongoDB server and, in its path, the database (default "mba").
 	DBURL            string        `env:"DB_URL"`
 	DBConnectTimeout time.Duration `env:"DB_CONNECT_TIMEOUT" envDefault:"10s"`
@@ -54,14 +48,8 @@ type Config struct {
 	AdminEmail    string `env:"ADMIN_EMAIL"`
 	AdminPassword string `env:"ADMIN_PASSWORD"`
 	// Sign-in attempts allowed per minute (and burst) per client IP and per email.
-	SigninPerMinute float64       `env:"SIGNIN_RATE_PER_MINUTE" envDefault:"10"`
-	SigninBurst     int           `env:"SIGNIN_BURST" envDefault:"5"`
-	ShutdownDelay   time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s"`
-	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"20s"`
-	BodyLimit       int           `env:"BODY_LIMIT" envDefault:"1048576"`
-	ReadTimeout     time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"10s"`
-	WriteTimeout    time.Duration `env:"HTTP_WRITE_TIMEOUT" envDefault:"10s"`
-	IdleTimeout     time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"60s"`
+	SigninPerMinute float64 `env:"SIGNIN_RATE_PER_MINUTE" envDefault:"10"`
+	SigninBurst     int     `env:"SIGNIN_BURST" envDefault:"5"`
 }
 
 // LoadConfig reads the configuration from .env and the environment.
@@ -97,11 +85,8 @@ func (c Config) Validate() error {
 	if c.JWTTTL <= 0 {
 		return errors.New("JWT_TTL must be a positive duration")
 	}
-	if c.Port < 0 || c.Port > 65535 {
-		return fmt.Errorf("PORT must be from 0 to 65535, not %d", c.Port)
-	}
-	if c.BodyLimit <= 0 {
-		return errors.New("BODY_LIMIT must be a positive number of bytes")
+	if err := c.Settings.Validate(c.Port); err != nil {
+		return err
 	}
 	if c.SigninPerMinute <= 0 || c.SigninBurst <= 0 {
 		return errors.New("SIGNIN_RATE_PER_MINUTE and SIGNIN_BURST must be positive")
@@ -126,8 +111,6 @@ type Main struct {
 	Server   *httpx.Server
 
 	stopTelemetry func(context.Context) error
-	done          chan struct{}
-	serveErr      error
 	closeOnce     sync.Once
 	closeErr      error
 }
@@ -151,18 +134,14 @@ func (m *Main) Run(ctx context.Context) error {
 		log.Warn(fmt.Sprintf("JWT_SECRET is shorter than %d bytes (production refuses it)", minProductionSecret))
 	}
 
-	timeout := cfg.DBConnectTimeout
-	if o := options.Client().ApplyURI(cfg.DBURL); o.ServerSelectionTimeout != nil && *o.ServerSelectionTimeout > 0 {
-		timeout = *o.ServerSelectionTimeout
-	}
-	client, err := mongox.Connect(ctx, cfg.DBURL, timeout)
+	client, err := mongox.Connect(ctx, cfg.DBURL, cfg.DBConnectTimeout)
 	if err != nil {
 		return err
 	}
 	m.Client = client
 	dbName := mongox.DatabaseName(cfg.DBURL, "mba")
 	m.Users = mongostore.New(client.Database(dbName))
-	ictx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+	ictx, cancel := context.WithTimeout(ctx, cfg.DBConnectTimeout+10*time.Second)
 	defer cancel()
 	if err := m.Users.EnsureIndexes(ictx); err != nil {
 		return fmt.Errorf("database %s: %w", mongox.Redact(cfg.DBURL), err)
@@ -201,22 +180,9 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger:          log,
 		SigninPerMinute: cfg.SigninPerMinute,
 		SigninBurst:     cfg.SigninBurst,
-		HTTP: httpx.Options{
-			BodyLimit:    cfg.BodyLimit,
-			ReadTimeout:  cfg.ReadTimeout,
-			WriteTimeout: cfg.WriteTimeout,
-			IdleTimeout:  cfg.IdleTimeout,
-		},
+		HTTP:            cfg.Settings.Options(),
 	})
-	if err := m.Server.Listen(net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))); err != nil {
-		return fmt.Errorf("listen on port %d: %w", cfg.Port, err)
-	}
-	m.done = make(chan struct{})
-	go func() {
-		m.serveErr = m.Server.Serve()
-		close(m.done)
-	}()
-	if err := m.awaitServing(ctx); err != nil {
+	if err := m.Server.Start(ctx, cfg.Settings.Host, cfg.Port); err != nil {
 		return err
 	}
 	log.Info("core service listening", "addr", m.Server.Addr(), "db", mongox.Redact(cfg.DBURL),
@@ -224,74 +190,36 @@ func (m *Main) Run(ctx context.Context) error {
 	return nil
 }
 
-// awaitServing returns once the server answers /healthz.
-func (m *Main) awaitServing(ctx context.Context) error {
-	host, port, _ := net.SplitHostPort(m.Server.Addr())
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	url := "http://" + net.JoinHostPort(host, port) + "/healthz"
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		select {
-		case <-m.done:
-			return fmt.Errorf("serve on %s: %w", m.Server.Addr(), m.serveErr)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("server on %s did not answer within 10s: %w", m.Server.Addr(), err)
-		}
-	}
-}
-
 // Addr is the address the service listens on, after Run.
 func (m *Main) Addr() string { return m.Server.Addr() }
 
-// Done is closed when the server stops serving.
-func (m *Main) Done() <-chan struct{} { return m.done }
+// Done is closed when the server stops serving (after Close, or on its own); Err then says why.
+func (m *Main) Done() <-chan struct{} {
+	if m.Server == nil {
+		return nil
+	}
+	return m.Server.Done()
+}
 
 // Err is the server's error once Done is closed (nil after a clean Close).
 func (m *Main) Err() error {
-	if m.done == nil {
+	if m.Server == nil {
 		return nil
 	}
-	<-m.done
-	return m.serveErr
+	return m.Server.Err()
 }
 
-// Close drains in-flight requests, flushes traces and disconnects from the database. It is
-// safe after a failed Run, and idempotent.
+// Close drains in-flight requests (after SHUTDOWN_DELAY with /readyz failing), then flushes
+// traces and disconnects from the database. It is safe after a failed Run, and idempotent.
 func (m *Main) Close() error {
 	m.closeOnce.Do(func() {
-		timeout := m.Config.ShutdownTimeout
-		if timeout <= 0 {
-			timeout = 20 * time.Second
+		h := m.Config.Settings
+		if h.ShutdownTimeout <= 0 {
+			h.ShutdownTimeout = 20 * time.Second
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), m.Config.ShutdownDelay+timeout)
+		ctx, cancel := context.WithTimeout(context.Background(), h.ShutdownDelay+h.ShutdownTimeout)
 		defer cancel()
-		var errList []error
-		if m.done != nil {
-			if err := m.Server.Shutdown(ctx, m.Config.ShutdownDelay); err != nil {
-				errList = append(errList, fmt.Errorf("http shutdown: %w", err))
-			}
-			select {
-			case <-m.done:
-				if m.serveErr != nil {
-					errList = append(errList, fmt.Errorf("http: %w", m.serveErr))
-				}
-			case <-ctx.Done():
-				errList = append(errList, errors.New("http: server did not stop in time"))
-			}
-		}
+		errList := []error{m.Server.Stop(ctx, h.ShutdownDelay)}
 		if m.stopTelemetry != nil {
 			if err := m.stopTelemetry(ctx); err != nil {
 				errList = append(errList, fmt.Errorf("telemetry: %w", err))
@@ -314,31 +242,5 @@ func main() {
 		log.Error("invalid configuration", "error", err.Error())
 		os.Exit(1)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	m := &Main{Config: cfg, Logger: log}
-	if err := m.Run(ctx); err != nil {
-		log.Error("core service cannot start", "error", err.Error())
-		_ = m.Close()
-		os.Exit(1)
-	}
-	code := 0
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down: draining in-flight requests", "delay", cfg.ShutdownDelay.String(),
-			"timeout", cfg.ShutdownTimeout.String())
-	case <-m.Done():
-		log.Error("HTTP server stopped unexpectedly", "error", fmt.Sprint(m.Err()))
-		code = 1
-	}
-	stop()
-	if err := m.Close(); err != nil {
-		log.Error("shutdown incomplete", "error", err.Error())
-		code = 1
-	}
-	if code == 0 {
-		log.Info("core service stopped")
-	}
-	os.Exit(code)
+	os.Exit(httpx.RunMain("core", log, &Main{Config: cfg, Logger: log}, cfg.Settings))
 }

@@ -20,6 +20,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/pkg/devdb"
+	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/pkg/logging"
 	"github.com/cineflow/cineflow/pkg/telemetry"
 	"github.com/cineflow/cineflow/services/core"
@@ -71,11 +72,11 @@ const (
 
 func testConfig(t testing.TB) Config {
 	cfg := Config{
-		Host: "127.0.0.1", Port: 0, DBURL: testDBURL(t), DBConnectTimeout: 20 * time.Second,
+		Settings: httpx.Settings{Host: "127.0.0.1", BodyLimit: 1 << 20, ShutdownTimeout: 10 * time.Second},
+		Port:     0, DBURL: testDBURL(t), DBConnectTimeout: 20 * time.Second,
 		JWTSecret: testSecret, JWTTTL: time.Hour, BcryptCost: 4,
 		AdminEmail: adminEmail, AdminPassword: adminPassword,
 		SigninPerMinute: 60000, SigninBurst: 1000,
-		BodyLimit: 1 << 20, ShutdownTimeout: 10 * time.Second,
 	}
 	cfg.AppEnv, cfg.LogLevel = "development", "debug"
 	return cfg
@@ -560,7 +561,7 @@ func TestEnvelopeOnEveryResponse(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
-	ok := Config{Port: 3000, DBURL: "mongodb://x", JWTTTL: time.Hour, BcryptCost: 10, BodyLimit: 1, SigninPerMinute: 10, SigninBurst: 5}
+	ok := Config{Port: 3000, DBURL: "mongodb://x", JWTTTL: time.Hour, BcryptCost: 10, Settings: httpx.Settings{BodyLimit: 1}, SigninPerMinute: 10, SigninBurst: 5}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("dev defaults: %v", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/cineflow/cineflow/pkg/devdb"
+	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/pkg/logging"
 	"github.com/cineflow/cineflow/pkg/mongox"
 	"github.com/cineflow/cineflow/pkg/telemetry"
@@ -87,9 +88,9 @@ type service struct {
 
 func testConfig(t testing.TB) Config {
 	cfg := Config{
-		Host: "127.0.0.1", Port: 0, DBURL: testDBURL(t), DBConnectTimeout: 20 * time.Second,
-		APIToken: "test-token-" + bson.NewObjectID().Hex(), BodyLimit: 1 << 20,
-		ShutdownTimeout: 10 * time.Second, MetricsStatsTTL: 5 * time.Second,
+		Settings: httpx.Settings{Host: "127.0.0.1", BodyLimit: 1 << 20, ShutdownTimeout: 10 * time.Second},
+		Port:     0, DBURL: testDBURL(t), DBConnectTimeout: 20 * time.Second,
+		APIToken: "test-token-" + bson.NewObjectID().Hex(), MetricsStatsTTL: 5 * time.Second,
 	}
 	cfg.AppEnv, cfg.LogLevel = "development", "debug"
 	return cfg
