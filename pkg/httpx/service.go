@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -153,4 +154,63 @@ func RunMain(name string, log *slog.Logger, svc Service, s Settings) int {
 		log.Info(name + " service stopped")
 	}
 	return code
+}
+
+// Base is the part of a service's Main that every service shares: its server, and what to
+// close after the server has drained (telemetry, the database), in order. Embed it.
+type Base struct {
+	Server *Server
+
+	settings  Settings
+	closers   []func(context.Context) error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// OnClose adds f to what Close runs after the server has drained.
+func (b *Base) OnClose(f func(context.Context) error) { b.closers = append(b.closers, f) }
+
+// Start starts b.Server (which the service has built) on s.Host and port, and remembers s's
+// shutdown timing for Close.
+func (b *Base) Start(ctx context.Context, s Settings, port int) error {
+	b.settings = s
+	return b.Server.Start(ctx, s.Host, port)
+}
+
+// Addr is the address the service listens on, after Run.
+func (b *Base) Addr() string { return b.Server.Addr() }
+
+// Done is closed when the server stops serving (after Close, or on its own); Err then says why.
+func (b *Base) Done() <-chan struct{} {
+	if b.Server == nil {
+		return nil
+	}
+	return b.Server.Done()
+}
+
+// Err is the server's error once Done is closed (nil after a clean Close).
+func (b *Base) Err() error {
+	if b.Server == nil {
+		return nil
+	}
+	return b.Server.Err()
+}
+
+// Close drains in-flight requests (after SHUTDOWN_DELAY with /readyz failing), then runs the
+// OnClose functions. It is safe after a failed Run, and idempotent.
+func (b *Base) Close() error {
+	b.closeOnce.Do(func() {
+		s := b.settings
+		if s.ShutdownTimeout <= 0 {
+			s.ShutdownTimeout = 20 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.ShutdownDelay+s.ShutdownTimeout)
+		defer cancel()
+		errList := []error{b.Server.Stop(ctx, s.ShutdownDelay)}
+		for _, f := range b.closers {
+			errList = append(errList, f(ctx))
+		}
+		b.closeErr = errors.Join(errList...)
+	})
+	return b.closeErr
 }

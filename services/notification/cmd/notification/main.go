@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -67,19 +66,15 @@ func (c Config) Validate() error {
 
 // Main is the running service.
 type Main struct {
-	Config Config
-	Logger *slog.Logger
+	httpx.Base // the server, Addr, Done, Err, Close
+	Config     Config
+	Logger     *slog.Logger
 	// SetupTelemetry installs the global tracer provider (default telemetry.Setup) and returns
 	// its shutdown. Tests that run many Mains in one process install it once instead.
 	SetupTelemetry func(ctx context.Context) (func(context.Context) error, error)
 
 	Client *mongo.Client
 	Store  *mongostore.Store
-	Server *httpx.Server
-
-	stopTelemetry func(context.Context) error
-	closeOnce     sync.Once
-	closeErr      error
 }
 
 // Run connects to the database, ensures the indexes, and starts serving on the configured
@@ -102,6 +97,12 @@ func (m *Main) Run(ctx context.Context) error {
 		return err // names the database, never its password
 	}
 	m.Client = client
+	m.OnClose(func(ctx context.Context) error {
+		if err := client.Disconnect(ctx); err != nil {
+			return fmt.Errorf("database disconnect: %w", err)
+		}
+		return nil
+	})
 	dbName := mongox.DatabaseName(cfg.DBURL, "noti")
 	m.Store = mongostore.New(client.Database(dbName))
 	ictx, cancel := context.WithTimeout(ctx, cfg.DBConnectTimeout+10*time.Second)
@@ -117,9 +118,16 @@ func (m *Main) Run(ctx context.Context) error {
 			return telemetry.Setup(ctx, "notification", version)
 		}
 	}
-	if m.stopTelemetry, err = setup(ctx); err != nil {
+	stopTelemetry, err := setup(ctx)
+	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)
 	}
+	m.OnClose(func(ctx context.Context) error {
+		if err := stopTelemetry(ctx); err != nil {
+			return fmt.Errorf("telemetry: %w", err)
+		}
+		return nil
+	})
 
 	m.Server = httpapi.New(m.Store, httpapi.Options{
 		Token:    cfg.APIToken,
@@ -127,57 +135,12 @@ func (m *Main) Run(ctx context.Context) error {
 		StatsTTL: cfg.MetricsStatsTTL,
 		HTTP:     cfg.Settings.Options(),
 	})
-	if err := m.Server.Start(ctx, cfg.Settings.Host, cfg.Port); err != nil {
+	if err := m.Start(ctx, cfg.Settings, cfg.Port); err != nil {
 		return err
 	}
 	log.Info("notification service listening", "addr", m.Server.Addr(), "db", mongox.Redact(cfg.DBURL),
 		"database", dbName, "auth", cfg.APIToken != "", "env", cfg.AppEnv, "version", version)
 	return nil
-}
-
-// Addr is the address the service listens on, after Run.
-func (m *Main) Addr() string { return m.Server.Addr() }
-
-// Done is closed when the server stops serving (after Close, or on its own); Err then says why.
-func (m *Main) Done() <-chan struct{} {
-	if m.Server == nil {
-		return nil
-	}
-	return m.Server.Done()
-}
-
-// Err is the server's error once Done is closed (nil after a clean Close).
-func (m *Main) Err() error {
-	if m.Server == nil {
-		return nil
-	}
-	return m.Server.Err()
-}
-
-// Close drains in-flight requests (after SHUTDOWN_DELAY with /readyz failing), then flushes
-// traces and disconnects from the database. It is safe after a failed Run, and idempotent.
-func (m *Main) Close() error {
-	m.closeOnce.Do(func() {
-		h := m.Config.Settings
-		if h.ShutdownTimeout <= 0 {
-			h.ShutdownTimeout = 20 * time.Second
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), h.ShutdownDelay+h.ShutdownTimeout)
-		defer cancel()
-		errList := []error{m.Server.Stop(ctx, h.ShutdownDelay)}
-		if m.stopTelemetry != nil {
-			if err := m.stopTelemetry(ctx); err != nil {
-				errList = append(errList, fmt.Errorf("telemetry: %w", err))
-			}
-		}
-		if m.Client != nil {
-			if err := m.Client.Disconnect(ctx); err != nil {
-				errList = append(errList, fmt.Errorf("database disconnect: %w", err))
-			}
-		}
-		m.closeErr = errors.Join(errList...)
-	})
-	return m.closeErr
 }
 
 func main() {
