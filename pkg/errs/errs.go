@@ -71,6 +71,7 @@ type Error struct {
 	Message    string
 	Fields     map[string]string
 	RetryAfter time.Duration // for RateLimited and Unavailable, when known
+	Data       any           // optional payload for the envelope's data (e.g. the seats still free)
 	Err        error         // the cause, for logs only
 }
 

@@ -59,6 +59,9 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		if len(ae.Fields) > 0 {
 			reason = ae.Fields
 		}
+		if ae.Data != nil {
+			return c.Status(status).JSON(Envelope{Success: false, Error: reason, Data: ae.Data, Message: ae.Message})
+		}
 		return Fail(c, status, reason, ae.Message)
 	case errors.As(err, &fe):
 		msg := fe.Message

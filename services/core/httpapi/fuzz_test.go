@@ -27,7 +27,7 @@ func testServer(tb testing.TB) *httpx.Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return New(acc, store, Options{HTTP: httpx.Options{BodyLimit: 64 << 10}})
+	return New(Services{Accounts: acc, Users: store}, Options{HTTP: httpx.Options{BodyLimit: 64 << 10}})
 }
 
 // FuzzSignUp sends any body and content type to the sign-up handler: never a 5xx, always the

@@ -23,6 +23,17 @@ const HeaderAccessToken = "x-access-token"
 
 const callerKey = "core.caller"
 
+// Services are the domain services the API translates to. Catalogue, Bookings and
+// Payments may be nil (their routes are then not mounted).
+type Services struct {
+	Accounts  *core.Accounts
+	Users     core.UserStore
+	Catalogue *core.Catalogue
+	Bookings  *core.Bookings
+	// Idempotency keeps the first response of each Idempotency-Key (POST /bookings, /payments).
+	Idempotency IdempotencyStore
+}
+
 // Options configure the API.
 type Options struct {
 	Logger *slog.Logger
@@ -35,8 +46,10 @@ type Options struct {
 	HTTP httpx.Options
 }
 
-// API holds the account handlers.
+// API holds the handlers.
 type API struct {
+	svc     Services
+	opts    Options
 	acc     *core.Accounts
 	log     *slog.Logger
 	byIP    *limiters
@@ -44,8 +57,8 @@ type API struct {
 	now     func() time.Time
 }
 
-// New builds the service's HTTP server with the account routes. Listen and Serve it.
-func New(acc *core.Accounts, store core.UserStore, opts Options) *httpx.Server {
+// New builds the service's HTTP server with every route. Listen and Serve it.
+func New(svc Services, opts Options) *httpx.Server {
 	hopts := opts.HTTP
 	if hopts.Name == "" {
 		hopts.Name = "mba"
@@ -54,15 +67,15 @@ func New(acc *core.Accounts, store core.UserStore, opts Options) *httpx.Server {
 		hopts.Logger = opts.Logger
 	}
 	if hopts.Ready == nil {
-		hopts.Ready = store.Ping
+		hopts.Ready = svc.Users.Ping
 	}
 	srv := httpx.NewServer(hopts)
-	Register(srv.App, acc, opts)
+	Register(srv.App, svc, opts)
 	return srv
 }
 
-// Register mounts the account routes under BasePath.
-func Register(app *fiber.App, acc *core.Accounts, opts Options) *API {
+// Register mounts the routes under BasePath.
+func Register(app *fiber.App, svc Services, opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -72,7 +85,7 @@ func Register(app *fiber.App, acc *core.Accounts, opts Options) *API {
 	if opts.SigninBurst <= 0 {
 		opts.SigninBurst = 5
 	}
-	a := &API{acc: acc, log: opts.Logger, now: time.Now,
+	a := &API{svc: svc, opts: opts, acc: svc.Accounts, log: opts.Logger, now: time.Now,
 		byIP:    newLimiters(opts.SigninPerMinute, opts.SigninBurst, opts.SigninLimiterSize),
 		byEmail: newLimiters(opts.SigninPerMinute, opts.SigninBurst, opts.SigninLimiterSize)}
 	g := app.Group(BasePath)
@@ -80,6 +93,12 @@ func Register(app *fiber.App, acc *core.Accounts, opts Options) *API {
 	g.Post("/auth/signin", a.signIn)
 	g.Patch("/auth/reset", a.Authenticate, a.reset)
 	g.Patch("/user/:id", a.Authenticate, a.updateUser)
+	if svc.Catalogue != nil {
+		a.registerCatalogue(g)
+	}
+	if svc.Bookings != nil {
+		a.registerBookings(g)
+	}
 	return a
 }
 

@@ -35,6 +35,9 @@ const minProductionSecret = 32
 type Config struct {
 	config.Common
 	httpx.Settings
+	CatalogueConfig
+	OutboxConfig
+	BookingConfig
 	Port int `env:"PORT" envDefault:"3000"`
 	// DBURL names the MongoDB server and, in its path, the database (default "mba").
 	DBURL            string        `env:"DB_URL"`
@@ -105,9 +108,15 @@ type Main struct {
 	// its shutdown. Tests that run many Mains in one process install it once instead.
 	SetupTelemetry func(ctx context.Context) (func(context.Context) error, error)
 
-	Client   *mongo.Client
-	Users    *mongostore.Users
-	Accounts *core.Accounts
+	Client    *mongo.Client
+	DB        *mongo.Database
+	Users     *mongostore.Users
+	Accounts  *core.Accounts
+	Catalogue *core.Catalogue
+	Outbox    core.Outbox
+	Bookings  *core.Bookings
+	// Idempotency keeps the first response per Idempotency-Key.
+	Idempotency httpapi.IdempotencyStore
 }
 
 // Run connects to the database, ensures the indexes and the first admin, and starts serving
@@ -141,7 +150,8 @@ func (m *Main) Run(ctx context.Context) error {
 		return nil
 	})
 	dbName := mongox.DatabaseName(cfg.DBURL, "mba")
-	m.Users = mongostore.New(client.Database(dbName))
+	m.DB = client.Database(dbName)
+	m.Users = mongostore.New(m.DB)
 	ictx, cancel := context.WithTimeout(ctx, cfg.DBConnectTimeout+10*time.Second)
 	defer cancel()
 	if err := m.Users.EnsureIndexes(ictx); err != nil {
@@ -184,7 +194,18 @@ func (m *Main) Run(ctx context.Context) error {
 		return nil
 	})
 
-	m.Server = httpapi.New(m.Accounts, m.Users, httpapi.Options{
+	if err := m.wireCatalogue(ictx, m.DB); err != nil {
+		return err
+	}
+	if err := m.wireOutbox(ictx, m.DB); err != nil {
+		return err
+	}
+	if err := m.wireBookings(ictx, m.DB); err != nil {
+		return err
+	}
+
+	m.Server = httpapi.New(httpapi.Services{Accounts: m.Accounts, Users: m.Users, Catalogue: m.Catalogue,
+		Bookings: m.Bookings, Idempotency: m.Idempotency}, httpapi.Options{
 		Logger:          log,
 		SigninPerMinute: cfg.SigninPerMinute,
 		SigninBurst:     cfg.SigninBurst,

@@ -1,0 +1,4 @@
+package core
+
+// Bookings is the booking engine. (Being built.)
+type Bookings struct{}
