@@ -54,10 +54,17 @@ func TestDatabase(tb testing.TB) string {
 // of up to 100 ms (measured at concurrency 16: p99 530 ms with 16 connections, 40 ms with 2).
 func TestDB(tb testing.TB) *mongo.Database {
 	tb.Helper()
+	return TestDBNamed(tb, TestDatabase(tb))
+}
+
+// TestDBNamed connects anew (a client of its own, as another replica would) to the named
+// database on TestURI.
+func TestDBNamed(tb testing.TB, name string) *mongo.Database {
+	tb.Helper()
 	client, err := mongo.Connect(options.Client().ApplyURI(TestURI(tb)).SetMaxPoolSize(2))
 	if err != nil {
 		tb.Fatalf("connect to the test database: %v", err)
 	}
 	tb.Cleanup(func() { client.Disconnect(context.Background()) })
-	return client.Database(TestDatabase(tb))
+	return client.Database(name)
 }

@@ -1,9 +1,343 @@
 package httpapi
 
-import "github.com/gofiber/fiber/v2"
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strings"
 
-// registerBookings mounts the booking, seat map and payment routes. (Being built.)
-func (a *API) registerBookings(g fiber.Router) {}
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
-// IdempotencyStore keeps the first response of each Idempotency-Key. (Being built.)
-type IdempotencyStore interface{}
+	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/pkg/httpx"
+	"github.com/cineflow/cineflow/services/core"
+)
+
+// Idempotency headers of POST /bookings and POST /payments.
+const (
+	HeaderIdempotencyKey   = "Idempotency-Key"
+	HeaderIdempotentReplay = "Idempotent-Replayed"
+	maxIdempotencyKey      = 255
+	defaultListLimit       = 50
+	maxListLimit           = 500
+	maxListSkip            = 100000
+)
+
+// IdempotencyStore keeps the first response of each Idempotency-Key.
+type IdempotencyStore = core.IdempotencyStore
+
+// registerBookings mounts the booking, seat map and payment routes.
+func (a *API) registerBookings(g fiber.Router) {
+	g.Post("/bookings", a.Authenticate, a.idempotent("bookings", a.createBooking))
+	g.Get("/bookings", a.Authenticate, a.listBookings(false))
+	g.Get("/bookings/all", a.Authenticate, a.listBookings(true))
+	g.Get("/bookings/:id", a.Authenticate, a.getBooking)
+	g.Patch("/bookings/:id", a.Authenticate, a.patchBooking)
+	g.Post("/payments", a.Authenticate, a.idempotent("payments", a.pay))
+	g.Get("/payments", a.Authenticate, a.listPayments)
+	g.Get("/payments/:id", a.Authenticate, a.getPayment)
+	g.Get("/shows/:id/seats", a.seatMap)
+}
+
+type bookingRequest struct {
+	TheatreID string   `json:"theatreId"`
+	MovieID   string   `json:"movieId"`
+	Timing    string   `json:"timing"`
+	NoOfSeats int      `json:"noOfSeats"`
+	Seats     []string `json:"seats"`
+}
+
+// serverOwned are fields a client may never set; a body that names one is refused, so a
+// client learns that its value was not taken.
+var serverOwned = []string{"_id", "id", "userId", "status", "totalCost", "expiresAt", "paymentId", "createdAt", "updatedAt", "showId"}
+
+func refuseServerOwned(body []byte, allowed ...string) error {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(body, &m) != nil {
+		return nil // DecodeJSON reports the malformed body
+	}
+	f := map[string]string{}
+	for _, k := range serverOwned {
+		if _, ok := m[k]; ok && !contains(allowed, k) {
+			f[k] = "is set by the server and cannot be given"
+		}
+	}
+	if len(f) > 0 {
+		return errs.Fields(f)
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *API) createBooking(c *fiber.Ctx) error {
+	var req bookingRequest
+	if err := httpx.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	if err := refuseServerOwned(c.Body()); err != nil {
+		return err
+	}
+	bk, err := a.svc.Bookings.Book(c.UserContext(), Caller(c), core.BookingRequest{TheatreID: req.TheatreID,
+		MovieID: req.MovieID, Timing: req.Timing, NoOfSeats: req.NoOfSeats, Seats: req.Seats})
+	if err != nil {
+		return err
+	}
+	a.invalidateSeats(bk.ShowID)
+	c.Location(BasePath + "/bookings/" + bk.ID)
+	return httpx.OK(c, fiber.StatusCreated, bk, "seats held until "+bk.ExpiresAt.Format("2006-01-02T15:04:05Z07:00")+"; pay before then")
+}
+
+func page(c *fiber.Ctx) (limit, skip int, err error) {
+	if limit, err = httpx.QueryInt(c, "limit", defaultListLimit, 1, maxListLimit); err != nil {
+		return 0, 0, err
+	}
+	skip, err = httpx.QueryInt(c, "skip", 0, 0, maxListSkip)
+	return limit, skip, err
+}
+
+func (a *API) listBookings(all bool) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		limit, skip, err := page(c)
+		if err != nil {
+			return err
+		}
+		list, err := a.svc.Bookings.List(c.UserContext(), Caller(c), all, limit, skip)
+		if err != nil {
+			return err
+		}
+		if list == nil {
+			list = []core.Booking{}
+		}
+		return httpx.OK(c, fiber.StatusOK, list, "bookings")
+	}
+}
+
+func (a *API) getBooking(c *fiber.Ctx) error {
+	bk, err := a.svc.Bookings.Get(c.UserContext(), Caller(c), c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return httpx.OK(c, fiber.StatusOK, bk, "booking")
+}
+
+type patchBookingRequest struct {
+	Status core.BookingStatus `json:"status"`
+}
+
+// patchBooking only cancels: a booking's other fields are fixed once its seats are held, and
+// its status moves otherwise only by payment or expiry.
+func (a *API) patchBooking(c *fiber.Ctx) error {
+	var req patchBookingRequest
+	if err := httpx.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(c.Body(), &m)
+	f := map[string]string{}
+	for k := range m {
+		if k != "status" {
+			f[k] = "cannot be changed: a booking can only be cancelled ({\"status\": \"CANCELLED\"})"
+		}
+	}
+	if len(f) > 0 {
+		return errs.Fields(f)
+	}
+	switch req.Status {
+	case core.BookingCancelled:
+	case "":
+		return errs.Fields(map[string]string{"status": "is required: CANCELLED"})
+	case core.BookingPaid, core.BookingExpired, core.BookingInProcess:
+		return errs.E(errs.Forbidden, "a booking's status can only be set to CANCELLED; it is paid through POST /payments")
+	default:
+		return errs.Fields(map[string]string{"status": "must be CANCELLED"})
+	}
+	bk, err := a.svc.Bookings.Cancel(c.UserContext(), Caller(c), c.Params("id"))
+	if err != nil {
+		return err
+	}
+	a.invalidateSeats(bk.ShowID)
+	return httpx.OK(c, fiber.StatusOK, bk, "booking cancelled; its seats are back on sale")
+}
+
+type paymentRequest struct {
+	BookingID string  `json:"bookingId"`
+	Amount    float64 `json:"amount"`
+}
+
+// paidBooking is the answer of a payment: the booking, now SUCCESSFULL, and its payment.
+type paidBooking struct {
+	*core.Booking
+	Payment *core.Payment `json:"payment"`
+}
+
+func (a *API) pay(c *fiber.Ctx) error {
+	var req paymentRequest
+	if err := httpx.DecodeJSON(c, &req); err != nil {
+		return err
+	}
+	if err := refuseServerOwned(c.Body()); err != nil {
+		return err
+	}
+	p, bk, err := a.svc.Bookings.Pay(c.UserContext(), Caller(c), core.PaymentRequest{BookingID: req.BookingID, Amount: req.Amount},
+		httpx.TraceParent(c.UserContext()))
+	if err != nil {
+		return err
+	}
+	a.invalidateSeats(bk.ShowID)
+	return httpx.OK(c, fiber.StatusOK, paidBooking{Booking: bk, Payment: p}, "payment successful; a confirmation email is on its way")
+}
+
+func (a *API) listPayments(c *fiber.Ctx) error {
+	limit, skip, err := page(c)
+	if err != nil {
+		return err
+	}
+	all := c.QueryBool("all", false)
+	list, err := a.svc.Bookings.ListPayments(c.UserContext(), Caller(c), all, limit, skip)
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []core.Payment{}
+	}
+	return httpx.OK(c, fiber.StatusOK, list, "payments")
+}
+
+func (a *API) getPayment(c *fiber.Ctx) error {
+	p, err := a.svc.Bookings.GetPayment(c.UserContext(), Caller(c), c.Params("id"))
+	if err != nil {
+		return err
+	}
+	return httpx.OK(c, fiber.StatusOK, p, "payment")
+}
+
+func (a *API) seatMap(c *fiber.Ctx) error {
+	id := c.Params("id")
+	if !core.IsHexID(id) {
+		return errs.Fields(map[string]string{"id": "must be a 24-character hex id"})
+	}
+	m, err := a.svc.Bookings.SeatMap(c.UserContext(), id)
+	if err != nil {
+		return err
+	}
+	return httpx.OK(c, fiber.StatusOK, m, "seat map")
+}
+
+// invalidateSeats drops cached seat maps of the show after a change in this process.
+func (a *API) invalidateSeats(showID string) {}
+
+// idempotencyKey returns the Idempotency-Key header ("" when absent): 1 to 255 printable
+// ASCII characters, else Invalid.
+func idempotencyKey(c *fiber.Ctx) (string, error) {
+	raw := c.Request().Header.Peek(HeaderIdempotencyKey)
+	present := len(raw) > 0
+	if !present {
+		c.Request().Header.VisitAll(func(k, _ []byte) {
+			if strings.EqualFold(string(k), HeaderIdempotencyKey) {
+				present = true
+			}
+		})
+	}
+	if !present {
+		return "", nil
+	}
+	bad := len(raw) == 0 || len(raw) > maxIdempotencyKey
+	for _, b := range raw {
+		if b < 0x20 || b > 0x7e {
+			bad = true
+		}
+	}
+	if bad {
+		return "", errs.Fields(map[string]string{HeaderIdempotencyKey: "must be 1 to 255 printable ASCII characters"})
+	}
+	return string(raw), nil // a copy: fasthttp reuses its buffers
+}
+
+// idempotent wraps a signed-in POST handler: a repeated Idempotency-Key (per caller and
+// route) with the same body gets the first response again, with Idempotent-Replayed: true; a
+// different body under the key is 422; a 5xx frees the key for a retry.
+func (a *API) idempotent(route string, h fiber.Handler) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		key, err := idempotencyKey(c)
+		if err != nil || key == "" || a.svc.Idempotency == nil {
+			if err != nil {
+				return err
+			}
+			return h(c)
+		}
+		sum := sha256.Sum256(bytes.TrimSpace(c.Body()))
+		fp := hex.EncodeToString(sum[:])
+		scope := Caller(c).ID + "|" + route + "|" + key
+		ctx := c.UserContext()
+		saved, err := a.svc.Idempotency.Begin(ctx, scope, fp)
+		if err != nil {
+			return err
+		}
+		if saved != nil {
+			c.Set(HeaderIdempotentReplay, "true")
+			c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSONCharsetUTF8)
+			return c.Status(saved.Status).Send(saved.Body)
+		}
+		if err := h(c); err != nil {
+			// Write the error's envelope now, so that it can be stored.
+			if herr := c.App().Config().ErrorHandler(c, err); herr != nil {
+				return herr
+			}
+		}
+		status := c.Response().StatusCode()
+		if status >= 500 {
+			_ = a.svc.Idempotency.Abandon(ctx, scope)
+			return nil
+		}
+		body := bytes.Clone(c.Response().Body())
+		if err := a.svc.Idempotency.Finish(ctx, scope, fp, core.StoredResponse{Status: status, Body: body}); err != nil {
+			a.log.WarnContext(ctx, "idempotent response not stored", "route", route, "error", err.Error())
+		}
+		return nil
+	}
+}
+
+// BookingMetrics counts booking outcomes and seat conflicts (core.BookingEvents).
+type BookingMetrics struct {
+	bookings  *prometheus.CounterVec
+	conflicts prometheus.Counter
+	expiries  prometheus.Counter
+}
+
+// NewBookingMetrics registers the booking metrics on reg.
+func NewBookingMetrics(reg prometheus.Registerer) *BookingMetrics {
+	m := &BookingMetrics{
+		bookings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mba_bookings_total",
+			Help: "Booking events by outcome: created, conflict, paid, payment_failed, cancelled, expired."}, []string{"outcome"}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "mba_seat_conflicts_total",
+			Help: "Seats lost to another booking while holding (each is retried on another seat when possible)."}),
+		expiries: prometheus.NewCounter(prometheus.CounterOpts{Name: "mba_hold_expiries_total",
+			Help: "Unpaid bookings decided EXPIRED, their seats returned to sale."}),
+	}
+	for _, o := range []string{"created", "conflict", "paid", "payment_failed", "cancelled", "expired"} {
+		m.bookings.WithLabelValues(o)
+	}
+	reg.MustRegister(m.bookings, m.conflicts, m.expiries)
+	return m
+}
+
+// Booking counts one booking event.
+func (m *BookingMetrics) Booking(outcome string) {
+	m.bookings.WithLabelValues(outcome).Inc()
+	if outcome == "expired" {
+		m.expiries.Inc()
+	}
+}
+
+// SeatConflicts counts seats lost to another booking.
+func (m *BookingMetrics) SeatConflicts(n int) { m.conflicts.Add(float64(n)) }

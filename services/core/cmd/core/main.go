@@ -10,6 +10,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/cineflow/cineflow/pkg/config"
@@ -87,6 +89,9 @@ func (c Config) Validate() error {
 	if c.JWTTTL <= 0 {
 		return errors.New("JWT_TTL must be a positive duration")
 	}
+	if err := c.BookingConfig.Validate(); err != nil {
+		return err
+	}
 	if err := c.Settings.Validate(c.Port); err != nil {
 		return err
 	}
@@ -108,6 +113,7 @@ type Main struct {
 	// its shutdown. Tests that run many Mains in one process install it once instead.
 	SetupTelemetry func(ctx context.Context) (func(context.Context) error, error)
 
+	Registry  *prometheus.Registry
 	Client    *mongo.Client
 	DB        *mongo.Database
 	Users     *mongostore.Users
@@ -194,6 +200,8 @@ func (m *Main) Run(ctx context.Context) error {
 		return nil
 	})
 
+	m.Registry = prometheus.NewRegistry()
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := m.wireCatalogue(ictx, m.DB); err != nil {
 		return err
 	}
@@ -204,12 +212,14 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	httpOpts := cfg.Settings.Options()
+	httpOpts.Registry = m.Registry
 	m.Server = httpapi.New(httpapi.Services{Accounts: m.Accounts, Users: m.Users, Catalogue: m.Catalogue,
 		Bookings: m.Bookings, Idempotency: m.Idempotency}, httpapi.Options{
 		Logger:          log,
 		SigninPerMinute: cfg.SigninPerMinute,
 		SigninBurst:     cfg.SigninBurst,
-		HTTP:            cfg.Settings.Options(),
+		HTTP:            httpOpts,
 	})
 	if err := m.Start(ctx, cfg.Settings, cfg.Port); err != nil {
 		return err

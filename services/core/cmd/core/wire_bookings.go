@@ -2,12 +2,72 @@ package main
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/httpapi"
+	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
 // BookingConfig is the booking engine's part of the environment.
-type BookingConfig struct{}
+type BookingConfig struct {
+	// HoldTTL is how long a booking holds its seats unpaid.
+	HoldTTL time.Duration `env:"BOOKING_HOLD_TTL" envDefault:"5m"`
+	// ExpiryInterval is how often unpaid holds past their TTL are released without anyone
+	// asking (a booking or payment that meets one releases it at once anyway).
+	ExpiryInterval time.Duration `env:"HOLD_EXPIRY_INTERVAL" envDefault:"10s"`
+	// MaxSeatsPerBooking bounds noOfSeats and seats[] of one booking.
+	MaxSeatsPerBooking int `env:"MAX_SEATS_PER_BOOKING" envDefault:"20"`
+}
+
+// Validate rejects unusable booking settings.
+func (c BookingConfig) Validate() error {
+	if c.HoldTTL < time.Second {
+		return errors.New("BOOKING_HOLD_TTL must be at least 1s")
+	}
+	if c.ExpiryInterval < 10*time.Millisecond {
+		return errors.New("HOLD_EXPIRY_INTERVAL must be at least 10ms")
+	}
+	if c.MaxSeatsPerBooking < 1 || c.MaxSeatsPerBooking > 1000 {
+		return errors.New("MAX_SEATS_PER_BOOKING must be from 1 to 1000")
+	}
+	return nil
+}
 
 // wireBookings builds m.Bookings on db and starts the hold expirer (stopped by Close).
-func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error { return nil }
+func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
+	shows, ok := any(m.Catalogue).(core.ShowFinder)
+	if !ok || m.Catalogue == nil {
+		m.Logger.Warn("no catalogue: booking routes are off") // TODO(lead): an error once the catalogue lands
+		return nil
+	}
+	store := mongostore.NewBookings(db)
+	if err := store.EnsureIndexes(ctx); err != nil {
+		return err
+	}
+	idem := mongostore.NewIdempotency(db)
+	m.Idempotency = idem
+	cfg := m.Config.BookingConfig
+	m.Bookings = core.NewBookings(store, shows, core.BookingsOptions{HoldTTL: cfg.HoldTTL,
+		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, Events: httpapi.NewBookingMetrics(m.Registry)})
+	if m.Outbox != nil {
+		m.Bookings.SetOutbox(m.Outbox)
+	}
+	expCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Bookings.RunExpirer(expCtx, cfg.ExpiryInterval, func(err error) {
+			m.Logger.Warn("hold expiry failed; retrying at the next interval", "error", err.Error())
+		})
+	}()
+	m.OnClose(func(context.Context) error {
+		stop()
+		<-done
+		return nil
+	})
+	return nil
+}

@@ -1,0 +1,830 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cineflow/cineflow/pkg/errs"
+)
+
+// Booking engine defaults.
+const (
+	DefaultHoldTTL            = 5 * time.Minute
+	DefaultMaxRounds          = 8
+	DefaultMaxSeatsPerBooking = 20
+	// PaidEmailKind is the outbox kind of a booking's confirmation email.
+	PaidEmailKind = "booking-paid"
+)
+
+// BookingsOptions configure the engine.
+type BookingsOptions struct {
+	HoldTTL            time.Duration // default DefaultHoldTTL
+	MaxRounds          int           // seat-picking rounds under contention; default DefaultMaxRounds
+	MaxSeatsPerBooking int           // default DefaultMaxSeatsPerBooking
+	Events             BookingEvents
+	Now                func() time.Time
+}
+
+// Bookings is the booking engine: holds seats, takes payments, cancels and expires
+// bookings. Held and paid seats never exceed a show's seats, whatever the concurrency and
+// the number of replicas: a seat is held by inserting its unique key, and a booking's fate is
+// decided by inserting its outcome record (see BookingStore).
+type Bookings struct {
+	store    BookingStore
+	shows    ShowFinder
+	ttl      time.Duration
+	rounds   int
+	maxSeats int
+	events   BookingEvents
+	now      func() time.Time
+
+	outboxMu sync.RWMutex
+	outbox   Outbox
+
+	mu       sync.Mutex
+	inflight map[string]map[string]int // show id -> seats being inserted by requests of this process
+}
+
+// NewBookings returns the engine.
+func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bookings {
+	if opts.HoldTTL <= 0 {
+		opts.HoldTTL = DefaultHoldTTL
+	}
+	if opts.MaxRounds <= 0 {
+		opts.MaxRounds = DefaultMaxRounds
+	}
+	if opts.MaxSeatsPerBooking <= 0 {
+		opts.MaxSeatsPerBooking = DefaultMaxSeatsPerBooking
+	}
+	if opts.Events == nil {
+		opts.Events = noEvents{}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Bookings{store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
+		maxSeats: opts.MaxSeatsPerBooking, events: opts.Events, now: opts.Now,
+		inflight: map[string]map[string]int{}}
+}
+
+// SetOutbox sets where confirmation emails go (nil: none are sent).
+func (b *Bookings) SetOutbox(o Outbox) {
+	b.outboxMu.Lock()
+	b.outbox = o
+	b.outboxMu.Unlock()
+}
+
+func (b *Bookings) getOutbox() Outbox {
+	b.outboxMu.RLock()
+	defer b.outboxMu.RUnlock()
+	return b.outbox
+}
+
+// HoldTTL is how long a booking holds its seats unpaid.
+func (b *Bookings) HoldTTL() time.Duration { return b.ttl }
+
+func (b *Bookings) clock() time.Time { return b.now().UTC().Truncate(time.Millisecond) }
+
+// IsHexID reports whether s looks like a 24-character hex ObjectId.
+func IsHexID(s string) bool {
+	if len(s) != 24 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+func mustBeApproved(u *User) error {
+	if u == nil {
+		return errs.E(errs.Unauthorized, MsgBadToken)
+	}
+	if u.Status != StatusApproved {
+		return errs.E(errs.Forbidden, "your account is %s: it has no powers until an admin approves it", strings.ToLower(string(u.Status)))
+	}
+	return nil
+}
+
+// validate checks the request against nothing but itself.
+func (r *BookingRequest) validate(maxSeats int) error {
+	f := map[string]string{}
+	r.TheatreID, r.MovieID, r.Timing = strings.TrimSpace(r.TheatreID), strings.TrimSpace(r.MovieID), strings.TrimSpace(r.Timing)
+	if !IsHexID(r.TheatreID) {
+		f["theatreId"] = "must be a 24-character hex id"
+	}
+	if !IsHexID(r.MovieID) {
+		f["movieId"] = "must be a 24-character hex id"
+	}
+	if r.Timing == "" {
+		f["timing"] = "is required: the show's timing, as the show gives it"
+	} else if len(r.Timing) > 64 {
+		f["timing"] = "must be at most 64 characters"
+	}
+	if len(r.Seats) > 0 {
+		seen := map[string]bool{}
+		for i, s := range r.Seats {
+			s = Normalize(s)
+			r.Seats[i] = s
+			switch {
+			case s == "" || len(s) > 8:
+				f["seats"] = "each seat is a label such as A1"
+			case seen[s]:
+				f["seats"] = "seat " + s + " is named twice"
+			}
+			seen[s] = true
+		}
+		if len(r.Seats) > maxSeats {
+			f["seats"] = fmt.Sprintf("at most %d seats per booking", maxSeats)
+		}
+		if r.NoOfSeats != 0 && r.NoOfSeats != len(r.Seats) {
+			f["noOfSeats"] = "must equal the number of seats named (or be left out)"
+		}
+		r.NoOfSeats = len(r.Seats)
+	} else if r.NoOfSeats < 1 || r.NoOfSeats > maxSeats {
+		f["noOfSeats"] = fmt.Sprintf("must be from 1 to %d (or name the seats)", maxSeats)
+	}
+	if len(f) > 0 {
+		return errs.Fields(f)
+	}
+	return nil
+}
+
+// cents is a money amount in hundredths.
+func cents(v float64) int64 { return int64(math.Round(v * 100)) }
+
+// Book holds seats for the caller and creates an IN_PROCESS booking that expires after the
+// hold TTL. Under contention it retries other free seats a bounded number of rounds, then
+// answers errs.Conflict with the seats still free in Data.
+func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (*Booking, error) {
+	if err := mustBeApproved(caller); err != nil {
+		return nil, err
+	}
+	if err := req.validate(b.maxSeats); err != nil {
+		return nil, err
+	}
+	show, err := b.shows.FindShow(ctx, req.TheatreID, req.MovieID, req.Timing)
+	if errs.Is(err, errs.NotFound) {
+		return nil, errs.E(errs.NotFound, "no show of this movie in this theatre at this timing")
+	}
+	if err != nil {
+		return nil, err
+	}
+	layout := show.Layout()
+	for _, s := range req.Seats {
+		if !layout.Has(s) {
+			return nil, errs.Fields(map[string]string{"seats": fmt.Sprintf("%s is not a seat of this show (seats run %s to %s)",
+				s, layout.labels[0], layout.labels[len(layout.labels)-1])})
+		}
+	}
+	if req.NoOfSeats > show.NoOfSeats {
+		return nil, errs.E(errs.Conflict, "the show has only %d seats", show.NoOfSeats)
+	}
+	now := b.clock()
+	bk := &Booking{ID: b.store.NewID(), UserID: caller.ID, TheatreID: show.TheatreID, MovieID: show.MovieID,
+		ShowID: show.ID, Timing: show.Timing, NoOfSeats: req.NoOfSeats, Status: BookingInProcess,
+		TotalCost: float64(cents(show.Price)*int64(req.NoOfSeats)) / 100,
+		ExpiresAt: now.Add(b.ttl), CreatedAt: now, UpdatedAt: now}
+	mine, free, err := b.hold(ctx, show, layout, bk, req.Seats)
+	if err != nil {
+		return nil, err
+	}
+	if len(mine) < req.NoOfSeats {
+		b.release(ctx, show.ID, bk.ID, mine)
+		b.events.Booking("conflict")
+		msg := fmt.Sprintf("not enough free seats: %d asked, %d free", req.NoOfSeats, len(free))
+		if len(req.Seats) > 0 {
+			msg = "some of the seats asked for are taken"
+		}
+		e := errs.E(errs.Conflict, "%s", msg)
+		e.Data = map[string]any{"freeSeats": free, "noOfFreeSeats": len(free)}
+		return nil, e
+	}
+	slices.SortFunc(mine, func(x, y string) int { return layout.index[x] - layout.index[y] })
+	bk.Seats = mine
+	if err := b.store.CreateBooking(ctx, bk); err != nil {
+		b.release(context.WithoutCancel(ctx), show.ID, bk.ID, mine)
+		return nil, err
+	}
+	b.events.Booking("created")
+	return bk, nil
+}
+
+// hold inserts holds for the booking until it has NoOfSeats seats or the rounds run out. It
+// returns the seats won and, on failure, the seats still free.
+func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk *Booking, named []string) (mine, free []string, err error) {
+	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	need := bk.NoOfSeats
+	for round := 0; round < b.rounds && len(mine) < need; round++ {
+		if err := ctx.Err(); err != nil {
+			b.release(context.WithoutCancel(ctx), show.ID, bk.ID, mine)
+			return nil, nil, errs.Wrap(errs.Unavailable, err, "request cancelled")
+		}
+		freeSet, err := b.freeSeats(ctx, show, layout)
+		if err != nil {
+			b.release(context.WithoutCancel(ctx), show.ID, bk.ID, mine)
+			return nil, nil, err
+		}
+		for _, s := range mine {
+			delete(freeSet, s)
+		}
+		var pick []string
+		if len(named) > 0 {
+			for _, s := range named {
+				if slices.Contains(mine, s) {
+					continue
+				}
+				if !freeSet[s] {
+					return mine, sortedFree(layout, freeSet), nil
+				}
+				pick = append(pick, s)
+			}
+		} else {
+			want := need - len(mine)
+			if len(freeSet) < want {
+				return mine, sortedFree(layout, freeSet), nil
+			}
+			// Prefer seats no other request of this process is inserting right now.
+			others := b.othersInflight(show.ID, freeSet)
+			jitter := float64(round) * 2
+			if pick = layout.Best(others, want, jitter, rng); pick == nil {
+				pick = layout.Best(freeSet, want, jitter, rng)
+			}
+		}
+		holds := make([]Hold, len(pick))
+		for i, s := range pick {
+			holds[i] = Hold{ShowID: show.ID, Seat: s, BookingID: bk.ID, ExpiresAt: bk.ExpiresAt}
+		}
+		b.markInflight(show.ID, pick, 1)
+		won, err := b.store.InsertHolds(ctx, holds)
+		b.markInflight(show.ID, pick, -1)
+		mine = append(mine, won...)
+		if err != nil {
+			b.release(context.WithoutCancel(ctx), show.ID, bk.ID, mine)
+			return nil, nil, err
+		}
+		if lost := len(pick) - len(won); lost > 0 {
+			b.events.SeatConflicts(lost)
+			if len(named) > 0 {
+				freeSet, err := b.freeSeats(ctx, show, layout)
+				if err != nil {
+					return mine, nil, nil
+				}
+				return mine, sortedFree(layout, freeSet), nil
+			}
+		}
+	}
+	if len(mine) < need {
+		freeSet, err := b.freeSeats(ctx, show, layout)
+		if err == nil {
+			free = sortedFree(layout, freeSet)
+		}
+	}
+	return mine, free, nil
+}
+
+func sortedFree(layout *SeatLayout, free map[string]bool) []string {
+	out := make([]string, 0, len(free))
+	for _, s := range layout.labels {
+		if free[s] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (b *Bookings) markInflight(showID string, seats []string, d int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.inflight[showID]
+	if m == nil {
+		m = map[string]int{}
+		b.inflight[showID] = m
+	}
+	for _, s := range seats {
+		if m[s] += d; m[s] <= 0 {
+			delete(m, s)
+		}
+	}
+	if len(m) == 0 {
+		delete(b.inflight, showID)
+	}
+}
+
+// othersInflight returns free minus the seats other requests of this process are inserting.
+func (b *Bookings) othersInflight(showID string, free map[string]bool) map[string]bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	m := b.inflight[showID]
+	if len(m) == 0 {
+		return free
+	}
+	out := make(map[string]bool, len(free))
+	for s := range free {
+		if m[s] == 0 {
+			out[s] = true
+		}
+	}
+	return out
+}
+
+// freeSeats reads the show's holds and returns its free seats. An unpaid hold past its
+// expiry is met here: its booking is decided EXPIRED (unless decided otherwise first) and
+// its seats are released.
+func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout) (map[string]bool, error) {
+	holds, err := b.store.ShowHolds(ctx, show.ID)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now()
+	taken := make(map[string]bool, len(holds))
+	stale := map[string][]string{} // booking id -> seats of expired, unsold holds
+	for _, h := range holds {
+		if !h.Sold && now.After(h.ExpiresAt) {
+			stale[h.BookingID] = append(stale[h.BookingID], h.Seat)
+			continue
+		}
+		taken[h.Seat] = true
+	}
+	for id, seats := range stale {
+		o, err := b.expire(ctx, show.ID, id, seats)
+		if err != nil {
+			return nil, err
+		}
+		if o.Status == BookingPaid {
+			for _, s := range seats {
+				taken[s] = true
+			}
+		}
+	}
+	free := make(map[string]bool, layout.Seats-len(taken))
+	for _, s := range layout.labels {
+		if !taken[s] {
+			free[s] = true
+		}
+	}
+	return free, nil
+}
+
+// expire decides the booking EXPIRED unless it was decided first, and settles its holds on
+// the show's seats by the outcome in force: released unless paid.
+func (b *Bookings) expire(ctx context.Context, showID, bookingID string, seats []string) (Outcome, error) {
+	o, won, err := b.store.Decide(ctx, Outcome{BookingID: bookingID, Status: BookingExpired, DecidedAt: b.clock()})
+	if err != nil {
+		return o, err
+	}
+	if won {
+		b.events.Booking("expired")
+	}
+	b.settle(ctx, showID, bookingID, seats, o)
+	return o, nil
+}
+
+// settle applies a decided outcome: releases or marks sold the seats, and projects the status
+// onto the booking. Failures are left for the next one who meets the booking: the outcome
+// record already decides, so nothing here can change a fate.
+func (b *Bookings) settle(ctx context.Context, showID, bookingID string, seats []string, o Outcome) {
+	ctx = context.WithoutCancel(ctx)
+	switch o.Status {
+	case BookingPaid:
+		_ = b.store.MarkSold(ctx, showID, bookingID, seats)
+	case BookingCancelled, BookingExpired:
+		b.release(ctx, showID, bookingID, seats)
+	}
+	_ = b.store.ProjectStatus(ctx, bookingID, o)
+}
+
+func (b *Bookings) release(ctx context.Context, showID, bookingID string, seats []string) {
+	if len(seats) > 0 {
+		_ = b.store.ReleaseHolds(ctx, showID, bookingID, seats)
+	}
+}
+
+// resolve brings a stored booking up to date with its outcome; an undecided booking past its
+// hold is decided EXPIRED here (whoever meets it first decides).
+func (b *Bookings) resolve(ctx context.Context, bk *Booking, o *Outcome) error {
+	if bk.Status.Final() {
+		return nil
+	}
+	if o == nil {
+		var err error
+		if o, err = b.store.Outcome(ctx, bk.ID); err != nil {
+			return err
+		}
+	}
+	if o == nil && b.now().After(bk.ExpiresAt) {
+		exp, err := b.expire(ctx, bk.ShowID, bk.ID, bk.Seats)
+		if err != nil {
+			return err
+		}
+		o = &exp
+	} else if o != nil && bk.Status != o.Status {
+		b.settle(ctx, bk.ShowID, bk.ID, bk.Seats, *o)
+	}
+	if o != nil {
+		bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
+	}
+	return nil
+}
+
+// owned loads a booking the caller may see: its owner's, or any for an approved admin.
+func (b *Bookings) owned(ctx context.Context, caller *User, id string) (*Booking, error) {
+	if err := mustBeApproved(caller); err != nil {
+		return nil, err
+	}
+	if !IsHexID(id) {
+		return nil, errs.Fields(map[string]string{"id": "must be a 24-character hex id"})
+	}
+	bk, err := b.store.GetBooking(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if bk.UserID != caller.ID && !caller.Is(RoleAdmin) {
+		return nil, errs.E(errs.Forbidden, "this booking is not yours")
+	}
+	return bk, nil
+}
+
+// Get returns a booking of the caller's (any, for an admin), with its status up to date.
+func (b *Bookings) Get(ctx context.Context, caller *User, id string) (*Booking, error) {
+	bk, err := b.owned(ctx, caller, id)
+	if err != nil {
+		return nil, err
+	}
+	return bk, b.resolve(ctx, bk, nil)
+}
+
+// List returns the caller's bookings, or everyone's when all is set (admins only).
+func (b *Bookings) List(ctx context.Context, caller *User, all bool, limit, skip int) ([]Booking, error) {
+	if err := mustBeApproved(caller); err != nil {
+		return nil, err
+	}
+	f := BookingFilter{UserID: caller.ID, Limit: limit, Skip: skip}
+	if all {
+		if !caller.Is(RoleAdmin) {
+			return nil, errs.E(errs.Forbidden, "only an approved admin can list every booking")
+		}
+		f.UserID = ""
+	}
+	list, err := b.store.ListBookings(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	var open []string
+	for _, bk := range list {
+		if !bk.Status.Final() {
+			open = append(open, bk.ID)
+		}
+	}
+	if len(open) == 0 {
+		return list, nil
+	}
+	outcomes, err := b.store.Outcomes(ctx, open)
+	if err != nil {
+		return nil, err
+	}
+	for i := range list {
+		if list[i].Status.Final() {
+			continue
+		}
+		var o *Outcome
+		if v, ok := outcomes[list[i].ID]; ok {
+			o = &v
+		}
+		if err := b.resolve(ctx, &list[i], o); err != nil {
+			return nil, err
+		}
+	}
+	return list, nil
+}
+
+// Cancel cancels an unpaid booking and releases its seats at once. Cancelling a cancelled
+// booking again answers it unchanged; a paid one is errs.Conflict, an expired one errs.Gone.
+func (b *Bookings) Cancel(ctx context.Context, caller *User, id string) (*Booking, error) {
+	bk, err := b.owned(ctx, caller, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.resolve(ctx, bk, nil); err != nil {
+		return nil, err
+	}
+	if !bk.Status.Final() {
+		o, won, err := b.store.Decide(ctx, Outcome{BookingID: bk.ID, Status: BookingCancelled, DecidedAt: b.clock()})
+		if err != nil {
+			return nil, err
+		}
+		if won {
+			b.events.Booking("cancelled")
+		}
+		b.settle(ctx, bk.ShowID, bk.ID, bk.Seats, o)
+		bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
+	}
+	switch bk.Status {
+	case BookingPaid:
+		return nil, errs.E(errs.Conflict, "the booking is paid and cannot be cancelled")
+	case BookingExpired:
+		return nil, errs.E(errs.Gone, "the booking's hold has expired; its seats are back on sale")
+	}
+	return bk, nil
+}
+
+// Pay pays the caller's booking. The amount must equal its totalCost (else a FAILED payment
+// and errs.PaymentFailed); a booking is paid at most once (errs.Conflict); a booking whose hold
+// expired is errs.Gone and its seats return to sale. A successful payment owes the customer a
+// confirmation email, written to the outbox before the payment is decided.
+func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, traceParent string) (*Payment, *Booking, error) {
+	if err := mustBeApproved(caller); err != nil {
+		return nil, nil, err
+	}
+	f := map[string]string{}
+	req.BookingID = strings.TrimSpace(req.BookingID)
+	if !IsHexID(req.BookingID) {
+		f["bookingId"] = "must be a 24-character hex id"
+	}
+	if math.IsNaN(req.Amount) || math.IsInf(req.Amount, 0) || req.Amount <= 0 || req.Amount > 1e9 {
+		f["amount"] = "must be a positive amount"
+	} else if math.Abs(req.Amount*100-math.Round(req.Amount*100)) > 1e-6 {
+		f["amount"] = "must have at most 2 decimals"
+	}
+	if len(f) > 0 {
+		return nil, nil, errs.Fields(f)
+	}
+	bk, err := b.store.GetBooking(ctx, req.BookingID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if bk.UserID != caller.ID {
+		return nil, nil, errs.E(errs.Forbidden, "only the booking's owner can pay it")
+	}
+	if err := b.resolve(ctx, bk, nil); err != nil {
+		return nil, nil, err
+	}
+	if err := paidState(bk.Status); err != nil {
+		return nil, nil, err
+	}
+	now := b.clock()
+	p := &Payment{ID: b.store.NewID(), BookingID: bk.ID, UserID: caller.ID, Amount: req.Amount,
+		Status: PaymentPending, CreatedAt: now, UpdatedAt: now}
+	if cents(req.Amount) != cents(bk.TotalCost) {
+		p.Status, p.Reason = PaymentFailed, fmt.Sprintf("amount %.2f does not equal the booking's totalCost %.2f", req.Amount, bk.TotalCost)
+		if err := b.store.CreatePayment(ctx, p); err != nil {
+			return nil, nil, err
+		}
+		b.events.Booking("payment_failed")
+		e := errs.E(errs.PaymentFailed, "payment failed: %s", p.Reason)
+		e.Data = p
+		return nil, nil, e
+	}
+	if err := b.store.CreatePayment(ctx, p); err != nil {
+		return nil, nil, err
+	}
+	// The email is owed before the decision: the relay sends it only once the outcome says
+	// paid (see PaidGuard), so a crash between the two loses nothing and sends nothing wrong.
+	email := b.confirmation(ctx, caller, bk, traceParent)
+	outbox := b.getOutbox()
+	if outbox != nil {
+		if err := outbox.Enqueue(ctx, email); err != nil {
+			_ = b.store.ProjectPayment(context.WithoutCancel(ctx), p.ID, PaymentFailed, "could not queue the confirmation email")
+			return nil, nil, err
+		}
+	}
+	o, won, err := b.store.Decide(ctx, Outcome{BookingID: bk.ID, Status: BookingPaid, PaymentID: p.ID, DecidedAt: b.clock()})
+	if err != nil {
+		return nil, nil, err
+	}
+	b.settle(ctx, bk.ShowID, bk.ID, bk.Seats, o)
+	bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
+	if !won {
+		_ = b.store.ProjectPayment(context.WithoutCancel(ctx), p.ID, PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first")
+		return nil, nil, paidState(o.Status)
+	}
+	p.Status, p.UpdatedAt = PaymentSuccess, o.DecidedAt
+	_ = b.store.ProjectPayment(context.WithoutCancel(ctx), p.ID, PaymentSuccess, "")
+	b.events.Booking("paid")
+	if outbox != nil {
+		// Enqueueing the same key again keeps one email and wakes the relay now that the
+		// booking is decided.
+		_ = outbox.Enqueue(context.WithoutCancel(ctx), email)
+	}
+	return p, bk, nil
+}
+
+func paidState(s BookingStatus) error {
+	switch s {
+	case BookingPaid:
+		return errs.E(errs.Conflict, "the booking is already paid")
+	case BookingCancelled:
+		return errs.E(errs.Conflict, "the booking is cancelled")
+	case BookingExpired:
+		return errs.E(errs.Gone, "the booking's hold has expired; its seats are back on sale")
+	}
+	return nil
+}
+
+func (b *Bookings) confirmation(ctx context.Context, caller *User, bk *Booking, traceParent string) Email {
+	movie, theatre := bk.MovieID, bk.TheatreID
+	if m, err := b.shows.GetMovie(ctx, bk.MovieID); err == nil {
+		movie = m.Name
+	}
+	place := theatre
+	if t, err := b.shows.GetTheatre(ctx, bk.TheatreID); err == nil {
+		place = t.Name
+		if t.City != "" {
+			place += ", " + t.City
+		}
+	}
+	content := fmt.Sprintf("Hello %s,\n\nyour booking is confirmed.\n\nMovie: %s\nTheatre: %s\nTiming: %s\nSeats: %s\nTotal paid: %.2f\nBooking id: %s\n\nEnjoy the show!\nCineFlow\n",
+		caller.Name, movie, place, bk.Timing, strings.Join(bk.Seats, ", "), bk.TotalCost, bk.ID)
+	return Email{Key: PaidEmailKind + ":" + bk.ID, Recipients: []string{caller.Email},
+		Subject: "Your tickets for " + movie, Content: content, Kind: PaidEmailKind, Ref: bk.ID, TraceParent: traceParent}
+}
+
+// PaidGuard tells the outbox relay whether a booking's confirmation may be sent: only once
+// the booking's outcome is paid. An undecided booking waits; one that is past its hold is
+// decided EXPIRED here and its email dropped.
+func (b *Bookings) PaidGuard(ctx context.Context, bookingID string) (GuardVerdict, error) {
+	o, err := b.store.Outcome(ctx, bookingID)
+	if err != nil {
+		return GuardWait, err
+	}
+	if o == nil {
+		bk, err := b.store.GetBooking(ctx, bookingID)
+		if errs.Is(err, errs.NotFound) || errs.Is(err, errs.Invalid) {
+			return GuardDrop, nil
+		}
+		if err != nil {
+			return GuardWait, err
+		}
+		if err := b.resolve(ctx, bk, nil); err != nil {
+			return GuardWait, err
+		}
+		if !bk.Status.Final() {
+			return GuardWait, nil
+		}
+		o = &Outcome{Status: bk.Status}
+	}
+	if o.Status == BookingPaid {
+		return GuardSend, nil
+	}
+	return GuardDrop, nil
+}
+
+// GetPayment returns a payment of the caller's (any, for an admin), its status resolved from
+// its booking's outcome.
+func (b *Bookings) GetPayment(ctx context.Context, caller *User, id string) (*Payment, error) {
+	if err := mustBeApproved(caller); err != nil {
+		return nil, err
+	}
+	if !IsHexID(id) {
+		return nil, errs.Fields(map[string]string{"id": "must be a 24-character hex id"})
+	}
+	p, err := b.store.GetPayment(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if p.UserID != caller.ID && !caller.Is(RoleAdmin) {
+		return nil, errs.E(errs.Forbidden, "this payment is not yours")
+	}
+	return p, b.resolvePayment(ctx, p)
+}
+
+// ListPayments returns the caller's payments (everyone's for an admin who asks for all).
+func (b *Bookings) ListPayments(ctx context.Context, caller *User, all bool, limit, skip int) ([]Payment, error) {
+	if err := mustBeApproved(caller); err != nil {
+		return nil, err
+	}
+	f := PaymentFilter{UserID: caller.ID, Limit: limit, Skip: skip}
+	if all {
+		if !caller.Is(RoleAdmin) {
+			return nil, errs.E(errs.Forbidden, "only an approved admin can list every payment")
+		}
+		f.UserID = ""
+	}
+	list, err := b.store.ListPayments(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	for i := range list {
+		if err := b.resolvePayment(ctx, &list[i]); err != nil {
+			return nil, err
+		}
+	}
+	return list, nil
+}
+
+func (b *Bookings) resolvePayment(ctx context.Context, p *Payment) error {
+	if p.Status != PaymentPending {
+		return nil
+	}
+	o, err := b.store.Outcome(ctx, p.BookingID)
+	if err != nil || o == nil {
+		return err
+	}
+	if o.Status == BookingPaid && o.PaymentID == p.ID {
+		p.Status = PaymentSuccess
+	} else {
+		p.Status, p.Reason = PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first"
+	}
+	p.UpdatedAt = o.DecidedAt
+	_ = b.store.ProjectPayment(context.WithoutCancel(ctx), p.ID, p.Status, p.Reason)
+	return nil
+}
+
+// SeatMap lists a show's seats as free, held or sold. Expired holds count as free.
+func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error) {
+	show, err := b.shows.GetShow(ctx, showID)
+	if err != nil {
+		return nil, err
+	}
+	holds, err := b.store.ShowHolds(ctx, show.ID)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now()
+	layout := show.Layout()
+	state := make(map[string]SeatState, len(holds))
+	for _, h := range holds {
+		switch {
+		case h.Sold:
+			state[h.Seat] = SeatSold
+		case now.Before(h.ExpiresAt):
+			state[h.Seat] = SeatHeld
+		}
+	}
+	// Unpaid holds past their expiry may be paid bookings whose Sold hint is missing: ask
+	// their outcomes.
+	var unsure []string
+	for _, h := range holds {
+		if !h.Sold && !now.Before(h.ExpiresAt) {
+			unsure = append(unsure, h.BookingID)
+		}
+	}
+	if len(unsure) > 0 {
+		outcomes, err := b.store.Outcomes(ctx, unsure)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range holds {
+			if o, ok := outcomes[h.BookingID]; ok && o.Status == BookingPaid {
+				state[h.Seat] = SeatSold
+			}
+		}
+	}
+	m := &SeatMap{ShowID: show.ID, NoOfSeats: show.NoOfSeats, SeatsPerRow: layout.PerRow, At: now.UTC(),
+		Free: []string{}, Held: []string{}, Sold: []string{}, Seats: make([]SeatEntry, 0, layout.Seats)}
+	for _, s := range layout.labels {
+		st := state[s]
+		if st == "" {
+			st = SeatFree
+		}
+		switch st {
+		case SeatFree:
+			m.Free = append(m.Free, s)
+		case SeatHeld:
+			m.Held = append(m.Held, s)
+		case SeatSold:
+			m.Sold = append(m.Sold, s)
+		}
+		m.Seats = append(m.Seats, SeatEntry{Seat: s, State: st})
+	}
+	return m, nil
+}
+
+// ExpireDue decides every unpaid booking past its hold EXPIRED and releases its seats, so
+// that a hold nobody pays returns to sale without anyone asking. It returns how many it met.
+func (b *Bookings) ExpireDue(ctx context.Context, limit int) (int, error) {
+	due, err := b.store.DueForExpiry(ctx, b.now(), limit)
+	if err != nil {
+		return 0, err
+	}
+	for i := range due {
+		if err := b.resolve(ctx, &due[i], nil); err != nil {
+			return i, err
+		}
+	}
+	return len(due), nil
+}
+
+// RunExpirer calls ExpireDue every interval until ctx ends.
+func (b *Bookings) RunExpirer(ctx context.Context, interval time.Duration, onErr func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := b.ExpireDue(ctx, 500); err != nil && ctx.Err() == nil && onErr != nil {
+				onErr(err)
+			}
+		}
+	}
+}

@@ -1,4 +1,0 @@
-package core
-
-// Bookings is the booking engine. (Being built.)
-type Bookings struct{}
