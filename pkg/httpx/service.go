@@ -167,7 +167,8 @@ type Base struct {
 	closeErr  error
 }
 
-// OnClose adds f to what Close runs after the server has drained.
+// OnClose adds f to what Close runs after the server has drained. Close runs them in reverse
+// order (last added first), so what was started on a resource stops before the resource closes.
 func (b *Base) OnClose(f func(context.Context) error) { b.closers = append(b.closers, f) }
 
 // Start starts b.Server (which the service has built) on s.Host and port, and remembers s's
@@ -207,8 +208,8 @@ func (b *Base) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), s.ShutdownDelay+s.ShutdownTimeout)
 		defer cancel()
 		errList := []error{b.Server.Stop(ctx, s.ShutdownDelay)}
-		for _, f := range b.closers {
-			errList = append(errList, f(ctx))
+		for i := len(b.closers) - 1; i >= 0; i-- {
+			errList = append(errList, b.closers[i](ctx))
 		}
 		b.closeErr = errors.Join(errList...)
 	})

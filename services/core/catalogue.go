@@ -82,3 +82,122 @@ type Email struct {
 type Outbox interface {
 	Enqueue(ctx context.Context, e Email) error
 }
+
+// Release statuses of a movie (the original's enum).
+const (
+	ReleaseReleased   = "RELEASED"
+	ReleaseUnreleased = "UNRELEASED"
+	ReleaseBlocked    = "BLOCKED"
+)
+
+// Page bounds of the catalogue lists.
+const (
+	DefaultPageLimit = 100
+	MaxPageLimit     = 500
+	MaxPageSkip      = 1_000_000
+)
+
+// Page is a window of a list: Limit items after the first Skip (in _id order).
+type Page struct {
+	Limit int
+	Skip  int
+}
+
+// MovieFilter selects movies; zero fields match everything. Name is an exact match (the
+// original's ?name=).
+type MovieFilter struct {
+	Name string
+	Page
+}
+
+// TheatreFilter selects theatres; zero fields match everything. MovieID selects the
+// theatres that run that movie.
+type TheatreFilter struct {
+	City    string
+	Name    string
+	PinCode int
+	MovieID string
+	Page
+}
+
+// ShowFilter selects shows of a theatre and/or a movie.
+type ShowFilter struct {
+	TheatreID string
+	MovieID   string
+	Page
+}
+
+// MoviePatch changes some of a movie's fields; nil fields stay as they are.
+type MoviePatch struct {
+	Name          *string
+	Description   *string
+	Casts         *[]string
+	TrailerURL    *string
+	Language      *[]string
+	ReleaseDate   *string
+	Director      *string
+	ReleaseStatus *string
+}
+
+// TheatrePatch changes some of a theatre's fields; nil fields stay as they are. Owner and
+// Movies are never changed through it.
+type TheatrePatch struct {
+	Name        *string
+	Description *string
+	City        *string
+	PinCode     *int
+	Address     *string
+}
+
+// ShowPatch changes some of a show's fields; its theatre and movie never change.
+type ShowPatch struct {
+	Timing      *string
+	NoOfSeats   *int
+	SeatsPerRow *int
+	Price       *float64
+	Format      *string
+}
+
+// MovieStore keeps movies. Ids are 24-character hex strings: a malformed one answers
+// errs.Invalid, an unknown one errs.NotFound.
+type MovieStore interface {
+	// Create stores m and sets its ID.
+	Create(ctx context.Context, m *Movie) error
+	Get(ctx context.Context, id string) (*Movie, error)
+	// List returns the movies of f's page in _id order, and how many match f in all.
+	List(ctx context.Context, f MovieFilter) ([]*Movie, int64, error)
+	// GetMany returns the movies among ids that exist, in _id order.
+	GetMany(ctx context.Context, ids []string) ([]*Movie, error)
+	// Update applies p (and updatedAt) and returns the movie after the change.
+	Update(ctx context.Context, id string, p MoviePatch, at time.Time) (*Movie, error)
+	Delete(ctx context.Context, id string) error
+}
+
+// TheatreStore keeps theatres.
+type TheatreStore interface {
+	Create(ctx context.Context, t *Theatre) error
+	Get(ctx context.Context, id string) (*Theatre, error)
+	List(ctx context.Context, f TheatreFilter) ([]*Theatre, int64, error)
+	Update(ctx context.Context, id string, p TheatrePatch, at time.Time) (*Theatre, error)
+	Delete(ctx context.Context, id string) error
+	// AddMovies and RemoveMovies add movie ids to (as a set) or remove them from the
+	// theatre's movies, and return the theatre after the change.
+	AddMovies(ctx context.Context, id string, movieIDs []string, at time.Time) (*Theatre, error)
+	RemoveMovies(ctx context.Context, id string, movieIDs []string, at time.Time) (*Theatre, error)
+	// RemoveMovieEverywhere takes a (deleted) movie off every theatre.
+	RemoveMovieEverywhere(ctx context.Context, movieID string, at time.Time) error
+}
+
+// ShowStore keeps shows. (theatreId, movieId, timing) is unique: a second show of the same
+// identity answers errs.Conflict, decided by the store's unique index.
+type ShowStore interface {
+	Create(ctx context.Context, s *Show) error
+	Get(ctx context.Context, id string) (*Show, error)
+	// Find finds the show of a theatre and movie at timing: errs.NotFound if none.
+	Find(ctx context.Context, theatreID, movieID, timing string) (*Show, error)
+	List(ctx context.Context, f ShowFilter) ([]*Show, int64, error)
+	Update(ctx context.Context, id string, p ShowPatch, at time.Time) (*Show, error)
+	Delete(ctx context.Context, id string) error
+	// Count counts the shows matching f (its page is ignored).
+	Count(ctx context.Context, f ShowFilter) (int64, error)
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -226,15 +227,19 @@ func (a *API) seatMap(c *fiber.Ctx) error {
 	if !core.IsHexID(id) {
 		return errs.Fields(map[string]string{"id": "must be a 24-character hex id"})
 	}
-	m, err := a.svc.Bookings.SeatMap(c.UserContext(), id)
-	if err != nil {
-		return err
-	}
-	return httpx.OK(c, fiber.StatusOK, m, "seat map")
+	ttl := min(a.ResponseCache().TTL(), SeatMapTTL)
+	return a.ResponseCache().Serve(c, "seats:"+id, []string{SeatsTag(id)}, ttl, func() (int, any, string, error) {
+		m, err := a.svc.Bookings.SeatMap(c.UserContext(), id)
+		return fiber.StatusOK, m, "seat map", err
+	})
 }
 
+// SeatMapTTL bounds how long a seat map is served from memory: a booking through this process
+// shows at once, one through another replica within this long.
+const SeatMapTTL = time.Second
+
 // invalidateSeats drops cached seat maps of the show after a change in this process.
-func (a *API) invalidateSeats(showID string) {}
+func (a *API) invalidateSeats(showID string) { a.ResponseCache().Invalidate(SeatsTag(showID)) }
 
 // idempotencyKey returns the Idempotency-Key header ("" when absent): 1 to 255 printable
 // ASCII characters, else Invalid.

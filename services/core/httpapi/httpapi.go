@@ -6,6 +6,7 @@ package httpapi
 import (
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -42,19 +43,23 @@ type Options struct {
 	SigninPerMinute   float64
 	SigninBurst       int
 	SigninLimiterSize int
+	// Catalogue configures the catalogue routes' response cache.
+	Catalogue CatalogueOptions
 	// HTTP configures the shared server; Name defaults to "mba", Ready to store.Ping.
 	HTTP httpx.Options
 }
 
 // API holds the handlers.
 type API struct {
-	svc     Services
-	opts    Options
-	acc     *core.Accounts
-	log     *slog.Logger
-	byIP    *limiters
-	byEmail *limiters
-	now     func() time.Time
+	cacheOnce sync.Once
+	cache     *ResponseCache
+	svc       Services
+	opts      Options
+	acc       *core.Accounts
+	log       *slog.Logger
+	byIP      *limiters
+	byEmail   *limiters
+	now       func() time.Time
 }
 
 // New builds the service's HTTP server with every route. Listen and Serve it.

@@ -89,6 +89,12 @@ func (c Config) Validate() error {
 	if c.JWTTTL <= 0 {
 		return errors.New("JWT_TTL must be a positive duration")
 	}
+	if err := c.OutboxConfig.Validate(c.Production()); err != nil {
+		return err
+	}
+	if err := c.CatalogueConfig.Validate(); err != nil {
+		return err
+	}
 	if err := c.BookingConfig.Validate(); err != nil {
 		return err
 	}
@@ -144,6 +150,23 @@ func (m *Main) Run(ctx context.Context) error {
 		log.Warn(fmt.Sprintf("JWT_SECRET is shorter than %d bytes (production refuses it)", minProductionSecret))
 	}
 
+	setup := m.SetupTelemetry
+	if setup == nil {
+		setup = func(ctx context.Context) (func(context.Context) error, error) {
+			return telemetry.Setup(ctx, "core", version)
+		}
+	}
+	stopTelemetry, err := setup(ctx)
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	m.OnClose(func(ctx context.Context) error {
+		if err := stopTelemetry(ctx); err != nil {
+			return fmt.Errorf("telemetry: %w", err)
+		}
+		return nil
+	})
+
 	client, err := mongox.Connect(ctx, cfg.DBURL, cfg.DBConnectTimeout)
 	if err != nil {
 		return err
@@ -183,23 +206,6 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}
 
-	setup := m.SetupTelemetry
-	if setup == nil {
-		setup = func(ctx context.Context) (func(context.Context) error, error) {
-			return telemetry.Setup(ctx, "core", version)
-		}
-	}
-	stopTelemetry, err := setup(ctx)
-	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
-	}
-	m.OnClose(func(ctx context.Context) error {
-		if err := stopTelemetry(ctx); err != nil {
-			return fmt.Errorf("telemetry: %w", err)
-		}
-		return nil
-	})
-
 	m.Registry = prometheus.NewRegistry()
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := m.wireCatalogue(ictx, m.DB); err != nil {
@@ -211,6 +217,12 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.wireBookings(ictx, m.DB); err != nil {
 		return err
 	}
+	// The relay sends an email of a guarded kind only once its guard says the decision stands.
+	relay := m.outboxRelay()
+	relay.Guard(core.PaidEmailKind, func(ctx context.Context, _, ref string) (core.GuardVerdict, error) {
+		return m.Bookings.PaidGuard(ctx, ref)
+	})
+	relay.Guard(core.EmailKindTheatreCreated, m.Catalogue.TheatreCreatedGuard)
 
 	httpOpts := cfg.Settings.Options()
 	httpOpts.Registry = m.Registry
@@ -219,6 +231,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger:          log,
 		SigninPerMinute: cfg.SigninPerMinute,
 		SigninBurst:     cfg.SigninBurst,
+		Catalogue:       cfg.CatalogueConfig.HTTPOptions(),
 		HTTP:            httpOpts,
 	})
 	if err := m.Start(ctx, cfg.Settings, cfg.Port); err != nil {

@@ -575,8 +575,12 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("production short JWT_SECRET: %v", err)
 	}
 	prod.JWTSecret = strings.Repeat("k", 32)
+	if err := prod.Validate(); err == nil || !strings.Contains(err.Error(), "NOTIFICATION_API_TOKEN") {
+		t.Errorf("production without NOTIFICATION_API_TOKEN: %v", err)
+	}
+	prod.NotificationToken = "service-token"
 	if err := prod.Validate(); err != nil {
-		t.Errorf("production good secret: %v", err)
+		t.Errorf("production good secrets: %v", err)
 	}
 	half := ok
 	half.AdminEmail = "a@b.cc"

@@ -23,15 +23,15 @@ type BookingConfig struct {
 	MaxSeatsPerBooking int `env:"MAX_SEATS_PER_BOOKING" envDefault:"20"`
 }
 
-// Validate rejects unusable booking settings.
+// Validate rejects unusable booking settings (zero values mean the defaults).
 func (c BookingConfig) Validate() error {
-	if c.HoldTTL < time.Second {
+	if c.HoldTTL < 0 || c.HoldTTL > 0 && c.HoldTTL < time.Second {
 		return errors.New("BOOKING_HOLD_TTL must be at least 1s")
 	}
-	if c.ExpiryInterval < 10*time.Millisecond {
+	if c.ExpiryInterval < 0 || c.ExpiryInterval > 0 && c.ExpiryInterval < 10*time.Millisecond {
 		return errors.New("HOLD_EXPIRY_INTERVAL must be at least 10ms")
 	}
-	if c.MaxSeatsPerBooking < 1 || c.MaxSeatsPerBooking > 1000 {
+	if c.MaxSeatsPerBooking < 0 || c.MaxSeatsPerBooking > 1000 {
 		return errors.New("MAX_SEATS_PER_BOOKING must be from 1 to 1000")
 	}
 	return nil
@@ -39,11 +39,10 @@ func (c BookingConfig) Validate() error {
 
 // wireBookings builds m.Bookings on db and starts the hold expirer (stopped by Close).
 func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
-	shows, ok := any(m.Catalogue).(core.ShowFinder)
-	if !ok || m.Catalogue == nil {
-		m.Logger.Warn("no catalogue: booking routes are off") // TODO(lead): an error once the catalogue lands
-		return nil
+	if m.Catalogue == nil {
+		return errors.New("bookings need the catalogue (wireCatalogue first)")
 	}
+	var shows core.ShowFinder = m.Catalogue
 	store := mongostore.NewBookings(db)
 	if err := store.EnsureIndexes(ctx); err != nil {
 		return err
@@ -51,6 +50,9 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	idem := mongostore.NewIdempotency(db)
 	m.Idempotency = idem
 	cfg := m.Config.BookingConfig
+	if cfg.ExpiryInterval == 0 {
+		cfg.ExpiryInterval = 10 * time.Second
+	}
 	m.Bookings = core.NewBookings(store, shows, core.BookingsOptions{HoldTTL: cfg.HoldTTL,
 		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, Events: httpapi.NewBookingMetrics(m.Registry)})
 	if m.Outbox != nil {

@@ -2,12 +2,161 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+
+	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/mongostore"
+	"github.com/cineflow/cineflow/services/core/notifyclient"
 )
 
-// OutboxConfig is the outbox relay's part of the environment.
-type OutboxConfig struct{}
+// OutboxConfig is the outbox relay's part of the environment. Zero values take the
+// defaults (tests build Config by hand).
+type OutboxConfig struct {
+	// NotificationURL is the notification service's ticket endpoint.
+	NotificationURL string `env:"NOTIFICATION_SERVICE_URL" envDefault:"http://localhost:3001/notiservice/api/v1/notifications"`
+	// NotificationToken is the notification service's bearer token: required in production.
+	NotificationToken string `env:"NOTIFICATION_API_TOKEN"`
+	// NotificationTimeout bounds each POST to the notification service.
+	NotificationTimeout time.Duration `env:"NOTIFICATION_TIMEOUT" envDefault:"5s"`
+	// RelayInterval is how often the relay looks for due emails (an enqueue wakes it at once).
+	RelayInterval time.Duration `env:"RELAY_INTERVAL" envDefault:"1s"`
+	// RelayMaxBackoff caps the delay between attempts at one email.
+	RelayMaxBackoff time.Duration `env:"RELAY_MAX_BACKOFF" envDefault:"5m"`
+}
+
+// Validate rejects outbox settings the service cannot run with; messages name variables,
+// never their values.
+func (c OutboxConfig) Validate(production bool) error {
+	if c.NotificationURL != "" {
+		if err := notifyclient.CheckURL(c.NotificationURL); err != nil {
+			return err
+		}
+	}
+	if production && c.NotificationToken == "" {
+		return errors.New("NOTIFICATION_API_TOKEN is required when APP_ENV=production")
+	}
+	if c.NotificationTimeout < 0 || c.RelayInterval < 0 || c.RelayMaxBackoff < 0 {
+		return errors.New("NOTIFICATION_TIMEOUT, RELAY_INTERVAL and RELAY_MAX_BACKOFF must be positive durations")
+	}
+	return nil
+}
 
 // wireOutbox builds m.Outbox on db and starts its relay (stopped by Close).
-func (m *Main) wireOutbox(ctx context.Context, db *mongo.Database) error { return nil }
+func (m *Main) wireOutbox(ctx context.Context, db *mongo.Database) error {
+	cfg := m.Config.OutboxConfig
+	if err := cfg.Validate(m.Config.Production()); err != nil {
+		return err
+	}
+	if cfg.NotificationToken == "" {
+		m.Logger.Warn("NOTIFICATION_API_TOKEN is not set: posting to the notification service without credentials (development only)")
+	}
+	store := mongostore.NewOutbox(db)
+	if err := store.EnsureIndexes(ctx); err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	client, err := notifyclient.New(notifyclient.Options{URL: cfg.NotificationURL, Token: cfg.NotificationToken,
+		Timeout: cfg.NotificationTimeout})
+	if err != nil {
+		return err
+	}
+	metrics := newOutboxMetrics(store, 5*time.Second)
+	if m.Registry != nil {
+		if err := m.Registry.Register(metrics); err != nil {
+			return fmt.Errorf("outbox metrics: %w", err)
+		}
+	}
+	relay := core.NewRelay(store, client, core.RelayOptions{
+		Interval:   cfg.RelayInterval,
+		MaxBackoff: cfg.RelayMaxBackoff,
+		Logger:     m.Logger,
+		OnResult:   metrics.observe,
+		// Until wireBookings registers the paid guard, confirmations wait (never sent for a
+		// booking nobody has checked is paid).
+		GuardedKinds: []string{core.PaidEmailKind},
+	})
+	m.Outbox = relay // Enqueue stores the email and wakes the relay
+	relay.Start()
+	m.OnClose(relay.Stop)
+	return nil
+}
+
+// outboxRelay is the relay wireOutbox started (nil before, or if m.Outbox is something else):
+// register guards on it, e.g. m.outboxRelay().Guard(core.PaidEmailKind, g).
+func (m *Main) outboxRelay() *core.Relay {
+	r, _ := m.Outbox.(*core.Relay)
+	return r
+}
+
+// outboxMetrics exports the relay's results (counted as they happen) and the backlog (read
+// from the store at scrape time, one read per ttl at most).
+type outboxMetrics struct {
+	store   core.OutboxStore
+	ttl     time.Duration
+	relayed *prometheus.CounterVec
+	pending *prometheus.Desc
+	oldest  *prometheus.Desc
+
+	mu     sync.Mutex
+	at     time.Time
+	cached core.OutboxBacklog
+	err    error
+}
+
+func newOutboxMetrics(store core.OutboxStore, ttl time.Duration) *outboxMetrics {
+	return &outboxMetrics{store: store, ttl: ttl,
+		relayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mba_outbox_relayed_total",
+			Help: "Attempts to relay an outbox email to the notification service, by kind and result (sent, dropped, retry, failed).",
+		}, []string{"kind", "result"}),
+		pending: prometheus.NewDesc("mba_outbox_pending",
+			"Emails in the outbox not yet accepted by the notification service.", nil, nil),
+		oldest: prometheus.NewDesc("mba_outbox_oldest_pending_age_seconds",
+			"Age of the oldest email in the outbox (0 when empty).", nil, nil),
+	}
+}
+
+func (o *outboxMetrics) observe(kind string, r core.RelayResult) {
+	o.relayed.WithLabelValues(kind, string(r)).Inc()
+}
+
+// Describe implements prometheus.Collector.
+func (o *outboxMetrics) Describe(ch chan<- *prometheus.Desc) {
+	o.relayed.Describe(ch)
+	ch <- o.pending
+	ch <- o.oldest
+}
+
+// Collect implements prometheus.Collector. When the store cannot answer, the backlog gauges
+// are left out (a gap in the graph rather than a false zero).
+func (o *outboxMetrics) Collect(ch chan<- prometheus.Metric) {
+	o.relayed.Collect(ch)
+	b, err := o.backlog()
+	if err != nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(o.pending, prometheus.GaugeValue, float64(b.Pending))
+	age := 0.0
+	if !b.Oldest.IsZero() {
+		age = max(time.Since(b.Oldest).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(o.oldest, prometheus.GaugeValue, age)
+}
+
+func (o *outboxMetrics) backlog() (core.OutboxBacklog, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.at.IsZero() && time.Since(o.at) < o.ttl {
+		return o.cached, o.err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	o.cached, o.err = o.store.Backlog(ctx)
+	o.at = time.Now()
+	return o.cached, o.err
+}

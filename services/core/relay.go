@@ -1,0 +1,476 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/cineflow/cineflow/pkg/errs"
+)
+
+// MaxEmailKey is the longest Email.Key: it travels as the notification service's
+// Idempotency-Key (1 to 255 printable ASCII characters).
+const MaxEmailKey = 255
+
+// Validate checks what the relay needs of an email before it is stored: a key the
+// notification service accepts as an Idempotency-Key, recipients, a subject and content.
+func (e *Email) Validate() error {
+	f := map[string]string{}
+	switch {
+	case e.Key == "" || len(e.Key) > MaxEmailKey:
+		f["key"] = fmt.Sprintf("must be 1 to %d printable ASCII characters", MaxEmailKey)
+	default:
+		for i := 0; i < len(e.Key); i++ {
+			if e.Key[i] < 0x20 || e.Key[i] > 0x7e {
+				f["key"] = fmt.Sprintf("must be 1 to %d printable ASCII characters", MaxEmailKey)
+				break
+			}
+		}
+	}
+	if len(e.Recipients) == 0 {
+		f["recipients"] = "is required"
+	}
+	if e.Subject == "" {
+		f["subject"] = "is required"
+	}
+	if e.Content == "" {
+		f["content"] = "is required"
+	}
+	if len(f) > 0 {
+		return errs.Fields(f)
+	}
+	return nil
+}
+
+// OutboxEntry is an email waiting in the outbox, with its relay state.
+type OutboxEntry struct {
+	Email
+	CreatedAt     time.Time
+	Attempts      int
+	NextAttemptAt time.Time
+	LastError     string
+}
+
+// OutboxBacklog is what the outbox holds: how many emails and since when (Oldest is zero
+// when it is empty).
+type OutboxBacklog struct {
+	Pending int64
+	Oldest  time.Time
+}
+
+// OutboxStore keeps the emails owed until the notification service has them. Enqueue (from
+// Outbox) is an insert keyed by Email.Key: a duplicate key is success and keeps the first.
+type OutboxStore interface {
+	Outbox
+	// Pending lists up to limit emails due at now (NextAttemptAt <= now), oldest first.
+	Pending(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error)
+	// Reschedule records a failed or postponed attempt of the email keyed key (a key no
+	// longer there is not an error: another relay has delivered it).
+	Reschedule(ctx context.Context, key string, attempts int, next time.Time, lastError string) error
+	// Delete removes the email keyed key (gone already is not an error).
+	Delete(ctx context.Context, key string) error
+	// Backlog counts the emails and finds the oldest.
+	Backlog(ctx context.Context) (OutboxBacklog, error)
+}
+
+// Notifier hands an email to the notification service. Its error says what to do next: a
+// *NotifyError with Permanent set will never succeed; any other error is worth retrying.
+type Notifier interface {
+	Notify(ctx context.Context, e Email) error
+}
+
+// NotifyError is a classified failure of Notifier.Notify.
+type NotifyError struct {
+	Err error
+	// Permanent: the notification service refused the email itself (a 4xx such as 400 or
+	// 422): retrying cannot help.
+	Permanent bool
+	// Config: the service refused our credentials (401, 403): retryable, but an operator must
+	// fix NOTIFICATION_API_TOKEN.
+	Config bool
+	// RetryAfter is the least delay before the next attempt the service asked for (0: none).
+	RetryAfter time.Duration
+}
+
+func (e *NotifyError) Error() string { return e.Err.Error() }
+func (e *NotifyError) Unwrap() error { return e.Err }
+
+// GuardVerdict, GuardSend, GuardDrop and GuardWait live in guard.go (moved by the lead: the
+// booking engine uses them too). Do not redeclare them here.
+
+// OutboxGuard tells the relay whether the decision an email belongs to (its Kind and Ref)
+// stands. An error means "cannot tell now": the relay retries later.
+type OutboxGuard func(ctx context.Context, kind, ref string) (GuardVerdict, error)
+
+// RelayResult is what became of one attempt to relay an email (a metric label).
+type RelayResult string
+
+// The results.
+const (
+	RelaySent    RelayResult = "sent"    // the notification service has it; deleted
+	RelayDropped RelayResult = "dropped" // its guard said Drop; deleted unsent
+	RelayRetry   RelayResult = "retry"   // failed or postponed; kept for a later attempt
+	RelayFailed  RelayResult = "failed"  // refused permanently; deleted, logged as an error
+)
+
+// RelayOptions configure a Relay. Zero values take the defaults.
+type RelayOptions struct {
+	// Interval is how often the relay looks for due emails (default 1s); an Enqueue through
+	// the relay also wakes it at once.
+	Interval time.Duration
+	// MinBackoff and MaxBackoff bound the exponential delay between attempts (defaults 1s
+	// and 5m). The delay doubles per attempt, with jitter (between half and all of it).
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+	// MaxWait caps the delay while a guard answers Wait (default 30s, at most MaxBackoff).
+	MaxWait time.Duration
+	// Parallel is how many emails are sent at once (default 4); Batch how many due emails
+	// are read per query (default 100).
+	Parallel int
+	Batch    int
+	// StoreTimeout bounds each store write after an attempt (default 5s); those writes are
+	// made even while the relay stops, so a sent email is not sent again needlessly.
+	StoreTimeout time.Duration
+	Logger       *slog.Logger
+	// GuardedKinds are kinds that must be guarded: their emails wait until a guard of their
+	// kind is registered (a relay starts before the parts of the service that register
+	// guards, and must not send an email whose decision nobody has checked).
+	GuardedKinds []string
+	// OnResult, if set, is called once per attempt (metrics).
+	OnResult func(kind string, result RelayResult)
+	// TracerProvider makes the "outbox.relay" spans (default: the global one).
+	TracerProvider trace.TracerProvider
+	// Now and Rand (a number in [0, 1) for the jitter) are for tests.
+	Now  func() time.Time
+	Rand func() float64
+}
+
+// Relay posts the outbox's emails to the notification service until it has them. Several
+// relays (one per core replica) may share one outbox: two may post the same email at once,
+// which is safe because each POST carries the email's Key as Idempotency-Key, and the
+// notification service answers a repeated key with the same ticket.
+//
+// Relay is an Outbox too: its Enqueue stores the email and wakes the relay.
+type Relay struct {
+	store    OutboxStore
+	notifier Notifier
+	opts     RelayOptions
+	log      *slog.Logger
+	tracer   trace.Tracer
+	nudge    chan struct{}
+
+	mu      sync.RWMutex
+	guards  map[string]OutboxGuard
+	guarded map[string]bool
+
+	runMu  sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+var _ Outbox = (*Relay)(nil)
+
+// NewRelay returns a relay of store's emails to n. Start it.
+func NewRelay(store OutboxStore, n Notifier, opts RelayOptions) *Relay {
+	if opts.Interval <= 0 {
+		opts.Interval = time.Second
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = time.Second
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 5 * time.Minute
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = opts.MinBackoff
+	}
+	if opts.MaxWait <= 0 {
+		opts.MaxWait = 30 * time.Second
+	}
+	opts.MaxWait = min(opts.MaxWait, opts.MaxBackoff)
+	if opts.Parallel <= 0 {
+		opts.Parallel = 4
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 100
+	}
+	if opts.StoreTimeout <= 0 {
+		opts.StoreTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Float64
+	}
+	guarded := map[string]bool{}
+	for _, k := range opts.GuardedKinds {
+		guarded[k] = true
+	}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = otel.GetTracerProvider()
+	}
+	return &Relay{store: store, notifier: n, opts: opts, log: opts.Logger,
+		tracer: opts.TracerProvider.Tracer("cineflow/core/outbox"), nudge: make(chan struct{}, 1),
+		guards: map[string]OutboxGuard{}, guarded: guarded}
+}
+
+// Enqueue stores e durably (a repeated Key keeps the first) and wakes the relay.
+func (r *Relay) Enqueue(ctx context.Context, e Email) error {
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	if err := r.store.Enqueue(ctx, e); err != nil {
+		return err
+	}
+	r.Nudge()
+	return nil
+}
+
+// Nudge wakes the relay to look for due emails now.
+func (r *Relay) Nudge() {
+	select {
+	case r.nudge <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// Guard makes g decide every email of kind before it is sent (replacing any earlier guard
+// of that kind). An email of a kind without a guard is sent. Safe while the relay runs.
+func (r *Relay) Guard(kind string, g OutboxGuard) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if g == nil {
+		delete(r.guards, kind)
+		return
+	}
+	r.guards[kind] = g
+}
+
+// guard returns kind's guard; required is true for a GuardedKinds kind.
+func (r *Relay) guard(kind string) (g OutboxGuard, required bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.guards[kind], r.guarded[kind]
+}
+
+// Store is the relay's outbox store.
+func (r *Relay) Store() OutboxStore { return r.store }
+
+// Start runs the relay in the background until Stop. Starting a running relay does nothing.
+func (r *Relay) Start() {
+	r.runMu.Lock()
+	defer r.runMu.Unlock()
+	if r.done != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		r.run(ctx)
+	}(r.done)
+}
+
+// Stop stops the relay: attempts in flight are cancelled (an email whose POST was cut short
+// stays in the outbox and is posted again later, under the same Idempotency-Key). It waits
+// for the loop to end, or for ctx.
+func (r *Relay) Stop(ctx context.Context) error {
+	r.runMu.Lock()
+	cancel, done := r.cancel, r.done
+	r.cancel, r.done = nil, nil
+	r.runMu.Unlock()
+	if done == nil {
+		return nil
+	}
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("outbox relay did not stop: %w", ctx.Err())
+	}
+}
+
+func (r *Relay) run(ctx context.Context) {
+	t := time.NewTicker(r.opts.Interval)
+	defer t.Stop()
+	for {
+		r.RunOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.nudge:
+		}
+	}
+}
+
+// maxRoundsPerRun bounds the batches one RunOnce reads, should rescheduling fail.
+const maxRoundsPerRun = 20
+
+// RunOnce relays every email due now, Parallel at a time, and returns how many it tried.
+// Run by Start's loop; tests call it directly.
+func (r *Relay) RunOnce(ctx context.Context) int {
+	tried := 0
+	for round := 0; round < maxRoundsPerRun && ctx.Err() == nil; round++ {
+		due, err := r.store.Pending(ctx, r.opts.Now(), r.opts.Batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("outbox: cannot read due emails", "error", err.Error())
+			}
+			return tried
+		}
+		sem := make(chan struct{}, r.opts.Parallel)
+		var wg sync.WaitGroup
+		for _, e := range due {
+			if ctx.Err() != nil {
+				break
+			}
+			sem <- struct{}{}
+			wg.Add(1)
+			tried++
+			go func(e OutboxEntry) {
+				defer func() { <-sem; wg.Done() }()
+				r.relay(ctx, e)
+			}(e)
+		}
+		wg.Wait()
+		// A full batch may have more behind it. Each attempt either deleted its email or
+		// moved it into the future, so the next query does not see it again.
+		if len(due) < r.opts.Batch {
+			return tried
+		}
+	}
+	return tried
+}
+
+// relay makes one attempt at e in the trace of the request that owed it.
+func (r *Relay) relay(ctx context.Context, e OutboxEntry) {
+	if e.TraceParent != "" {
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": e.TraceParent})
+	}
+	ctx, span := r.tracer.Start(ctx, "outbox.relay", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("outbox.kind", e.Kind), attribute.String("outbox.key", e.Key),
+			attribute.Int("outbox.attempt", e.Attempts+1)))
+	defer span.End()
+	result := r.attempt(ctx, e)
+	span.SetAttributes(attribute.String("outbox.result", string(result)))
+	if result == RelayRetry || result == RelayFailed {
+		span.SetStatus(codes.Error, string(result))
+	}
+	if r.opts.OnResult != nil {
+		r.opts.OnResult(e.Kind, result)
+	}
+}
+
+func (r *Relay) attempt(ctx context.Context, e OutboxEntry) RelayResult {
+	g, required := r.guard(e.Kind)
+	if g == nil && required {
+		r.log.Warn("outbox: no guard registered for this kind yet: the email waits", "kind", e.Kind, "key", e.Key)
+		return r.retry(ctx, e, fmt.Errorf("waiting: no guard registered yet for kind %s", e.Kind), 0, true)
+	}
+	if g != nil {
+		v, err := g(ctx, e.Kind, e.Ref)
+		switch {
+		case err != nil:
+			return r.retry(ctx, e, fmt.Errorf("guard: %w", err), 0, false)
+		case v == GuardDrop:
+			if err := r.delete(ctx, e.Key); err != nil {
+				r.log.Warn("outbox: cannot delete a dropped email (it will be dropped again)",
+					"kind", e.Kind, "ref", e.Ref, "key", e.Key, "error", err.Error())
+			}
+			r.log.Info("outbox: email dropped unsent: its decision did not stand", "kind", e.Kind, "ref", e.Ref, "key", e.Key)
+			return RelayDropped
+		case v == GuardWait:
+			return r.retry(ctx, e, errors.New("waiting: the decision is not made yet"), 0, true)
+		case v != GuardSend:
+			return r.retry(ctx, e, fmt.Errorf("guard: unknown verdict %v", v), 0, false)
+		}
+	}
+	err := r.notifier.Notify(ctx, e.Email)
+	if err == nil {
+		if err := r.delete(ctx, e.Key); err != nil {
+			// Posted again later under the same Idempotency-Key: the same ticket.
+			r.log.Warn("outbox: email relayed but not deleted from the outbox",
+				"kind", e.Kind, "ref", e.Ref, "key", e.Key, "error", err.Error())
+		}
+		return RelaySent
+	}
+	var ne *NotifyError
+	errors.As(err, &ne)
+	if ne != nil && ne.Permanent {
+		if derr := r.delete(ctx, e.Key); derr != nil {
+			r.log.Warn("outbox: cannot delete a refused email", "kind", e.Kind, "key", e.Key, "error", derr.Error())
+		}
+		r.log.Error("outbox: the notification service refused an email for good: not sent",
+			"kind", e.Kind, "ref", e.Ref, "key", e.Key, "attempt", e.Attempts+1, "error", err.Error())
+		return RelayFailed
+	}
+	if ctx.Err() != nil { // stopping: not the email's fault, and not counted
+		return RelayRetry
+	}
+	var after time.Duration
+	if ne != nil {
+		after = ne.RetryAfter
+		if ne.Config {
+			r.log.Error("outbox: the notification service refused our credentials: check NOTIFICATION_API_TOKEN",
+				"kind", e.Kind, "key", e.Key, "error", err.Error())
+		}
+	}
+	return r.retry(ctx, e, err, after, false)
+}
+
+// retry counts the attempt and schedules the next one.
+func (r *Relay) retry(ctx context.Context, e OutboxEntry, cause error, atLeast time.Duration, wait bool) RelayResult {
+	attempts := e.Attempts + 1
+	delay := r.Backoff(attempts)
+	if wait {
+		delay = min(delay, r.opts.MaxWait)
+	}
+	delay = max(delay, atLeast)
+	next := r.opts.Now().Add(delay)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.StoreTimeout)
+	defer cancel()
+	if err := r.store.Reschedule(wctx, e.Key, attempts, next, cause.Error()); err != nil {
+		r.log.Warn("outbox: cannot record a failed attempt", "kind", e.Kind, "key", e.Key, "error", err.Error())
+	}
+	if wait {
+		r.log.Debug("outbox: email waits for its decision", "kind", e.Kind, "ref", e.Ref, "key", e.Key,
+			"attempt", attempts, "retryIn", delay.String())
+	} else {
+		r.log.Warn("outbox: email not relayed yet, will retry", "kind", e.Kind, "ref", e.Ref, "key", e.Key,
+			"attempt", attempts, "retryIn", delay.String(), "error", cause.Error())
+	}
+	return RelayRetry
+}
+
+func (r *Relay) delete(ctx context.Context, key string) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.StoreTimeout)
+	defer cancel()
+	return r.store.Delete(wctx, key)
+}
+
+// Backoff is the delay after the attempt-th failed attempt: MinBackoff doubled per attempt,
+// capped at MaxBackoff, then jittered to between half and all of it.
+func (r *Relay) Backoff(attempt int) time.Duration {
+	d := r.opts.MinBackoff
+	for i := 1; i < attempt && d < r.opts.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, r.opts.MaxBackoff)
+	return d/2 + time.Duration(r.opts.Rand()*float64(d-d/2))
+}

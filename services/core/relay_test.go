@@ -1,0 +1,607 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/cineflow/cineflow/pkg/errs"
+)
+
+// memOutbox is an in-memory OutboxStore; its XxxFn fields, when set, replace a method.
+type memOutbox struct {
+	mu   sync.Mutex
+	now  func() time.Time
+	docs map[string]*OutboxEntry
+
+	PendingFn func(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error)
+}
+
+func newMemOutbox(now func() time.Time) *memOutbox {
+	return &memOutbox{now: now, docs: map[string]*OutboxEntry{}}
+}
+
+func (s *memOutbox) Enqueue(_ context.Context, e Email) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.docs[e.Key]; !ok {
+		now := s.now()
+		s.docs[e.Key] = &OutboxEntry{Email: e, CreatedAt: now, NextAttemptAt: now}
+	}
+	return nil
+}
+
+func (s *memOutbox) Pending(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error) {
+	if s.PendingFn != nil {
+		return s.PendingFn(ctx, now, limit)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []OutboxEntry
+	for _, d := range s.docs {
+		if !d.NextAttemptAt.After(now) {
+			out = append(out, *d)
+		}
+	}
+	slices.SortFunc(out, func(a, b OutboxEntry) int { return a.NextAttemptAt.Compare(b.NextAttemptAt) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func (s *memOutbox) Reschedule(_ context.Context, key string, attempts int, next time.Time, lastError string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, ok := s.docs[key]; ok {
+		d.Attempts, d.NextAttemptAt, d.LastError = attempts, next, lastError
+	}
+	return nil
+}
+
+func (s *memOutbox) Delete(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.docs, key)
+	return nil
+}
+
+func (s *memOutbox) Backlog(context.Context) (OutboxBacklog, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := OutboxBacklog{Pending: int64(len(s.docs))}
+	for _, d := range s.docs {
+		if b.Oldest.IsZero() || d.CreatedAt.Before(b.Oldest) {
+			b.Oldest = d.CreatedAt
+		}
+	}
+	return b, nil
+}
+
+func (s *memOutbox) get(key string) (OutboxEntry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d, ok := s.docs[key]
+	if !ok {
+		return OutboxEntry{}, false
+	}
+	return *d, true
+}
+
+// fakeNotifier is a Notifier whose NotifyFn answers (nil: accept) and which records the keys
+// it was asked to send.
+type fakeNotifier struct {
+	NotifyFn func(ctx context.Context, e Email) error
+
+	mu   sync.Mutex
+	sent []string
+}
+
+func (n *fakeNotifier) Notify(ctx context.Context, e Email) error {
+	n.mu.Lock()
+	n.sent = append(n.sent, e.Key)
+	n.mu.Unlock()
+	if n.NotifyFn != nil {
+		return n.NotifyFn(ctx, e)
+	}
+	return nil
+}
+
+func (n *fakeNotifier) calls() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.sent)
+}
+
+// clock is a settable time.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type results struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (r *results) add(kind string, res RelayResult) {
+	r.mu.Lock()
+	r.got = append(r.got, kind+":"+string(res))
+	r.mu.Unlock()
+}
+
+func (r *results) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+type relayFixture struct {
+	relay    *Relay
+	store    *memOutbox
+	notifier *fakeNotifier
+	clock    *clock
+	results  *results
+	logs     *strings.Builder
+	logMu    *sync.Mutex
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func newRelayFixture(t *testing.T, edit func(*RelayOptions)) *relayFixture {
+	t.Helper()
+	c := &clock{t: time.Date(2030, 6, 1, 18, 30, 0, 0, time.UTC)}
+	f := &relayFixture{notifier: &fakeNotifier{}, clock: c, results: &results{},
+		logs: &strings.Builder{}, logMu: &sync.Mutex{}}
+	opts := RelayOptions{Interval: time.Hour, Now: c.Now, Rand: func() float64 { return 0.5 },
+		Logger:   slog.New(slog.NewTextHandler(lockedWriter{f.logMu, f.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		OnResult: f.results.add}
+	if edit != nil {
+		edit(&opts)
+	}
+	f.store = newMemOutbox(opts.Now)
+	f.relay = NewRelay(f.store, f.notifier, opts)
+	return f
+}
+
+func (f *relayFixture) log() string {
+	f.logMu.Lock()
+	defer f.logMu.Unlock()
+	return f.logs.String()
+}
+
+func testEmail(key string) Email {
+	return Email{Key: key, Recipients: []string{"ann@example.com"}, Subject: "Your booking", Content: "Seats A1, A2",
+		Kind: "booking-paid", Ref: "booking-" + key}
+}
+
+func TestRelayBackoffGrowsAndCaps(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		rand float64
+	}{{"low", 0}, {"mid", 0.5}, {"high", 0.999999}} {
+		r := NewRelay(newMemOutbox(time.Now), &fakeNotifier{}, RelayOptions{MinBackoff: time.Second,
+			MaxBackoff: 5 * time.Minute, Rand: func() float64 { return tc.rand }})
+		prev := time.Duration(0)
+		for attempt := 1; attempt <= 40; attempt++ {
+			full := min(time.Second<<min(attempt-1, 30), 5*time.Minute)
+			d := r.Backoff(attempt)
+			if d < full/2 || d > full {
+				t.Fatalf("%s: attempt %d: backoff %v outside [%v, %v]", tc.name, attempt, d, full/2, full)
+			}
+			if d < prev {
+				t.Fatalf("%s: attempt %d: backoff shrank from %v to %v", tc.name, attempt, prev, d)
+			}
+			prev = d
+		}
+		if prev > 5*time.Minute || prev < 150*time.Second {
+			t.Fatalf("%s: capped backoff %v, want within [2m30s, 5m]", tc.name, prev)
+		}
+	}
+	// Jitter spreads replicas: two draws differ.
+	r := NewRelay(newMemOutbox(time.Now), &fakeNotifier{}, RelayOptions{})
+	seen := map[time.Duration]bool{}
+	for range 20 {
+		seen[r.Backoff(5)] = true
+	}
+	if len(seen) < 2 {
+		t.Fatal("backoff has no jitter")
+	}
+}
+
+func TestRelaySendsAndDeletes(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, nil)
+	ctx := t.Context()
+	for _, k := range []string{"k1", "k2", "k2"} { // the same key twice keeps one
+		if err := f.relay.Enqueue(ctx, testEmail(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.relay.RunOnce(ctx); n != 2 {
+		t.Fatalf("tried %d, want 2", n)
+	}
+	if got := f.notifier.calls(); len(got) != 2 {
+		t.Fatalf("sent %v, want k1 and k2 once", got)
+	}
+	if b, _ := f.store.Backlog(ctx); b.Pending != 0 {
+		t.Fatalf("outbox still holds %d", b.Pending)
+	}
+	if got := f.results.list(); !slices.Equal(got, []string{"booking-paid:sent", "booking-paid:sent"}) {
+		t.Fatalf("results %v", got)
+	}
+}
+
+func TestRelayEnqueueValidates(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, nil)
+	for _, e := range []Email{
+		{},
+		{Key: "k", Subject: "s", Content: "c"},
+		{Key: "k\n", Recipients: []string{"a@b.c"}, Subject: "s", Content: "c"},
+		{Key: strings.Repeat("k", 256), Recipients: []string{"a@b.c"}, Subject: "s", Content: "c"},
+	} {
+		if err := f.relay.Enqueue(t.Context(), e); errs.CodeOf(err) != errs.Invalid {
+			t.Fatalf("Enqueue(%+v) = %v, want invalid", e, err)
+		}
+	}
+	if b, _ := f.store.Backlog(t.Context()); b.Pending != 0 {
+		t.Fatal("an invalid email was stored")
+	}
+}
+
+func TestRelayGuardDropDeletesWithoutSending(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, nil)
+	var asked atomic.Int32
+	f.relay.Guard("booking-paid", func(_ context.Context, kind, ref string) (GuardVerdict, error) {
+		asked.Add(1)
+		if kind != "booking-paid" || ref != "booking-k1" {
+			t.Errorf("guard asked about %q %q", kind, ref)
+		}
+		return GuardDrop, nil
+	})
+	f.store.Enqueue(t.Context(), testEmail("k1"))
+	f.relay.RunOnce(t.Context())
+	if asked.Load() != 1 || len(f.notifier.calls()) != 0 {
+		t.Fatalf("guard asked %d times, sent %v", asked.Load(), f.notifier.calls())
+	}
+	if _, ok := f.store.get("k1"); ok {
+		t.Fatal("dropped email still in the outbox")
+	}
+	if got := f.results.list(); !slices.Equal(got, []string{"booking-paid:dropped"}) {
+		t.Fatalf("results %v", got)
+	}
+	// Other kinds have no guard: sent.
+	e := testEmail("k2")
+	e.Kind = "theatre-created"
+	f.store.Enqueue(t.Context(), e)
+	f.relay.RunOnce(t.Context())
+	if got := f.notifier.calls(); !slices.Equal(got, []string{"k2"}) {
+		t.Fatalf("sent %v, want k2", got)
+	}
+}
+
+func TestRelayGuardWaitKeeps(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, func(o *RelayOptions) { o.MaxWait = 10 * time.Second })
+	verdict := atomic.Int32{}
+	verdict.Store(int32(GuardWait))
+	f.relay.Guard("booking-paid", func(context.Context, string, string) (GuardVerdict, error) {
+		return GuardVerdict(verdict.Load()), nil
+	})
+	f.store.Enqueue(t.Context(), testEmail("k1"))
+	start := f.clock.Now()
+	for range 8 {
+		f.relay.RunOnce(t.Context())
+		e, ok := f.store.get("k1")
+		if !ok {
+			t.Fatal("waiting email left the outbox")
+		}
+		if d := e.NextAttemptAt.Sub(f.clock.Now()); d <= 0 || d > 10*time.Second {
+			t.Fatalf("waiting email due in %v, want within (0, MaxWait]", d)
+		}
+		f.relay.RunOnce(t.Context()) // not due yet: nothing happens
+		if e2, _ := f.store.get("k1"); e2.Attempts != e.Attempts {
+			t.Fatal("an email not due was tried")
+		}
+		f.clock.t = e.NextAttemptAt
+	}
+	if len(f.notifier.calls()) != 0 {
+		t.Fatal("sent while its guard said wait")
+	}
+	if e, _ := f.store.get("k1"); e.Attempts != 8 || !strings.Contains(e.LastError, "waiting") {
+		t.Fatalf("after 8 waits: attempts %d, lastError %q", e.Attempts, e.LastError)
+	}
+	if f.clock.Now().Sub(start) > 80*time.Second {
+		t.Fatal("waits are not capped by MaxWait")
+	}
+	verdict.Store(int32(GuardSend))
+	f.relay.RunOnce(t.Context())
+	if got := f.notifier.calls(); !slices.Equal(got, []string{"k1"}) {
+		t.Fatalf("sent %v once decided, want k1", got)
+	}
+}
+
+func TestRelayGuardErrorRetries(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, nil)
+	f.relay.Guard("booking-paid", func(context.Context, string, string) (GuardVerdict, error) {
+		return GuardSend, errors.New("database unavailable")
+	})
+	f.store.Enqueue(t.Context(), testEmail("k1"))
+	f.relay.RunOnce(t.Context())
+	e, ok := f.store.get("k1")
+	if !ok || e.Attempts != 1 || !strings.Contains(e.LastError, "database unavailable") || len(f.notifier.calls()) != 0 {
+		t.Fatalf("after a guard error: kept %v, %+v, sent %v", ok, e, f.notifier.calls())
+	}
+}
+
+func TestRelayPermanentErrorDrops(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, nil)
+	f.notifier.NotifyFn = func(context.Context, Email) error {
+		return &NotifyError{Err: errors.New("notification service answered 400: invalid"), Permanent: true}
+	}
+	e := testEmail("k1")
+	e.Recipients = []string{"secret-person@example.com"}
+	f.store.Enqueue(t.Context(), e)
+	f.relay.RunOnce(t.Context())
+	if _, ok := f.store.get("k1"); ok {
+		t.Fatal("permanently refused email still in the outbox")
+	}
+	if got := f.results.list(); !slices.Equal(got, []string{"booking-paid:failed"}) {
+		t.Fatalf("results %v", got)
+	}
+	logs := f.log()
+	if !strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "key=k1") ||
+		!strings.Contains(logs, "ref=booking-k1") || !strings.Contains(logs, "answered 400") {
+		t.Fatalf("the drop is not logged as an error with kind, ref, key and reason:\n%s", logs)
+	}
+	if strings.Contains(logs, "secret-person") || strings.Contains(logs, "Seats A1") {
+		t.Fatalf("logs carry recipients or content:\n%s", logs)
+	}
+}
+
+func TestRelayRetryableKeepsWithAttempts(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, func(o *RelayOptions) { o.MinBackoff, o.MaxBackoff = time.Second, time.Minute })
+	fail := atomic.Bool{}
+	fail.Store(true)
+	f.notifier.NotifyFn = func(context.Context, Email) error {
+		if fail.Load() {
+			return errors.New("connection refused")
+		}
+		return nil
+	}
+	f.store.Enqueue(t.Context(), testEmail("k1"))
+	for want := 1; want <= 3; want++ {
+		f.relay.RunOnce(t.Context())
+		e, ok := f.store.get("k1")
+		if !ok || e.Attempts != want || e.LastError != "connection refused" {
+			t.Fatalf("attempt %d: kept %v, %+v", want, ok, e)
+		}
+		full := min(time.Second<<(want-1), time.Minute)
+		if d := e.NextAttemptAt.Sub(f.clock.Now()); d < full/2 || d > full {
+			t.Fatalf("attempt %d: next in %v, want within [%v, %v]", want, d, full/2, full)
+		}
+		f.clock.t = e.NextAttemptAt
+	}
+	// Retry-After is the least delay.
+	f.notifier.NotifyFn = func(context.Context, Email) error {
+		return &NotifyError{Err: errors.New("answered 429"), RetryAfter: 40 * time.Second}
+	}
+	f.relay.RunOnce(t.Context())
+	if e, _ := f.store.get("k1"); e.Attempts != 4 || e.NextAttemptAt.Sub(f.clock.Now()) < 40*time.Second {
+		t.Fatalf("Retry-After not honoured: %+v", e)
+	}
+	f.clock.Add(time.Minute)
+	f.notifier.NotifyFn = nil
+	f.relay.RunOnce(t.Context())
+	if _, ok := f.store.get("k1"); ok {
+		t.Fatal("delivered email still in the outbox")
+	}
+	want := []string{"booking-paid:retry", "booking-paid:retry", "booking-paid:retry", "booking-paid:retry", "booking-paid:sent"}
+	if got := f.results.list(); !slices.Equal(got, want) {
+		t.Fatalf("results %v, want %v", got, want)
+	}
+}
+
+func TestRelayConfigErrorLoggedAndRetried(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, nil)
+	f.notifier.NotifyFn = func(context.Context, Email) error {
+		return &NotifyError{Err: errors.New("notification service answered 401"), Config: true}
+	}
+	f.store.Enqueue(t.Context(), testEmail("k1"))
+	f.relay.RunOnce(t.Context())
+	if e, ok := f.store.get("k1"); !ok || e.Attempts != 1 {
+		t.Fatalf("a 401 must be retried: %v %+v", ok, e)
+	}
+	if !strings.Contains(f.log(), "NOTIFICATION_API_TOKEN") {
+		t.Fatalf("a 401 is not logged as a configuration error:\n%s", f.log())
+	}
+}
+
+func TestRelayNudgeSendsImmediately(t *testing.T) {
+	t.Parallel()
+	sent := make(chan string, 10)
+	f := newRelayFixture(t, func(o *RelayOptions) { o.Interval = time.Hour; o.Now = time.Now })
+	f.notifier.NotifyFn = func(_ context.Context, e Email) error { sent <- e.Key; return nil }
+	f.relay.Start()
+	defer f.relay.Stop(context.Background())
+	// The first pass at start finds nothing; the next one is an hour away, unless nudged.
+	time.Sleep(50 * time.Millisecond)
+	for _, k := range []string{"k1", "k2"} {
+		if err := f.relay.Enqueue(t.Context(), testEmail(k)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-sent:
+			if got != k {
+				t.Fatalf("sent %s, want %s", got, k)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s not sent promptly after Enqueue", k)
+		}
+	}
+}
+
+func TestRelayStopIsPrompt(t *testing.T) {
+	t.Parallel()
+	started := make(chan struct{}, 10)
+	f := newRelayFixture(t, func(o *RelayOptions) { o.Interval = 10 * time.Millisecond; o.Now = time.Now })
+	f.notifier.NotifyFn = func(ctx context.Context, _ Email) error {
+		started <- struct{}{}
+		<-ctx.Done() // a notification service that never answers
+		return ctx.Err()
+	}
+	f.store.Enqueue(t.Context(), testEmail("k1"))
+	f.relay.Start()
+	f.relay.Start() // a second Start does nothing
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("relay did not start sending")
+	}
+	t0 := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := f.relay.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > time.Second {
+		t.Fatalf("Stop took %v", d)
+	}
+	if err := f.relay.Stop(ctx); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	// The cut-short attempt is not counted against the email, which stays.
+	if e, ok := f.store.get("k1"); !ok || e.Attempts != 0 {
+		t.Fatalf("after Stop: kept %v, %+v", ok, e)
+	}
+}
+
+func TestRelaySendsInParallelWithABound(t *testing.T) {
+	t.Parallel()
+	var cur, peak atomic.Int32
+	f := newRelayFixture(t, func(o *RelayOptions) { o.Parallel = 3; o.Batch = 7 })
+	f.notifier.NotifyFn = func(context.Context, Email) error {
+		n := cur.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+		cur.Add(-1)
+		return nil
+	}
+	for i := range 20 {
+		f.store.Enqueue(t.Context(), testEmail(string(rune('a'+i))))
+	}
+	if n := f.relay.RunOnce(t.Context()); n != 20 { // three batches of 7 in one pass
+		t.Fatalf("tried %d, want 20", n)
+	}
+	if peak.Load() < 2 || peak.Load() > 3 {
+		t.Fatalf("peak concurrency %d, want 2..3", peak.Load())
+	}
+}
+
+func TestRelayPendingErrorIsLogged(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, nil)
+	f.store.PendingFn = func(context.Context, time.Time, int) ([]OutboxEntry, error) {
+		return nil, errors.New("database unavailable")
+	}
+	if n := f.relay.RunOnce(t.Context()); n != 0 {
+		t.Fatalf("tried %d", n)
+	}
+	if !strings.Contains(f.log(), "database unavailable") {
+		t.Fatal("a failing outbox read is not logged")
+	}
+}
+
+func TestRelaySpanContinuesTheTrace(t *testing.T) {
+	t.Parallel()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	f := newRelayFixture(t, func(o *RelayOptions) { o.TracerProvider = tp })
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	e := testEmail("k1")
+	e.TraceParent = "00-" + traceID + "-00f067aa0ba902b7-01"
+	f.store.Enqueue(t.Context(), e)
+	f.store.Enqueue(t.Context(), testEmail("k2")) // no trace: a root span
+	f.relay.RunOnce(t.Context())
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	found := false
+	for _, s := range spans {
+		if s.Name() != "outbox.relay" {
+			t.Fatalf("span %q", s.Name())
+		}
+		if s.SpanContext().TraceID().String() == traceID {
+			found = true
+			if s.Parent().SpanID().String() != "00f067aa0ba902b7" {
+				t.Fatalf("parent %s", s.Parent().SpanID())
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no relay span in the email's trace")
+	}
+}
+
+func TestRelayGuardedKindWaitsForItsGuard(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, func(o *RelayOptions) { o.GuardedKinds = []string{"booking-paid"} })
+	f.store.Enqueue(t.Context(), testEmail("k1"))
+	f.relay.RunOnce(t.Context())
+	e, ok := f.store.get("k1")
+	if !ok || len(f.notifier.calls()) != 0 || !strings.Contains(e.LastError, "no guard") {
+		t.Fatalf("an unguarded email of a guarded kind: kept %v %+v, sent %v", ok, e, f.notifier.calls())
+	}
+	f.relay.Guard("booking-paid", func(context.Context, string, string) (GuardVerdict, error) { return GuardSend, nil })
+	f.clock.t = e.NextAttemptAt
+	f.relay.RunOnce(t.Context())
+	if got := f.notifier.calls(); !slices.Equal(got, []string{"k1"}) {
+		t.Fatalf("sent %v once guarded, want k1", got)
+	}
+}
