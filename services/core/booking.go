@@ -106,15 +106,16 @@ type BookingStore interface {
 	ShowHolds(ctx context.Context, showID string) ([]Hold, error)
 	// ReleaseHolds deletes the booking's holds on the given seats (never another's).
 	ReleaseHolds(ctx context.Context, showID, bookingID string, seats []string) error
-	// MarkSold sets the Sold hint on the booking's holds.
-	MarkSold(ctx context.Context, showID, bookingID string, seats []string) error
+	// MarkSold sets the Sold hint on the given holds (one write for many).
+	MarkSold(ctx context.Context, holds []Hold) error
 
 	CreateBooking(ctx context.Context, b *Booking) error
 	// GetBooking reads a booking as stored (its Status may lag its outcome).
 	GetBooking(ctx context.Context, id string) (*Booking, error)
 	ListBookings(ctx context.Context, f BookingFilter) ([]Booking, error)
-	// ProjectStatus copies a decided outcome onto the booking document.
-	ProjectStatus(ctx context.Context, id string, o Outcome) error
+	// ProjectStatus copies a decided status onto bookings still stored IN_PROCESS (one write
+	// for many).
+	ProjectStatus(ctx context.Context, status BookingStatus, ids []string) error
 	// DueForExpiry lists stored IN_PROCESS bookings whose hold ended before now.
 	DueForExpiry(ctx context.Context, now time.Time, limit int) ([]Booking, error)
 
@@ -129,8 +130,9 @@ type BookingStore interface {
 	CreatePayment(ctx context.Context, p *Payment) error
 	GetPayment(ctx context.Context, id string) (*Payment, error)
 	ListPayments(ctx context.Context, f PaymentFilter) ([]Payment, error)
-	// ProjectPayment copies a payment's resolved status onto its document.
-	ProjectPayment(ctx context.Context, id string, status PaymentStatus, reason string) error
+	// ProjectPayments copies a resolved status onto payments still stored PENDING (one write
+	// for many).
+	ProjectPayments(ctx context.Context, status PaymentStatus, reason string, ids []string) error
 }
 
 // BookingEvents observes the engine (metrics). Every method must be cheap and safe for

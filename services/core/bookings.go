@@ -28,7 +28,10 @@ type BookingsOptions struct {
 	MaxRounds          int           // seat-picking rounds under contention; default DefaultMaxRounds
 	MaxSeatsPerBooking int           // default DefaultMaxSeatsPerBooking
 	Events             BookingEvents
-	Now                func() time.Time
+	// SeatViewTTL is how long the engine trusts its in-memory view of a show's holds when it
+	// picks seats (default DefaultSeatViewTTL; negative: always read).
+	SeatViewTTL time.Duration
+	Now         func() time.Time
 }
 
 // Bookings is the booking engine: holds seats, takes payments, cancels and expires
@@ -49,6 +52,9 @@ type Bookings struct {
 
 	mu       sync.Mutex
 	inflight map[string]map[string]int // show id -> seats being inserted by requests of this process
+
+	views *seatViews
+	proj  *projector
 }
 
 // NewBookings returns the engine.
@@ -68,7 +74,11 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Bookings{store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
+	if opts.SeatViewTTL == 0 {
+		opts.SeatViewTTL = DefaultSeatViewTTL
+	}
+	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, views: map[string]*seatView{}}, proj: newProjector(),
+		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
 		maxSeats: opts.MaxSeatsPerBooking, events: opts.Events, now: opts.Now,
 		inflight: map[string]map[string]int{}}
 }
@@ -219,45 +229,58 @@ func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (
 }
 
 // hold inserts holds for the booking until it has NoOfSeats seats or the rounds run out. It
-// returns the seats won and, on failure, the seats still free.
+// returns the seats won and, on failure, the seats still free. Seats are chosen from the
+// process's view of the show; a conflict, or too few seats in view, reads the holds afresh
+// before the next round, so a 409 always rests on a read made during the request.
 func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk *Booking, named []string) (mine, free []string, err error) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	need := bk.NoOfSeats
+	start := b.now()
+	var since time.Time // zero: the view will do; else a read at or after since
+	fail := func(err error) ([]string, []string, error) {
+		b.release(context.WithoutCancel(ctx), show.ID, bk.ID, mine)
+		return nil, nil, err
+	}
 	for round := 0; round < b.rounds && len(mine) < need; round++ {
 		if err := ctx.Err(); err != nil {
-			b.release(context.WithoutCancel(ctx), show.ID, bk.ID, mine)
-			return nil, nil, errs.Wrap(errs.Unavailable, err, "request cancelled")
+			return fail(errs.Wrap(errs.Unavailable, err, "request cancelled"))
 		}
-		freeSet, err := b.freeSeats(ctx, show, layout)
+		freeSet, err := b.freeSeats(ctx, show, layout, since)
 		if err != nil {
-			b.release(context.WithoutCancel(ctx), show.ID, bk.ID, mine)
-			return nil, nil, err
+			return fail(err)
 		}
 		for _, s := range mine {
 			delete(freeSet, s)
 		}
 		var pick []string
+		short := false
 		if len(named) > 0 {
 			for _, s := range named {
 				if slices.Contains(mine, s) {
 					continue
 				}
 				if !freeSet[s] {
-					return mine, sortedFree(layout, freeSet), nil
+					short = true
+					break
 				}
 				pick = append(pick, s)
 			}
+		} else if want := need - len(mine); len(freeSet) < want {
+			short = true
 		} else {
-			want := need - len(mine)
-			if len(freeSet) < want {
-				return mine, sortedFree(layout, freeSet), nil
-			}
 			// Prefer seats no other request of this process is inserting right now.
 			others := b.othersInflight(show.ID, freeSet)
-			jitter := float64(round) * 2
+			jitter := float64(round) * 10 // after a conflict, spread over more seats
 			if pick = layout.Best(others, want, jitter, rng); pick == nil {
 				pick = layout.Best(freeSet, want, jitter, rng)
 			}
+		}
+		if short {
+			if since.IsZero() {
+				since = start // the view may be stale: look again
+				continue
+			}
+			return mine, sortedFree(layout, freeSet), nil
 		}
 		holds := make([]Hold, len(pick))
 		for i, s := range pick {
@@ -266,15 +289,22 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 		b.markInflight(show.ID, pick, 1)
 		won, err := b.store.InsertHolds(ctx, holds)
 		b.markInflight(show.ID, pick, -1)
-		mine = append(mine, won...)
 		if err != nil {
-			b.release(context.WithoutCancel(ctx), show.ID, bk.ID, mine)
-			return nil, nil, err
+			return fail(err)
 		}
+		mine = append(mine, won...)
+		wonHolds := holds[:0]
+		for _, h := range holds {
+			if slices.Contains(won, h.Seat) {
+				wonHolds = append(wonHolds, h)
+			}
+		}
+		b.viewAdd(show.ID, wonHolds)
 		if lost := len(pick) - len(won); lost > 0 {
 			b.events.SeatConflicts(lost)
+			since = b.now() // someone else holds seats the view thought free
 			if len(named) > 0 {
-				freeSet, err := b.freeSeats(ctx, show, layout)
+				freeSet, err := b.freeSeats(ctx, show, layout, since)
 				if err != nil {
 					return mine, nil, nil
 				}
@@ -283,8 +313,7 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 		}
 	}
 	if len(mine) < need {
-		freeSet, err := b.freeSeats(ctx, show, layout)
-		if err == nil {
+		if freeSet, err := b.freeSeats(ctx, show, layout, start); err == nil {
 			free = sortedFree(layout, freeSet)
 		}
 	}
@@ -336,11 +365,11 @@ func (b *Bookings) othersInflight(showID string, free map[string]bool) map[strin
 	return out
 }
 
-// freeSeats reads the show's holds and returns its free seats. An unpaid hold past its
-// expiry is met here: its booking is decided EXPIRED (unless decided otherwise first) and
-// its seats are released.
-func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout) (map[string]bool, error) {
-	holds, err := b.store.ShowHolds(ctx, show.ID)
+// freeSeats returns the show's free seats from its holds (see showHolds for since). An unpaid
+// hold past its expiry is met here: its booking is decided EXPIRED (unless decided otherwise
+// first) and its seats are released.
+func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout, since time.Time) (map[string]bool, error) {
+	holds, err := b.showHolds(ctx, show.ID, since)
 	if err != nil {
 		return nil, err
 	}
@@ -395,23 +424,30 @@ func (b *Bookings) settle(ctx context.Context, showID, bookingID string, seats [
 	ctx = context.WithoutCancel(ctx)
 	switch o.Status {
 	case BookingPaid:
-		_ = b.store.MarkSold(ctx, showID, bookingID, seats)
+		b.viewSold(showID, bookingID, seats)
+		holds := make([]Hold, len(seats))
+		for i, s := range seats {
+			holds[i] = Hold{ShowID: showID, Seat: s, BookingID: bookingID}
+		}
+		b.projectSold(ctx, holds)
 	case BookingCancelled, BookingExpired:
 		b.release(ctx, showID, bookingID, seats)
 	}
-	_ = b.store.ProjectStatus(ctx, bookingID, o)
+	b.projectBooking(ctx, bookingID, o.Status)
 }
 
+// release deletes the booking's holds on seats at once (seats back on sale).
 func (b *Bookings) release(ctx context.Context, showID, bookingID string, seats []string) {
 	if len(seats) > 0 {
 		_ = b.store.ReleaseHolds(ctx, showID, bookingID, seats)
+		b.viewRemove(showID, bookingID, seats)
 	}
 }
 
 // resolve brings a stored booking up to date with its outcome; an undecided booking past its
 // hold is decided EXPIRED here (whoever meets it first decides).
 func (b *Bookings) resolve(ctx context.Context, bk *Booking, o *Outcome) error {
-	if bk.Status.Final() {
+	if bk.Status.Final() && (bk.Status != BookingPaid || bk.PaymentID != "") {
 		return nil
 	}
 	if o == nil {
@@ -426,7 +462,7 @@ func (b *Bookings) resolve(ctx context.Context, bk *Booking, o *Outcome) error {
 			return err
 		}
 		o = &exp
-	} else if o != nil && bk.Status != o.Status {
+	} else if o != nil && !bk.Status.Final() {
 		b.settle(ctx, bk.ShowID, bk.ID, bk.Seats, *o)
 	}
 	if o != nil {
@@ -480,7 +516,7 @@ func (b *Bookings) List(ctx context.Context, caller *User, all bool, limit, skip
 	}
 	var open []string
 	for _, bk := range list {
-		if !bk.Status.Final() {
+		if !bk.Status.Final() || bk.Status == BookingPaid && bk.PaymentID == "" {
 			open = append(open, bk.ID)
 		}
 	}
@@ -492,9 +528,6 @@ func (b *Bookings) List(ctx context.Context, caller *User, all bool, limit, skip
 		return nil, err
 	}
 	for i := range list {
-		if list[i].Status.Final() {
-			continue
-		}
 		var o *Outcome
 		if v, ok := outcomes[list[i].ID]; ok {
 			o = &v
@@ -591,8 +624,12 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 	email := b.confirmation(ctx, caller, bk, traceParent)
 	outbox := b.getOutbox()
 	if outbox != nil {
-		if err := outbox.Enqueue(ctx, email); err != nil {
-			_ = b.store.ProjectPayment(context.WithoutCancel(ctx), p.ID, PaymentFailed, "could not queue the confirmation email")
+		owe := outbox.Enqueue
+		if d, ok := outbox.(DeferredOutbox); ok {
+			owe = d.Owe // the relay's guard would only say "wait" until the outcome below
+		}
+		if err := owe(ctx, email); err != nil {
+			b.projectPayment(ctx, p.ID, PaymentFailed, "could not queue the confirmation email")
 			return nil, nil, err
 		}
 	}
@@ -603,15 +640,16 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 	b.settle(ctx, bk.ShowID, bk.ID, bk.Seats, o)
 	bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
 	if !won {
-		_ = b.store.ProjectPayment(context.WithoutCancel(ctx), p.ID, PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first")
+		b.projectPayment(ctx, p.ID, PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first")
 		return nil, nil, paidState(o.Status)
 	}
 	p.Status, p.UpdatedAt = PaymentSuccess, o.DecidedAt
-	_ = b.store.ProjectPayment(context.WithoutCancel(ctx), p.ID, PaymentSuccess, "")
+	b.projectPayment(ctx, p.ID, PaymentSuccess, "")
 	b.events.Booking("paid")
-	if outbox != nil {
-		// Enqueueing the same key again keeps one email and wakes the relay now that the
-		// booking is decided.
+	if d, ok := outbox.(DeferredOutbox); ok {
+		d.Nudge() // decided: the relay may send it now
+	} else if outbox != nil {
+		// Enqueueing the same key again keeps one email and wakes the relay.
 		_ = outbox.Enqueue(context.WithoutCancel(ctx), email)
 	}
 	return p, bk, nil
@@ -734,7 +772,7 @@ func (b *Bookings) resolvePayment(ctx context.Context, p *Payment) error {
 		p.Status, p.Reason = PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first"
 	}
 	p.UpdatedAt = o.DecidedAt
-	_ = b.store.ProjectPayment(context.WithoutCancel(ctx), p.ID, p.Status, p.Reason)
+	b.projectPayment(ctx, p.ID, p.Status, p.Reason)
 	return nil
 }
 
@@ -744,38 +782,34 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 	if err != nil {
 		return nil, err
 	}
-	holds, err := b.store.ShowHolds(ctx, show.ID)
+	holds, err := b.showHolds(ctx, show.ID, time.Time{})
 	if err != nil {
 		return nil, err
 	}
 	now := b.now()
 	layout := show.Layout()
-	state := make(map[string]SeatState, len(holds))
-	for _, h := range holds {
-		switch {
-		case h.Sold:
-			state[h.Seat] = SeatSold
-		case now.Before(h.ExpiresAt):
-			state[h.Seat] = SeatHeld
-		}
-	}
-	// Unpaid holds past their expiry may be paid bookings whose Sold hint is missing: ask
-	// their outcomes.
+	// A hold not yet marked sold may belong to a booking that is paid, cancelled or expired:
+	// its outcome, if any, says which.
 	var unsure []string
+	seen := map[string]bool{}
 	for _, h := range holds {
-		if !h.Sold && !now.Before(h.ExpiresAt) {
+		if !h.Sold && !seen[h.BookingID] {
+			seen[h.BookingID] = true
 			unsure = append(unsure, h.BookingID)
 		}
 	}
-	if len(unsure) > 0 {
-		outcomes, err := b.store.Outcomes(ctx, unsure)
-		if err != nil {
-			return nil, err
-		}
-		for _, h := range holds {
-			if o, ok := outcomes[h.BookingID]; ok && o.Status == BookingPaid {
-				state[h.Seat] = SeatSold
-			}
+	outcomes, err := b.store.Outcomes(ctx, unsure)
+	if err != nil {
+		return nil, err
+	}
+	state := make(map[string]SeatState, len(holds))
+	for _, h := range holds {
+		o, decided := outcomes[h.BookingID]
+		switch {
+		case h.Sold, decided && o.Status == BookingPaid:
+			state[h.Seat] = SeatSold
+		case !decided && now.Before(h.ExpiresAt):
+			state[h.Seat] = SeatHeld
 		}
 	}
 	m := &SeatMap{ShowID: show.ID, NoOfSeats: show.NoOfSeats, SeatsPerRow: layout.PerRow, At: now.UTC(),
@@ -811,20 +845,4 @@ func (b *Bookings) ExpireDue(ctx context.Context, limit int) (int, error) {
 		}
 	}
 	return len(due), nil
-}
-
-// RunExpirer calls ExpireDue every interval until ctx ends.
-func (b *Bookings) RunExpirer(ctx context.Context, interval time.Duration, onErr func(error)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := b.ExpireDue(ctx, 500); err != nil && ctx.Err() == nil && onErr != nil {
-				onErr(err)
-			}
-		}
-	}
 }

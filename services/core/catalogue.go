@@ -83,6 +83,14 @@ type Outbox interface {
 	Enqueue(ctx context.Context, e Email) error
 }
 
+// DeferredOutbox is an Outbox that can also store an email owed by a decision not yet taken
+// without waking its relay (Owe), and wake it once the decision is taken (Nudge).
+type DeferredOutbox interface {
+	Outbox
+	Owe(ctx context.Context, e Email) error
+	Nudge()
+}
+
 // Release statuses of a movie (the original's enum).
 const (
 	ReleaseReleased   = "RELEASED"

@@ -240,6 +240,15 @@ func (r *Relay) Enqueue(ctx context.Context, e Email) error {
 	return nil
 }
 
+// Owe stores e like Enqueue but does not wake the relay: for an email written before the
+// decision it belongs to, whose guard would only say "wait" now. Nudge once decided.
+func (r *Relay) Owe(ctx context.Context, e Email) error {
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	return r.store.Enqueue(ctx, e)
+}
+
 // Nudge wakes the relay to look for due emails now.
 func (r *Relay) Nudge() {
 	select {

@@ -104,6 +104,7 @@ func Register(app *fiber.App, svc Services, opts Options) *API {
 	if svc.Bookings != nil {
 		a.registerBookings(g)
 	}
+	MountOpenAPI(app)
 	return a
 }
 

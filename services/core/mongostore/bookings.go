@@ -168,10 +168,13 @@ func (s *Bookings) ReleaseHolds(ctx context.Context, showID, bookingID string, s
 	return nil
 }
 
-// MarkSold sets the sold hint on the booking's holds.
-func (s *Bookings) MarkSold(ctx context.Context, showID, bookingID string, seats []string) error {
-	_, err := s.holds.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": holdIDs(showID, bookingID, seats)}, "sold": false},
-		bson.M{"$set": bson.M{"sold": true}})
+// MarkSold sets the sold hint on the holds.
+func (s *Bookings) MarkSold(ctx context.Context, holds []core.Hold) error {
+	ids := make([]string, len(holds))
+	for i, h := range holds {
+		ids[i] = holdID(h.ShowID, h.Seat, h.BookingID)
+	}
+	_, err := s.holds.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": ids}, "sold": false}, bson.M{"$set": bson.M{"sold": true}})
 	if err != nil {
 		return dbError(err, "could not mark the seats sold")
 	}
@@ -270,21 +273,30 @@ func (s *Bookings) ListBookings(ctx context.Context, f core.BookingFilter) ([]co
 	return out, nil
 }
 
-// ProjectStatus copies the outcome onto a booking still stored IN_PROCESS.
-func (s *Bookings) ProjectStatus(ctx context.Context, id string, o core.Outcome) error {
-	oid, err := parseID(id)
+// ProjectStatus sets status on the bookings still stored IN_PROCESS.
+func (s *Bookings) ProjectStatus(ctx context.Context, status core.BookingStatus, ids []string) error {
+	oids, err := parseIDs(ids)
 	if err != nil {
 		return err
 	}
-	set := bson.M{"status": string(o.Status), "updatedAt": o.DecidedAt}
-	if o.PaymentID != "" {
-		set["paymentId"] = o.PaymentID
-	}
-	_, err = s.bookings.UpdateOne(ctx, bson.M{"_id": oid, "status": string(core.BookingInProcess)}, bson.M{"$set": set})
+	_, err = s.bookings.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": oids}, "status": string(core.BookingInProcess)},
+		bson.M{"$set": bson.M{"status": string(status), "updatedAt": s.now().UTC().Truncate(time.Millisecond)}})
 	if err != nil {
-		return dbError(err, "could not update the booking")
+		return dbError(err, "could not update the bookings")
 	}
 	return nil
+}
+
+func parseIDs(ids []string) ([]bson.ObjectID, error) {
+	oids := make([]bson.ObjectID, len(ids))
+	for i, id := range ids {
+		oid, err := parseID(id)
+		if err != nil {
+			return nil, err
+		}
+		oids[i] = oid
+	}
+	return oids, nil
 }
 
 // DueForExpiry lists bookings stored IN_PROCESS whose hold ended before now.
@@ -449,9 +461,9 @@ func (s *Bookings) ListPayments(ctx context.Context, f core.PaymentFilter) ([]co
 	return out, nil
 }
 
-// ProjectPayment copies a resolved status onto a payment still stored PENDING.
-func (s *Bookings) ProjectPayment(ctx context.Context, id string, status core.PaymentStatus, reason string) error {
-	oid, err := parseID(id)
+// ProjectPayments sets status (and reason) on the payments still stored PENDING.
+func (s *Bookings) ProjectPayments(ctx context.Context, status core.PaymentStatus, reason string, ids []string) error {
+	oids, err := parseIDs(ids)
 	if err != nil {
 		return err
 	}
@@ -459,9 +471,9 @@ func (s *Bookings) ProjectPayment(ctx context.Context, id string, status core.Pa
 	if reason != "" {
 		set["reason"] = reason
 	}
-	_, err = s.payments.UpdateOne(ctx, bson.M{"_id": oid, "status": string(core.PaymentPending)}, bson.M{"$set": set})
+	_, err = s.payments.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": oids}, "status": string(core.PaymentPending)}, bson.M{"$set": set})
 	if err != nil {
-		return dbError(err, "could not update the payment")
+		return dbError(err, "could not update the payments")
 	}
 	return nil
 }

@@ -62,8 +62,8 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		m.Bookings.RunExpirer(expCtx, cfg.ExpiryInterval, func(err error) {
-			m.Logger.Warn("hold expiry failed; retrying at the next interval", "error", err.Error())
+		m.Bookings.Run(expCtx, cfg.ExpiryInterval, func(err error) {
+			m.Logger.Warn("booking background work failed; retrying", "error", err.Error())
 		})
 	}()
 	m.OnClose(func(context.Context) error {
