@@ -604,7 +604,7 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 		return nil, nil, err
 	}
 	now := b.clock()
-	p := &Payment{ID: b.store.NewID(), BookingID: bk.ID, UserID: caller.ID, Amount: req.Amount,
+	p := &Payment{ID: b.store.NewID(), BookingID: bk.ID, UserID: caller.ID, Amount: float64(cents(req.Amount)) / 100,
 		Status: PaymentPending, CreatedAt: now, UpdatedAt: now}
 	if cents(req.Amount) != cents(bk.TotalCost) {
 		p.Status, p.Reason = PaymentFailed, fmt.Sprintf("amount %.2f does not equal the booking's totalCost %.2f", req.Amount, bk.TotalCost)
