@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -32,7 +33,23 @@ type AccountsOptions struct {
 	Secret     []byte        // HS256 key; required
 	TokenTTL   time.Duration // default DefaultTokenTTL
 	BcryptCost int           // default DefaultBcryptCost (tests lower it)
-	Now        func() time.Time
+	// UserCacheTTL is how long Authenticate trusts a user it read (default
+	// DefaultUserCacheTTL; negative: always read). A change of role, status or password made
+	// through this process takes effect at once; one made through another replica within it.
+	UserCacheTTL time.Duration
+	Now          func() time.Time
+}
+
+// DefaultUserCacheTTL bounds how long a signed-in user's role and status may be stale on a
+// replica that did not make the change.
+const DefaultUserCacheTTL = time.Second
+
+// maxCachedUsers bounds the user cache; a full cache starts over.
+const maxCachedUsers = 10000
+
+type cachedUser struct {
+	u  User
+	at time.Time
 }
 
 // Accounts are the account rules: sign up, sign in, password reset, approval and tokens.
@@ -43,6 +60,10 @@ type Accounts struct {
 	cost      int
 	now       func() time.Time
 	dummyHash []byte // compared against when the email is unknown, so timing does not tell
+
+	cacheTTL time.Duration
+	cacheMu  sync.Mutex
+	cache    map[string]cachedUser
 }
 
 // NewAccounts returns the account rules on store.
@@ -66,8 +87,11 @@ func NewAccounts(store UserStore, opts AccountsOptions) (*Accounts, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.UserCacheTTL == 0 {
+		opts.UserCacheTTL = DefaultUserCacheTTL
+	}
 	return &Accounts{store: store, secret: opts.Secret, ttl: opts.TokenTTL, cost: opts.BcryptCost,
-		now: opts.Now, dummyHash: dummy}, nil
+		now: opts.Now, dummyHash: dummy, cacheTTL: opts.UserCacheTTL, cache: map[string]cachedUser{}}, nil
 }
 
 func (a *Accounts) hash(password string) (string, error) {
@@ -187,11 +211,49 @@ func (a *Accounts) Authenticate(ctx context.Context, token string) (*User, error
 	if err != nil || claims.Subject == "" {
 		return nil, errs.Wrap(errs.Unauthorized, err, MsgBadToken)
 	}
+	if u := a.cached(claims.Subject); u != nil {
+		return u, nil
+	}
 	u, err := a.store.Get(ctx, claims.Subject)
 	if errs.Is(err, errs.NotFound) || errs.Is(err, errs.Invalid) {
 		return nil, errs.E(errs.Unauthorized, MsgBadToken)
 	}
+	if err == nil {
+		a.remember(u)
+	}
 	return u, err
+}
+
+func (a *Accounts) cached(id string) *User {
+	if a.cacheTTL <= 0 {
+		return nil
+	}
+	a.cacheMu.Lock()
+	defer a.cacheMu.Unlock()
+	c, ok := a.cache[id]
+	if !ok || a.now().Sub(c.at) >= a.cacheTTL {
+		return nil
+	}
+	u := c.u
+	return &u
+}
+
+func (a *Accounts) remember(u *User) {
+	if a.cacheTTL <= 0 {
+		return
+	}
+	a.cacheMu.Lock()
+	defer a.cacheMu.Unlock()
+	if len(a.cache) >= maxCachedUsers {
+		clear(a.cache)
+	}
+	a.cache[u.ID] = cachedUser{u: *u, at: a.now()}
+}
+
+func (a *Accounts) forget(id string) {
+	a.cacheMu.Lock()
+	delete(a.cache, id)
+	a.cacheMu.Unlock()
 }
 
 // ResetPassword replaces the caller's password after checking the old one.
@@ -218,6 +280,7 @@ func (a *Accounts) ResetPassword(ctx context.Context, caller *User, oldPassword,
 		return err
 	}
 	_, err = a.store.Update(ctx, u.ID, UserUpdate{PasswordHash: &h})
+	a.forget(u.ID)
 	return err
 }
 
@@ -239,5 +302,7 @@ func (a *Accounts) UpdateUser(ctx context.Context, caller *User, id string, role
 	if len(fields) > 0 {
 		return nil, errs.Fields(fields)
 	}
-	return a.store.Update(ctx, id, UserUpdate{Role: role, Status: status})
+	u, err := a.store.Update(ctx, id, UserUpdate{Role: role, Status: status})
+	a.forget(id)
+	return u, err
 }

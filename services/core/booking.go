@@ -116,8 +116,8 @@ type BookingStore interface {
 	// ProjectStatus copies a decided status onto bookings still stored IN_PROCESS (one write
 	// for many).
 	ProjectStatus(ctx context.Context, status BookingStatus, ids []string) error
-	// DueForExpiry lists stored IN_PROCESS bookings whose hold ended before now.
-	DueForExpiry(ctx context.Context, now time.Time, limit int) ([]Booking, error)
+	// ExpiringBetween lists up to limit bookings whose hold ends in [from, to), by that time.
+	ExpiringBetween(ctx context.Context, from, to time.Time, limit int) ([]Booking, error)
 
 	// Decide inserts o unless the booking already has an outcome; it returns the outcome in
 	// force and whether o is it.

@@ -31,6 +31,11 @@ type BookingsOptions struct {
 	// SeatViewTTL is how long the engine trusts its in-memory view of a show's holds when it
 	// picks seats (default DefaultSeatViewTTL; negative: always read).
 	SeatViewTTL time.Duration
+	// Project copies each decided fate onto the booking, payment and hold documents (in the
+	// background, batched), for readers of the raw collections. The engine never needs it: it
+	// resolves bookings from their outcome records. Cheap on MongoDB; on the embedded dev
+	// database every update scans its collection, so make run leaves it off.
+	Project bool
 	Now         func() time.Time
 }
 
@@ -55,6 +60,115 @@ type Bookings struct {
 
 	views *seatViews
 	proj  *projector
+
+	namesMu sync.Mutex
+	names   map[string]cachedName // movie and theatre names for emails
+
+	project bool
+
+	outcomesMu sync.Mutex
+	outcomes   map[string]Outcome // decided outcomes never change: safe to keep
+
+	expiryMu  sync.Mutex
+	watermark time.Time // the expirer has met every booking whose hold ended before this
+}
+
+// maxCachedOutcomes bounds the outcome cache; a full cache starts over.
+const maxCachedOutcomes = 50000
+
+func (b *Bookings) knownOutcome(id string) (Outcome, bool) {
+	b.outcomesMu.Lock()
+	defer b.outcomesMu.Unlock()
+	o, ok := b.outcomes[id]
+	return o, ok
+}
+
+func (b *Bookings) learnOutcome(o Outcome) {
+	b.outcomesMu.Lock()
+	defer b.outcomesMu.Unlock()
+	if len(b.outcomes) >= maxCachedOutcomes {
+		clear(b.outcomes)
+	}
+	b.outcomes[o.BookingID] = o
+}
+
+// outcome returns the booking's outcome (nil if undecided), from memory when known.
+func (b *Bookings) outcome(ctx context.Context, id string) (*Outcome, error) {
+	if o, ok := b.knownOutcome(id); ok {
+		return &o, nil
+	}
+	o, err := b.store.Outcome(ctx, id)
+	if o != nil {
+		b.learnOutcome(*o)
+	}
+	return o, err
+}
+
+// outcomesOf returns the outcomes of the bookings, from memory when known.
+func (b *Bookings) outcomesOf(ctx context.Context, ids []string) (map[string]Outcome, error) {
+	out := make(map[string]Outcome, len(ids))
+	var unknown []string
+	for _, id := range ids {
+		if o, ok := b.knownOutcome(id); ok {
+			out[id] = o
+		} else {
+			unknown = append(unknown, id)
+		}
+	}
+	if len(unknown) == 0 {
+		return out, nil
+	}
+	got, err := b.store.Outcomes(ctx, unknown)
+	if err != nil {
+		return nil, err
+	}
+	for id, o := range got {
+		b.learnOutcome(o)
+		out[id] = o
+	}
+	return out, nil
+}
+
+// decide inserts o unless the booking is decided already; it returns the outcome in force.
+func (b *Bookings) decide(ctx context.Context, o Outcome) (Outcome, bool, error) {
+	if known, ok := b.knownOutcome(o.BookingID); ok {
+		return known, false, nil
+	}
+	got, won, err := b.store.Decide(ctx, o)
+	if err == nil {
+		b.learnOutcome(got)
+	}
+	return got, won, err
+}
+
+type cachedName struct {
+	name string
+	at   time.Time
+}
+
+// namesTTL bounds how stale a movie or theatre name in a confirmation email may be.
+const namesTTL = time.Minute
+
+// name returns the cached name of id, or loads it.
+func (b *Bookings) name(id string, load func() (string, error)) string {
+	now := b.now()
+	b.namesMu.Lock()
+	c, ok := b.names[id]
+	b.namesMu.Unlock()
+	if ok && now.Sub(c.at) < namesTTL {
+		return c.name
+	}
+	n, err := load()
+	if err != nil {
+		return id
+	}
+	b.namesMu.Lock()
+	if len(b.names) >= 10000 {
+		clear(b.names)
+	}
+	b.names[id] = cachedName{name: n, at: now}
+	b.namesMu.Unlock()
+	return n
 }
 
 // NewBookings returns the engine.
@@ -78,6 +192,8 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 		opts.SeatViewTTL = DefaultSeatViewTTL
 	}
 	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, views: map[string]*seatView{}}, proj: newProjector(),
+		names: map[string]cachedName{}, project: opts.Project, outcomes: map[string]Outcome{},
+		watermark: opts.Now().Add(-24 * time.Hour),
 		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
 		maxSeats: opts.MaxSeatsPerBooking, events: opts.Events, now: opts.Now,
 		inflight: map[string]map[string]int{}}
@@ -406,7 +522,7 @@ func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout
 // expire decides the booking EXPIRED unless it was decided first, and settles its holds on
 // the show's seats by the outcome in force: released unless paid.
 func (b *Bookings) expire(ctx context.Context, showID, bookingID string, seats []string) (Outcome, error) {
-	o, won, err := b.store.Decide(ctx, Outcome{BookingID: bookingID, Status: BookingExpired, DecidedAt: b.clock()})
+	o, won, err := b.decide(ctx, Outcome{BookingID: bookingID, Status: BookingExpired, DecidedAt: b.clock()})
 	if err != nil {
 		return o, err
 	}
@@ -452,7 +568,7 @@ func (b *Bookings) resolve(ctx context.Context, bk *Booking, o *Outcome) error {
 	}
 	if o == nil {
 		var err error
-		if o, err = b.store.Outcome(ctx, bk.ID); err != nil {
+		if o, err = b.outcome(ctx, bk.ID); err != nil {
 			return err
 		}
 	}
@@ -523,7 +639,7 @@ func (b *Bookings) List(ctx context.Context, caller *User, all bool, limit, skip
 	if len(open) == 0 {
 		return list, nil
 	}
-	outcomes, err := b.store.Outcomes(ctx, open)
+	outcomes, err := b.outcomesOf(ctx, open)
 	if err != nil {
 		return nil, err
 	}
@@ -550,7 +666,7 @@ func (b *Bookings) Cancel(ctx context.Context, caller *User, id string) (*Bookin
 		return nil, err
 	}
 	if !bk.Status.Final() {
-		o, won, err := b.store.Decide(ctx, Outcome{BookingID: bk.ID, Status: BookingCancelled, DecidedAt: b.clock()})
+		o, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingCancelled, DecidedAt: b.clock()})
 		if err != nil {
 			return nil, err
 		}
@@ -633,7 +749,7 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 			return nil, nil, err
 		}
 	}
-	o, won, err := b.store.Decide(ctx, Outcome{BookingID: bk.ID, Status: BookingPaid, PaymentID: p.ID, DecidedAt: b.clock()})
+	o, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingPaid, PaymentID: p.ID, DecidedAt: b.clock()})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -668,17 +784,23 @@ func paidState(s BookingStatus) error {
 }
 
 func (b *Bookings) confirmation(ctx context.Context, caller *User, bk *Booking, traceParent string) Email {
-	movie, theatre := bk.MovieID, bk.TheatreID
-	if m, err := b.shows.GetMovie(ctx, bk.MovieID); err == nil {
-		movie = m.Name
-	}
-	place := theatre
-	if t, err := b.shows.GetTheatre(ctx, bk.TheatreID); err == nil {
-		place = t.Name
-		if t.City != "" {
-			place += ", " + t.City
+	movie := b.name(bk.MovieID, func() (string, error) {
+		m, err := b.shows.GetMovie(ctx, bk.MovieID)
+		if err != nil {
+			return "", err
 		}
-	}
+		return m.Name, nil
+	})
+	place := b.name(bk.TheatreID, func() (string, error) {
+		t, err := b.shows.GetTheatre(ctx, bk.TheatreID)
+		if err != nil {
+			return "", err
+		}
+		if t.City != "" {
+			return t.Name + ", " + t.City, nil
+		}
+		return t.Name, nil
+	})
 	content := fmt.Sprintf("Hello %s,\n\nyour booking is confirmed.\n\nMovie: %s\nTheatre: %s\nTiming: %s\nSeats: %s\nTotal paid: %.2f\nBooking id: %s\n\nEnjoy the show!\nCineFlow\n",
 		caller.Name, movie, place, bk.Timing, strings.Join(bk.Seats, ", "), bk.TotalCost, bk.ID)
 	return Email{Key: PaidEmailKind + ":" + bk.ID, Recipients: []string{caller.Email},
@@ -689,7 +811,7 @@ func (b *Bookings) confirmation(ctx context.Context, caller *User, bk *Booking, 
 // the booking's outcome is paid. An undecided booking waits; one that is past its hold is
 // decided EXPIRED here and its email dropped.
 func (b *Bookings) PaidGuard(ctx context.Context, bookingID string) (GuardVerdict, error) {
-	o, err := b.store.Outcome(ctx, bookingID)
+	o, err := b.outcome(ctx, bookingID)
 	if err != nil {
 		return GuardWait, err
 	}
@@ -762,7 +884,7 @@ func (b *Bookings) resolvePayment(ctx context.Context, p *Payment) error {
 	if p.Status != PaymentPending {
 		return nil
 	}
-	o, err := b.store.Outcome(ctx, p.BookingID)
+	o, err := b.outcome(ctx, p.BookingID)
 	if err != nil || o == nil {
 		return err
 	}
@@ -798,7 +920,7 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 			unsure = append(unsure, h.BookingID)
 		}
 	}
-	outcomes, err := b.store.Outcomes(ctx, unsure)
+	outcomes, err := b.outcomesOf(ctx, unsure)
 	if err != nil {
 		return nil, err
 	}
@@ -832,17 +954,39 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 	return m, nil
 }
 
-// ExpireDue decides every unpaid booking past its hold EXPIRED and releases its seats, so
-// that a hold nobody pays returns to sale without anyone asking. It returns how many it met.
+// ExpireDue meets every booking whose hold ended since the last call (the first call looks
+// back a day): an undecided one is decided EXPIRED and its seats are released, so that a hold
+// nobody pays returns to sale without anyone asking. It reads at most limit bookings per
+// call and returns how many it met.
 func (b *Bookings) ExpireDue(ctx context.Context, limit int) (int, error) {
-	due, err := b.store.DueForExpiry(ctx, b.now(), limit)
+	b.expiryMu.Lock()
+	defer b.expiryMu.Unlock()
+	now := b.now()
+	due, err := b.store.ExpiringBetween(ctx, b.watermark, now, limit)
+	if err != nil {
+		return 0, err
+	}
+	ids := make([]string, len(due))
+	for i := range due {
+		ids[i] = due[i].ID
+	}
+	outcomes, err := b.outcomesOf(ctx, ids)
 	if err != nil {
 		return 0, err
 	}
 	for i := range due {
-		if err := b.resolve(ctx, &due[i], nil); err != nil {
+		var o *Outcome
+		if v, ok := outcomes[due[i].ID]; ok {
+			o = &v
+		}
+		if err := b.resolve(ctx, &due[i], o); err != nil {
 			return i, err
 		}
+	}
+	if limit > 0 && len(due) == limit {
+		b.watermark = due[len(due)-1].ExpiresAt // more to meet: the next call goes on from here
+	} else {
+		b.watermark = now
 	}
 	return len(due), nil
 }

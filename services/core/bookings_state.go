@@ -167,6 +167,9 @@ func newProjector() *projector {
 // projectBooking queues (or, with no runner, writes) a booking's decided status.
 func (b *Bookings) projectBooking(ctx context.Context, id string, st BookingStatus) {
 	p := b.proj
+	if !b.project {
+		return
+	}
 	if !p.running.Load() {
 		_ = b.store.ProjectStatus(context.WithoutCancel(ctx), st, []string{id})
 		return
@@ -179,6 +182,9 @@ func (b *Bookings) projectBooking(ctx context.Context, id string, st BookingStat
 
 func (b *Bookings) projectPayment(ctx context.Context, id string, st PaymentStatus, reason string) {
 	p := b.proj
+	if !b.project {
+		return
+	}
 	if !p.running.Load() {
 		_ = b.store.ProjectPayments(context.WithoutCancel(ctx), st, reason, []string{id})
 		return
@@ -192,6 +198,9 @@ func (b *Bookings) projectPayment(ctx context.Context, id string, st PaymentStat
 
 func (b *Bookings) projectSold(ctx context.Context, holds []Hold) {
 	p := b.proj
+	if !b.project {
+		return
+	}
 	if !p.running.Load() {
 		_ = b.store.MarkSold(context.WithoutCancel(ctx), holds)
 		return

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // DefaultSeatsPerRow is the row length of a show that does not give one.
@@ -21,8 +23,29 @@ type SeatLayout struct {
 	ranking []float64 // lower is better
 }
 
-// Layout returns the seat layout of s.
-func (s *Show) Layout() *SeatLayout { return NewSeatLayout(s.NoOfSeats, s.SeatsPerRow) }
+// Layout returns the seat layout of s (layouts are kept: a booking of a 2,000-seat show would
+// otherwise lay out 2,000 labels each time).
+func (s *Show) Layout() *SeatLayout {
+	key := [2]int{s.NoOfSeats, s.SeatsPerRow}
+	if l, ok := layouts.Load(key); ok {
+		return l.(*SeatLayout)
+	}
+	l := NewSeatLayout(s.NoOfSeats, s.SeatsPerRow)
+	if layoutCount.Add(1) <= maxLayouts {
+		got, _ := layouts.LoadOrStore(key, l)
+		return got.(*SeatLayout)
+	}
+	return l
+}
+
+// layouts caches layouts by (seats, per row): a few distinct hall sizes in practice, and a
+// SeatLayout is read-only once made. Past maxLayouts sizes, layouts are made each time.
+var (
+	layouts     sync.Map
+	layoutCount atomic.Int64
+)
+
+const maxLayouts = 1000
 
 // NewSeatLayout lays out n seats, perRow to a row (DefaultSeatsPerRow when <= 0).
 func NewSeatLayout(n, perRow int) *SeatLayout {

@@ -29,12 +29,16 @@ const (
 // booking's hold, never a later one on the same seat. A booking's outcome is a document whose
 // _id is the booking id: the first insert decides. Booking and payment documents carry a
 // projection of the outcome for readers of the raw collections.
+//
+// Inserts of concurrent requests are coalesced per collection (see inserter): each hold,
+// outcome and booking is still decided by its own key.
 type Bookings struct {
 	db       *mongo.Database
 	holds    *mongo.Collection
 	bookings *mongo.Collection
 	outcomes *mongo.Collection
 	payments *mongo.Collection
+	ins      struct{ holds, bookings, outcomes, payments *inserter }
 	now      func() time.Time
 }
 
@@ -42,8 +46,11 @@ var _ core.BookingStore = (*Bookings)(nil)
 
 // NewBookings returns the booking store on db. Call EnsureIndexes once at start.
 func NewBookings(db *mongo.Database) *Bookings {
-	return &Bookings{db: db, holds: db.Collection(HoldsCollection), bookings: db.Collection(BookingsCollection),
+	s := &Bookings{db: db, holds: db.Collection(HoldsCollection), bookings: db.Collection(BookingsCollection),
 		outcomes: db.Collection(OutcomesCollection), payments: db.Collection(PaymentsCollection), now: time.Now}
+	s.ins.holds, s.ins.bookings = newInserter(s.holds), newInserter(s.bookings)
+	s.ins.outcomes, s.ins.payments = newInserter(s.outcomes), newInserter(s.payments)
+	return s
 }
 
 // EnsureIndexes creates the unique seat key and the lookup indexes (one per call: the dev
@@ -56,7 +63,7 @@ func (s *Bookings) EnsureIndexes(ctx context.Context) error {
 		{s.holds, mongo.IndexModel{Keys: bson.D{{Key: "seatKey", Value: 1}}, Options: options.Index().SetUnique(true).SetName("seat_unique")}},
 		{s.holds, mongo.IndexModel{Keys: bson.D{{Key: "showId", Value: 1}}, Options: options.Index().SetName("show")}},
 		{s.bookings, mongo.IndexModel{Keys: bson.D{{Key: "userId", Value: 1}, {Key: "createdAt", Value: -1}}, Options: options.Index().SetName("user_created")}},
-		{s.bookings, mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}, {Key: "expiresAt", Value: 1}}, Options: options.Index().SetName("status_expires")}},
+		{s.bookings, mongo.IndexModel{Keys: bson.D{{Key: "expiresAt", Value: 1}}, Options: options.Index().SetName("expires")}},
 		{s.payments, mongo.IndexModel{Keys: bson.D{{Key: "userId", Value: 1}, {Key: "createdAt", Value: -1}}, Options: options.Index().SetName("user_created")}},
 	}
 	for _, st := range steps {
@@ -94,8 +101,7 @@ func (s *Bookings) InsertHolds(ctx context.Context, holds []core.Hold) ([]string
 		docs[i] = holdDoc{ID: holdID(h.ShowID, h.Seat, h.BookingID), SeatKey: h.ShowID + ":" + h.Seat, ShowID: h.ShowID,
 			Seat: h.Seat, BookingID: h.BookingID, ExpiresAt: h.ExpiresAt, Sold: h.Sold, CreatedAt: now}
 	}
-	_, err := s.holds.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-	lost, err := duplicates(err)
+	lost, err := s.ins.holds.insert(ctx, docs...)
 	if err != nil {
 		// Which holds landed is unknown: report none won and release them all, so nothing
 		// stays held by a booking that will not exist.
@@ -113,26 +119,6 @@ func (s *Bookings) InsertHolds(ctx context.Context, holds []core.Hold) ([]string
 		}
 	}
 	return won, nil
-}
-
-// duplicates returns the positions of an unordered insertMany that hit a unique key; any
-// other failure is returned as an error.
-func duplicates(err error) (map[int]bool, error) {
-	if err == nil {
-		return nil, nil
-	}
-	var bwe mongo.BulkWriteException
-	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
-		return nil, err
-	}
-	dup := make(map[int]bool, len(bwe.WriteErrors))
-	for _, we := range bwe.WriteErrors {
-		if !mongo.IsDuplicateKeyError(we) {
-			return nil, err
-		}
-		dup[we.Index] = true
-	}
-	return dup, nil
 }
 
 // ShowHolds lists the show's holds.
@@ -217,8 +203,8 @@ func (s *Bookings) CreateBooking(ctx context.Context, b *core.Booking) error {
 	d := bookingDoc{ID: oid, UserID: b.UserID, TheatreID: b.TheatreID, MovieID: b.MovieID, ShowID: b.ShowID,
 		Timing: b.Timing, NoOfSeats: b.NoOfSeats, Seats: b.Seats, TotalCost: b.TotalCost, Status: string(b.Status),
 		ExpiresAt: b.ExpiresAt, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt}
-	if _, err := s.bookings.InsertOne(ctx, d); err != nil {
-		return dbError(err, "could not create the booking")
+	if dup, err := s.ins.bookings.insert(ctx, d); err != nil || dup[0] {
+		return dbError(errors.Join(err, errors.New("duplicate booking id")), "could not create the booking")
 	}
 	return nil
 }
@@ -299,19 +285,19 @@ func parseIDs(ids []string) ([]bson.ObjectID, error) {
 	return oids, nil
 }
 
-// DueForExpiry lists bookings stored IN_PROCESS whose hold ended before now.
-func (s *Bookings) DueForExpiry(ctx context.Context, now time.Time, limit int) ([]core.Booking, error) {
-	o := options.Find()
+// ExpiringBetween lists bookings whose hold ends in [from, to), soonest first.
+func (s *Bookings) ExpiringBetween(ctx context.Context, from, to time.Time, limit int) ([]core.Booking, error) {
+	o := options.Find().SetSort(bson.D{{Key: "expiresAt", Value: 1}})
 	if limit > 0 {
 		o.SetLimit(int64(limit))
 	}
-	cur, err := s.bookings.Find(ctx, bson.M{"status": string(core.BookingInProcess), "expiresAt": bson.M{"$lt": now}}, o)
+	cur, err := s.bookings.Find(ctx, bson.M{"expiresAt": bson.M{"$gte": from, "$lt": to}}, o)
 	if err != nil {
-		return nil, dbError(err, "could not list expired bookings")
+		return nil, dbError(err, "could not list expiring bookings")
 	}
 	var docs []bookingDoc
 	if err := cur.All(ctx, &docs); err != nil {
-		return nil, dbError(err, "could not list expired bookings")
+		return nil, dbError(err, "could not list expiring bookings")
 	}
 	out := make([]core.Booking, len(docs))
 	for i := range docs {
@@ -334,12 +320,12 @@ func (d outcomeDoc) outcome() core.Outcome {
 // Decide inserts the outcome unless one exists; it returns the one in force.
 func (s *Bookings) Decide(ctx context.Context, o core.Outcome) (core.Outcome, bool, error) {
 	d := outcomeDoc{BookingID: o.BookingID, Status: string(o.Status), PaymentID: o.PaymentID, DecidedAt: o.DecidedAt}
-	_, err := s.outcomes.InsertOne(ctx, d)
-	if err == nil {
-		return o, true, nil
-	}
-	if !mongox.IsDuplicateKey(err) {
+	dup, err := s.ins.outcomes.insert(ctx, d)
+	if err != nil {
 		return core.Outcome{}, false, dbError(err, "could not decide the booking")
+	}
+	if !dup[0] {
+		return o, true, nil
 	}
 	cur, err := s.Outcome(ctx, o.BookingID)
 	if err != nil {
@@ -416,8 +402,8 @@ func (s *Bookings) CreatePayment(ctx context.Context, p *core.Payment) error {
 	}
 	d := paymentDoc{ID: oid, BookingID: p.BookingID, UserID: p.UserID, Amount: p.Amount, Status: string(p.Status),
 		Reason: p.Reason, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
-	if _, err := s.payments.InsertOne(ctx, d); err != nil {
-		return dbError(err, "could not record the payment")
+	if dup, err := s.ins.payments.insert(ctx, d); err != nil || dup[0] {
+		return dbError(errors.Join(err, errors.New("duplicate payment id")), "could not record the payment")
 	}
 	return nil
 }

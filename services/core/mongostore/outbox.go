@@ -26,6 +26,7 @@ const maxLastError = 1000
 // {_id: v} uses an index, which is the only filter Reschedule and Delete use.
 type Outbox struct {
 	coll *mongo.Collection
+	ins  *inserter // concurrent enqueues share one insertMany
 	now  func() time.Time
 }
 
@@ -33,7 +34,8 @@ var _ core.OutboxStore = (*Outbox)(nil)
 
 // NewOutbox returns the outbox store on db. Call EnsureIndexes once at start.
 func NewOutbox(db *mongo.Database) *Outbox {
-	return &Outbox{coll: db.Collection(OutboxCollection), now: time.Now}
+	coll := db.Collection(OutboxCollection)
+	return &Outbox{coll: coll, ins: newInserter(coll), now: time.Now}
 }
 
 // EnsureIndexes creates the indexes MongoDB uses to find due emails and the oldest one
@@ -77,10 +79,11 @@ func (d *outboxDoc) entry() core.OutboxEntry {
 // outbox is success (the first email is kept).
 func (s *Outbox) Enqueue(ctx context.Context, e core.Email) error {
 	now := s.now().UTC().Truncate(time.Millisecond)
-	_, err := s.coll.InsertOne(ctx, &outboxDoc{Key: e.Key, Recipients: e.Recipients, Subject: e.Subject,
+	// A duplicate key is the same email enqueued again: one is kept, which is success.
+	_, err := s.ins.insert(ctx, &outboxDoc{Key: e.Key, Recipients: e.Recipients, Subject: e.Subject,
 		Content: e.Content, Kind: e.Kind, Ref: e.Ref, TraceParent: e.TraceParent,
 		CreatedAt: now, NextAttemptAt: now})
-	if err != nil && !mongox.IsDuplicateKey(err) {
+	if err != nil {
 		return dbError(err, "store the email in the outbox")
 	}
 	return nil

@@ -56,6 +56,9 @@ type settings struct {
 	AdminEmail       string // core's first admin
 	AdminPassword    string
 	DevAdmin         bool // the admin is devstack's default (printed)
+	// Projection is core's BOOKING_PROJECTION: off by default on the embedded database, where
+	// every update scans its collection (the core never needs it; see the README).
+	Projection string
 }
 
 // loadSettings reads the settings through lookup (the environment, then .env).
@@ -63,7 +66,11 @@ func loadSettings(lookup func(string) string) (settings, error) {
 	s := settings{DBURL: lookup("DB_URL"), Token: lookup("NOTIFICATION_API_TOKEN"),
 		OutboxDir: lookup("OUTBOX_DIR"), Resend: lookup("RESEND_API_KEY") != "",
 		JWTSecret: lookup("JWT_SECRET"), NotificationURL: lookup("NOTIFICATION_SERVICE_URL"),
-		AdminEmail: lookup("ADMIN_EMAIL"), AdminPassword: lookup("ADMIN_PASSWORD")}
+		AdminEmail: lookup("ADMIN_EMAIL"), AdminPassword: lookup("ADMIN_PASSWORD"),
+		Projection: lookup("BOOKING_PROJECTION")}
+	if s.Projection == "" && s.DBURL == "" {
+		s.Projection = "false"
+	}
 	if s.AdminEmail == "" && s.AdminPassword == "" {
 		s.AdminEmail, s.AdminPassword, s.DevAdmin = devAdminEmail, devAdminPass, true
 	}
@@ -117,7 +124,7 @@ type service struct {
 
 // services lists the services in start order.
 func services(s settings, notificationBin, coreBin string) []service {
-	return []service{
+	list := []service{
 		{Name: "notification", Bin: notificationBin, Port: s.NotificationPort, Base: notificationAPI,
 			Env: map[string]string{"DB_URL": s.DBURL, "PORT": strconv.Itoa(s.NotificationPort),
 				"NOTIFICATION_API_TOKEN": s.Token}},
@@ -126,6 +133,10 @@ func services(s settings, notificationBin, coreBin string) []service {
 				"ADMIN_EMAIL": s.AdminEmail, "ADMIN_PASSWORD": s.AdminPassword,
 				"NOTIFICATION_SERVICE_URL": s.NotificationURL, "NOTIFICATION_API_TOKEN": s.Token}},
 	}
+	if s.Projection != "" {
+		list[1].Env["BOOKING_PROJECTION"] = s.Projection
+	}
+	return list
 }
 
 // sweeperEnv is what the sweeper gets on top of the environment (RESEND_* and EMAIL_FROM pass

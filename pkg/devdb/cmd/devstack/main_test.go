@@ -30,7 +30,7 @@ func TestLoadSettingsDefaults(t *testing.T) {
 	}
 	want := settings{Token: devToken, DevToken: true, NotificationPort: 3001, Interval: 2 * time.Minute,
 		OutboxDir: ".outbox", JWTSecret: devJWTSecret, AdminEmail: devAdminEmail, AdminPassword: devAdminPass, DevAdmin: true,
-		NotificationURL: "http://127.0.0.1:3001/notiservice/api/v1/notifications"}
+		NotificationURL: "http://127.0.0.1:3001/notiservice/api/v1/notifications", Projection: "false"}
 	if s != want {
 		t.Errorf("defaults:\n got %+v\nwant %+v", s, want)
 	}

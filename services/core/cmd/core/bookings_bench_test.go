@@ -37,7 +37,11 @@ func startBench(b *testing.B, edit func(*Config)) *benchService {
 	cfg := testConfig(b)
 	cfg.LogLevel = "error"
 	// As make run connects: a small pool suits the embedded database (SQLite underneath).
-	cfg.DBURL += "?maxPoolSize=4"
+	pool := "4"
+	if v := os.Getenv("BENCH_DB_POOL"); v != "" {
+		pool = v
+	}
+	cfg.DBURL += "?maxPoolSize=" + pool
 	// The confirmation emails go to a stand-in that accepts them at once, so that the figures
 	// are the core's own.
 	noti := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

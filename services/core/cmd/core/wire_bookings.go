@@ -21,6 +21,9 @@ type BookingConfig struct {
 	ExpiryInterval time.Duration `env:"HOLD_EXPIRY_INTERVAL" envDefault:"10s"`
 	// MaxSeatsPerBooking bounds noOfSeats and seats[] of one booking.
 	MaxSeatsPerBooking int `env:"MAX_SEATS_PER_BOOKING" envDefault:"20"`
+	// Projection copies each booking's fate onto its stored document (see
+	// core.BookingsOptions.Project). make run turns it off for the embedded database.
+	Projection bool `env:"BOOKING_PROJECTION" envDefault:"true"`
 }
 
 // Validate rejects unusable booking settings (zero values mean the defaults).
@@ -54,7 +57,7 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 		cfg.ExpiryInterval = 10 * time.Second
 	}
 	m.Bookings = core.NewBookings(store, shows, core.BookingsOptions{HoldTTL: cfg.HoldTTL,
-		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, Events: httpapi.NewBookingMetrics(m.Registry)})
+		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry)})
 	if m.Outbox != nil {
 		m.Bookings.SetOutbox(m.Outbox)
 	}
