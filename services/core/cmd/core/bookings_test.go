@@ -445,3 +445,43 @@ func TestHoldReleasedWithoutAsking(t *testing.T) {
 		t.Fatalf("status %s", got.Status)
 	}
 }
+
+// TestProjectionCopiesFates: with BOOKING_PROJECTION on (the default outside make run), the
+// stored booking, payment and hold documents come to carry each decided fate.
+func TestProjectionCopiesFates(t *testing.T) {
+	t.Parallel()
+	s := startService(t, func(c *Config) { c.Projection = true })
+	f := s.newShow(10, 100)
+	tok, _ := s.customer()
+	paid := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(2)}), 201))
+	cancelled := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
+	r := s.expect(s.do(req{method: "POST", path: base + "/payments", token: tok, body: map[string]any{"bookingId": paid.ID, "amount": 200}}), 200)
+	var pb struct {
+		Payment core.Payment `json:"payment"`
+	}
+	_ = json.Unmarshal(r.env.Data, &pb)
+	s.expect(s.do(req{method: "PATCH", path: base + "/bookings/" + cancelled.ID, token: tok, body: map[string]string{"status": "CANCELLED"}}), 200)
+	store := mongostore.NewBookings(s.m.DB)
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, _ := store.GetBooking(ctx, paid.ID)
+		c, _ := store.GetBooking(ctx, cancelled.ID)
+		pay, _ := store.GetPayment(ctx, pb.Payment.ID)
+		holds, _ := store.ShowHolds(ctx, f.showID)
+		sold := 0
+		for _, h := range holds {
+			if h.Sold {
+				sold++
+			}
+		}
+		if p != nil && c != nil && pay != nil && p.Status == core.BookingPaid && c.Status == core.BookingCancelled &&
+			pay.Status == core.PaymentSuccess && sold == 2 && len(holds) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not projected after 10s: paid %+v, cancelled %+v, payment %+v, %d holds (%d sold)", p, c, pay, len(holds), sold)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
