@@ -56,39 +56,31 @@ func (vs *seatViews) prune(now time.Time) {
 	}
 }
 
-// holds returns the show's holds: from the view when it was read within the TTL and, if
-// since is set, at or after since; else from the store (one read shared by every request
-// waiting for it).
+// showHolds returns the show's holds. With since zero the view will do: it is answered from
+// memory, and a view older than the TTL is refreshed in the background (the unique seat keys,
+// not the view, decide; a stale view costs at most a conflict and a retry). With since set it
+// must be a read made at or after since: a 409 rests on it. Concurrent reads of a show are
+// one read.
 func (b *Bookings) showHolds(ctx context.Context, showID string, since time.Time) ([]Hold, error) {
 	v := b.views.get(showID)
 	now := b.now()
 	v.mu.Lock()
 	v.used = now
-	if v.holds != nil && now.Sub(v.at) < b.views.ttl && (since.IsZero() || !v.at.Before(since)) {
+	if v.holds != nil && (since.IsZero() || !v.at.Before(since)) {
 		out := make([]Hold, 0, len(v.holds))
 		for _, h := range v.holds {
 			out = append(out, h)
 		}
+		stale := now.Sub(v.at) >= b.views.ttl
 		v.mu.Unlock()
+		if stale {
+			b.views.sf.DoChan(showID, func() (any, error) { return b.readHolds(context.WithoutCancel(ctx), v, showID) })
+		}
 		return out, nil
 	}
 	v.mu.Unlock()
 	for range 2 { // a shared read that began before since does not count: read once more
-		res, err, _ := b.views.sf.Do(showID, func() (any, error) {
-			at := b.now()
-			holds, err := b.store.ShowHolds(context.WithoutCancel(ctx), showID)
-			if err != nil {
-				return nil, err
-			}
-			m := make(map[string]Hold, len(holds))
-			for _, h := range holds {
-				m[h.Seat] = h
-			}
-			v.mu.Lock()
-			v.at, v.holds = at, m
-			v.mu.Unlock()
-			return readResult{at: at, holds: holds}, nil
-		})
+		res, err, _ := b.views.sf.Do(showID, func() (any, error) { return b.readHolds(context.WithoutCancel(ctx), v, showID) })
 		if err != nil {
 			return nil, err
 		}
@@ -98,6 +90,25 @@ func (b *Bookings) showHolds(ctx context.Context, showID string, since time.Time
 		}
 	}
 	return b.store.ShowHolds(ctx, showID)
+}
+
+// readHolds reads the show's holds into its view.
+func (b *Bookings) readHolds(ctx context.Context, v *seatView, showID string) (any, error) {
+	at := b.now()
+	holds, err := b.store.ShowHolds(ctx, showID)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]Hold, len(holds))
+	for _, h := range holds {
+		m[h.Seat] = h
+	}
+	v.mu.Lock()
+	if !at.Before(v.at) {
+		v.at, v.holds = at, m
+	}
+	v.mu.Unlock()
+	return readResult{at: at, holds: holds}, nil
 }
 
 type readResult struct {
