@@ -69,8 +69,40 @@ type Bookings struct {
 	outcomesMu sync.Mutex
 	outcomes   map[string]Outcome // decided outcomes never change: safe to keep
 
+	recentMu sync.Mutex
+	recent   map[string]*Booking // bookings this process created, as created
+
 	expiryMu  sync.Mutex
 	watermark time.Time // the expirer has met every booking whose hold ended before this
+}
+
+// getBooking reads a booking: from memory if this process created it within the last hold
+// TTL (its stored fields never change but for the projected status, which resolve replaces),
+// else from the store.
+func (b *Bookings) getBooking(ctx context.Context, id string) (*Booking, error) {
+	b.recentMu.Lock()
+	bk, ok := b.recent[id]
+	b.recentMu.Unlock()
+	if ok && b.now().Sub(bk.CreatedAt) < b.ttl {
+		c := *bk
+		c.Seats = slices.Clone(bk.Seats)
+		return &c, nil
+	}
+	return b.store.GetBooking(ctx, id)
+}
+
+// maxRecentBookings bounds the bookings kept in memory; a full map starts over.
+const maxRecentBookings = 50000
+
+func (b *Bookings) rememberBooking(bk *Booking) {
+	c := *bk
+	c.Seats = slices.Clone(bk.Seats)
+	b.recentMu.Lock()
+	defer b.recentMu.Unlock()
+	if len(b.recent) >= maxRecentBookings {
+		clear(b.recent)
+	}
+	b.recent[c.ID] = &c
 }
 
 // maxCachedOutcomes bounds the outcome cache; a full cache starts over.
@@ -192,7 +224,7 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 		opts.SeatViewTTL = DefaultSeatViewTTL
 	}
 	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, views: map[string]*seatView{}}, proj: newProjector(),
-		names: map[string]cachedName{}, project: opts.Project, outcomes: map[string]Outcome{},
+		names: map[string]cachedName{}, project: opts.Project, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
 		watermark: opts.Now().Add(-24 * time.Hour),
 		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
 		maxSeats: opts.MaxSeatsPerBooking, events: opts.Events, now: opts.Now,
@@ -340,6 +372,7 @@ func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (
 		b.release(context.WithoutCancel(ctx), show.ID, bk.ID, mine)
 		return nil, err
 	}
+	b.rememberBooking(bk)
 	b.events.Booking("created")
 	return bk, nil
 }
@@ -366,7 +399,7 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 			return fail(err)
 		}
 		for _, s := range mine {
-			delete(freeSet, s)
+			freeSet.Remove(s)
 		}
 		var pick []string
 		short := false
@@ -375,37 +408,35 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 				if slices.Contains(mine, s) {
 					continue
 				}
-				if !freeSet[s] {
+				if !freeSet.Has(s) {
 					short = true
 					break
 				}
 				pick = append(pick, s)
 			}
-		} else if want := need - len(mine); len(freeSet) < want {
+		} else if want := need - len(mine); freeSet.Len() < want {
 			short = true
 		} else {
-			// Prefer seats no other request of this process is inserting right now.
-			others := b.othersInflight(show.ID, freeSet)
 			jitter := float64(round) * 10 // after a conflict, spread over more seats
-			if pick = layout.Best(others, want, jitter, rng); pick == nil {
-				pick = layout.Best(freeSet, want, jitter, rng)
-			}
+			pick = b.pickAndMark(show.ID, layout, freeSet, want, jitter, rng)
 		}
 		if short {
 			if since.IsZero() {
 				since = start // the view may be stale: look again
 				continue
 			}
-			return mine, sortedFree(layout, freeSet), nil
+			return mine, freeSet.Labels(), nil
 		}
 		holds := make([]Hold, len(pick))
 		for i, s := range pick {
 			holds[i] = Hold{ShowID: show.ID, Seat: s, BookingID: bk.ID, ExpiresAt: bk.ExpiresAt}
 		}
-		b.markInflight(show.ID, pick, 1)
+		if len(named) > 0 {
+			b.markInflight(show.ID, pick, 1)
+		}
 		won, err := b.store.InsertHolds(ctx, holds)
-		b.markInflight(show.ID, pick, -1)
 		if err != nil {
+			b.markInflight(show.ID, pick, -1)
 			return fail(err)
 		}
 		mine = append(mine, won...)
@@ -415,7 +446,10 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 				wonHolds = append(wonHolds, h)
 			}
 		}
+		// Into the view before out of inflight: a seat won is always in one of the two, so
+		// another request of this process never picks it (see othersInflight).
 		b.viewAdd(show.ID, wonHolds)
+		b.markInflight(show.ID, pick, -1)
 		if lost := len(pick) - len(won); lost > 0 {
 			b.events.SeatConflicts(lost)
 			since = b.now() // someone else holds seats the view thought free
@@ -424,31 +458,26 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 				if err != nil {
 					return mine, nil, nil
 				}
-				return mine, sortedFree(layout, freeSet), nil
+				return mine, freeSet.Labels(), nil
 			}
 		}
 	}
 	if len(mine) < need {
 		if freeSet, err := b.freeSeats(ctx, show, layout, start); err == nil {
-			free = sortedFree(layout, freeSet)
+			free = freeSet.Labels()
 		}
 	}
 	return mine, free, nil
 }
 
-func sortedFree(layout *SeatLayout, free map[string]bool) []string {
-	out := make([]string, 0, len(free))
-	for _, s := range layout.labels {
-		if free[s] {
-			out = append(out, s)
-		}
-	}
-	return out
-}
 
 func (b *Bookings) markInflight(showID string, seats []string, d int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.markInflightLocked(showID, seats, d)
+}
+
+func (b *Bookings) markInflightLocked(showID string, seats []string, d int) {
 	m := b.inflight[showID]
 	if m == nil {
 		m = map[string]int{}
@@ -464,27 +493,35 @@ func (b *Bookings) markInflight(showID string, seats []string, d int) {
 	}
 }
 
-// othersInflight returns free minus the seats other requests of this process are inserting.
-func (b *Bookings) othersInflight(showID string, free map[string]bool) map[string]bool {
+// pickAndMark picks want seats of free and marks them in flight, in one step under the
+// process's lock, preferring seats that no other request of this process is inserting or has
+// won since free was computed (free may predate them). So requests of one process never race
+// each other for a seat; only other replicas can, and the unique seat key settles that.
+func (b *Bookings) pickAndMark(showID string, layout *SeatLayout, free *SeatSet, want int, jitter float64, rng *rand.Rand) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	m := b.inflight[showID]
-	if len(m) == 0 {
-		return free
+	others := free.Clone()
+	for s := range b.inflight[showID] {
+		others.Remove(s)
 	}
-	out := make(map[string]bool, len(free))
-	for s := range free {
-		if m[s] == 0 {
-			out[s] = true
-		}
+	v := b.views.get(showID)
+	v.mu.Lock()
+	for s := range v.holds {
+		others.Remove(s)
 	}
-	return out
+	v.mu.Unlock()
+	pick := layout.Best(others, want, jitter, rng)
+	if pick == nil {
+		pick = layout.Best(free, want, jitter, rng)
+	}
+	b.markInflightLocked(showID, pick, 1)
+	return pick
 }
 
 // freeSeats returns the show's free seats from its holds (see showHolds for since). An unpaid
 // hold past its expiry is met here: its booking is decided EXPIRED (unless decided otherwise
 // first) and its seats are released.
-func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout, since time.Time) (map[string]bool, error) {
+func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout, since time.Time) (*SeatSet, error) {
 	holds, err := b.showHolds(ctx, show.ID, since)
 	if err != nil {
 		return nil, err
@@ -510,11 +547,9 @@ func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout
 			}
 		}
 	}
-	free := make(map[string]bool, layout.Seats-len(taken))
-	for _, s := range layout.labels {
-		if !taken[s] {
-			free[s] = true
-		}
+	free := layout.NewSeatSet(true)
+	for s := range taken {
+		free.Remove(s)
 	}
 	return free, nil
 }
@@ -595,7 +630,7 @@ func (b *Bookings) owned(ctx context.Context, caller *User, id string) (*Booking
 	if !IsHexID(id) {
 		return nil, errs.Fields(map[string]string{"id": "must be a 24-character hex id"})
 	}
-	bk, err := b.store.GetBooking(ctx, id)
+	bk, err := b.getBooking(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -706,16 +741,26 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 	if len(f) > 0 {
 		return nil, nil, errs.Fields(f)
 	}
-	bk, err := b.store.GetBooking(ctx, req.BookingID)
+	bk, err := b.getBooking(ctx, req.BookingID)
 	if err != nil {
 		return nil, nil, err
 	}
 	if bk.UserID != caller.ID {
 		return nil, nil, errs.E(errs.Forbidden, "only the booking's owner can pay it")
 	}
-	if err := b.resolve(ctx, bk, nil); err != nil {
-		return nil, nil, err
+	// A fate known to this process answers at once; an unknown one is not read here: the
+	// outcome insert below decides, and tells a late payment who won.
+	o0, known := b.knownOutcome(bk.ID)
+	if known {
+		if err := b.resolve(ctx, bk, &o0); err != nil {
+			return nil, nil, err
+		}
+	} else if b.now().After(bk.ExpiresAt) {
+		if err := b.resolve(ctx, bk, nil); err != nil {
+			return nil, nil, err
+		}
 	}
+	var wg sync.WaitGroup
 	if err := paidState(bk.Status); err != nil {
 		return nil, nil, err
 	}
@@ -732,22 +777,27 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 		e.Data = p
 		return nil, nil, e
 	}
-	if err := b.store.CreatePayment(ctx, p); err != nil {
-		return nil, nil, err
-	}
-	// The email is owed before the decision: the relay sends it only once the outcome says
-	// paid (see PaidGuard), so a crash between the two loses nothing and sends nothing wrong.
+	// The payment record and the email are written (at once) before the decision: the relay
+	// sends the email only once the outcome says paid (see PaidGuard), so a crash between the
+	// two loses nothing and sends nothing wrong.
 	email := b.confirmation(ctx, caller, bk, traceParent)
 	outbox := b.getOutbox()
+	var oweErr error
 	if outbox != nil {
 		owe := outbox.Enqueue
 		if d, ok := outbox.(DeferredOutbox); ok {
 			owe = d.Owe // the relay's guard would only say "wait" until the outcome below
 		}
-		if err := owe(ctx, email); err != nil {
-			b.projectPayment(ctx, p.ID, PaymentFailed, "could not queue the confirmation email")
-			return nil, nil, err
-		}
+		wg.Go(func() { oweErr = owe(ctx, email) })
+	}
+	err = b.store.CreatePayment(ctx, p)
+	wg.Wait()
+	if err == nil && oweErr != nil {
+		b.projectPayment(ctx, p.ID, PaymentFailed, "could not queue the confirmation email")
+		err = oweErr
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	o, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingPaid, PaymentID: p.ID, DecidedAt: b.clock()})
 	if err != nil {
@@ -816,7 +866,7 @@ func (b *Bookings) PaidGuard(ctx context.Context, bookingID string) (GuardVerdic
 		return GuardWait, err
 	}
 	if o == nil {
-		bk, err := b.store.GetBooking(ctx, bookingID)
+		bk, err := b.getBooking(ctx, bookingID)
 		if errs.Is(err, errs.NotFound) || errs.Is(err, errs.Invalid) {
 			return GuardDrop, nil
 		}

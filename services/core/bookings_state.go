@@ -21,6 +21,7 @@ type seatView struct {
 	at    time.Time       // when the holds were read from the store
 	used  time.Time       // last use, for eviction
 	holds map[string]Hold // seat -> hold
+	added map[string]time.Time // seats this process won, and when: a read begun earlier lacks them
 }
 
 // seatViews keeps the views of the shows this process books.
@@ -105,6 +106,14 @@ func (b *Bookings) readHolds(ctx context.Context, v *seatView, showID string) (a
 	}
 	v.mu.Lock()
 	if !at.Before(v.at) {
+		// Keep what this process won after the read began: the read cannot have seen it.
+		for seat, t := range v.added {
+			if t.Before(at) {
+				delete(v.added, seat)
+			} else if h, ok := v.holds[seat]; ok {
+				m[seat] = h
+			}
+		}
 		v.at, v.holds = at, m
 	}
 	v.mu.Unlock()
@@ -124,8 +133,13 @@ func (b *Bookings) viewAdd(showID string, holds []Hold) {
 	if v.holds == nil {
 		return
 	}
+	if v.added == nil {
+		v.added = map[string]time.Time{}
+	}
+	now := b.now()
 	for _, h := range holds {
 		v.holds[h.Seat] = h
+		v.added[h.Seat] = now
 	}
 }
 

@@ -145,10 +145,7 @@ func TestSeatLayout(t *testing.T) {
 	if core.RowName(25) != "Z" || core.RowName(26) != "AA" || core.RowName(27) != "AB" {
 		t.Fatal("row names")
 	}
-	free := map[string]bool{}
-	for _, s := range l.Labels() {
-		free[s] = true
-	}
+	free := l.NewSeatSet(true)
 	best := l.Best(free, 3, 0, nil)
 	if len(best) != 3 || best[0][0] != best[2][0] {
 		t.Fatalf("3 best seats should be a run in one row: %v", best)
@@ -156,10 +153,22 @@ func TestSeatLayout(t *testing.T) {
 	if l.Best(free, 26, 0, nil) != nil {
 		t.Fatal("26 of 25 seats")
 	}
-	// Only scattered seats free: n singles.
-	scattered := map[string]bool{"A1": true, "B5": true, "C2": true}
+	// Only scattered seats free: n singles, the best ones.
+	scattered := l.NewSeatSet(true)
+	for _, s := range l.Labels() {
+		if s != "A1" && s != "B5" && s != "C2" && s != "B6" {
+			scattered.Remove(s)
+		}
+	}
+	if got := l.Best(scattered, 3, 0, nil); !slices.Equal(got, []string{"B5", "B6", "C2"}) {
+		t.Fatalf("scattered: %v, want B5 B6 C2", got)
+	}
 	if got := l.Best(scattered, 3, 1, rand.New(rand.NewPCG(1, 2))); len(got) != 3 {
-		t.Fatalf("scattered: %v", got)
+		t.Fatalf("scattered with jitter: %v", got)
+	}
+	// A run of 2 exists (B5 B6): it is taken.
+	if got := l.Best(scattered, 2, 0, nil); !slices.Equal(got, []string{"B5", "B6"}) {
+		t.Fatalf("run of 2: %v", got)
 	}
 }
 

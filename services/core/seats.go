@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -21,6 +22,7 @@ type SeatLayout struct {
 	labels  []string
 	index   map[string]int
 	ranking []float64 // lower is better
+	order   []int     // seat indexes, best first
 }
 
 // Layout returns the seat layout of s (layouts are kept: a booking of a 2,000-seat show would
@@ -68,6 +70,11 @@ func NewSeatLayout(n, perRow int) *SeatLayout {
 		center := float64(rowLen-1) / 2
 		l.ranking[i] = math.Abs(float64(row)-idealRow)*1.5 + math.Abs(float64(col)-center)
 	}
+	l.order = make([]int, n)
+	for i := range l.order {
+		l.order[i] = i
+	}
+	slices.SortStableFunc(l.order, func(a, b int) int { return cmp.Compare(l.ranking[a], l.ranking[b]) })
 	return l
 }
 
@@ -91,66 +98,115 @@ func (l *SeatLayout) Has(label string) bool { _, ok := l.index[label]; return ok
 // Normalize returns the canonical label of a client's seat name ("a1" -> "A1").
 func Normalize(label string) string { return strings.ToUpper(strings.TrimSpace(label)) }
 
-// Best picks n seats among free (labels), preferring a contiguous run in one row with the
-// best rank, then the best single seats. jitter > 0 perturbs the ranks (0..jitter each) so
-// that concurrent requests that lost a race spread over different seats. It returns nil when
-// fewer than n seats are free.
-func (l *SeatLayout) Best(free map[string]bool, n int, jitter float64, rng *rand.Rand) []string {
-	if n <= 0 || len(free) < n {
+// SeatSet is a set of a layout's seats (free ones, usually), one flag per seat.
+type SeatSet struct {
+	l    *SeatLayout
+	in   []bool
+	size int
+}
+
+// NewSeatSet returns the set of every seat of l when all is set, else an empty one.
+func (l *SeatLayout) NewSeatSet(all bool) *SeatSet {
+	s := &SeatSet{l: l, in: make([]bool, l.Seats)}
+	if all {
+		for i := range s.in {
+			s.in[i] = true
+		}
+		s.size = l.Seats
+	}
+	return s
+}
+
+// Has reports whether label is in the set.
+func (s *SeatSet) Has(label string) bool { i, ok := s.l.index[label]; return ok && s.in[i] }
+
+// Remove takes label out of the set.
+func (s *SeatSet) Remove(label string) {
+	if i, ok := s.l.index[label]; ok && s.in[i] {
+		s.in[i] = false
+		s.size--
+	}
+}
+
+// Len is the number of seats in the set.
+func (s *SeatSet) Len() int { return s.size }
+
+// Clone copies the set.
+func (s *SeatSet) Clone() *SeatSet { return &SeatSet{l: s.l, in: slices.Clone(s.in), size: s.size} }
+
+// Labels lists the set's seats in layout order.
+func (s *SeatSet) Labels() []string {
+	out := make([]string, 0, s.size)
+	for i, ok := range s.in {
+		if ok {
+			out = append(out, s.l.labels[i])
+		}
+	}
+	return out
+}
+
+// Best picks n seats of free, preferring a contiguous run in one row with the best rank, then
+// the best single seats. jitter > 0 perturbs the ranks (0..jitter each) so that concurrent
+// requests that lost a race spread over different seats. It returns nil when fewer than n
+// seats are free. It costs O(seats).
+func (l *SeatLayout) Best(free *SeatSet, n int, jitter float64, rng *rand.Rand) []string {
+	if n <= 0 || free.Len() < n {
 		return nil
 	}
-	rank := func(i int) float64 {
-		r := l.ranking[i]
-		if jitter > 0 && rng != nil {
-			r += rng.Float64() * jitter
-		}
-		return r
-	}
-	ranks := make([]float64, l.Seats)
-	for i := range l.Seats {
-		if free[l.labels[i]] {
-			ranks[i] = rank(i)
-		} else {
-			ranks[i] = math.Inf(1)
+	ranks := l.ranking
+	if jitter > 0 && rng != nil {
+		ranks = make([]float64, l.Seats)
+		for i := range ranks {
+			ranks[i] = l.ranking[i] + rng.Float64()*jitter
 		}
 	}
-	// A run of n free seats in one row.
+	// A run of n free seats in one row: a sliding window over each row.
 	bestStart, bestScore := -1, math.Inf(1)
 	if n <= l.PerRow {
-		for start := 0; start+n <= l.Seats; start++ {
-			if start/l.PerRow != (start+n-1)/l.PerRow {
-				continue
-			}
-			score := 0.0
-			for i := start; i < start+n && !math.IsInf(score, 1); i++ {
+		for rowStart := 0; rowStart < l.Seats; rowStart += l.PerRow {
+			rowEnd := min(rowStart+l.PerRow, l.Seats)
+			run, score := 0, 0.0
+			for i := rowStart; i < rowEnd; i++ {
+				if !free.in[i] {
+					run, score = 0, 0
+					continue
+				}
+				run++
 				score += ranks[i]
-			}
-			if score < bestScore {
-				bestStart, bestScore = start, score
+				if run > n {
+					score -= ranks[i-n]
+					run = n
+				}
+				if run == n && score < bestScore {
+					bestStart, bestScore = i-n+1, score
+				}
 			}
 		}
 	}
 	if bestStart >= 0 {
 		return slices.Clone(l.labels[bestStart : bestStart+n])
 	}
-	idx := make([]int, 0, len(free))
-	for i := range l.Seats {
-		if !math.IsInf(ranks[i], 1) {
-			idx = append(idx, i)
+	// The n best single seats.
+	var order []int
+	if jitter > 0 && rng != nil {
+		order = make([]int, 0, free.Len())
+		for i, ok := range free.in {
+			if ok {
+				order = append(order, i)
+			}
 		}
+		slices.SortFunc(order, func(a, b int) int { return cmp.Compare(ranks[a], ranks[b]) })
+	} else {
+		order = l.order
 	}
-	slices.SortFunc(idx, func(a, b int) int {
-		if ranks[a] < ranks[b] {
-			return -1
-		}
-		if ranks[a] > ranks[b] {
-			return 1
-		}
-		return a - b
-	})
 	out := make([]string, 0, n)
-	for _, i := range idx[:n] {
-		out = append(out, l.labels[i])
+	for _, i := range order {
+		if free.in[i] {
+			out = append(out, l.labels[i])
+			if len(out) == n {
+				break
+			}
+		}
 	}
 	return out
 }
