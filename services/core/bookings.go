@@ -36,7 +36,7 @@ type BookingsOptions struct {
 	// resolves bookings from their outcome records. Cheap on MongoDB; on the embedded dev
 	// database every update scans its collection, so make run leaves it off.
 	Project bool
-	Now         func() time.Time
+	Now     func() time.Time
 }
 
 // Bookings is the booking engine: holds seats, takes payments, cancels and expires
@@ -226,7 +226,7 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, views: map[string]*seatView{}}, proj: newProjector(),
 		names: map[string]cachedName{}, project: opts.Project, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
 		watermark: opts.Now().Add(-24 * time.Hour),
-		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
+		store:     store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
 		maxSeats: opts.MaxSeatsPerBooking, events: opts.Events, now: opts.Now,
 		inflight: map[string]map[string]int{}}
 }
@@ -469,7 +469,6 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 	}
 	return mine, free, nil
 }
-
 
 func (b *Bookings) markInflight(showID string, seats []string, d int) {
 	b.mu.Lock()

@@ -18,9 +18,9 @@ const DefaultSeatViewTTL = time.Second
 // seatView is one process's view of a show's holds.
 type seatView struct {
 	mu    sync.Mutex
-	at    time.Time       // when the holds were read from the store
-	used  time.Time       // last use, for eviction
-	holds map[string]Hold // seat -> hold
+	at    time.Time            // when the holds were read from the store
+	used  time.Time            // last use, for eviction
+	holds map[string]Hold      // seat -> hold
 	added map[string]time.Time // seats this process won, and when: a read begun earlier lacks them
 }
 
