@@ -30,7 +30,8 @@ test: ## every test of every module (fuzz seed corpora included)
 test-short: ## the fast inner loop
 	@set -e; for m in $(MODULES); do (cd $$m && go test -short -count=1 ./...); done
 
-lint: ## go vet on every module
+lint: ## gofmt check and go vet on every module
+	@unformatted=$$(gofmt -l $(MODULES)); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	@set -e; for m in $(MODULES); do echo "== go vet $$m"; (cd $$m && go vet ./...); done
 
 bench: ## benchmarks with figures (req/s, p50/p99, drain time, memory)
