@@ -1003,6 +1003,33 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 	return m, nil
 }
 
+// ShowInUse reports whether the show has seats held (unexpired) or sold, from a read made
+// now. The catalogue refuses to delete such a show.
+func (b *Bookings) ShowInUse(ctx context.Context, showID string) (bool, error) {
+	holds, err := b.showHolds(ctx, showID, b.now())
+	if err != nil {
+		return false, err
+	}
+	now := b.now()
+	var unsure []string
+	for _, h := range holds {
+		if h.Sold || now.Before(h.ExpiresAt) {
+			return true, nil
+		}
+		unsure = append(unsure, h.BookingID)
+	}
+	outcomes, err := b.outcomesOf(ctx, unsure)
+	if err != nil {
+		return false, err
+	}
+	for _, o := range outcomes {
+		if o.Status == BookingPaid {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // ExpireDue meets every booking whose hold ended since the last call (the first call looks
 // back a day): an undecided one is decided EXPIRED and its seats are released, so that a hold
 // nobody pays returns to sale without anyone asking. It reads at most limit bookings per

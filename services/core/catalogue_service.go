@@ -66,6 +66,14 @@ type Catalogue struct {
 	mu        sync.Mutex
 	showCache map[showKey]cachedShow
 	showGen   atomic.Uint64 // bumped by every show change in this process
+
+	inUse atomic.Pointer[func(ctx context.Context, showID string) (bool, error)]
+}
+
+// SetShowInUse tells the catalogue how to know that a show has seats held or sold (the
+// booking engine's ShowInUse): such a show cannot be deleted.
+func (c *Catalogue) SetShowInUse(f func(ctx context.Context, showID string) (bool, error)) {
+	c.inUse.Store(&f)
 }
 
 type outboxRef struct{ o Outbox }
@@ -582,6 +590,15 @@ func (c *Catalogue) DeleteShow(ctx context.Context, caller *User, id string) (*S
 	sh, err := c.managedShow(ctx, caller, id)
 	if err != nil {
 		return nil, err
+	}
+	if f := c.inUse.Load(); f != nil {
+		used, err := (*f)(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if used {
+			return nil, errs.E(errs.Conflict, "the show has seats held or sold: cancel its bookings first")
+		}
 	}
 	err = c.shows.Delete(ctx, id)
 	c.forgetShow(sh)

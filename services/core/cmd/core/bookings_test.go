@@ -485,3 +485,16 @@ func TestProjectionCopiesFates(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestShowWithSeatsSoldCannotBeDeleted: a show with a held or sold seat is 409 on DELETE; once
+// its only booking is cancelled it can be deleted.
+func TestShowWithSeatsSoldCannotBeDeleted(t *testing.T) {
+	t.Parallel()
+	s := startService(t, nil)
+	f := s.newShow(5, 100)
+	tok, _ := s.customer()
+	bk := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
+	s.expect(s.do(req{method: "DELETE", path: base + "/shows/" + f.showID, token: f.admin}), 409)
+	s.expect(s.do(req{method: "PATCH", path: base + "/bookings/" + bk.ID, token: tok, body: map[string]string{"status": "CANCELLED"}}), 200)
+	s.expect(s.do(req{method: "DELETE", path: base + "/shows/" + f.showID, token: f.admin}), 200)
+}

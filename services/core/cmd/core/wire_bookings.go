@@ -61,6 +61,7 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	if m.Outbox != nil {
 		m.Bookings.SetOutbox(m.Outbox)
 	}
+	m.Catalogue.SetShowInUse(m.Bookings.ShowInUse)
 	expCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
