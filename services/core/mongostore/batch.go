@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
@@ -123,5 +124,68 @@ func (in *inserter) flush(batch []*insertReq, n int) {
 	}
 	for i, r := range batch {
 		r.done <- results[i]
+	}
+}
+
+// deleter coalesces the deletes by _id of concurrent callers into one deleteMany per batch,
+// like inserter: while one is in flight the next callers queue, and the next batch takes them
+// all. A delete of a missing document is not an error.
+type deleter struct {
+	coll    *mongo.Collection
+	mu      sync.Mutex
+	queue   []*deleteReq
+	running bool
+}
+
+type deleteReq struct {
+	id   any
+	done chan error
+}
+
+func newDeleter(coll *mongo.Collection) *deleter { return &deleter{coll: coll} }
+
+// delete deletes the document with _id id (in one of the coalesced batches).
+func (d *deleter) delete(ctx context.Context, id any) error {
+	req := &deleteReq{id: id, done: make(chan error, 1)}
+	d.mu.Lock()
+	d.queue = append(d.queue, req)
+	if !d.running {
+		d.running = true
+		go d.loop()
+	}
+	d.mu.Unlock()
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *deleter) loop() {
+	for {
+		d.mu.Lock()
+		batch := d.queue
+		if len(batch) > maxBatchDocs {
+			batch = batch[:maxBatchDocs]
+		}
+		d.queue = d.queue[len(batch):]
+		if len(batch) == 0 {
+			d.running = false
+			d.queue = nil
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+		ids := make([]any, len(batch))
+		for i, r := range batch {
+			ids[i] = r.id
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+		_, err := d.coll.DeleteMany(ctx, bson.M{"_id": bson.M{"$in": ids}})
+		cancel()
+		for _, r := range batch {
+			r.done <- err
+		}
 	}
 }

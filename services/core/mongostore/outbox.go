@@ -27,6 +27,7 @@ const maxLastError = 1000
 type Outbox struct {
 	coll *mongo.Collection
 	ins  *inserter // concurrent enqueues share one insertMany
+	del  *deleter  // concurrent deletes share one deleteMany
 	now  func() time.Time
 }
 
@@ -35,7 +36,7 @@ var _ core.OutboxStore = (*Outbox)(nil)
 // NewOutbox returns the outbox store on db. Call EnsureIndexes once at start.
 func NewOutbox(db *mongo.Database) *Outbox {
 	coll := db.Collection(OutboxCollection)
-	return &Outbox{coll: coll, ins: newInserter(coll), now: time.Now}
+	return &Outbox{coll: coll, ins: newInserter(coll), del: newDeleter(coll), now: time.Now}
 }
 
 // EnsureIndexes creates the indexes MongoDB uses to find due emails and the oldest one
@@ -126,7 +127,7 @@ func (s *Outbox) Reschedule(ctx context.Context, key string, attempts int, next 
 
 // Delete removes the email keyed key; one already gone is not an error.
 func (s *Outbox) Delete(ctx context.Context, key string) error {
-	if _, err := s.coll.DeleteOne(ctx, bson.M{"_id": key}); err != nil {
+	if err := s.del.delete(ctx, key); err != nil {
 		return dbError(err, "delete an email from the outbox")
 	}
 	return nil
