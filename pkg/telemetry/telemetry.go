@@ -4,6 +4,7 @@
 package telemetry
 
 import (
+	"fmt"
 	"context"
 	"net/http"
 	"os"
@@ -30,10 +31,12 @@ func Exporting() bool {
 // flushes and stops the exporter. extra span processors (tests) may be added.
 func Setup(ctx context.Context, service, version string, extra ...sdktrace.SpanProcessor) (func(context.Context) error, error) {
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	res, err := resource.Merge(resource.Default(), resource.NewWithAttributes(semconv.SchemaURL,
+	// Schemaless: a schema URL of ours that differs from the SDK's default resource's would make
+	// Merge fail, and the spans would lose their service name.
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
 		semconv.ServiceName(service), semconv.ServiceVersion(version)))
 	if err != nil {
-		res = resource.Default()
+		return nil, fmt.Errorf("telemetry resource: %w", err)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	if Exporting() {
