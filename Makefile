@@ -1,6 +1,13 @@
 # CineFlow: every target works on a fresh machine with only Go installed.
 SHELL := /bin/bash
 MODULES := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p')
+# Modules outside the workspace: the chart's tests (Helm, a real API server) and the tool
+# modules they build (Kubernetes, skaffold), kept apart so their dependencies never mix with
+# the services'. Always run with GOWORK=off.
+TOOL_MODULES := charts/test
+# Debian packages the tests run for real: etcd (store of the API server), Prometheus and its
+# Pushgateway (dashboard and alert queries).
+DEBIAN_PACKAGES := etcd-server prometheus prometheus-pushgateway
 BIN := $(CURDIR)/bin
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
 # Stamped into every binary (main.version): the commit, "-dirty" with local changes.
@@ -9,7 +16,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # development database builds without cgo too.
 GO_BUILD := CGO_ENABLED=0 go build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/
 
-.PHONY: help build run sweep test test-short lint bench fmt
+.PHONY: help build run sweep test test-short lint bench fmt deps k8s
 
 build: ## compile every binary into ./bin (core, notification, sweeper, devstack, devdb)
 	@mkdir -p $(BIN)
@@ -24,15 +31,25 @@ run: build ## the whole system on this machine: embedded database, services, a s
 sweep: build ## one sweep, then exit, against DB_URL (default: the database `make run` serves)
 	$(BIN)/sweeper
 
-test: ## every test of every module (fuzz seed corpora included)
+test: deps ## every test of every module (fuzz seed corpora included), the chart on a real API server
 	@set -e; for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test $(GO_TEST_FLAGS) ./...); done
+	@set -e; for m in $(TOOL_MODULES); do echo "== go test $$m (GOWORK=off)"; (cd $$m && GOWORK=off go test $(GO_TEST_FLAGS) ./...); done
 
-test-short: ## the fast inner loop
+test-short: ## the fast inner loop (no API server, no Prometheus, no end-to-end runs)
 	@set -e; for m in $(MODULES); do (cd $$m && go test -short -count=1 ./...); done
+	@set -e; for m in $(TOOL_MODULES); do (cd $$m && GOWORK=off go test -short -count=1 ./...); done
+
+deps: ## install the Debian packages the tests need (etcd, Prometheus, Pushgateway) when missing
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "== apt-get install$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+	else echo "note: not installed:$$missing (run as root: apt-get install$$missing); the tests that need them are skipped"; fi
 
 lint: ## gofmt check and go vet on every module
-	@unformatted=$$(gofmt -l $(MODULES)); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	@unformatted=$$(gofmt -l $(MODULES) $(TOOL_MODULES)); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	@set -e; for m in $(MODULES); do echo "== go vet $$m"; (cd $$m && go vet ./...); done
+	@set -e; for m in $(TOOL_MODULES); do echo "== go vet $$m (GOWORK=off)"; (cd $$m && GOWORK=off go vet ./...); done
 
 bench: ## benchmarks with figures (req/s, p50/p99, drain time, memory)
 	cd services/notification && go test -run '^$$' -bench . -benchtime 3000x ./httpapi/
@@ -41,7 +58,7 @@ bench: ## benchmarks with figures (req/s, p50/p99, drain time, memory)
 	cd services/core && go test -run '^$$' -bench 'BookingHTTP|Contention|CoreMemory' -benchtime 1x -timeout 30m ./cmd/core/
 
 fmt: ## gofmt every module
-	gofmt -w $(MODULES)
+	gofmt -w $(MODULES) $(TOOL_MODULES)
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-11s %s\n", $$1, $$2}'
