@@ -4,8 +4,8 @@
 package telemetry
 
 import (
-	"fmt"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
