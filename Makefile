@@ -4,7 +4,7 @@ MODULES := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p'
 # Modules outside the workspace: the chart's tests (Helm, a real API server) and the tool
 # modules they build (Kubernetes, skaffold), kept apart so their dependencies never mix with
 # the services'. Always run with GOWORK=off.
-TOOL_MODULES := charts/test
+TOOL_MODULES := charts/test k8s/skaffold
 # Debian packages the tests run for real: etcd (store of the API server), Prometheus and its
 # Pushgateway (dashboard and alert queries).
 DEBIAN_PACKAGES := etcd-server prometheus prometheus-pushgateway
@@ -56,6 +56,9 @@ bench: ## benchmarks with figures (req/s, p50/p99, drain time, memory)
 	cd jobs/sweeper && go test -run '^$$' -bench . -benchtime 1x ./...
 	cd services/core && go test -run '^$$' -bench 'Movie' -benchtime 5000x ./cmd/core/
 	cd services/core && go test -run '^$$' -bench 'BookingHTTP|Contention|CoreMemory' -benchtime 1x -timeout 30m ./cmd/core/
+
+k8s: ## render the chart into the plain manifests k8s/cineflow.yaml (for users without Helm)
+	k8s/render.sh
 
 fmt: ## gofmt every module
 	gofmt -w $(MODULES) $(TOOL_MODULES)
