@@ -211,17 +211,21 @@ func (a *Accounts) Authenticate(ctx context.Context, token string) (*User, error
 	if err != nil || claims.Subject == "" {
 		return nil, errs.Wrap(errs.Unauthorized, err, MsgBadToken)
 	}
-	if u := a.cached(claims.Subject); u != nil {
-		return u, nil
-	}
-	u, err := a.store.Get(ctx, claims.Subject)
-	if errs.Is(err, errs.NotFound) || errs.Is(err, errs.Invalid) {
-		return nil, errs.E(errs.Unauthorized, MsgBadToken)
-	}
-	if err == nil {
+	u := a.cached(claims.Subject)
+	if u == nil {
+		if u, err = a.store.Get(ctx, claims.Subject); errs.Is(err, errs.NotFound) || errs.Is(err, errs.Invalid) {
+			return nil, errs.E(errs.Unauthorized, MsgBadToken)
+		}
+		if err != nil {
+			return nil, err
+		}
 		a.remember(u)
 	}
-	return u, err
+	// A password reset ends every session begun before it (iat has whole seconds).
+	if claims.IssuedAt == nil || claims.IssuedAt.Time.Before(u.PasswordChangedAt.Truncate(time.Second)) {
+		return nil, errs.E(errs.Unauthorized, "token issued before the password was changed: sign in again")
+	}
+	return u, nil
 }
 
 func (a *Accounts) cached(id string) *User {

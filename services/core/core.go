@@ -55,6 +55,9 @@ type User struct {
 	Name         string    `json:"name"`
 	Email        string    `json:"email"`
 	PasswordHash string    `json:"-"`
+	// PasswordChangedAt is when the password was last reset: tokens issued before it are
+	// refused.
+	PasswordChangedAt time.Time `json:"-"`
 	Role         Role      `json:"role"`
 	Status       Status    `json:"status"`
 	CreatedAt    time.Time `json:"createdAt"`
@@ -163,7 +166,7 @@ func CheckPassword(p string) string {
 type UserUpdate struct {
 	Role         *Role
 	Status       *Status
-	PasswordHash *string
+	PasswordHash *string // also sets PasswordChangedAt to now
 }
 
 // UserStore keeps users.

@@ -204,10 +204,16 @@ func (a *API) reset(c *fiber.Ctx) error {
 	if err := httpx.DecodeJSON(c, &req); err != nil {
 		return err
 	}
+	// Guessing the old password through a stolen token is rate limited like sign-in.
+	if wait, _ := a.byEmail.reserve("reset:"+Caller(c).ID, a.now()); wait > 0 {
+		e := errs.E(errs.RateLimited, "too many password changes; try again later")
+		e.RetryAfter = wait
+		return e
+	}
 	if err := a.acc.ResetPassword(c.UserContext(), Caller(c), req.OldPassword, req.NewPassword); err != nil {
 		return err
 	}
-	return httpx.OK(c, fiber.StatusOK, nil, "password changed")
+	return httpx.OK(c, fiber.StatusOK, nil, "password changed; sign in again (earlier tokens no longer work)")
 }
 
 type updateUserRequest struct {

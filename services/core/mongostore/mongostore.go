@@ -47,6 +47,7 @@ type userDoc struct {
 	Name         string        `bson:"name"`
 	Email        string        `bson:"email"`
 	PasswordHash string        `bson:"passwordHash"`
+	PasswordAt   time.Time     `bson:"passwordChangedAt,omitempty"`
 	Role         string        `bson:"userRole"`
 	Status       string        `bson:"userStatus"`
 	CreatedAt    time.Time     `bson:"createdAt"`
@@ -54,7 +55,7 @@ type userDoc struct {
 }
 
 func (d *userDoc) user() *core.User {
-	return &core.User{ID: d.ID.Hex(), Name: d.Name, Email: d.Email, PasswordHash: d.PasswordHash,
+	return &core.User{ID: d.ID.Hex(), Name: d.Name, Email: d.Email, PasswordHash: d.PasswordHash, PasswordChangedAt: d.PasswordAt.UTC(),
 		Role: core.Role(d.Role), Status: core.Status(d.Status), CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC()}
 }
 
@@ -135,7 +136,8 @@ func (s *Users) Update(ctx context.Context, id string, upd core.UserUpdate) (*co
 		set = append(set, bson.E{Key: "userStatus", Value: string(*upd.Status)})
 	}
 	if upd.PasswordHash != nil {
-		set = append(set, bson.E{Key: "passwordHash", Value: *upd.PasswordHash})
+		set = append(set, bson.E{Key: "passwordHash", Value: *upd.PasswordHash},
+			bson.E{Key: "passwordChangedAt", Value: s.now().UTC().Truncate(time.Millisecond)})
 	}
 	var d userDoc
 	err = s.users.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: oid}}, bson.D{{Key: "$set", Value: set}},

@@ -445,9 +445,31 @@ func TestResetPassword(t *testing.T) {
 		t.Errorf("short new password: %s", r.raw)
 	}
 	s.expect(s.do(req{method: "PATCH", path: path, body: map[string]string{"oldPassword": "password-1", "newPassword": "password-2"}}), 401)
+	time.Sleep(1100 * time.Millisecond) // tokens carry whole seconds: the reset comes a second later
 	s.expect(s.do(req{method: "PATCH", path: path, token: tok, body: map[string]string{"oldPassword": "password-1", "newPassword": "password-2"}}), 200)
 	s.expect(s.signIn("ann@example.com", "password-1"), 401)
-	s.token("ann@example.com", "password-2")
+	fresh := s.token("ann@example.com", "password-2")
+	// The reset ended the session it was made from; the new one works.
+	r = s.expect(s.do(req{method: "PATCH", path: path, token: tok, body: map[string]string{"oldPassword": "password-2", "newPassword": "password-3"}}), 401)
+	if !strings.Contains(r.errorText(), "sign in again") {
+		t.Errorf("old token after reset: %s", r.raw)
+	}
+	s.expect(s.do(req{method: "PATCH", path: path, token: fresh, body: map[string]string{"oldPassword": "password-2", "newPassword": "password-3"}}), 200)
+}
+
+// TestResetPasswordRateLimited: guessing the old password through a token is limited.
+func TestResetPasswordRateLimited(t *testing.T) {
+	t.Parallel()
+	s := startService(t, func(c *Config) { c.SigninPerMinute, c.SigninBurst = 1, 3 })
+	s.expect(s.signUp("Bo", "bo@example.com", "password-1", ""), 201)
+	tok := s.token("bo@example.com", "password-1")
+	for range 3 {
+		s.expect(s.do(req{method: "PATCH", path: base + "/auth/reset", token: tok, body: map[string]string{"oldPassword": "guess-000", "newPassword": "password-2"}}), 400)
+	}
+	r := s.expect(s.do(req{method: "PATCH", path: base + "/auth/reset", token: tok, body: map[string]string{"oldPassword": "password-1", "newPassword": "password-2"}}), 429)
+	if r.header.Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
 }
 
 func TestUpdateUserAuthorization(t *testing.T) {
