@@ -305,6 +305,9 @@ JWT_TTL: {{ $c.jwtTTL | quote }}
 BCRYPT_COST: {{ $c.bcryptCost | int | toString | quote }}
 SIGNIN_RATE_PER_MINUTE: {{ $c.signinRatePerMinute | toString | quote }}
 SIGNIN_BURST: {{ $c.signinBurst | int | toString | quote }}
+{{- with $c.trustedProxies }}
+TRUSTED_PROXIES: {{ . | quote }}
+{{- end }}
 BOOKING_HOLD_TTL: {{ $c.bookingHoldTTL | quote }}
 HOLD_EXPIRY_INTERVAL: {{ $c.holdExpiryInterval | quote }}
 MAX_SEATS_PER_BOOKING: {{ $c.maxSeatsPerBooking | int | toString | quote }}

@@ -5,6 +5,7 @@ package httpapi
 
 import (
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -43,6 +44,9 @@ type Options struct {
 	SigninPerMinute   float64
 	SigninBurst       int
 	SigninLimiterSize int
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed for the client's
+	// address (sign-in rate limit per address); none by default.
+	TrustedProxies []netip.Prefix
 	// Catalogue configures the catalogue routes' response cache.
 	Catalogue CatalogueOptions
 	// HTTP configures the shared server; Name defaults to "mba", Ready to store.Ping.
@@ -163,7 +167,7 @@ func (a *API) signIn(c *fiber.Ctx) error {
 	if err := httpx.DecodeJSON(c, &req); err != nil {
 		return err
 	}
-	if err := a.limit(c.IP(), strings.ToLower(strings.TrimSpace(req.Email))); err != nil {
+	if err := a.limit(a.clientIP(c), strings.ToLower(strings.TrimSpace(req.Email))); err != nil {
 		return err
 	}
 	s, err := a.acc.SignIn(c.UserContext(), req.Email, req.Password)

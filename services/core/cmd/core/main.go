@@ -54,6 +54,10 @@ type Config struct {
 	// Sign-in attempts allowed per minute (and burst) per client IP and per email.
 	SigninPerMinute float64 `env:"SIGNIN_RATE_PER_MINUTE" envDefault:"10"`
 	SigninBurst     int     `env:"SIGNIN_BURST" envDefault:"5"`
+	// TrustedProxies (IPs or CIDRs, comma-separated) may tell the client's address in
+	// X-Forwarded-For; without them the rate limit sees the connection's address (behind an
+	// ingress, every client would share the ingress's budget).
+	TrustedProxies string `env:"TRUSTED_PROXIES"`
 }
 
 // LoadConfig reads the configuration from .env and the environment.
@@ -99,6 +103,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Settings.Validate(c.Port); err != nil {
+		return err
+	}
+	if _, err := httpapi.ParseTrustedProxies(c.TrustedProxies); err != nil {
 		return err
 	}
 	if c.SigninPerMinute <= 0 || c.SigninBurst <= 0 {
@@ -224,6 +231,7 @@ func (m *Main) Run(ctx context.Context) error {
 	})
 	relay.Guard(core.EmailKindTheatreCreated, m.Catalogue.TheatreCreatedGuard)
 
+	proxies, _ := httpapi.ParseTrustedProxies(cfg.TrustedProxies) // checked by Validate
 	httpOpts := cfg.Settings.Options()
 	httpOpts.Registry = m.Registry
 	m.Server = httpapi.New(httpapi.Services{Accounts: m.Accounts, Users: m.Users, Catalogue: m.Catalogue,
@@ -231,6 +239,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger:          log,
 		SigninPerMinute: cfg.SigninPerMinute,
 		SigninBurst:     cfg.SigninBurst,
+		TrustedProxies:  proxies,
 		Catalogue:       cfg.CatalogueConfig.HTTPOptions(),
 		HTTP:            httpOpts,
 	})

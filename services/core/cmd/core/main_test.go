@@ -640,3 +640,29 @@ func TestBinaryDoesNotLinkDevDB(t *testing.T) {
 		}
 	}
 }
+
+// TestSignInRateLimitBehindProxy: behind a trusted proxy each client has its own budget,
+// told by X-Forwarded-For; a client cannot reset its budget by writing the header itself.
+func TestSignInRateLimitBehindProxy(t *testing.T) {
+	t.Parallel()
+	s := startService(t, func(c *Config) { c.SigninPerMinute, c.SigninBurst, c.TrustedProxies = 1, 2, "127.0.0.1" })
+	signIn := func(email, xff string) int {
+		return s.do(req{method: "POST", path: base + "/auth/signin", header: map[string]string{"X-Forwarded-For": xff},
+			body: map[string]string{"email": email, "password": "wrong-password"}}).status
+	}
+	for i := range 2 {
+		if st := signIn(fmt.Sprintf("a%d@example.com", i), "1.1.1.1"); st != 401 {
+			t.Fatalf("attempt %d: %d", i, st)
+		}
+	}
+	if st := signIn("a9@example.com", "1.1.1.1"); st != 429 {
+		t.Fatalf("third attempt from 1.1.1.1: %d, want 429", st)
+	}
+	// A spoofed left part does not help: the proxy's last hop is what counts.
+	if st := signIn("a8@example.com", "9.9.9.9, 1.1.1.1"); st != 429 {
+		t.Fatalf("spoofed header: %d, want 429", st)
+	}
+	if st := signIn("b0@example.com", "2.2.2.2"); st != 401 {
+		t.Fatalf("another client behind the proxy: %d, want 401", st)
+	}
+}
