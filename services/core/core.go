@@ -51,17 +51,17 @@ const (
 
 // User is an account. PasswordHash is never serialised.
 type User struct {
-	ID           string    `json:"_id"` // the contract: documents carry their id as _id
-	Name         string    `json:"name"`
-	Email        string    `json:"email"`
-	PasswordHash string    `json:"-"`
+	ID           string `json:"_id"` // the contract: documents carry their id as _id
+	Name         string `json:"name"`
+	Email        string `json:"email"`
+	PasswordHash string `json:"-"`
 	// PasswordChangedAt is when the password was last reset: tokens issued before it are
 	// refused.
 	PasswordChangedAt time.Time `json:"-"`
-	Role         Role      `json:"role"`
-	Status       Status    `json:"status"`
-	CreatedAt    time.Time `json:"createdAt"`
-	UpdatedAt    time.Time `json:"updatedAt"`
+	Role              Role      `json:"role"`
+	Status            Status    `json:"status"`
+	CreatedAt         time.Time `json:"createdAt"`
+	UpdatedAt         time.Time `json:"updatedAt"`
 }
 
 // Is reports whether u is an APPROVED user of role r.
