@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -76,48 +75,25 @@ func catalogueBench(b *testing.B) *benchFixture {
 
 func ptrTo[T any](v T) *T { return &v }
 
-// runConcurrent runs op b.N times over benchConcurrency goroutines and reports the rate and
-// the latency percentiles.
+// runConcurrent runs op b.N times over benchConcurrency goroutines (runLoad) and reports the
+// rate and the latency percentiles.
 func runConcurrent(b *testing.B, op func() error) {
 	b.Helper()
-	var next atomic.Int64
-	lat := make([][]time.Duration, benchConcurrency)
-	var wg sync.WaitGroup
 	var failed atomic.Value
 	b.ResetTimer()
-	start := time.Now()
-	for w := range benchConcurrency {
-		wg.Go(func() {
-			for next.Add(1) <= int64(b.N) {
-				t0 := time.Now()
-				if err := op(); err != nil {
-					failed.Store(err)
-					return
-				}
-				lat[w] = append(lat[w], time.Since(t0))
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	st := runLoad(b.N, benchConcurrency, func(int) int {
+		if err := op(); err != nil {
+			failed.Store(err)
+			return 0
+		}
+		return 200
+	})
 	b.StopTimer()
 	if err, _ := failed.Load().(error); err != nil {
 		b.Fatal(err)
 	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	pct := func(p float64) float64 {
-		if len(all) == 0 {
-			return 0
-		}
-		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
-	}
-	rate := float64(b.N) / elapsed.Seconds()
-	b.ReportMetric(rate, "req/s")
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
+	st.report(b, "")
 	b.ReportMetric(0, "ns/op")
-	b.Logf("n=%d concurrency=%d: %.0f req/s, p50 %.2f ms, p99 %.2f ms", b.N, benchConcurrency, rate, pct(0.5), pct(0.99))
 }
 
 func (f *benchFixture) get(path string) error {
