@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -62,23 +63,35 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	// FerretDB cannot report the port it picked for ":0", so pick it here.
-	addr := opts.Addr
-	if host, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("devdb: %w", err)
+	// FerretDB cannot report the port it picked for ":0", so pick it here. Between closing the
+	// probe and FerretDB's bind another process may take the port: then pick again.
+	var f *ferretdb.FerretDB
+	var addr string
+	for attempt := 0; ; attempt++ {
+		addr = opts.Addr
+		host, port, perr := net.SplitHostPort(addr)
+		pick := perr == nil && port == "0"
+		if pick {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return nil, fmt.Errorf("devdb: %w", err)
+			}
+			addr = net.JoinHostPort(host, fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
+			l.Close()
 		}
-		addr = net.JoinHostPort(host, fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
-		l.Close()
-	}
-	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: addr},
-		Logger:    logger,
-		Handler:   "sqlite",
-		SQLiteURL: "file:" + abs + "/",
-	})
-	if err != nil {
+		var err error
+		f, err = ferretdb.New(&ferretdb.Config{
+			Listener:  ferretdb.ListenerConfig{TCP: addr},
+			Logger:    logger,
+			Handler:   "sqlite",
+			SQLiteURL: "file:" + abs + "/",
+		})
+		if err == nil {
+			break
+		}
+		if pick && attempt < 5 && strings.Contains(err.Error(), "address already in use") {
+			continue
+		}
 		s.removeTemp()
 		return nil, fmt.Errorf("devdb: %w", err)
 	}
