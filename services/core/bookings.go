@@ -249,19 +249,6 @@ func (b *Bookings) HoldTTL() time.Duration { return b.ttl }
 
 func (b *Bookings) clock() time.Time { return b.now().UTC().Truncate(time.Millisecond) }
 
-// IsHexID reports whether s looks like a 24-character hex ObjectId.
-func IsHexID(s string) bool {
-	if len(s) != 24 {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-			return false
-		}
-	}
-	return true
-}
-
 func mustBeApproved(u *User) error {
 	if u == nil {
 		return errs.E(errs.Unauthorized, MsgBadToken)
@@ -276,10 +263,10 @@ func mustBeApproved(u *User) error {
 func (r *BookingRequest) validate(maxSeats int) error {
 	f := map[string]string{}
 	r.TheatreID, r.MovieID, r.Timing = strings.TrimSpace(r.TheatreID), strings.TrimSpace(r.MovieID), strings.TrimSpace(r.Timing)
-	if !IsHexID(r.TheatreID) {
+	if !IsID(r.TheatreID) {
 		f["theatreId"] = "must be a 24-character hex id"
 	}
-	if !IsHexID(r.MovieID) {
+	if !IsID(r.MovieID) {
 		f["movieId"] = "must be a 24-character hex id"
 	}
 	if r.Timing == "" {
@@ -626,7 +613,7 @@ func (b *Bookings) owned(ctx context.Context, caller *User, id string) (*Booking
 	if err := mustBeApproved(caller); err != nil {
 		return nil, err
 	}
-	if !IsHexID(id) {
+	if !IsID(id) {
 		return nil, errs.Fields(map[string]string{"id": "must be a 24-character hex id"})
 	}
 	bk, err := b.getBooking(ctx, id)
@@ -729,7 +716,7 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 	}
 	f := map[string]string{}
 	req.BookingID = strings.TrimSpace(req.BookingID)
-	if !IsHexID(req.BookingID) {
+	if !IsID(req.BookingID) {
 		f["bookingId"] = "must be a 24-character hex id"
 	}
 	if math.IsNaN(req.Amount) || math.IsInf(req.Amount, 0) || req.Amount <= 0 || req.Amount > 1e9 {
@@ -892,7 +879,7 @@ func (b *Bookings) GetPayment(ctx context.Context, caller *User, id string) (*Pa
 	if err := mustBeApproved(caller); err != nil {
 		return nil, err
 	}
-	if !IsHexID(id) {
+	if !IsID(id) {
 		return nil, errs.Fields(map[string]string{"id": "must be a 24-character hex id"})
 	}
 	p, err := b.store.GetPayment(ctx, id)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -54,30 +55,19 @@ type bookingRequest struct {
 // client learns that its value was not taken.
 var serverOwned = []string{"_id", "id", "userId", "status", "totalCost", "expiresAt", "paymentId", "createdAt", "updatedAt", "showId"}
 
-func refuseServerOwned(body []byte, allowed ...string) error {
+func refuseServerOwned(body []byte) error {
 	var m map[string]json.RawMessage
 	if json.Unmarshal(body, &m) != nil {
 		return nil // DecodeJSON reports the malformed body
 	}
-	f := map[string]string{}
-	for _, k := range serverOwned {
-		if _, ok := m[k]; ok && !contains(allowed, k) {
-			f[k] = "is set by the server and cannot be given"
+	var given []string
+	for k := range m {
+		// encoding/json matches names case-insensitively: so does the refusal.
+		if i := slices.IndexFunc(serverOwned, func(o string) bool { return strings.EqualFold(o, k) }); i >= 0 {
+			given = append(given, serverOwned[i])
 		}
 	}
-	if len(f) > 0 {
-		return errs.Fields(f)
-	}
-	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
+	return core.ServerOwnedFields(given...)
 }
 
 func (a *API) createBooking(c *fiber.Ctx) error {
@@ -224,7 +214,7 @@ func (a *API) getPayment(c *fiber.Ctx) error {
 
 func (a *API) seatMap(c *fiber.Ctx) error {
 	id := c.Params("id")
-	if !core.IsHexID(id) {
+	if !core.IsID(id) {
 		return errs.Fields(map[string]string{"id": "must be a 24-character hex id"})
 	}
 	ttl := min(a.ResponseCache().TTL(), SeatMapTTL)

@@ -324,7 +324,7 @@ func FuzzBooking(f *testing.F) {
 				t.Fatalf("booked %+v, not one of the shows: %q", bk, sent)
 			}
 			if bk.UserID != fz.customer.ID || bk.Status != core.BookingInProcess || bk.NoOfSeats < 1 || len(bk.Seats) != bk.NoOfSeats ||
-				math.Round(bk.TotalCost*100) != math.Round(fuzzShowPrice*100)*float64(bk.NoOfSeats) || !core.IsHexID(bk.ID) {
+				math.Round(bk.TotalCost*100) != math.Round(fuzzShowPrice*100)*float64(bk.NoOfSeats) || !core.IsID(bk.ID) {
 				t.Fatalf("created %+v from %q", bk, sent)
 			}
 			layout := show.Layout()

@@ -123,19 +123,9 @@ func (s *Bookings) InsertHolds(ctx context.Context, holds []core.Hold) ([]string
 
 // ShowHolds lists the show's holds.
 func (s *Bookings) ShowHolds(ctx context.Context, showID string) ([]core.Hold, error) {
-	cur, err := s.holds.Find(ctx, bson.M{"showId": showID})
-	if err != nil {
-		return nil, dbError(err, "could not read the seats")
-	}
-	var docs []holdDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, dbError(err, "could not read the seats")
-	}
-	out := make([]core.Hold, len(docs))
-	for i, d := range docs {
-		out[i] = core.Hold{ShowID: d.ShowID, Seat: d.Seat, BookingID: d.BookingID, ExpiresAt: d.ExpiresAt, Sold: d.Sold}
-	}
-	return out, nil
+	return findAll(ctx, s.holds, bson.M{"showId": showID}, nil, "read the seats", func(d *holdDoc) core.Hold {
+		return core.Hold{ShowID: d.ShowID, Seat: d.Seat, BookingID: d.BookingID, ExpiresAt: d.ExpiresAt, Sold: d.Sold}
+	})
 }
 
 func holdIDs(showID, bookingID string, seats []string) []string {
@@ -244,19 +234,7 @@ func (s *Bookings) ListBookings(ctx context.Context, f core.BookingFilter) ([]co
 	if f.UserID != "" {
 		filter["userId"] = f.UserID
 	}
-	cur, err := s.bookings.Find(ctx, filter, pageOptions(f.Limit, f.Skip))
-	if err != nil {
-		return nil, dbError(err, "could not list the bookings")
-	}
-	var docs []bookingDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, dbError(err, "could not list the bookings")
-	}
-	out := make([]core.Booking, len(docs))
-	for i := range docs {
-		out[i] = docs[i].booking()
-	}
-	return out, nil
+	return findAll(ctx, s.bookings, filter, pageOptions(f.Limit, f.Skip), "list the bookings", (*bookingDoc).booking)
 }
 
 // ProjectStatus sets status on the bookings still stored IN_PROCESS.
@@ -291,19 +269,8 @@ func (s *Bookings) ExpiringBetween(ctx context.Context, from, to time.Time, limi
 	if limit > 0 {
 		o.SetLimit(int64(limit))
 	}
-	cur, err := s.bookings.Find(ctx, bson.M{"expiresAt": bson.M{"$gte": from, "$lt": to}}, o)
-	if err != nil {
-		return nil, dbError(err, "could not list expiring bookings")
-	}
-	var docs []bookingDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, dbError(err, "could not list expiring bookings")
-	}
-	out := make([]core.Booking, len(docs))
-	for i := range docs {
-		out[i] = docs[i].booking()
-	}
-	return out, nil
+	return findAll(ctx, s.bookings, bson.M{"expiresAt": bson.M{"$gte": from, "$lt": to}}, o, "list expiring bookings",
+		(*bookingDoc).booking)
 }
 
 type outcomeDoc struct {
@@ -313,7 +280,7 @@ type outcomeDoc struct {
 	DecidedAt time.Time `bson:"decidedAt"`
 }
 
-func (d outcomeDoc) outcome() core.Outcome {
+func (d *outcomeDoc) outcome() core.Outcome {
 	return core.Outcome{BookingID: d.BookingID, Status: core.BookingStatus(d.Status), PaymentID: d.PaymentID, DecidedAt: d.DecidedAt.UTC()}
 }
 
@@ -364,18 +331,11 @@ func (s *Bookings) Outcomes(ctx context.Context, ids []string) (map[string]core.
 		}
 		return out, err
 	}
-	cur, err := s.outcomes.Find(ctx, bson.M{"_id": bson.M{"$in": ids}})
-	if err != nil {
-		return nil, dbError(err, "could not read outcomes")
+	list, err := findAll(ctx, s.outcomes, bson.M{"_id": bson.M{"$in": ids}}, nil, "read outcomes", (*outcomeDoc).outcome)
+	for _, o := range list {
+		out[o.BookingID] = o
 	}
-	var docs []outcomeDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, dbError(err, "could not read outcomes")
-	}
-	for _, d := range docs {
-		out[d.BookingID] = d.outcome()
-	}
-	return out, nil
+	return out, err
 }
 
 type paymentDoc struct {
@@ -432,19 +392,7 @@ func (s *Bookings) ListPayments(ctx context.Context, f core.PaymentFilter) ([]co
 	if f.UserID != "" {
 		filter["userId"] = f.UserID
 	}
-	cur, err := s.payments.Find(ctx, filter, pageOptions(f.Limit, f.Skip))
-	if err != nil {
-		return nil, dbError(err, "could not list the payments")
-	}
-	var docs []paymentDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, dbError(err, "could not list the payments")
-	}
-	out := make([]core.Payment, len(docs))
-	for i := range docs {
-		out[i] = docs[i].payment()
-	}
-	return out, nil
+	return findAll(ctx, s.payments, filter, pageOptions(f.Limit, f.Skip), "list the payments", (*paymentDoc).payment)
 }
 
 // ProjectPayments sets status (and reason) on the payments still stored PENDING.

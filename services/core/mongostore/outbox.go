@@ -95,20 +95,9 @@ func (s *Outbox) Pending(ctx context.Context, now time.Time, limit int) ([]core.
 	if limit <= 0 {
 		limit = 100
 	}
-	cur, err := s.coll.Find(ctx, bson.M{"nextAttemptAt": bson.M{"$lte": now.UTC()}},
-		options.Find().SetSort(bson.D{{Key: "nextAttemptAt", Value: 1}}).SetLimit(int64(limit)))
-	if err != nil {
-		return nil, dbError(err, "list due emails")
-	}
-	var docs []outboxDoc
-	if err := cur.All(ctx, &docs); err != nil {
-		return nil, dbError(err, "list due emails")
-	}
-	out := make([]core.OutboxEntry, len(docs))
-	for i := range docs {
-		out[i] = docs[i].entry()
-	}
-	return out, nil
+	return findAll(ctx, s.coll, bson.M{"nextAttemptAt": bson.M{"$lte": now.UTC()}},
+		options.Find().SetSort(bson.D{{Key: "nextAttemptAt", Value: 1}}).SetLimit(int64(limit)), "list due emails",
+		(*outboxDoc).entry)
 }
 
 // Reschedule records a failed or postponed attempt. A key no longer there (another relay
