@@ -4,19 +4,20 @@ MODULES := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p'
 # Modules outside the workspace: the chart's tests (Helm, a real API server) and the tool
 # modules they build (Kubernetes, skaffold), kept apart so their dependencies never mix with
 # the services'. Always run with GOWORK=off.
-TOOL_MODULES := charts/test k8s/skaffold
+TOOL_MODULES := charts/test k8s/skaffold k8s/local
 # Debian packages the tests run for real: etcd (store of the API server), Prometheus and its
 # Pushgateway (dashboard and alert queries).
 DEBIAN_PACKAGES := etcd-server prometheus prometheus-pushgateway
 BIN := $(CURDIR)/bin
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
+E2E_TIMEOUT ?= 45m
 # Stamped into every binary (main.version): the commit, "-dirty" with local changes.
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Static binaries everywhere: FerretDB's SQLite (modernc.org/sqlite) is pure Go, so the
 # development database builds without cgo too.
 GO_BUILD := CGO_ENABLED=0 go build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/
 
-.PHONY: help build run sweep test test-short lint bench fmt deps k8s
+.PHONY: help build run sweep test test-short lint bench fmt deps k8s e2e cluster cluster-down
 
 build: ## compile every binary into ./bin (core, notification, sweeper, devstack, devdb)
 	@mkdir -p $(BIN)
@@ -56,6 +57,15 @@ bench: ## benchmarks with figures (req/s, p50/p99, drain time, memory)
 	cd jobs/sweeper && go test -run '^$$' -bench . -benchtime 1x ./...
 	cd services/core && go test -run '^$$' -bench 'Movie' -benchtime 5000x ./cmd/core/
 	cd services/core && go test -run '^$$' -bench 'BookingHTTP|Contention|CoreMemory' -benchtime 1x -timeout 30m ./cmd/core/
+
+e2e: ## the whole system on a real single-node Kubernetes cluster (root; k8s/local), the user's story proven
+	cd k8s/local && CINEFLOW_E2E=1 GOWORK=off go test -v -count=1 -timeout $(E2E_TIMEOUT) ./e2e/
+
+cluster: ## try it: a local single-node cluster with the chart installed and the API reachable, until Ctrl-C (root)
+	cd k8s/local && GOWORK=off go run ./cmd/localcluster up
+
+cluster-down: ## stop what an interrupted `make cluster` or `make e2e` left running
+	cd k8s/local && GOWORK=off go run ./cmd/localcluster down
 
 k8s: ## render the chart into the plain manifests k8s/cineflow.yaml (for users without Helm)
 	k8s/render.sh

@@ -1,8 +1,10 @@
-// Package apiserver holds no code: its module pins the Kubernetes control plane that the chart's
-// install tests (charts/test) run against.
+// Package apiserver holds no code: its module pins the Kubernetes programs that the chart's
+// install tests (charts/test) and the local single-node cluster (k8s/local: make cluster,
+// make e2e) run.
 //
-// The module requires k8s.io/kubernetes v1.34.4 and names kube-apiserver and
-// kube-controller-manager as Go tools. k8s.io/kubernetes' own go.mod replaces every
+// The module requires k8s.io/kubernetes v1.34.4 and names kube-apiserver,
+// kube-controller-manager, kube-scheduler, kubelet and kube-proxy as Go tools (charts/test builds
+// only the first two). k8s.io/kubernetes' own go.mod replaces every
 // k8s.io/<staging> module with a path inside its repository; those replacements do not apply to
 // a module that requires it, so this go.mod replaces each of them with the published v0.34.4
 // (the list is copied from k8s.io/kubernetes@v1.34.4's go.mod; when moving to another version,

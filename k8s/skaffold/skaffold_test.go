@@ -186,9 +186,11 @@ func decodeAll(t *testing.T, r io.Reader) []effectiveConfig {
 }
 
 // TestSkaffoldDiagnose has skaffold itself read, validate (schema skaffold/v4beta13) and resolve
-// skaffold.yaml, with and without the production profile, and checks the effective configuration:
-// the dev loop deploys the dev pieces before the chart with the dev values; production deploys the
-// chart alone with the production values.
+// skaffold.yaml, with and without the production and local profiles, and checks the effective
+// configuration: the dev loop deploys the dev pieces before the chart with the dev values;
+// production deploys the chart alone with the production values; local (the cluster of k8s/local,
+// whose dev pieces are already there) builds with ko for this machine and deploys the chart alone
+// with the local values. `make e2e` runs `skaffold run -p local` for real.
 func TestSkaffoldDiagnose(t *testing.T) {
 	skaffoldBin(t) // skips with -short
 	for _, tc := range []struct {
@@ -196,9 +198,11 @@ func TestSkaffoldDiagnose(t *testing.T) {
 		args       []string
 		configs    []string // config names, in deploy order
 		valuesFile string
+		platforms  string
 	}{
-		{"dev", nil, []string{"cineflow-dev-deps", "cineflow"}, "k8s/dev/values-dev.yaml"},
-		{"production", []string{"--profile", "production"}, []string{"cineflow"}, "k8s/values-production.yaml"},
+		{"dev", nil, []string{"cineflow-dev-deps", "cineflow"}, "k8s/dev/values-dev.yaml", "linux/amd64,linux/arm64"},
+		{"production", []string{"--profile", "production"}, []string{"cineflow"}, "k8s/values-production.yaml", "linux/amd64,linux/arm64"},
+		{"local", []string{"--profile", "local"}, []string{"cineflow"}, "k8s/local/values-local.yaml", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"diagnose", "--yaml-only"}, tc.args...)
@@ -221,7 +225,7 @@ func TestSkaffoldDiagnose(t *testing.T) {
 			var images []string
 			for _, a := range main.Build.Artifacts {
 				images = append(images, a.Image)
-				if strings.Join(a.Platforms, ",") != "linux/amd64,linux/arm64" {
+				if strings.Join(a.Platforms, ",") != tc.platforms {
 					t.Errorf("artifact %s: platforms %v", a.Image, a.Platforms)
 				}
 			}
