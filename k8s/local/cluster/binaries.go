@@ -112,7 +112,9 @@ func goBuildInto(dir, modDir string, pkgs []string, logf func(string, ...any)) e
 	defer os.RemoveAll(tmp)
 	began := time.Now()
 	logf("building %v into %s (minutes the first time; cached after)", pkgs, dir)
-	cmd := exec.Command("go", append([]string{"build", "-trimpath", "-o", tmp + string(filepath.Separator)}, pkgs...)...)
+	// No -trimpath: the same flags as `go build` and `go tool` elsewhere in the repository (the
+	// chart tests build Helm and the API server so), so the Go build cache is shared.
+	cmd := exec.Command("go", append([]string{"build", "-o", tmp + string(filepath.Separator)}, pkgs...)...)
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -101,6 +101,16 @@ func TestE2E(t *testing.T) {
 		}
 		os.Exit(1)
 	}()
+	// go test's -timeout ends the process without running cleanups: stop the cluster first.
+	if deadline, ok := t.Deadline(); ok {
+		watchdog := time.AfterFunc(time.Until(deadline)-2*time.Minute, func() {
+			log.Print("the test's -timeout is near: stopping the cluster")
+			if err := stop(); err != nil {
+				log.Print(err)
+			}
+		})
+		defer watchdog.Stop()
+	}
 	e.timed("cluster up", began)
 
 	if !t.Run("install", e.install) {

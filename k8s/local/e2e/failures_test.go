@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -251,7 +255,6 @@ func (e *env) corePods(t *testing.T) []corev1.Pod {
 // every ticket ends SUCCESS.
 func (e *env) sweeperPodKilled(t *testing.T) {
 	began := time.Now()
-	ctx := context.Background()
 	const backlog = 300
 	// Each provider request takes 2 s, so a sweep of this backlog outlives the kill.
 	if err := postJSON(e.fake+"/faults", map[string]any{"delay": "2s", "delay_rate": 1}); err != nil {
@@ -317,10 +320,15 @@ func (e *env) sweeperPodKilled(t *testing.T) {
 		if len(pods) == 0 {
 			return fmt.Errorf("deliveries began but no sweeper pod is running: %s", e.jobsSummary(t))
 		}
-		zero := int64(0)
+		// SIGKILL the sweeper's process on the node itself: an API deletion would reach the
+		// kubelet seconds later, when the sweep may be over.
 		for _, p := range pods {
-			if err := e.Cluster.Client.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+			n, err := killContainer(p)
+			if err != nil {
 				return err
+			}
+			if n == 0 {
+				return fmt.Errorf("pod %s: no process found to kill", p.Name)
 			}
 			victim = p.Name
 		}
@@ -332,7 +340,7 @@ func (e *env) sweeperPodKilled(t *testing.T) {
 	var atKill fakeStats
 	_ = getJSON(e.fake+"/stats", &atKill)
 	delivered := atKill.Deliveries - before.Deliveries
-	t.Logf("killed sweeper pod %s after %d of %d deliveries", victim, delivered, backlog)
+	t.Logf("killed sweeper pod %s (SIGKILL to its process) after %d of %d deliveries", victim, delivered, backlog)
 	if delivered >= backlog {
 		t.Fatalf("the sweep had delivered all %d before the kill: the test proved nothing", backlog)
 	}
@@ -398,7 +406,7 @@ func (e *env) sweeperPodKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("all %d delivered once (the provider replayed %d requests of the killed sweep)", backlog, after.Replayed-before.Replayed)
+	t.Logf("all %d delivered once; the provider served %d idempotent replays (a request of the killed sweep answered again)", backlog, after.Replayed-before.Replayed)
 	e.timed("sweeper pod killed mid-backlog", began)
 }
 
@@ -429,4 +437,55 @@ func (e *env) waitNoSweeperRunning(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// killContainer sends SIGKILL to every process of pod's containers (found on this node by their
+// cgroup, which names the container's id) and waits until they are gone; it returns how many
+// it killed.
+func killContainer(pod corev1.Pod) (int, error) {
+	var ids []string
+	for _, cs := range pod.Status.ContainerStatuses {
+		if _, id, ok := strings.Cut(cs.ContainerID, "://"); ok && id != "" {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return 0, fmt.Errorf("pod %s has no container id yet", pod.Name)
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cg, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+		if err != nil {
+			continue
+		}
+		for _, id := range ids {
+			if strings.Contains(string(cg), "/"+id) {
+				pids = append(pids, pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	for _, pid := range pids {
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			if err := syscall.Kill(pid, 0); err != nil {
+				break
+			}
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(b), ") Z ") {
+				break // a zombie: dead, waiting for its shim
+			}
+			if time.Now().After(deadline) {
+				return len(pids), fmt.Errorf("process %d of pod %s survived SIGKILL", pid, pod.Name)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return len(pids), nil
 }

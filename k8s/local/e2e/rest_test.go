@@ -240,6 +240,15 @@ func (e *env) skaffoldRun(t *testing.T) {
 	if err := e.DevPieces(ctx, skNS); err != nil {
 		t.Fatal(err)
 	}
+	// skaffold gets a home of its own; ko's `go build` keeps the real Go caches.
+	goEnv, err := exec.Command("go", "env", "GOCACHE", "GOMODCACHE", "GOPATH").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caches := strings.Fields(string(goEnv))
+	if len(caches) != 3 {
+		t.Fatalf("go env: %q", goEnv)
+	}
 	home := t.TempDir()
 	cmd := exec.CommandContext(ctx, skaffold, "run", "--profile", "local",
 		"--default-repo", e.Registry.Addr+"/cineflow", "--insecure-registry", e.Registry.Addr,
@@ -251,7 +260,7 @@ func (e *env) skaffoldRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(helm)+":"+os.Getenv("PATH"),
-		"GOWORK="+filepath.Join(e.root, "go.work"), "HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, ".cache"),
+		"GOWORK="+filepath.Join(e.root, "go.work"), "GOCACHE="+caches[0], "GOMODCACHE="+caches[1], "GOPATH="+caches[2], "HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, ".cache"),
 		"SKAFFOLD_DETECT_MINIKUBE=false", "KUBECONFIG="+e.Cluster.Kubeconfig)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
