@@ -137,6 +137,7 @@ clientConnection:
 hostnameOverride: %[2]s
 mode: iptables
 clusterCIDR: %[3]s
+nodePortAddresses: [%[3]s]
 bindAddress: 127.0.0.1
 healthzBindAddress: 127.0.0.1:%[4]d
 metricsBindAddress: 127.0.0.1:%[5]d

@@ -46,6 +46,7 @@ func startProc(dir, name, bin string, args []string, env []string) (*Proc, error
 	pid := p.cmd.Process.Pid
 	if err := writePIDFile(filepath.Join(dir, "pids", name+".pid"), pid, bin); err != nil {
 		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
 		f.Close()
 		return nil, err
 	}
@@ -113,8 +114,10 @@ func readPIDFile(path string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	fields := strings.Fields(string(b))
-	if len(fields) != 2 {
+	// The binary's path is the rest of the line: it may hold spaces.
+	pidText, binPath, ok := strings.Cut(strings.TrimRight(string(b), "\n"), " ")
+	fields := []string{pidText, binPath}
+	if !ok || pidText == "" || binPath == "" {
 		return 0, fmt.Errorf("%s: malformed PID file", path)
 	}
 	pid, err := strconv.Atoi(fields[0])

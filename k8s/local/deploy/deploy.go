@@ -199,15 +199,17 @@ func Decode(data []byte) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-// ReplaceImages sets the image of every container of a workload whose image (without tag)
-// is a key of replace, or whose image's last path element is (prom/pushgateway:v1 ->
+// ReplaceImages sets the image of every container of a workload whose image (without tag or
+// digest) is a key of replace, or whose image's last path element is (prom/pushgateway:v1 ->
 // "pushgateway"). It fails on a workload image that matches no key, so that nothing is
 // deployed that would be pulled from outside.
 func ReplaceImages(obj *unstructured.Unstructured, replace map[string]string) error {
 	var podSpec []string
 	switch obj.GetKind() {
-	case "Deployment", "StatefulSet", "DaemonSet", "Job":
+	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job":
 		podSpec = []string{"spec", "template", "spec"}
+	case "CronJob":
+		podSpec = []string{"spec", "jobTemplate", "spec", "template", "spec"}
 	case "Pod":
 		podSpec = []string{"spec"}
 	default:
@@ -221,7 +223,7 @@ func ReplaceImages(obj *unstructured.Unstructured, replace map[string]string) er
 		for i, c := range cs {
 			cm, _ := c.(map[string]any)
 			img, _ := cm["image"].(string)
-			repo := img
+			repo, _, _ := strings.Cut(img, "@")
 			if j := strings.LastIndexByte(repo, ':'); j > strings.LastIndexByte(repo, '/') {
 				repo = repo[:j]
 			}
@@ -356,26 +358,32 @@ func (e *Env) RunHelm(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// ImageSets are the --set flags that point the chart at the images built with tag.
-func (e *Env) ImageSets() []string {
+// ImageSets are the --set flags that point the chart at the application images last built.
+func (e *Env) ImageSets() ([]string, error) {
 	var sets []string
 	for _, im := range AppImages {
 		ref := e.Images[im.Name]
-		at := strings.LastIndex(ref, "@")
-		repo, digest := ref[:at], ref[at+1:]
-		slash := strings.IndexByte(repo, '/')
+		repo, digest, ok := strings.Cut(ref, "@")
+		registry, path, ok2 := strings.Cut(repo, "/")
+		if !ok || !ok2 {
+			return nil, fmt.Errorf("no image of %s built (have %q)", im.Name, ref)
+		}
 		sets = append(sets, "--set", fmt.Sprintf("%[1]s.image.registry=%[2]s,%[1]s.image.repository=%[3]s,%[1]s.image.digest=%[4]s",
-			im.Name, repo[:slash], repo[slash+1:], digest))
+			im.Name, registry, path, digest))
 	}
-	return sets
+	return sets, nil
 }
 
 // InstallChart installs (or upgrades) the chart as release in ns with k8s/values-local.yaml,
 // the images last built, and extra helm arguments; it waits for every Deployment.
 func (e *Env) InstallChart(ctx context.Context, ns, release string, extra ...string) (string, error) {
+	sets, err := e.ImageSets()
+	if err != nil {
+		return "", err
+	}
 	args := append([]string{"upgrade", "--install", release, filepath.Join(e.Root, "charts", "cineflow"),
 		"--namespace", ns, "--values", filepath.Join(e.Root, "k8s", "local", "values-local.yaml"),
-		"--wait", "--timeout", "5m"}, e.ImageSets()...)
+		"--wait", "--timeout", "5m"}, sets...)
 	out, err := e.RunHelm(ctx, append(args, extra...)...)
 	if err != nil {
 		return out, fmt.Errorf("%w\npods:%s", err, e.describePods(ctx, ns))

@@ -201,7 +201,15 @@ func Push(ctx context.Context, img v1.Image, ref string) (string, error) {
 // GoBuild builds the main package pkg (a path relative to dir, or an import path) statically
 // for linux/GOARCH, stamping main.version, and returns the binary's path in outDir.
 func GoBuild(dir, pkg, outDir, version string, env []string) (string, error) {
-	out := filepath.Join(outDir, filepath.Base(pkg))
+	name := filepath.Base(pkg)
+	if name == "." {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return "", err
+		}
+		name = filepath.Base(abs)
+	}
+	out := filepath.Join(outDir, name)
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version, "-o", out, pkg)
 	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH), env...)
