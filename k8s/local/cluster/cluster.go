@@ -302,9 +302,6 @@ func kubePackages() []string {
 	return pkgs
 }
 
-// Procs are the running processes, in start order.
-func (c *Cluster) Procs() []*Proc { return c.procs }
-
 // Down stops the cluster: the controllers first (so nothing is recreated), then every pod
 // (the kubelet tears down their containers and networks), then every process by its PID, and
 // finally what is left on the host (shims, mounts, iptables rules, the bridge). The directory is

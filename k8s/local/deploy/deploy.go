@@ -65,13 +65,14 @@ type Env struct {
 	Mapper   *restmapper.DeferredDiscoveryRESTMapper
 	Logf     func(string, ...any)
 	Images   map[string]string // name -> ref@digest of what was built
+	Tags     map[string]string // name -> the tag it was built with
 	binDir   string
 	helmPath string
 }
 
 // NewEnv prepares deploying to c.
 func NewEnv(root string, c *cluster.Cluster, b *images.Builder, logf func(string, ...any)) (*Env, error) {
-	e := &Env{Root: root, Cluster: c, Builder: b, Logf: logf, Images: map[string]string{}}
+	e := &Env{Root: root, Cluster: c, Builder: b, Logf: logf, Images: map[string]string{}, Tags: map[string]string{}}
 	var err error
 	if e.Dynamic, err = dynamic.NewForConfig(c.Config); err != nil {
 		return nil, err
@@ -110,7 +111,7 @@ func (e *Env) BuildImages(ctx context.Context, tag string, list ...Image) error 
 		if err != nil {
 			return err
 		}
-		e.Images[im.Name] = ref
+		e.Images[im.Name], e.Tags[im.Name] = ref, tag
 		e.Logf("image %s built in %s", ref, time.Since(began).Round(10*time.Millisecond))
 	}
 	return nil
@@ -358,7 +359,8 @@ func (e *Env) RunHelm(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// ImageSets are the --set flags that point the chart at the application images last built.
+// ImageSets are the --set flags that point the chart at the application images last built: the
+// registry, the repository, the tag, and the digest (which the chart prefers to the tag).
 func (e *Env) ImageSets() ([]string, error) {
 	var sets []string
 	for _, im := range AppImages {
@@ -368,8 +370,12 @@ func (e *Env) ImageSets() ([]string, error) {
 		if !ok || !ok2 {
 			return nil, fmt.Errorf("no image of %s built (have %q)", im.Name, ref)
 		}
-		sets = append(sets, "--set", fmt.Sprintf("%[1]s.image.registry=%[2]s,%[1]s.image.repository=%[3]s,%[1]s.image.digest=%[4]s",
-			im.Name, registry, path, digest))
+		set := fmt.Sprintf("%[1]s.image.registry=%[2]s,%[1]s.image.repository=%[3]s,%[1]s.image.digest=%[4]s",
+			im.Name, registry, path, digest)
+		if tag := e.Tags[im.Name]; tag != "" {
+			set += fmt.Sprintf(",%s.image.tag=%s", im.Name, tag)
+		}
+		sets = append(sets, "--set", set)
 	}
 	return sets, nil
 }

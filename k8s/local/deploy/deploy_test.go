@@ -409,6 +409,12 @@ func TestImageSets(t *testing.T) {
 		t.Errorf("ImageSets for a nested repository: %q", got)
 	}
 
+	// The tag it was built with goes along.
+	e.Tags = map[string]string{"core": "e2e-2"}
+	if got, _ := e.ImageSets(); len(got) < 2 || !strings.HasSuffix(got[1], ",core.image.tag=e2e-2") {
+		t.Errorf("ImageSets with a tag: %q", got)
+	}
+
 	// An application image not built yet is an error, not a panic.
 	delete(e.Images, "sweeper")
 	if got, err := e.ImageSets(); err == nil {

@@ -1,7 +1,7 @@
 // Package e2e is the end-to-end test of CineFlow on a real single-node Kubernetes cluster
 // (k8s/local/cluster), run by `make e2e` (CINEFLOW_E2E=1; root, Debian). It builds the images
 // from the sources into a local registry, deploys the dev pieces and installs the chart, then
-// proves, in order: the user's story through the core Service with the CronJob's sweeper
+// proves, in order: that nothing listens outside 127.0.0.1 and the pods' bridge; the user's story through the core Service with the CronJob's sweeper
 // delivering; a core pod killed during bookings; a sweeper pod killed in the middle of a backlog;
 // a helm upgrade under load; the monitoring targets and the Pushgateway; `skaffold run`; and a
 // clean `helm uninstall`. Every process it started is stopped by its PID at the end, also when a
@@ -116,6 +116,7 @@ func TestE2E(t *testing.T) {
 	if !t.Run("install", e.install) {
 		return
 	}
+	t.Run("listeners", e.listeners)
 	t.Run("story", e.story)
 	t.Run("core-pod-killed", e.corePodKilled)
 	t.Run("sweeper-pod-killed", e.sweeperPodKilled)

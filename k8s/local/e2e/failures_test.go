@@ -198,27 +198,73 @@ func (e *env) corePodKilled(t *testing.T) {
 			}
 		}
 	}
-	// The seat map agrees: every booked seat is taken.
-	var seatMap struct {
-		Held []string `json:"held"`
-		Sold []string `json:"sold"`
-	}
-	e.core.must(t, 200, "GET", "/shows/"+sh.ID+"/seats", nil, &seatMap)
-	taken := map[string]bool{}
-	for _, s := range append(seatMap.Held, seatMap.Sold...) {
-		taken[s] = true
-	}
-	var notTaken []string
+	// The database agrees: another customer asking for any booked seat by name is refused.
+	var booked []string
 	for s := range seatOwner {
-		if !taken[s] {
-			notTaken = append(notTaken, s)
+		booked = append(booked, s)
+	}
+	sort.Strings(booked)
+	prober := e.customer(t, "prober", "prober-"+randomHex(3)+"@example.com")
+	var oversold []string
+	var mu sync.Mutex
+	sem := make(chan struct{}, 8)
+	var pw sync.WaitGroup
+	for _, seat := range booked {
+		pw.Add(1)
+		go func(seat string) {
+			defer pw.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			body := map[string]any{"theatreId": sh.Theatre, "movieId": sh.Movie, "timing": sh.Timing, "seats": []string{seat}}
+			r, err := prober.do("POST", "/bookings", body)
+			if err != nil || r.Status != http.StatusConflict {
+				mu.Lock()
+				oversold = append(oversold, fmt.Sprintf("%s: %v %v", seat, r, err))
+				mu.Unlock()
+			}
+		}(seat)
+	}
+	pw.Wait()
+	if len(oversold) > 0 {
+		t.Errorf("booked seats another customer could book again (want 409 for each):\n  %s", strings.Join(oversold, "\n  "))
+	}
+
+	// The seat map agrees: every booked seat is taken (a booking through the other replica shows
+	// within SeatMapTTL, 1 s).
+	var notTaken []string
+	var taken map[string]bool
+	err := eventually(5*time.Second, 500*time.Millisecond, func() error {
+		var seatMap struct {
+			Held []string `json:"held"`
+			Sold []string `json:"sold"`
 		}
+		r, err := e.core.do("GET", "/shows/"+sh.ID+"/seats", nil)
+		if err != nil {
+			return err
+		}
+		if err := jsonUnmarshal(r.Data, &seatMap); err != nil {
+			return err
+		}
+		taken = map[string]bool{}
+		for _, s := range append(seatMap.Held, seatMap.Sold...) {
+			taken[s] = true
+		}
+		notTaken = nil
+		for s := range seatOwner {
+			if !taken[s] {
+				notTaken = append(notTaken, s)
+			}
+		}
+		if len(notTaken) > 0 {
+			sort.Strings(notTaken)
+			return fmt.Errorf("booked seats the seat map shows free: %v", notTaken)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
-	sort.Strings(notTaken)
-	if len(notTaken) > 0 {
-		t.Errorf("booked seats the seat map shows free: %v", notTaken)
-	}
-	t.Logf("%d seats booked in %d bookings, each once; the seat map holds %d", len(seatOwner), byStatus[http.StatusCreated], len(taken))
+	t.Logf("%d seats booked in %d bookings, each once, none bookable again; the seat map holds %d", len(seatOwner), byStatus[http.StatusCreated], len(taken))
 
 	// The Deployment replaces the pod.
 	if err := e.WaitDeployments(ctx, ns, 3*time.Minute, "cineflow-core"); err != nil {

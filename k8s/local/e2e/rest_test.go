@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -365,4 +366,58 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// listeners: every socket the cluster's processes (and this test, serving the registry) listen
+// on is on 127.0.0.1 or the pods' bridge: nothing is reachable from outside the machine.
+func (e *env) listeners(t *testing.T) {
+	pids := map[int]string{os.Getpid(): "e2e.test"}
+	files, _ := filepath.Glob(filepath.Join(e.Cluster.Dir, "pids", "*.pid"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, _, _ := strings.Cut(string(b), " ")
+		n, err := strconv.Atoi(pid)
+		if err != nil {
+			t.Fatalf("%s: %q", f, b)
+		}
+		pids[n] = strings.TrimSuffix(filepath.Base(f), ".pid")
+	}
+	if len(pids) < 9 {
+		t.Fatalf("%d processes recorded, want the 8 of the cluster and this test: %v", len(pids), pids)
+	}
+	pidRe := regexp.MustCompile(`pid=(\d+)`)
+	seen := map[string]bool{}
+	for _, proto := range []string{"-ltnpH", "-lunpH"} {
+		out, err := exec.Command("ss", proto).Output()
+		if err != nil {
+			t.Fatalf("ss %s: %v", proto, err)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 6 {
+				continue
+			}
+			for _, m := range pidRe.FindAllStringSubmatch(line, -1) {
+				pid, _ := strconv.Atoi(m[1])
+				name, ours := pids[pid]
+				if !ours {
+					continue
+				}
+				addr := f[3]
+				seen[name] = true
+				if !strings.HasPrefix(addr, "127.0.0.1:") && !strings.HasPrefix(addr, "10.88.0.1:") && !strings.HasPrefix(addr, "[::1]:") {
+					t.Errorf("%s (pid %d) listens on %s: outside 127.0.0.1 and the pods' bridge", name, pid, addr)
+				}
+			}
+		}
+	}
+	for _, name := range []string{"etcd", "kube-apiserver", "kubelet", "coredns", "e2e.test"} {
+		if !seen[name] {
+			t.Errorf("no listening socket of %s found: is ss reading this machine?", name)
+		}
+	}
+	t.Logf("listening processes, all on 127.0.0.1 or %s: %v", "10.88.0.1", seen)
 }

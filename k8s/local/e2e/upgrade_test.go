@@ -98,7 +98,12 @@ func (e *env) upgradeUnderLoad(t *testing.T) {
 		t.Errorf("only %d requests: the load did not flow", total.Load())
 	}
 
-	// Every pod of the services now runs the new images.
+	// The release carries the new tag, and every pod of the services runs the new images.
+	if vals, err := e.RunHelm(ctx, "get", "values", release, "--namespace", ns, "--output", "json"); err != nil {
+		t.Fatal(err)
+	} else if !strings.Contains(vals, `"tag":"e2e-2"`) {
+		t.Errorf("helm get values after the upgrade has no tag e2e-2: %s", vals)
+	}
 	for _, comp := range []string{"core", "notification"} {
 		want := e.Images[comp]
 		digest := want[strings.LastIndex(want, "@")+1:]
