@@ -290,7 +290,17 @@ func (e *env) skaffoldRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newAPI(fmt.Sprintf("http://%s:3000/mba/api/v1", svc.Spec.ClusterIP)).must(t, 200, "GET", "/movies", nil, nil)
+	// kube-proxy programs the new Service's endpoints a moment after the pods are ready.
+	skCore := newAPI(fmt.Sprintf("http://%s:3000/mba/api/v1", svc.Spec.ClusterIP))
+	if err := eventually(30*time.Second, 500*time.Millisecond, func() error {
+		r, err := skCore.do("GET", "/movies", nil)
+		if err == nil && r.Status != 200 {
+			err = fmt.Errorf("GET /movies: %s", r)
+		}
+		return err
+	}); err != nil {
+		t.Errorf("the core skaffold deployed does not answer through its Service: %v", err)
+	}
 
 	del := exec.CommandContext(ctx, skaffold, "delete", "--profile", "local", "--kubeconfig", e.Cluster.Kubeconfig, "--namespace", skNS)
 	del.Dir, del.Env = e.root, cmd.Env
