@@ -62,10 +62,12 @@ e2e: ## the whole system on a real single-node Kubernetes cluster (root; k8s/loc
 	cd k8s/local && CINEFLOW_E2E=1 GOWORK=off go test -v -count=1 -timeout $(E2E_TIMEOUT) ./e2e/
 
 cluster: ## try it: a local single-node cluster with the chart installed and the API reachable, until Ctrl-C (root)
-	cd k8s/local && GOWORK=off go run ./cmd/localcluster up
+	cd k8s/local && GOWORK=off go build -o $(BIN)/localcluster ./cmd/localcluster
+	$(BIN)/localcluster up
 
 cluster-down: ## stop what an interrupted `make cluster` or `make e2e` left running
-	cd k8s/local && GOWORK=off go run ./cmd/localcluster down
+	cd k8s/local && GOWORK=off go build -o $(BIN)/localcluster ./cmd/localcluster
+	$(BIN)/localcluster down
 
 k8s: ## render the chart into the plain manifests k8s/cineflow.yaml (for users without Helm)
 	k8s/render.sh

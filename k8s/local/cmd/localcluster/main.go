@@ -86,16 +86,17 @@ func up(root, registry, ns, tag string) (err error) {
 	}
 	base := fmt.Sprintf("http://%s:%d", svc.Spec.ClusterIP, svc.Spec.Ports[0].Port)
 	fmt.Printf(`
-CineFlow is running on a local single-node Kubernetes cluster (ready in %s).
+CineFlow is running on a local single-node Kubernetes cluster (ready in %[1]s).
 
-  export KUBECONFIG=%s
-  kubectl -n %s get pods
-  curl %s/mba/api/v1/movies                 # the core API, through its Service
+  export KUBECONFIG=%[2]s
+  kubectl -n %[3]s get pods
+  curl %[4]s/mba/api/v1/movies                 # the core API, through its Service
   # admin: admin@cineflow.local / local-admin-password (k8s/values-local.yaml)
   # emails go to a fake Resend: curl http://$(kubectl -n %[3]s get svc resendfake -o jsonpath='{.spec.clusterIP}')/_fake/deliveries
+  # the dev loop on this cluster: skaffold run -p local --default-repo %[5]s/cineflow --insecure-registry %[5]s
 
-Logs of the cluster's processes: %s/logs. Press Ctrl-C to stop everything.
-`, time.Since(began).Round(time.Second), s.Cluster.Kubeconfig, ns, base, ns, s.Cluster.Dir)
+Logs of the cluster's processes: %[6]s/logs. Press Ctrl-C to stop everything.
+`, time.Since(began).Round(time.Second), s.Cluster.Kubeconfig, ns, base, s.Registry.Addr, s.Cluster.Dir)
 	<-ctx.Done()
 	log.Print("stopping")
 	return nil
