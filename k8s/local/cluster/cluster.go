@@ -105,6 +105,12 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 	if c.lock, err = lockFile(o.Dir + ".lock"); err != nil {
 		return nil, err
 	}
+	if _, err := os.Stat(o.Dir); errors.Is(err, os.ErrNotExist) {
+		if sign := foreignKubernetes(); sign != "" {
+			c.lock.Close()
+			return nil, fmt.Errorf("another Kubernetes seems to run on this machine (%s, and no state of ours is in %s): the local cluster would disturb it; stop it first", sign, o.Dir)
+		}
+	}
 	// What a killed run left behind.
 	if err := Clean(o.Dir, c.kubeProxy); err != nil {
 		c.lock.Close()
@@ -332,10 +338,11 @@ func (c *Cluster) Down() error {
 }
 
 // Clean stops what a cluster in dir left running (by its PID files) and undoes its changes to
-// the host. kubeProxy is the kube-proxy binary (for its --cleanup); it may be empty.
+// the host. kubeProxy is the kube-proxy binary (for its --cleanup); it may be empty. Without
+// dir there is nothing of ours to clean.
 func Clean(dir, kubeProxy string) error {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return cleanHost(dir, kubeProxy)
+		return nil
 	}
 	err := errors.Join(stopPIDFiles(dir, startOrder, 10*time.Second), cleanHost(dir, kubeProxy))
 	if err != nil {

@@ -124,11 +124,12 @@ func cleanHost(dir, kubeProxy string) error {
 	return errors.Join(errs...)
 }
 
-// killShims kills containerd-shim processes that serve dir's containerd (their command line
-// names its socket or state directory), and every process left in a container's cgroup
-// (containerd's namespace for Kubernetes, k8s.io, which only this cluster uses here), then
-// removes those cgroups.
+// killShims kills the containerd-shim processes that serve dir's containerd (their command line
+// names its socket), and every process left in the cgroup of one of its containers (those it
+// has task state for), then removes those cgroups. Containers of another containerd on the
+// machine are not touched.
 func killShims(dir string) {
+	ids := ourContainers(dir)
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		var pid int
@@ -141,19 +142,54 @@ func killShims(dir string) {
 		}
 		cmdline := strings.ReplaceAll(string(b), "\x00", " ")
 		cg, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
-		if (strings.Contains(cmdline, "containerd-shim") && strings.Contains(cmdline, dir)) || strings.Contains(string(cg), ":/k8s.io/") {
+		ours := strings.Contains(cmdline, "containerd-shim") && strings.Contains(cmdline, containerdSocket(dir))
+		for _, id := range ids {
+			ours = ours || strings.Contains(string(cg), "/k8s.io/"+id)
+		}
+		if ours {
 			killAndWait(pid, 2*time.Second)
 		}
 	}
-	groups, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io/*")
-	more, _ := filepath.Glob("/sys/fs/cgroup/k8s.io/*")
-	for _, g := range append(groups, more...) {
-		_ = syscall.Rmdir(g)
+	for _, id := range ids {
+		groups, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io/" + id)
+		for _, g := range append(groups, "/sys/fs/cgroup/k8s.io/"+id) {
+			_ = syscall.Rmdir(g)
+		}
 	}
+	// The namespace's parent cgroups go when they are empty (another containerd's are not).
 	parents, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io")
 	for _, g := range append(parents, "/sys/fs/cgroup/k8s.io") {
 		_ = syscall.Rmdir(g)
 	}
+}
+
+// ourContainers are the ids of the containers and pod sandboxes dir's containerd still has
+// task state for (containerd removes it when a task is deleted).
+func ourContainers(dir string) []string {
+	entries, _ := os.ReadDir(filepath.Join(dir, "containerd", "state", "io.containerd.runtime.v2.task", "k8s.io"))
+	var ids []string
+	for _, e := range entries {
+		if e.IsDir() {
+			ids = append(ids, e.Name())
+		}
+	}
+	return ids
+}
+
+// foreignKubernetes describes signs of a Kubernetes on this machine that is not ours (called
+// when no state of ours exists): the pods' bridge, or kube-proxy's or the kubelet's iptables
+// chains. The local cluster would disturb it, and its clean-up would remove them.
+func foreignKubernetes() string {
+	if exec.Command("ip", "link", "show", Bridge).Run() == nil {
+		return "the network interface " + Bridge + " exists"
+	}
+	for _, table := range []string{"filter", "nat"} {
+		out, _ := exec.Command("iptables-save", "-t", table).Output()
+		if strings.Contains(string(out), "\n:KUBE-") {
+			return "iptables chains KUBE-* exist in table " + table
+		}
+	}
+	return ""
 }
 
 // cleanIptables removes the chains kube-proxy, the kubelet and the CNI bridge plugin made

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -227,4 +228,29 @@ func TestBuildModuleToolsCached(t *testing.T) {
 			t.Errorf("BuildModuleTools directory %s is the first module's", dir)
 		}
 	})
+}
+
+func TestOurContainers(t *testing.T) {
+	dir := t.TempDir()
+	if got := ourContainers(dir); len(got) != 0 {
+		t.Errorf("ourContainers of an empty dir = %v", got)
+	}
+	tasks := filepath.Join(dir, "containerd", "state", "io.containerd.runtime.v2.task", "k8s.io")
+	for _, id := range []string{"aaa111", "bbb222"} {
+		if err := os.MkdirAll(filepath.Join(tasks, id), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(tasks, "not-a-task"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Another namespace's tasks are not ours to kill.
+	if err := os.MkdirAll(filepath.Join(dir, "containerd", "state", "io.containerd.runtime.v2.task", "moby", "ccc333"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got := ourContainers(dir)
+	sort.Strings(got)
+	if strings.Join(got, ",") != "aaa111,bbb222" {
+		t.Errorf("ourContainers = %v, want [aaa111 bbb222]", got)
+	}
 }
