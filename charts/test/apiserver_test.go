@@ -1,32 +1,20 @@
 package charttest
 
 // A real Kubernetes control plane for the install tests: Debian's etcd, and kube-apiserver and
-// kube-controller-manager built from k8s.io/kubernetes in the module k8s/apiserver. No kubelet
-// runs, so no pod starts; what is checked is what the API server accepts and what the controllers
-// (CronJob, Job, garbage collector, namespace, service account) create and delete.
+// kube-controller-manager built from k8s.io/kubernetes in the module k8s/apiserver, started by the
+// local cluster's code (k8s/local/cluster) without its node. No kubelet runs, so no pod starts;
+// what is checked is what the API server accepts and what the controllers (CronJob, Job, garbage
+// collector, namespace, service account) create and delete.
 
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/pem"
 	"errors"
-	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -42,7 +30,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/cineflow/cineflow/k8s/local/cluster"
 )
 
 // apiCluster is a running etcd + kube-apiserver + kube-controller-manager, stopped by t.Cleanup.
@@ -71,173 +60,11 @@ func apiEtcdBin(t *testing.T) string {
 	return ""
 }
 
-var (
-	apiBinOnce sync.Once
-	apiBinDir  string
-	apiBinErr  error
-)
-
-// apiBinaries builds kube-apiserver and kube-controller-manager from the module k8s/apiserver
-// and returns the directory holding them. They are cached in
-// $CINEFLOW_K8S_CACHE (default: <user cache dir>/cineflow-k8s)/<hash of go.mod and go.sum>/, so
-// only the first run pays for the build (about 3.5 minutes on 2 cores).
-func apiBinaries(t *testing.T) string {
-	t.Helper()
-	apiBinOnce.Do(func() { apiBinDir, apiBinErr = apiBuild(t) })
-	if apiBinErr != nil {
-		t.Fatalf("build kube-apiserver and kube-controller-manager: %v", apiBinErr)
-	}
-	return apiBinDir
-}
-
-var apiTools = []string{"kube-apiserver", "kube-controller-manager"}
-
-func apiBuild(t *testing.T) (string, error) {
-	modDir := filepath.Join(repoRoot(t), "k8s", "apiserver")
-	h := sha256.New()
-	for _, f := range []string{"go.mod", "go.sum"} {
-		b, err := os.ReadFile(filepath.Join(modDir, f))
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%s %d\n", f, len(b))
-		h.Write(b)
-	}
-	fmt.Fprintf(h, "%s/%s\n", runtime.GOOS, runtime.GOARCH)
-	root := os.Getenv("CINEFLOW_K8S_CACHE")
-	if root == "" {
-		base, err := os.UserCacheDir()
-		if err != nil {
-			base = os.TempDir()
-		}
-		root = filepath.Join(base, "cineflow-k8s")
-	}
-	dir := filepath.Join(root, hex.EncodeToString(h.Sum(nil))[:16])
-	if apiHaveAll(dir) {
-		return dir, nil
-	}
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", err
-	}
-	tmp, err := os.MkdirTemp(root, "build-")
-	if err != nil {
-		return "", err
-	}
-	defer os.RemoveAll(tmp)
-	began := time.Now()
-	t.Logf("building %v from %s into %s (minutes, once per go.sum)", apiTools, modDir, dir)
-	args := []string{"build", "-o", tmp + string(filepath.Separator)}
-	for _, tool := range apiTools {
-		args = append(args, "k8s.io/kubernetes/cmd/"+tool)
-	}
-	cmd := exec.Command("go", args...)
-	cmd.Dir = modDir
-	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", &buildError{err: err, out: out}
-	}
-	if err := os.Rename(tmp, dir); err != nil && !apiHaveAll(dir) {
-		return "", err
-	}
-	t.Logf("built %v in %s", apiTools, time.Since(began).Round(time.Second))
-	return dir, nil
-}
-
-func apiHaveAll(dir string) bool {
-	for _, tool := range apiTools {
-		if fi, err := os.Stat(filepath.Join(dir, tool)); err != nil || !fi.Mode().IsRegular() {
-			return false
-		}
-	}
-	return true
-}
-
-// apiFreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func apiFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// apiProc is a process started by the test; t.Cleanup stops it by its PID.
-type apiProc struct {
-	name string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-// exited reports whether the process has ended.
-func (p *apiProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// tail returns the last n lines of the process's log.
-func (p *apiProc) tail(n int) string {
-	b, _ := os.ReadFile(p.log)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// apiStart runs bin with args, its output in dir/<name>.log. The process gets SIGKILL if the test
-// binary dies (Pdeathsig); t.Cleanup sends it SIGTERM, then SIGKILL after 15 s, and waits for it;
-// when the test failed, the log's tail is printed.
-func apiStart(t *testing.T, dir, name, bin string, args ...string) *apiProc {
-	t.Helper()
-	p := &apiProc{name: name, log: filepath.Join(dir, name+".log"), done: make(chan struct{})}
-	f, err := os.Create(p.log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.done:
-			case <-time.After(15 * time.Second):
-				_ = p.cmd.Process.Kill()
-				<-p.done
-			}
-		}
-		if t.Failed() {
-			t.Logf("--- last lines of %s (pid %d) ---\n%s", name, p.cmd.Process.Pid, p.tail(40))
-		}
-	})
-	return p
-}
-
-// apiWaitFor polls ok every 200 ms until it returns true, p exits, or timeout passes.
-func apiWaitFor(t *testing.T, p *apiProc, timeout time.Duration, what string, ok func() bool) {
+// apiWaitFor polls ok every 200 ms until it returns true or timeout passes.
+func apiWaitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !ok() {
-		if p != nil && p.exited() {
-			t.Fatalf("%s exited while waiting for %s: %v\n%s", p.name, what, p.cmd.ProcessState, p.tail(40))
-		}
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
@@ -245,15 +72,17 @@ func apiWaitFor(t *testing.T, p *apiProc, timeout time.Duration, what string, ok
 	}
 }
 
-// apiStartCluster starts etcd, kube-apiserver and kube-controller-manager on free ports of
-// 127.0.0.1. Skipped with -short, and when etcd is missing (unless CI is set).
+// apiStartCluster starts the control plane of the local cluster (k8s/local/cluster:
+// StartControlPlane; kube-apiserver and kube-controller-manager built from the module
+// k8s/apiserver and cached, Debian's etcd) on free ports of 127.0.0.1. Skipped with -short, and
+// when etcd is missing (unless CI is set). When the test failed, the tails of the processes'
+// logs are printed.
 func apiStartCluster(t *testing.T) *apiCluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: no Kubernetes API server")
 	}
-	etcd := apiEtcdBin(t)
-	bins := apiBinaries(t)
+	apiEtcdBin(t)
 	began := time.Now()
 	// Short paths: the test name can make t.TempDir() long.
 	dir, err := os.MkdirTemp("", "cineflow-k8s-")
@@ -261,110 +90,24 @@ func apiStartCluster(t *testing.T) *apiCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) }) // registered first: runs after every process stopped
-
-	// etcd
-	clientPort, peerPort := apiFreePort(t), apiFreePort(t)
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
-	etcdProc := apiStart(t, dir, "etcd", etcd,
-		"--name=test", "--data-dir="+filepath.Join(dir, "etcd"), "--logger=zap",
-		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
-		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
-		"--initial-cluster=test="+peerURL, "--initial-cluster-state=new")
-	apiWaitFor(t, etcdProc, 30*time.Second, "etcd /health", func() bool {
-		resp, err := http.Get(etcdURL + "/health")
-		if err != nil {
-			return false
+	cp, err := cluster.StartControlPlane(context.Background(), repoRoot(t), dir, t.Logf)
+	if err != nil {
+		t.Fatalf("start the control plane: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := cp.Down(); err != nil {
+			t.Errorf("stop the control plane: %v", err)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode == 200 && bytes.Contains(b, []byte(`"true"`))
-	})
-
-	// Credentials: a static admin token and the service-account key pair.
-	token := apiRandomHex(t, 24)
-	tokenFile := filepath.Join(dir, "tokens.csv")
-	apiWriteFile(t, tokenFile, token+",admin,admin-uid,system:masters\n")
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	saKey := filepath.Join(dir, "sa.key")
-	apiWriteFile(t, saKey, string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})))
-	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	saPub := filepath.Join(dir, "sa.pub")
-	apiWriteFile(t, saPub, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})))
-
-	// kube-apiserver; it writes a self-signed serving certificate (and its CA) to cert-dir.
-	port := apiFreePort(t)
-	certDir := filepath.Join(dir, "pki")
-	apiserver := apiStart(t, dir, "kube-apiserver", filepath.Join(bins, "kube-apiserver"),
-		"--etcd-servers="+etcdURL,
-		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port), "--cert-dir="+certDir,
-		// The "kubernetes" Service's endpoints may not name a loopback address: keep none.
-		"--endpoint-reconciler-type=none",
-		"--token-auth-file="+tokenFile,
-		"--service-account-key-file="+saPub, "--service-account-signing-key-file="+saKey,
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--authorization-mode=RBAC",
-		"--service-cluster-ip-range=10.96.0.0/12",
-		"--profiling=false")
-	host := fmt.Sprintf("https://127.0.0.1:%d", port)
-	insecure := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	apiWaitFor(t, apiserver, 90*time.Second, "kube-apiserver /readyz", func() bool {
-		req, _ := http.NewRequest("GET", host+"/readyz", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := insecure.Do(req)
-		if err != nil {
-			return false
+		if t.Failed() {
+			logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+				t.Logf("--- last lines of %s ---\n%s", filepath.Base(l), strings.Join(lines[max(0, len(lines)-40):], "\n"))
+			}
 		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
 	})
-	caFile := filepath.Join(certDir, "apiserver.crt")
-
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	apiWriteFile(t, kubeconfig, fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster:
-    server: %s
-    certificate-authority: %s
-users:
-- name: admin
-  user:
-    token: %s
-contexts:
-- name: test
-  context:
-    cluster: test
-    user: admin
-current-context: test
-`, host, caFile, token))
-	kcm := apiStart(t, dir, "kube-controller-manager", filepath.Join(bins, "kube-controller-manager"),
-		"--kubeconfig="+kubeconfig,
-		"--secure-port=0", "--leader-elect=false",
-		"--controllers=*",
-		"--root-ca-file="+caFile,
-		"--service-account-private-key-file="+saKey,
-		"--use-service-account-credentials=true",
-		"--concurrent-cron-job-syncs=2")
-
-	c := &apiCluster{Kubeconfig: kubeconfig}
-	kc, err := os.ReadFile(kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Config, err = clientcmd.RESTConfigFromKubeConfig(kc); err != nil {
-		t.Fatal(err)
-	}
-	if c.Clientset, err = kubernetes.NewForConfig(c.Config); err != nil {
-		t.Fatal(err)
-	}
+	c := &apiCluster{Kubeconfig: cp.Kubeconfig, Config: cp.Config, Clientset: cp.Client}
 	if c.Dynamic, err = dynamic.NewForConfig(c.Config); err != nil {
 		t.Fatal(err)
 	}
@@ -373,22 +116,8 @@ current-context: test
 		t.Fatal(err)
 	}
 	c.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-
-	// The controller manager is up when its service-account controller has made "default".
-	apiWaitFor(t, kcm, 90*time.Second, "the controller manager (ServiceAccount default/default)", func() bool {
-		_, err := c.Clientset.CoreV1().ServiceAccounts("default").Get(context.Background(), "default", metav1.GetOptions{})
-		return err == nil
-	})
-	t.Logf("cluster ready in %s: API server %s, etcd %s, kubeconfig %s", time.Since(began).Round(100*time.Millisecond), host, etcdURL, kubeconfig)
+	t.Logf("control plane ready in %s: API server %s, kubeconfig %s", time.Since(began).Round(100*time.Millisecond), cp.Server, c.Kubeconfig)
 	return c
-}
-
-func apiRandomHex(t *testing.T, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 func apiWriteFile(t *testing.T, path, content string) {
@@ -469,7 +198,7 @@ func (c *apiCluster) installCRDs(t *testing.T, files ...string) {
 		}
 	}
 	for _, name := range names {
-		apiWaitFor(t, nil, 30*time.Second, "CRD "+name+" Established", func() bool {
+		apiWaitFor(t, 30*time.Second, "CRD "+name+" Established", func() bool {
 			crd, err := c.Dynamic.Resource(apiCRDGVR).Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				return false

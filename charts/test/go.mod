@@ -122,3 +122,8 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
+
+require github.com/cineflow/cineflow/k8s/local v0.0.0
+
+// The local cluster's code (its control plane serves the install tests) lives in this repository.
+replace github.com/cineflow/cineflow/k8s/local => ../../k8s/local

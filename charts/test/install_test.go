@@ -132,7 +132,7 @@ func TestInstall(t *testing.T) {
 		// The first run is due at the next full minute after the install: at most 60 s, plus the
 		// controller's lag.
 		var job *batchv1.Job
-		apiWaitFor(t, nil, 90*time.Second-time.Since(installed), "a Job of CronJob "+cj.Name, func() bool {
+		apiWaitFor(t, 90*time.Second-time.Since(installed), "a Job of CronJob "+cj.Name, func() bool {
 			job = installOwnedJob(t, c, cj.Name)
 			return job != nil
 		})
@@ -142,7 +142,7 @@ func TestInstall(t *testing.T) {
 		}
 		// The Job controller makes its pod (it never runs: there is no kubelet), so the pod
 		// template also passed the API server's validation and admission.
-		apiWaitFor(t, nil, 30*time.Second, "a pod of Job "+job.Name, func() bool {
+		apiWaitFor(t, 30*time.Second, "a pod of Job "+job.Name, func() bool {
 			pods, err := c.Clientset.CoreV1().Pods(installNamespace).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job.Name})
 			return err == nil && len(pods.Items) > 0
 		})
@@ -193,12 +193,12 @@ func TestInstall(t *testing.T) {
 	kh("uninstall", installRelease, "--wait", "--timeout", "2m")
 	t.Run("uninstall removes everything", func(t *testing.T) {
 		for _, obj := range append(manifest, upgraded...) {
-			apiWaitFor(t, nil, 60*time.Second, fmt.Sprintf("%s %s to be deleted", obj.GetKind(), obj.GetName()), func() bool {
+			apiWaitFor(t, 60*time.Second, fmt.Sprintf("%s %s to be deleted", obj.GetKind(), obj.GetName()), func() bool {
 				_, found := c.get(t, obj, installNamespace)
 				return !found
 			})
 		}
-		apiWaitFor(t, nil, 90*time.Second, "the garbage collector to delete the sweeper's Jobs and pods", func() bool {
+		apiWaitFor(t, 90*time.Second, "the garbage collector to delete the sweeper's Jobs and pods", func() bool {
 			jobs, err := c.Clientset.BatchV1().Jobs(installNamespace).List(ctx, metav1.ListOptions{})
 			if err != nil || len(jobs.Items) > 0 {
 				return false

@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -62,8 +63,10 @@ type Cluster struct {
 	Client     kubernetes.Interface
 	kubeProxy  string
 	lock       *os.File
-	procs      []*Proc
-	logf       func(string, ...any)
+	// controlPlaneOnly: started by StartControlPlane; Down leaves the host alone.
+	controlPlaneOnly bool
+	procs            []*Proc
+	logf             func(string, ...any)
 }
 
 // startOrder is the order processes start in; they stop in the reverse order.
@@ -130,84 +133,7 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 	}
 	began := time.Now()
 	dir := o.Dir
-
-	// etcd
-	clientPort, peerPort := freePort(), freePort()
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
-	etcd, err := c.start("etcd", "etcd", "--name=local", "--data-dir="+filepath.Join(dir, "etcd"), "--logger=zap",
-		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
-		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
-		"--initial-cluster=local="+peerURL, "--initial-cluster-state=new", "--quota-backend-bytes=2147483648")
-	if err != nil {
-		return c, err
-	}
-	if err := waitFor(ctx, etcd, 30*time.Second, "etcd /health", func() bool { return httpOK(nil, etcdURL+"/health", "") }); err != nil {
-		return c, err
-	}
-
-	// Credentials: a static admin token and the service-account key pair.
-	token := randomHex(24)
-	if err := writeFile(filepath.Join(dir, "tokens.csv"), token+",admin,admin-uid,system:masters\n"); err != nil {
-		return c, err
-	}
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		return c, err
-	}
-	saKey, saPub := filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
-	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err := errors.Join(
-		writeFile(saKey, string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))),
-		writeFile(saPub, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})))); err != nil {
-		return c, err
-	}
-
-	// kube-apiserver; it writes a self-signed serving certificate to cert-dir.
-	port := freePort()
-	certDir := filepath.Join(dir, "pki")
-	apiserver, err := c.start("kube-apiserver", filepath.Join(bins, "kube-apiserver"),
-		"--etcd-servers="+etcdURL,
-		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port), "--cert-dir="+certDir,
-		"--endpoint-reconciler-type=none",
-		"--token-auth-file="+filepath.Join(dir, "tokens.csv"),
-		"--service-account-key-file="+saPub, "--service-account-signing-key-file="+saKey,
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--authorization-mode=RBAC",
-		"--service-cluster-ip-range="+ServiceCIDR,
-		"--kubelet-preferred-address-types=InternalIP",
-		"--allow-privileged=false",
-		"--profiling=false")
-	if err != nil {
-		return c, err
-	}
-	c.Server = fmt.Sprintf("https://127.0.0.1:%d", port)
-	insecure := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	if err := waitFor(ctx, apiserver, 120*time.Second, "kube-apiserver /readyz", func() bool {
-		return httpOK(insecure, c.Server+"/readyz", token)
-	}); err != nil {
-		return c, err
-	}
-	caFile := filepath.Join(certDir, "apiserver.crt")
-	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
-	if err := writeFile(c.Kubeconfig, kubeconfigFor(c.Server, caFile, token)); err != nil {
-		return c, err
-	}
-	kc, _ := os.ReadFile(c.Kubeconfig)
-	if c.Config, err = clientcmd.RESTConfigFromKubeConfig(kc); err != nil {
-		return c, err
-	}
-	c.Config.QPS, c.Config.Burst = 50, 100
-	c.Config.WarningHandler = rest.NoWarnings{}
-	if c.Client, err = kubernetes.NewForConfig(c.Config); err != nil {
-		return c, err
-	}
-
-	if _, err := c.start("kube-controller-manager", filepath.Join(bins, "kube-controller-manager"),
-		"--kubeconfig="+c.Kubeconfig, "--secure-port=0", "--leader-elect=false", "--controllers=*",
-		"--root-ca-file="+caFile, "--service-account-private-key-file="+saKey,
-		"--use-service-account-credentials=true", "--concurrent-cron-job-syncs=2",
-		"--node-monitor-grace-period=40s"); err != nil {
+	if err := c.startControlPlane(ctx, bins); err != nil {
 		return c, err
 	}
 	if _, err := c.start("kube-scheduler", filepath.Join(bins, "kube-scheduler"),
@@ -289,14 +215,119 @@ func Up(ctx context.Context, o Options) (c *Cluster, err error) {
 	}); err != nil {
 		return c, err
 	}
+	o.Logf("cluster ready in %s: API server %s, kubeconfig %s", time.Since(began).Round(100*time.Millisecond), c.Server, c.Kubeconfig)
+	return c, nil
+}
+
+// startControlPlane starts etcd, kube-apiserver (with an admin token and service-account keys)
+// and kube-controller-manager on free ports of 127.0.0.1, with their state in c.Dir, and waits
+// until the controllers work (the ServiceAccount default/default exists).
+func (c *Cluster) startControlPlane(ctx context.Context, bins string) error {
+	dir := c.Dir
+	// etcd
+	clientPort, peerPort := freePort(), freePort()
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
+	etcd, err := c.start("etcd", "etcd", "--name=local", "--data-dir="+filepath.Join(dir, "etcd"), "--logger=zap",
+		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
+		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
+		"--initial-cluster=local="+peerURL, "--initial-cluster-state=new", "--quota-backend-bytes=2147483648")
+	if err != nil {
+		return err
+	}
+	if err := waitFor(ctx, etcd, 30*time.Second, "etcd /health", func() bool { return httpOK(nil, etcdURL+"/health", "") }); err != nil {
+		return err
+	}
+
+	// Credentials: a static admin token and the service-account key pair.
+	token := randomHex(24)
+	if err := writeFile(filepath.Join(dir, "tokens.csv"), token+",admin,admin-uid,system:masters\n"); err != nil {
+		return err
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	saKey, saPub := filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
+	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err := errors.Join(
+		writeFile(saKey, string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))),
+		writeFile(saPub, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})))); err != nil {
+		return err
+	}
+
+	// kube-apiserver; it writes a self-signed serving certificate to cert-dir.
+	port := freePort()
+	certDir := filepath.Join(dir, "pki")
+	apiserver, err := c.start("kube-apiserver", filepath.Join(bins, "kube-apiserver"),
+		"--etcd-servers="+etcdURL,
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port), "--cert-dir="+certDir,
+		"--endpoint-reconciler-type=none",
+		"--token-auth-file="+filepath.Join(dir, "tokens.csv"),
+		"--service-account-key-file="+saPub, "--service-account-signing-key-file="+saKey,
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--authorization-mode=RBAC",
+		"--service-cluster-ip-range="+ServiceCIDR,
+		"--kubelet-preferred-address-types=InternalIP",
+		"--allow-privileged=false",
+		"--profiling=false")
+	if err != nil {
+		return err
+	}
+	c.Server = fmt.Sprintf("https://127.0.0.1:%d", port)
+	insecure := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	if err := waitFor(ctx, apiserver, 120*time.Second, "kube-apiserver /readyz", func() bool {
+		return httpOK(insecure, c.Server+"/readyz", token)
+	}); err != nil {
+		return err
+	}
+	caFile := filepath.Join(certDir, "apiserver.crt")
+	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := writeFile(c.Kubeconfig, kubeconfigFor(c.Server, caFile, token)); err != nil {
+		return err
+	}
+	kc, _ := os.ReadFile(c.Kubeconfig)
+	if c.Config, err = clientcmd.RESTConfigFromKubeConfig(kc); err != nil {
+		return err
+	}
+	c.Config.QPS, c.Config.Burst = 50, 100
+	c.Config.WarningHandler = rest.NoWarnings{}
+	if c.Client, err = kubernetes.NewForConfig(c.Config); err != nil {
+		return err
+	}
+
+	if _, err := c.start("kube-controller-manager", filepath.Join(bins, "kube-controller-manager"),
+		"--kubeconfig="+c.Kubeconfig, "--secure-port=0", "--leader-elect=false", "--controllers=*",
+		"--root-ca-file="+caFile, "--service-account-private-key-file="+saKey,
+		"--use-service-account-credentials=true", "--concurrent-cron-job-syncs=2",
+		"--node-monitor-grace-period=40s"); err != nil {
+		return err
+	}
 	// The controller manager is up when its service-account controller has made "default".
-	if err := waitFor(ctx, nil, 60*time.Second, "ServiceAccount default/default", func() bool {
+	return waitFor(ctx, nil, 60*time.Second, "ServiceAccount default/default", func() bool {
 		_, err := c.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err == nil
-	}); err != nil {
-		return c, err
+	})
+}
+
+// StartControlPlane starts only etcd (Debian's), kube-apiserver and kube-controller-manager, on
+// free ports of 127.0.0.1, with their state in dir: no root, no node, no pod ever runs. It is
+// for tests of what the API server accepts and what the controllers create and delete (the
+// chart's install tests). Down stops it; dir is the caller's to remove.
+func StartControlPlane(ctx context.Context, repoRoot, dir string, logf func(string, ...any)) (c *Cluster, err error) {
+	if _, err := exec.LookPath("etcd"); err != nil {
+		return nil, errors.New("etcd not found: install Debian's etcd-server (apt-get install -y etcd-server)")
 	}
-	o.Logf("cluster ready in %s: API server %s, kubeconfig %s", time.Since(began).Round(100*time.Millisecond), c.Server, c.Kubeconfig)
+	bins, err := BuildModuleTools(filepath.Join(repoRoot, "k8s", "apiserver"),
+		[]string{"k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager"}, logf)
+	if err != nil {
+		return nil, err
+	}
+	c = &Cluster{Dir: dir, logf: logf, controlPlaneOnly: true}
+	if err := c.startControlPlane(ctx, bins); err != nil {
+		c.Down()
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -329,7 +360,9 @@ func (c *Cluster) Down() error {
 	for _, p := range c.procs {
 		p.Stop(5 * time.Second)
 	}
-	errs = append(errs, cleanHost(c.Dir, c.kubeProxy))
+	if !c.controlPlaneOnly {
+		errs = append(errs, cleanHost(c.Dir, c.kubeProxy))
+	}
 	if c.lock != nil {
 		c.lock.Close()
 		c.lock = nil
