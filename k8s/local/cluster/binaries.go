@@ -53,12 +53,7 @@ func BuildModuleTools(modDir string, pkgs []string, logf func(string, ...any)) (
 		return "", err
 	}
 	dir := filepath.Join(CacheRoot(), key)
-	var missing []string
-	for _, p := range pkgs {
-		if !isFile(filepath.Join(dir, path.Base(p))) {
-			missing = append(missing, p)
-		}
-	}
+	missing := missingBinaries(dir, pkgs)
 	if len(missing) == 0 {
 		return dir, nil
 	}
@@ -72,12 +67,7 @@ func BuildModuleTools(modDir string, pkgs []string, logf func(string, ...any)) (
 // some modules).
 func GoInstall(module, version string, pkgs []string, logf func(string, ...any)) (string, error) {
 	dir := filepath.Join(CacheRoot(), path.Base(module)+"-"+version)
-	var missing []string
-	for _, p := range pkgs {
-		if !isFile(filepath.Join(dir, path.Base(p))) {
-			missing = append(missing, p)
-		}
-	}
+	missing := missingBinaries(dir, pkgs)
 	if len(missing) == 0 {
 		return dir, nil
 	}
@@ -131,6 +121,18 @@ func goBuildInto(dir, modDir string, pkgs []string, logf func(string, ...any)) e
 	}
 	logf("built %v in %s", pkgs, time.Since(began).Round(time.Second))
 	return nil
+}
+
+// missingBinaries are the packages of pkgs whose binary (named after the package's last element)
+// is not in dir.
+func missingBinaries(dir string, pkgs []string) []string {
+	var missing []string
+	for _, p := range pkgs {
+		if !isFile(filepath.Join(dir, path.Base(p))) {
+			missing = append(missing, p)
+		}
+	}
+	return missing
 }
 
 func isFile(p string) bool {
