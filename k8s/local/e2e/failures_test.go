@@ -47,7 +47,7 @@ func bookWithRetry(c api, body map[string]any, inProgressLimit time.Duration) ou
 			o.errs = append(o.errs, err.Error())
 		case r.Status >= 500:
 			o.errs = append(o.errs, r.String())
-		case r.Status == http.StatusConflict && strings.Contains(r.Message, "retry") || strings.Contains(r.Message, "in progress"):
+		case r.Status == http.StatusConflict && (strings.Contains(r.Message, "in progress") || strings.Contains(r.Message, "just failed")):
 			if inProgressSince.IsZero() {
 				inProgressSince = time.Now()
 			}
