@@ -261,10 +261,14 @@ func (e *Env) DevPieces(ctx context.Context, ns string) error {
 		return err
 	}
 	crds, _ := filepath.Glob(filepath.Join(e.Root, "charts", "test", "testdata", "crds", "*.yaml"))
-	if _, err := e.Apply(ctx, "", nil, crds...); err != nil {
+	applied, err := e.Apply(ctx, "", nil, crds...)
+	if err != nil {
 		return err
 	}
-	_, err := e.Apply(ctx, ns, e.Images,
+	if err := e.waitEstablished(ctx, applied); err != nil {
+		return err
+	}
+	_, err = e.Apply(ctx, ns, e.Images,
 		filepath.Join(e.Root, "k8s", "local", "manifests", "devdb.yaml"),
 		filepath.Join(e.Root, "k8s", "local", "manifests", "resendfake.yaml"),
 		filepath.Join(e.Root, "k8s", "dev", "pushgateway.yaml"))
@@ -272,6 +276,44 @@ func (e *Env) DevPieces(ctx context.Context, ns string) error {
 		return err
 	}
 	return e.WaitDeployments(ctx, ns, 3*time.Minute, "devdb", "resendfake", "pushgateway")
+}
+
+// waitEstablished waits until every CustomResourceDefinition among objs is Established, so that
+// the chart's objects of those kinds are accepted at once.
+func (e *Env) waitEstablished(ctx context.Context, objs []*unstructured.Unstructured) error {
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" {
+			continue
+		}
+		ri, err := e.Resource(o, "")
+		if err != nil {
+			return err
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			live, err := ri.Get(ctx, o.GetName(), metav1.GetOptions{})
+			if err == nil && established(live) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("CRD %s not Established after 30 s (%v)", o.GetName(), err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	e.Mapper.Reset() // the new kinds
+	return nil
+}
+
+func established(crd *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Established" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
 }
 
 // WaitDeployments waits until each named Deployment of ns has rolled out: every replica
