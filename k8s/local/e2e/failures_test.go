@@ -301,7 +301,7 @@ func (e *env) corePods(t *testing.T) []corev1.Pod {
 // every ticket ends SUCCESS.
 func (e *env) sweeperPodKilled(t *testing.T) {
 	began := time.Now()
-	const backlog = 300
+	const backlog = 600
 	// Each provider request takes 2 s, so a sweep of this backlog outlives the kill.
 	if err := postJSON(e.fake+"/faults", map[string]any{"delay": "2s", "delay_rate": 1}); err != nil {
 		t.Fatal(err)
