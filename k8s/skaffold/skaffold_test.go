@@ -50,7 +50,10 @@ var (
 )
 
 // skaffoldBin returns skaffold built from this module's tool dependency, building it the first
-// time into <user cache>/cineflow/skaffold-<hash of go.mod and go.sum>/skaffold.
+// time into $CINEFLOW_K8S_CACHE (default <user cache>/cineflow-k8s)/<hash of go.mod and
+// go.sum>/skaffold: the place and key of k8s/local's cluster.BuildModuleTools, so that `make e2e`
+// (which runs `skaffold run`) finds the same binary. This module cannot import k8s/local without
+// mixing client-go into skaffold's dependencies, hence the copy of the key.
 func skaffoldBin(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
@@ -73,12 +76,16 @@ func buildSkaffold(dir string) (string, error) {
 		fmt.Fprintf(h, "%s %d\n", name, len(b))
 		h.Write(b)
 	}
-	fmt.Fprintf(h, "%s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
+	fmt.Fprintf(h, "%s/%s\n", runtime.GOOS, runtime.GOARCH)
+	root := os.Getenv("CINEFLOW_K8S_CACHE")
+	if root == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			cache = os.TempDir()
+		}
+		root = filepath.Join(cache, "cineflow-k8s")
 	}
-	binDir := filepath.Join(cache, "cineflow", "skaffold-"+hex.EncodeToString(h.Sum(nil))[:16])
+	binDir := filepath.Join(root, hex.EncodeToString(h.Sum(nil))[:16])
 	bin := filepath.Join(binDir, "skaffold")
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
