@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,8 +65,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	// FerretDB cannot report the port it picked for ":0", so pick it here. Between closing the
-	// probe and FerretDB's bind another process may take the port: then pick again.
+	// FerretDB cannot report the port it picked for ":0", so pick it here: a free port below the
+	// kernel's ephemeral range, which no other process's ":0" is ever given, so it stays free
+	// until FerretDB binds it. (A failed bind inside ferretdb.New leaks its backend, whose
+	// finalizer then panics the process: the pick must not race.) If it is taken anyway, by
+	// another picker, pick again.
 	var f *ferretdb.FerretDB
 	var addr string
 	for attempt := 0; ; attempt++ {
@@ -72,12 +77,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		host, port, perr := net.SplitHostPort(addr)
 		pick := perr == nil && port == "0"
 		if pick {
-			l, err := net.Listen("tcp", addr)
+			port, err := freePort(host)
 			if err != nil {
 				return nil, fmt.Errorf("devdb: %w", err)
 			}
-			addr = net.JoinHostPort(host, fmt.Sprint(l.Addr().(*net.TCPAddr).Port))
-			l.Close()
+			addr = net.JoinHostPort(host, fmt.Sprint(port))
 		}
 		var err error
 		f, err = ferretdb.New(&ferretdb.Config{
@@ -150,4 +154,34 @@ func (s *Server) removeTemp() {
 	if s.tempDir != "" {
 		os.RemoveAll(s.tempDir)
 	}
+}
+
+// freePort returns a port of host that was free a moment ago, chosen at random below the
+// kernel's ephemeral port range (so no ":0" bind of another process takes it), or, when that
+// range leaves too little room, one the kernel picks.
+func freePort(host string) (int, error) {
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				lo = n
+			}
+		}
+	}
+	const first = 10000
+	if lo-first >= 1000 {
+		for i := 0; i < 50; i++ {
+			port := first + rand.IntN(lo-first)
+			if l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port))); err == nil {
+				l.Close()
+				return port, nil
+			}
+		}
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
