@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"strconv"
 	"time"
 )
 
@@ -49,6 +50,10 @@ type Booking struct {
 	PaymentID string        `json:"paymentId,omitempty"`
 	CreatedAt time.Time     `json:"createdAt"`
 	UpdatedAt time.Time     `json:"updatedAt"`
+	// Slots are the fair-use slots the booking occupies while unpaid (see Slot); Rounds is
+	// the number of intents it wrote. Both are the server's own bookkeeping.
+	Slots  []int `json:"-"`
+	Rounds int   `json:"-"`
 }
 
 // Payment is one attempt to pay a booking. At most one payment of a booking is SUCCESS.
@@ -82,6 +87,64 @@ type Outcome struct {
 	DecidedAt time.Time
 }
 
+// Intent is written before a booking claims anything (seats or fair-use slots) in a round:
+// it names what the booking may come to hold, so that whatever it claimed is released when
+// its hold ends, even if the process that claimed it dies before writing the booking. The
+// intents are the expiry queue: the expirer meets each one once its hold has ended.
+type Intent struct {
+	ID        string // booking id and round: BookingID + ":" + round
+	BookingID string
+	ShowID    string
+	UserID    string
+	Seats     []string // seats the round tries to hold
+	Slots     []int    // fair-use slots the round tries to claim
+	ExpiresAt time.Time
+}
+
+// IntentID names the intent of a booking's round.
+func IntentID(bookingID string, round int) string { return bookingID + ":" + strconv.Itoa(round) }
+
+// SeatOpKind says what a seat log operation records.
+type SeatOpKind string
+
+// The seat log operations.
+const (
+	SeatOpHeld  SeatOpKind = "h" // the booking won these seats' keys, until ExpiresAt
+	SeatOpFreed SeatOpKind = "f" // the booking's holds on these seats were released
+	SeatOpSold  SeatOpKind = "s" // the booking is paid: these seats are sold for good
+)
+
+// SeatOp is one fact of a show's seat log.
+type SeatOp struct {
+	Kind      SeatOpKind
+	BookingID string
+	Seats     []string
+	ExpiresAt time.Time
+}
+
+// SeatLogEntry is one entry of a show's seat log: its sequence number (1, 2, ...) is a unique
+// key, so two writers can never write the same entry.
+type SeatLogEntry struct {
+	ShowID string
+	Seq    int64
+	Ops    []SeatOp
+}
+
+// SnapSeat is one occupied seat of a seat snapshot.
+type SnapSeat struct {
+	Seat      string
+	BookingID string
+	ExpiresAt time.Time
+	Sold      bool
+}
+
+// SeatSnapshot is the state of a show's seats after its seat log's first Seq entries.
+type SeatSnapshot struct {
+	ShowID string
+	Seq    int64
+	Seats  []SnapSeat
+}
+
 // BookingFilter selects bookings; empty UserID means everyone's.
 type BookingFilter struct {
 	UserID      string
@@ -95,29 +158,68 @@ type PaymentFilter struct {
 }
 
 // BookingStore keeps holds, bookings, outcomes and payments. Every decision two requests
-// can race on is an insert into a unique key.
+// can race on is an insert into a unique key. Every method on the booking path costs the
+// same however much is stored: it reads and writes documents by their exact ids (the one
+// access the embedded database serves from an index), or reads the front of a queue.
 type BookingStore interface {
 	// NewID returns a new document id (24 hex characters).
 	NewID() string
 	// InsertHolds inserts the holds (unordered) and returns the seats it won; a seat whose
-	// key is taken is simply not in won.
+	// key is taken is simply not in won. On error nothing can be assumed: the store tries to
+	// delete what may have landed, and the booking's intent covers what remains.
 	InsertHolds(ctx context.Context, holds []Hold) (won []string, err error)
-	// ShowHolds lists the holds of a show.
+	// MissingHolds returns the seats of which the booking holds no hold (by exact id).
+	MissingHolds(ctx context.Context, showID, bookingID string, seats []string) ([]string, error)
+	// ShowHolds lists the holds of a show. It scans: tests and migration only.
 	ShowHolds(ctx context.Context, showID string) ([]Hold, error)
 	// ReleaseHolds deletes the booking's holds on the given seats (never another's).
 	ReleaseHolds(ctx context.Context, showID, bookingID string, seats []string) error
-	// MarkSold sets the Sold hint on the given holds (one write for many).
+	// MarkSold sets the Sold hint on the given holds.
 	MarkSold(ctx context.Context, holds []Hold) error
+
+	// ClaimSlots inserts the user's fair-use slots for the booking (unordered) and returns
+	// those won. ReleaseSlots deletes the booking's slots (never another's).
+	ClaimSlots(ctx context.Context, userID, bookingID string, slots []int) (won []int, err error)
+	ReleaseSlots(ctx context.Context, userID, bookingID string, slots []int) error
+
+	// AddIntent inserts an intent; DueIntents reads up to limit intents from the front of
+	// the queue (oldest first, due or not); DeleteIntents deletes intents by id. ShowIntents
+	// lists a show's intents (it scans the queue, which holds only bookings whose fate is
+	// not yet settled: for deleting a show).
+	AddIntent(ctx context.Context, in Intent) error
+	DueIntents(ctx context.Context, limit int) ([]Intent, error)
+	DeleteIntents(ctx context.Context, ids []string) error
+	ShowIntents(ctx context.Context, showID string) ([]Intent, error)
+
+	// AppendSeatLog inserts entry e; dup reports that its Seq is taken already.
+	AppendSeatLog(ctx context.Context, e SeatLogEntry) (dup bool, err error)
+	// SeatLog reads the entry seq of the show's log (nil when there is none yet).
+	SeatLog(ctx context.Context, showID string, seq int64) (*SeatLogEntry, error)
+	// SeatSnapshot reads the show's latest snapshot (nil when none); SaveSeatSnapshot
+	// replaces it (any snapshot is valid: a later one only shortens the replay).
+	SeatSnapshot(ctx context.Context, showID string) (*SeatSnapshot, error)
+	SaveSeatSnapshot(ctx context.Context, s SeatSnapshot) error
+
+	// MarkShowDeleting inserts the show's deletion marker (false: one exists already);
+	// ShowDeleting reads it (when it was inserted, whether there is one); UnmarkShowDeleting
+	// deletes it (a refused deletion).
+	MarkShowDeleting(ctx context.Context, showID string) (bool, error)
+	ShowDeleting(ctx context.Context, showID string) (time.Time, bool, error)
+	UnmarkShowDeleting(ctx context.Context, showID string) error
+
+	// Migrated reports whether the store has been prepared for seat logs and intents
+	// (SetMigrated records it). AllHolds and OpenBookings scan: the migration alone uses them.
+	Migrated(ctx context.Context) (bool, error)
+	SetMigrated(ctx context.Context) error
+	AllHolds(ctx context.Context) ([]Hold, error)
+	OpenBookings(ctx context.Context, expiringAfter time.Time) ([]Booking, error)
 
 	CreateBooking(ctx context.Context, b *Booking) error
 	// GetBooking reads a booking as stored (its Status may lag its outcome).
 	GetBooking(ctx context.Context, id string) (*Booking, error)
 	ListBookings(ctx context.Context, f BookingFilter) ([]Booking, error)
-	// ProjectStatus copies a decided status onto bookings still stored IN_PROCESS (one write
-	// for many).
+	// ProjectStatus copies a decided status onto the bookings.
 	ProjectStatus(ctx context.Context, status BookingStatus, ids []string) error
-	// ExpiringBetween lists up to limit bookings whose hold ends in [from, to), by that time.
-	ExpiringBetween(ctx context.Context, from, to time.Time, limit int) ([]Booking, error)
 
 	// Decide inserts o unless the booking already has an outcome; it returns the outcome in
 	// force and whether o is it.
@@ -130,8 +232,7 @@ type BookingStore interface {
 	CreatePayment(ctx context.Context, p *Payment) error
 	GetPayment(ctx context.Context, id string) (*Payment, error)
 	ListPayments(ctx context.Context, f PaymentFilter) ([]Payment, error)
-	// ProjectPayments copies a resolved status onto payments still stored PENDING (one write
-	// for many).
+	// ProjectPayments copies a resolved status onto payments.
 	ProjectPayments(ctx context.Context, status PaymentStatus, reason string, ids []string) error
 }
 
@@ -142,12 +243,16 @@ type BookingEvents interface {
 	Booking(outcome string)
 	// SeatConflicts counts seats lost to another booking while holding.
 	SeatConflicts(n int)
+	// SeatLogDropped counts seat log operations that could not be written (the views of other
+	// processes then learn those seats from the unique keys instead).
+	SeatLogDropped(n int)
 }
 
 type noEvents struct{}
 
-func (noEvents) Booking(string)    {}
-func (noEvents) SeatConflicts(int) {}
+func (noEvents) Booking(string)     {}
+func (noEvents) SeatConflicts(int)  {}
+func (noEvents) SeatLogDropped(int) {}
 
 // BookingRequest is a customer's booking: a show named by theatre, movie and timing, and
 // either a number of seats (the best free ones are picked) or the seats by label.

@@ -17,9 +17,11 @@ import (
 const (
 	DefaultHoldTTL            = 5 * time.Minute
 	DefaultMaxRounds          = 8
-	DefaultMaxSeatsPerBooking = 20
+	DefaultMaxSeatsPerBooking = 10
 	// PaidEmailKind is the outbox kind of a booking's confirmation email.
 	PaidEmailKind = "booking-paid"
+	// maxNamedSeats bounds the seats a request may name before any other check.
+	maxNamedSeats = 1000
 )
 
 // BookingsOptions configure the engine.
@@ -27,14 +29,16 @@ type BookingsOptions struct {
 	HoldTTL            time.Duration // default DefaultHoldTTL
 	MaxRounds          int           // seat-picking rounds under contention; default DefaultMaxRounds
 	MaxSeatsPerBooking int           // default DefaultMaxSeatsPerBooking
-	Events             BookingEvents
-	// SeatViewTTL is how long the engine trusts its in-memory view of a show's holds when it
+	// MaxOpenSeatsPerUser bounds the seats one customer holds in unpaid bookings across all
+	// shows (default DefaultMaxOpenSeatsPerUser; negative: no bound).
+	MaxOpenSeatsPerUser int
+	Events              BookingEvents
+	// SeatViewTTL is how long the engine trusts its in-memory view of a show's seats when it
 	// picks seats (default DefaultSeatViewTTL; negative: always read).
 	SeatViewTTL time.Duration
 	// Project copies each decided fate onto the booking, payment and hold documents (in the
 	// background, batched), for readers of the raw collections. The engine never needs it: it
-	// resolves bookings from their outcome records. Cheap on MongoDB; on the embedded dev
-	// database every update scans its collection, so make run leaves it off.
+	// resolves bookings from their outcome records.
 	Project bool
 	Now     func() time.Time
 }
@@ -43,12 +47,18 @@ type BookingsOptions struct {
 // bookings. Held and paid seats never exceed a show's seats, whatever the concurrency and
 // the number of replicas: a seat is held by inserting its unique key, and a booking's fate is
 // decided by inserting its outcome record (see BookingStore).
+//
+// Seats are released only once their booking's fate is known not to be paid, or before its
+// booking was ever written: so a booking is payable only while it holds every seat. Whatever
+// a booking claims (seats, fair-use slots) is named first by an intent, the expiry queue, so
+// that nothing stays claimed by a process that died.
 type Bookings struct {
 	store    BookingStore
 	shows    ShowFinder
 	ttl      time.Duration
 	rounds   int
 	maxSeats int
+	maxOpen  int
 	events   BookingEvents
 	now      func() time.Time
 
@@ -59,6 +69,7 @@ type Bookings struct {
 	inflight map[string]map[string]int // show id -> seats being inserted by requests of this process
 
 	views *seatViews
+	slots slotHints
 	proj  *projector
 
 	namesMu sync.Mutex
@@ -72,8 +83,8 @@ type Bookings struct {
 	recentMu sync.Mutex
 	recent   map[string]*Booking // bookings this process created, as created
 
-	expiryMu  sync.Mutex
-	watermark time.Time // the expirer has met every booking whose hold ended before this
+	expiryMu sync.Mutex
+	bg       sync.WaitGroup // background clean-ups (tests wait for them)
 }
 
 // getBooking reads a booking: from memory if this process created it within the last hold
@@ -85,7 +96,7 @@ func (b *Bookings) getBooking(ctx context.Context, id string) (*Booking, error) 
 	b.recentMu.Unlock()
 	if ok && b.now().Sub(bk.CreatedAt) < b.ttl {
 		c := *bk
-		c.Seats = slices.Clone(bk.Seats)
+		c.Seats, c.Slots = slices.Clone(bk.Seats), slices.Clone(bk.Slots)
 		return &c, nil
 	}
 	return b.store.GetBooking(ctx, id)
@@ -96,7 +107,7 @@ const maxRecentBookings = 50000
 
 func (b *Bookings) rememberBooking(bk *Booking) {
 	c := *bk
-	c.Seats = slices.Clone(bk.Seats)
+	c.Seats, c.Slots = slices.Clone(bk.Seats), slices.Clone(bk.Slots)
 	b.recentMu.Lock()
 	defer b.recentMu.Unlock()
 	if len(b.recent) >= maxRecentBookings {
@@ -214,6 +225,9 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 	if opts.MaxSeatsPerBooking <= 0 {
 		opts.MaxSeatsPerBooking = DefaultMaxSeatsPerBooking
 	}
+	if opts.MaxOpenSeatsPerUser == 0 {
+		opts.MaxOpenSeatsPerUser = DefaultMaxOpenSeatsPerUser
+	}
 	if opts.Events == nil {
 		opts.Events = noEvents{}
 	}
@@ -224,10 +238,10 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 		opts.SeatViewTTL = DefaultSeatViewTTL
 	}
 	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, views: map[string]*seatView{}}, proj: newProjector(),
+		slots: slotHints{users: map[string]*slotHint{}},
 		names: map[string]cachedName{}, project: opts.Project, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
-		watermark: opts.Now().Add(-24 * time.Hour),
-		store:     store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
-		maxSeats: opts.MaxSeatsPerBooking, events: opts.Events, now: opts.Now,
+		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
+		maxSeats: opts.MaxSeatsPerBooking, maxOpen: opts.MaxOpenSeatsPerUser, events: opts.Events, now: opts.Now,
 		inflight: map[string]map[string]int{}}
 }
 
@@ -247,6 +261,9 @@ func (b *Bookings) getOutbox() Outbox {
 // HoldTTL is how long a booking holds its seats unpaid.
 func (b *Bookings) HoldTTL() time.Duration { return b.ttl }
 
+// Settled waits for the background clean-ups begun so far (tests).
+func (b *Bookings) Settled() { b.bg.Wait() }
+
 func (b *Bookings) clock() time.Time { return b.now().UTC().Truncate(time.Millisecond) }
 
 func mustBeApproved(u *User) error {
@@ -260,7 +277,7 @@ func mustBeApproved(u *User) error {
 }
 
 // validate checks the request against nothing but itself.
-func (r *BookingRequest) validate(maxSeats int) error {
+func (r *BookingRequest) validate() error {
 	f := map[string]string{}
 	r.TheatreID, r.MovieID, r.Timing = strings.TrimSpace(r.TheatreID), strings.TrimSpace(r.MovieID), strings.TrimSpace(r.Timing)
 	if !IsID(r.TheatreID) {
@@ -274,7 +291,9 @@ func (r *BookingRequest) validate(maxSeats int) error {
 	} else if len(r.Timing) > 64 {
 		f["timing"] = "must be at most 64 characters"
 	}
-	if len(r.Seats) > 0 {
+	if len(r.Seats) > maxNamedSeats {
+		f["seats"] = fmt.Sprintf("at most %d seats may be named", maxNamedSeats)
+	} else if len(r.Seats) > 0 {
 		seen := map[string]bool{}
 		for i, s := range r.Seats {
 			s = Normalize(s)
@@ -287,15 +306,12 @@ func (r *BookingRequest) validate(maxSeats int) error {
 			}
 			seen[s] = true
 		}
-		if len(r.Seats) > maxSeats {
-			f["seats"] = fmt.Sprintf("at most %d seats per booking", maxSeats)
-		}
 		if r.NoOfSeats != 0 && r.NoOfSeats != len(r.Seats) {
 			f["noOfSeats"] = "must equal the number of seats named (or be left out)"
 		}
 		r.NoOfSeats = len(r.Seats)
-	} else if r.NoOfSeats < 1 || r.NoOfSeats > maxSeats {
-		f["noOfSeats"] = fmt.Sprintf("must be from 1 to %d (or name the seats)", maxSeats)
+	} else if r.NoOfSeats < 1 {
+		f["noOfSeats"] = "must be at least 1 (or name the seats)"
 	}
 	if len(f) > 0 {
 		return errs.Fields(f)
@@ -308,13 +324,18 @@ func cents(v float64) int64 { return int64(math.Round(v * 100)) }
 
 // Book holds seats for the caller and creates an IN_PROCESS booking that expires after the
 // hold TTL. Under contention it retries other free seats a bounded number of rounds, then
-// answers errs.Conflict with the seats still free in Data.
+// answers errs.Conflict with the seats still free in Data. A booking of more seats than
+// MaxSeatsPerBooking, or one that would take the caller past MaxOpenSeatsPerUser seats in
+// unpaid bookings, is errs.RateLimited.
 func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (*Booking, error) {
 	if err := mustBeApproved(caller); err != nil {
 		return nil, err
 	}
-	if err := req.validate(b.maxSeats); err != nil {
+	if err := req.validate(); err != nil {
 		return nil, err
+	}
+	if req.NoOfSeats > b.maxSeats {
+		return nil, errs.E(errs.RateLimited, "at most %d seats per booking", b.maxSeats)
 	}
 	show, err := b.shows.FindShow(ctx, req.TheatreID, req.MovieID, req.Timing)
 	if errs.Is(err, errs.NotFound) {
@@ -338,126 +359,294 @@ func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (
 		ShowID: show.ID, Timing: show.Timing, NoOfSeats: req.NoOfSeats, Status: BookingInProcess,
 		TotalCost: float64(cents(show.Price)*int64(req.NoOfSeats)) / 100,
 		ExpiresAt: now.Add(b.ttl), CreatedAt: now, UpdatedAt: now}
-	mine, free, err := b.hold(ctx, show, layout, bk, req.Seats)
+	c, err := b.hold(ctx, show, layout, bk, req.Seats)
 	if err != nil {
 		return nil, err
 	}
-	if len(mine) < req.NoOfSeats {
-		b.release(ctx, show.ID, bk.ID, mine)
-		b.events.Booking("conflict")
-		msg := fmt.Sprintf("not enough free seats: %d asked, %d free", req.NoOfSeats, len(free))
-		if len(req.Seats) > 0 {
-			msg = "some of the seats asked for are taken"
-		}
-		e := errs.E(errs.Conflict, "%s", msg)
-		e.Data = map[string]any{"freeSeats": free, "noOfFreeSeats": len(free)}
-		return nil, e
-	}
-	slices.SortFunc(mine, func(x, y string) int { return layout.index[x] - layout.index[y] })
-	bk.Seats = mine
-	if err := b.store.CreateBooking(ctx, bk); err != nil {
-		b.release(context.WithoutCancel(ctx), show.ID, bk.ID, mine)
+	slices.SortFunc(c.seats, func(x, y string) int { return layout.index[x] - layout.index[y] })
+	slices.Sort(c.slots)
+	bk.Seats, bk.Slots, bk.Rounds = c.seats, c.slots, c.rounds
+	// A deletion of the show inserts its marker, then looks for holds; a booking wins its
+	// holds, then looks for the marker: one of the two sees the other.
+	if err := b.showOpen(ctx, show.ID); err != nil {
+		b.unclaim(context.WithoutCancel(ctx), bk, c)
 		return nil, err
+	}
+	if err := b.store.CreateBooking(ctx, bk); err != nil {
+		return b.failedCreate(context.WithoutCancel(ctx), bk, err)
 	}
 	b.rememberBooking(bk)
 	b.events.Booking("created")
 	return bk, nil
 }
 
-// hold inserts holds for the booking until it has NoOfSeats seats or the rounds run out. It
-// returns the seats won and, on failure, the seats still free. Seats are chosen from the
-// process's view of the show; a conflict, or too few seats in view, reads the holds afresh
-// before the next round, so a 409 always rests on a read made during the request.
-func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk *Booking, named []string) (mine, free []string, err error) {
+// failedCreate handles a booking whose insert failed. The insert may have landed all the
+// same (a lost reply, a timeout): the booking's fate is decided CANCELLED first, so that it can
+// never be paid, and only then are its seats released. If even that decision cannot be made,
+// everything stays held: the booking's intent lets the expirer decide it at the end of its hold.
+func (b *Bookings) failedCreate(ctx context.Context, bk *Booking, cause error) (*Booking, error) {
+	o, _, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingCancelled, DecidedAt: b.clock()})
+	if err != nil {
+		return nil, cause
+	}
+	if o.Status == BookingPaid { // it had landed, and was paid first: it is a booking after all
+		b.rememberBooking(bk)
+		bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
+		return bk, nil
+	}
+	b.settleBooking(ctx, bk, o)
+	return nil, cause
+}
+
+// deletionMarkerStale is the age past which a show's deletion marker no longer stops
+// bookings: a deletion decides in well under a second, so an older marker was left by a
+// deleter that died (or by a deletion that succeeded, and then the show is gone anyway).
+const deletionMarkerStale = time.Minute
+
+// showOpen answers errs.Conflict if a deletion of the show is under way.
+func (b *Bookings) showOpen(ctx context.Context, showID string) error {
+	at, ok, err := b.store.ShowDeleting(ctx, showID)
+	if err != nil {
+		return err
+	}
+	if ok && b.now().Sub(at) < deletionMarkerStale {
+		return errs.E(errs.Conflict, "the show is being deleted")
+	}
+	return nil
+}
+
+// claimed is what a booking won while holding: seats, fair-use slots, and the number of
+// intents (rounds) written.
+type claimed struct {
+	seats  []string
+	slots  []int
+	rounds int
+	unsure bool // a claim's insert failed: what landed is unknown (the intents still say)
+}
+
+// hold claims seats (and the caller's fair-use slots) for the booking until it has NoOfSeats
+// of each or the rounds run out. Each round first writes an intent naming what it will try.
+// Seats are chosen from the process's view of the show; a conflict, or too few seats in view,
+// reads the seat log afresh before the next round, so a 409 always rests on a read made during
+// the request. On failure hold releases what it won and answers the error: errs.Conflict with
+// the seats still free, errs.RateLimited for a caller at the open-seat bound.
+func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk *Booking, named []string) (*claimed, error) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	need := bk.NoOfSeats
-	start := b.now()
-	var since time.Time // zero: the view will do; else a read at or after since
-	fail := func(err error) ([]string, []string, error) {
-		b.release(context.WithoutCancel(ctx), show.ID, bk.ID, mine)
-		return nil, nil, err
+	needSlots := 0
+	if b.maxOpen > 0 {
+		needSlots = need
 	}
-	for round := 0; round < b.rounds && len(mine) < need; round++ {
+	start := b.now()
+	c := &claimed{}
+	var since time.Time // zero: the view will do; else a read at or after since
+	var triedSlots []int
+	slotDup := false
+	fail := func(err error) (*claimed, error) {
+		b.unclaim(context.WithoutCancel(ctx), bk, c)
+		return nil, err
+	}
+	seatRounds := 0
+	for len(c.seats) < need || len(c.slots) < needSlots {
 		if err := ctx.Err(); err != nil {
 			return fail(errs.Wrap(errs.Unavailable, err, "request cancelled"))
 		}
-		freeSet, err := b.freeSeats(ctx, show, layout, since)
-		if err != nil {
-			return fail(err)
-		}
-		for _, s := range mine {
-			freeSet.Remove(s)
-		}
 		var pick []string
-		short := false
-		if len(named) > 0 {
-			for _, s := range named {
-				if slices.Contains(mine, s) {
+		if want := need - len(c.seats); want > 0 {
+			if seatRounds >= b.rounds {
+				return fail(b.noSeats(ctx, show, layout, named, need, start))
+			}
+			free, err := b.freeSeats(ctx, show, layout, since)
+			if err != nil {
+				return fail(err)
+			}
+			for _, s := range c.seats {
+				free.Remove(s)
+			}
+			short := false
+			if len(named) > 0 {
+				for _, s := range named {
+					if slices.Contains(c.seats, s) {
+						continue
+					}
+					if !free.Has(s) {
+						short = true
+						break
+					}
+					pick = append(pick, s)
+				}
+			} else if free.Len() < want {
+				short = true
+			}
+			if short {
+				if since.IsZero() {
+					since = start // the view may be stale: look again
 					continue
 				}
-				if !freeSet.Has(s) {
-					short = true
-					break
-				}
-				pick = append(pick, s)
+				return fail(b.conflict(need, named, free.Labels()))
 			}
-		} else if want := need - len(mine); freeSet.Len() < want {
-			short = true
-		} else {
-			jitter := float64(round) * 10 // after a conflict, spread over more seats
-			pick = b.pickAndMark(show.ID, layout, freeSet, want, jitter, rng)
-		}
-		if short {
-			if since.IsZero() {
-				since = start // the view may be stale: look again
-				continue
+			if len(named) > 0 {
+				b.markInflight(show.ID, pick, 1)
+			} else {
+				jitter := float64(seatRounds) * 10 // after a conflict, spread over more seats
+				pick = b.pickAndMark(show.ID, layout, free, want, jitter, rng)
 			}
-			return mine, freeSet.Labels(), nil
+			seatRounds++
 		}
-		holds := make([]Hold, len(pick))
-		for i, s := range pick {
-			holds[i] = Hold{ShowID: show.ID, Seat: s, BookingID: bk.ID, ExpiresAt: bk.ExpiresAt}
+		var slotPick []int
+		if want := needSlots - len(c.slots); want > 0 {
+			n := want
+			if slotDup { // the hint was wrong: try every slot left at once, keep what is needed
+				n = b.maxOpen
+			}
+			slotPick = b.slots.candidates(bk.UserID, b.maxOpen, n, triedSlots, b.now(), b.ttl)
+			if len(slotPick) < want {
+				b.markInflight(show.ID, pick, -1)
+				return fail(errs.E(errs.RateLimited, "you hold seats in unpaid bookings up to the limit of %d: pay or cancel one before booking more", b.maxOpen))
+			}
+			triedSlots = append(triedSlots, slotPick...)
 		}
-		if len(named) > 0 {
-			b.markInflight(show.ID, pick, 1)
-		}
-		won, err := b.store.InsertHolds(ctx, holds)
-		if err != nil {
+		in := Intent{ID: IntentID(bk.ID, c.rounds), BookingID: bk.ID, ShowID: show.ID, UserID: bk.UserID,
+			Seats: pick, Slots: slotPick, ExpiresAt: bk.ExpiresAt}
+		if err := b.store.AddIntent(ctx, in); err != nil {
 			b.markInflight(show.ID, pick, -1)
+			c.rounds++ // it may have landed: keep it for the expirer
+			c.unsure = true
 			return fail(err)
 		}
-		mine = append(mine, won...)
-		wonHolds := holds[:0]
-		for _, h := range holds {
-			if slices.Contains(won, h.Seat) {
-				wonHolds = append(wonHolds, h)
+		c.rounds++
+		wonSeats, wonSlots, err := b.claim(ctx, show.ID, bk, pick, slotPick)
+		c.seats = append(c.seats, wonSeats...)
+		c.slots = append(c.slots, wonSlots...)
+		b.markInflight(show.ID, pick, -1)
+		if err != nil {
+			c.unsure = true
+			return fail(err)
+		}
+		if lost := len(slotPick) - len(wonSlots); lost > 0 {
+			slotDup = true
+			var taken []int
+			for _, k := range slotPick {
+				if !slices.Contains(wonSlots, k) {
+					taken = append(taken, k)
+				}
+			}
+			b.slots.seen(bk.UserID, taken, true, b.now())
+		}
+		if extra := len(c.slots) - needSlots; extra > 0 { // more slots won than needed: give back the highest
+			slices.Sort(c.slots)
+			back := slices.Clone(c.slots[needSlots:])
+			if err := b.store.ReleaseSlots(context.WithoutCancel(ctx), bk.UserID, bk.ID, back); err == nil {
+				c.slots = c.slots[:needSlots]
 			}
 		}
-		// Into the view before out of inflight: a seat won is always in one of the two, so
-		// another request of this process never picks it (see othersInflight).
-		b.viewAdd(show.ID, wonHolds)
-		b.markInflight(show.ID, pick, -1)
-		if lost := len(pick) - len(won); lost > 0 {
+		if lost := len(pick) - len(wonSeats); lost > 0 {
 			b.events.SeatConflicts(lost)
+			var taken []string
+			for _, s := range pick {
+				if !slices.Contains(wonSeats, s) {
+					taken = append(taken, s)
+				}
+			}
+			b.markUnknown(show.ID, taken)
 			since = b.now() // someone else holds seats the view thought free
 			if len(named) > 0 {
-				freeSet, err := b.freeSeats(ctx, show, layout, since)
-				if err != nil {
-					return mine, nil, nil
-				}
-				return mine, freeSet.Labels(), nil
+				return fail(b.noSeats(ctx, show, layout, named, need, since))
 			}
 		}
 	}
-	if len(mine) < need {
-		if freeSet, err := b.freeSeats(ctx, show, layout, start); err == nil {
-			free = freeSet.Labels()
+	return c, nil
+}
+
+// claim inserts the round's holds and fair-use slots at once.
+func (b *Bookings) claim(ctx context.Context, showID string, bk *Booking, seats []string, slots []int) ([]string, []int, error) {
+	var (
+		wg               sync.WaitGroup
+		wonSeats         []string
+		wonSlots         []int
+		seatErr, slotErr error
+	)
+	if len(seats) > 0 {
+		holds := make([]Hold, len(seats))
+		for i, s := range seats {
+			holds[i] = Hold{ShowID: showID, Seat: s, BookingID: bk.ID, ExpiresAt: bk.ExpiresAt}
+		}
+		wg.Go(func() { wonSeats, seatErr = b.store.InsertHolds(ctx, holds) })
+	}
+	if len(slots) > 0 {
+		wg.Go(func() { wonSlots, slotErr = b.store.ClaimSlots(ctx, bk.UserID, bk.ID, slots) })
+	}
+	wg.Wait()
+	if len(wonSeats) > 0 {
+		// Into the view (and the log) before out of inflight: a seat won is always in one of
+		// the two, so another request of this process never picks it (see pickAndMark).
+		b.logOp(showID, SeatOp{Kind: SeatOpHeld, BookingID: bk.ID, Seats: wonSeats, ExpiresAt: bk.ExpiresAt})
+	}
+	if seatErr != nil {
+		return wonSeats, wonSlots, seatErr
+	}
+	return wonSeats, wonSlots, slotErr
+}
+
+// unclaim releases what a booking won before its booking was written (so nobody can have paid
+// it): its holds, its slots and, when all of that is surely gone, its intents.
+func (b *Bookings) unclaim(ctx context.Context, bk *Booking, c *claimed) {
+	ok := !c.unsure
+	if len(c.seats) > 0 {
+		if err := b.store.ReleaseHolds(ctx, bk.ShowID, bk.ID, c.seats); err != nil {
+			ok = false
+		} else {
+			b.logOp(bk.ShowID, SeatOp{Kind: SeatOpFreed, BookingID: bk.ID, Seats: c.seats})
 		}
 	}
-	return mine, free, nil
+	if len(c.slots) > 0 {
+		if err := b.store.ReleaseSlots(ctx, bk.UserID, bk.ID, c.slots); err != nil {
+			ok = false
+		} else {
+			b.slots.seen(bk.UserID, c.slots, false, b.now())
+		}
+	}
+	if ok && c.rounds > 0 {
+		_ = b.store.DeleteIntents(ctx, intentIDs(bk.ID, c.rounds))
+	}
+}
+
+func intentIDs(bookingID string, rounds int) []string {
+	ids := make([]string, rounds)
+	for i := range ids {
+		ids[i] = IntentID(bookingID, i)
+	}
+	return ids
+}
+
+// noSeats is the 409 of a booking that could not get its seats, with the seats free in a read
+// made at or after since.
+func (b *Bookings) noSeats(ctx context.Context, show *Show, layout *SeatLayout, named []string, need int, since time.Time) error {
+	var free []string
+	if set, err := b.freeSeats(ctx, show, layout, since); err == nil {
+		free = set.Labels()
+	}
+	return b.conflict(need, named, free)
+}
+
+func (b *Bookings) conflict(need int, named, free []string) error {
+	b.events.Booking("conflict")
+	msg := fmt.Sprintf("not enough free seats: %d asked, %d free", need, len(free))
+	if len(named) > 0 {
+		msg = "some of the seats asked for are taken"
+	}
+	if free == nil {
+		free = []string{}
+	}
+	e := errs.E(errs.Conflict, "%s", msg)
+	e.Data = map[string]any{"freeSeats": free, "noOfFreeSeats": len(free)}
+	return e
 }
 
 func (b *Bookings) markInflight(showID string, seats []string, d int) {
+	if len(seats) == 0 {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.markInflightLocked(showID, seats, d)
@@ -492,7 +681,7 @@ func (b *Bookings) pickAndMark(showID string, layout *SeatLayout, free *SeatSet,
 	}
 	v := b.views.get(showID)
 	v.mu.Lock()
-	for s := range v.holds {
+	for s := range v.eff {
 		others.Remove(s)
 	}
 	v.mu.Unlock()
@@ -504,23 +693,31 @@ func (b *Bookings) pickAndMark(showID string, layout *SeatLayout, free *SeatSet,
 	return pick
 }
 
-// freeSeats returns the show's free seats from its holds (see showHolds for since). An unpaid
-// hold past its expiry is met here: its booking is decided EXPIRED (unless decided otherwise
-// first) and its seats are released.
+// freeSeats returns the show's free seats (see seatsOf for since). A seat counts as taken if
+// it is sold, held by a booking not known to be decided otherwise and not past its hold, or
+// found taken by a unique key. An unpaid hold past its expiry is met here: its booking is
+// decided EXPIRED (unless decided otherwise first) and its seats are released.
 func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout, since time.Time) (*SeatSet, error) {
-	holds, err := b.showHolds(ctx, show.ID, since)
+	st, err := b.seatsOf(ctx, show.ID, since)
 	if err != nil {
 		return nil, err
 	}
 	now := b.now()
-	taken := make(map[string]bool, len(holds))
+	free := layout.NewSeatSet(true)
 	stale := map[string][]string{} // booking id -> seats of expired, unsold holds
-	for _, h := range holds {
-		if !h.Sold && now.After(h.ExpiresAt) {
-			stale[h.BookingID] = append(stale[h.BookingID], h.Seat)
+	for seat, e := range st.seats {
+		switch {
+		case e.sold:
+		case b.releasedBy(e.booking):
+			continue
+		case now.After(e.expires):
+			stale[e.booking] = append(stale[e.booking], seat)
 			continue
 		}
-		taken[h.Seat] = true
+		free.Remove(seat)
+	}
+	for seat := range st.unknown {
+		free.Remove(seat)
 	}
 	for id, seats := range stale {
 		o, err := b.expire(ctx, show.ID, id, seats)
@@ -529,15 +726,18 @@ func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout
 		}
 		if o.Status == BookingPaid {
 			for _, s := range seats {
-				taken[s] = true
+				free.Remove(s)
 			}
 		}
 	}
-	free := layout.NewSeatSet(true)
-	for s := range taken {
-		free.Remove(s)
-	}
 	return free, nil
+}
+
+// releasedBy reports whether the booking is known (to this process) to be cancelled or
+// expired: its seats are free, whatever the seat log says yet.
+func (b *Bookings) releasedBy(bookingID string) bool {
+	o, ok := b.knownOutcome(bookingID)
+	return ok && o.Status != BookingPaid
 }
 
 // expire decides the booking EXPIRED unless it was decided first, and settles its holds on
@@ -550,35 +750,68 @@ func (b *Bookings) expire(ctx context.Context, showID, bookingID string, seats [
 	if won {
 		b.events.Booking("expired")
 	}
-	b.settle(ctx, showID, bookingID, seats, o)
+	b.settleSeats(ctx, showID, bookingID, seats, o)
 	return o, nil
 }
 
-// settle applies a decided outcome: releases or marks sold the seats, and projects the status
-// onto the booking. Failures are left for the next one who meets the booking: the outcome
-// record already decides, so nothing here can change a fate.
-func (b *Bookings) settle(ctx context.Context, showID, bookingID string, seats []string, o Outcome) {
+// settleSeats applies a decided outcome to the booking's seats: releases them or marks them
+// sold, and projects the status onto the booking. It returns whether the seats are settled
+// and a channel that yields, once the seat log has the operation, whether it has it. Failures
+// are left for the next one who meets the booking (the expirer at the latest, from the
+// booking's intents): the outcome record already decides, so nothing here can change a fate.
+func (b *Bookings) settleSeats(ctx context.Context, showID, bookingID string, seats []string, o Outcome) (bool, <-chan bool) {
 	ctx = context.WithoutCancel(ctx)
+	ok := true
+	var logged <-chan bool
 	switch o.Status {
 	case BookingPaid:
-		b.viewSold(showID, bookingID, seats)
+		logged = b.logOp(showID, SeatOp{Kind: SeatOpSold, BookingID: bookingID, Seats: seats})
 		holds := make([]Hold, len(seats))
 		for i, s := range seats {
 			holds[i] = Hold{ShowID: showID, Seat: s, BookingID: bookingID}
 		}
 		b.projectSold(ctx, holds)
 	case BookingCancelled, BookingExpired:
-		b.release(ctx, showID, bookingID, seats)
+		if len(seats) > 0 {
+			if err := b.store.ReleaseHolds(ctx, showID, bookingID, seats); err != nil {
+				ok = false
+			} else {
+				logged = b.logOp(showID, SeatOp{Kind: SeatOpFreed, BookingID: bookingID, Seats: seats})
+			}
+		}
 	}
 	b.projectBooking(ctx, bookingID, o.Status)
+	if logged == nil {
+		c := make(chan bool, 1)
+		c <- true
+		close(c)
+		logged = c
+	}
+	return ok, logged
 }
 
-// release deletes the booking's holds on seats at once (seats back on sale).
-func (b *Bookings) release(ctx context.Context, showID, bookingID string, seats []string) {
-	if len(seats) > 0 {
-		_ = b.store.ReleaseHolds(ctx, showID, bookingID, seats)
-		b.viewRemove(showID, bookingID, seats)
+// settleBooking applies a decided outcome to a booking: its seats (settleSeats), its fair-use
+// slots (released: a decided booking holds no unpaid seat), and, once both are settled and the
+// seat log has the outcome, its intents, which the expirer no longer needs.
+func (b *Bookings) settleBooking(ctx context.Context, bk *Booking, o Outcome) {
+	ctx = context.WithoutCancel(ctx)
+	ok, logged := b.settleSeats(ctx, bk.ShowID, bk.ID, bk.Seats, o)
+	if len(bk.Slots) > 0 {
+		if err := b.store.ReleaseSlots(ctx, bk.UserID, bk.ID, bk.Slots); err != nil {
+			ok = false
+		} else {
+			b.slots.seen(bk.UserID, bk.Slots, false, b.now())
+		}
 	}
+	if !ok || bk.Rounds == 0 {
+		return
+	}
+	ids := intentIDs(bk.ID, bk.Rounds)
+	b.bg.Go(func() {
+		if <-logged {
+			_ = b.store.DeleteIntents(ctx, ids)
+		}
+	})
 }
 
 // resolve brings a stored booking up to date with its outcome; an undecided booking past its
@@ -594,13 +827,17 @@ func (b *Bookings) resolve(ctx context.Context, bk *Booking, o *Outcome) error {
 		}
 	}
 	if o == nil && b.now().After(bk.ExpiresAt) {
-		exp, err := b.expire(ctx, bk.ShowID, bk.ID, bk.Seats)
+		exp, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingExpired, DecidedAt: b.clock()})
 		if err != nil {
 			return err
 		}
+		if won {
+			b.events.Booking("expired")
+		}
+		b.settleBooking(ctx, bk, exp)
 		o = &exp
 	} else if o != nil && !bk.Status.Final() {
-		b.settle(ctx, bk.ShowID, bk.ID, bk.Seats, *o)
+		b.projectBooking(ctx, bk.ID, o.Status)
 	}
 	if o != nil {
 		bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
@@ -694,7 +931,7 @@ func (b *Bookings) Cancel(ctx context.Context, caller *User, id string) (*Bookin
 		if won {
 			b.events.Booking("cancelled")
 		}
-		b.settle(ctx, bk.ShowID, bk.ID, bk.Seats, o)
+		b.settleBooking(ctx, bk, o)
 		bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
 	}
 	switch bk.Status {
@@ -708,7 +945,8 @@ func (b *Bookings) Cancel(ctx context.Context, caller *User, id string) (*Bookin
 
 // Pay pays the caller's booking. The amount must equal its totalCost (else a FAILED payment
 // and errs.PaymentFailed); a booking is paid at most once (errs.Conflict); a booking whose hold
-// expired is errs.Gone and its seats return to sale. A successful payment owes the customer a
+// expired is errs.Gone and its seats return to sale; a booking that no longer holds every one
+// of its seats cannot be paid (errs.Conflict). A successful payment owes the customer a
 // confirmation email, written to the outbox before the payment is decided.
 func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, traceParent string) (*Payment, *Booking, error) {
 	if err := mustBeApproved(caller); err != nil {
@@ -746,7 +984,6 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 			return nil, nil, err
 		}
 	}
-	var wg sync.WaitGroup
 	if err := paidState(bk.Status); err != nil {
 		return nil, nil, err
 	}
@@ -763,12 +1000,17 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 		e.Data = p
 		return nil, nil, e
 	}
-	// The payment record and the email are written (at once) before the decision: the relay
-	// sends the email only once the outcome says paid (see PaidGuard), so a crash between the
-	// two loses nothing and sends nothing wrong.
+	// At once: the payment record, the email (the relay sends it only once the outcome says
+	// paid, see PaidGuard, so a crash before the decision loses nothing and sends nothing
+	// wrong), and a read of the booking's holds: a booking is paid only while it holds every
+	// one of its seats.
 	email := b.confirmation(ctx, caller, bk, traceParent)
 	outbox := b.getOutbox()
-	var oweErr error
+	var (
+		wg              sync.WaitGroup
+		oweErr, holdErr error
+		missing         []string
+	)
 	if outbox != nil {
 		owe := outbox.Enqueue
 		if d, ok := outbox.(DeferredOutbox); ok {
@@ -776,20 +1018,27 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 		}
 		wg.Go(func() { oweErr = owe(ctx, email) })
 	}
+	wg.Go(func() { missing, holdErr = b.store.MissingHolds(ctx, bk.ShowID, bk.ID, bk.Seats) })
 	err = b.store.CreatePayment(ctx, p)
 	wg.Wait()
 	if err == nil && oweErr != nil {
 		b.projectPayment(ctx, p.ID, PaymentFailed, "could not queue the confirmation email")
 		err = oweErr
 	}
+	if err == nil {
+		err = holdErr
+	}
 	if err != nil {
 		return nil, nil, err
+	}
+	if len(missing) > 0 {
+		return nil, nil, b.lostSeats(ctx, bk, p, missing)
 	}
 	o, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingPaid, PaymentID: p.ID, DecidedAt: b.clock()})
 	if err != nil {
 		return nil, nil, err
 	}
-	b.settle(ctx, bk.ShowID, bk.ID, bk.Seats, o)
+	b.settleBooking(ctx, bk, o)
 	bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
 	if !won {
 		b.projectPayment(ctx, p.ID, PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first")
@@ -805,6 +1054,25 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 		_ = outbox.Enqueue(context.WithoutCancel(ctx), email)
 	}
 	return p, bk, nil
+}
+
+// lostSeats answers a payment of a booking that no longer holds every seat (a store that lost
+// them, or data written before holds were released only after a decision): the booking is
+// decided CANCELLED (unless decided first) and its payment fails.
+func (b *Bookings) lostSeats(ctx context.Context, bk *Booking, p *Payment, missing []string) error {
+	o, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingCancelled, DecidedAt: b.clock()})
+	if err != nil {
+		return err
+	}
+	if won {
+		b.events.Booking("cancelled")
+	}
+	b.settleBooking(ctx, bk, o)
+	b.projectPayment(ctx, p.ID, PaymentFailed, "the booking no longer holds its seats")
+	if o.Status != BookingCancelled || !won {
+		return paidState(o.Status)
+	}
+	return errs.E(errs.Conflict, "the booking no longer holds seats %s: it is cancelled; book again", strings.Join(missing, ", "))
 }
 
 func paidState(s BookingStatus) error {
@@ -940,34 +1208,42 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 	if err != nil {
 		return nil, err
 	}
-	holds, err := b.showHolds(ctx, show.ID, time.Time{})
+	st, err := b.seatsOf(ctx, show.ID, time.Time{})
 	if err != nil {
 		return nil, err
 	}
 	now := b.now()
 	layout := show.Layout()
-	// A hold not yet marked sold may belong to a booking that is paid, cancelled or expired:
-	// its outcome, if any, says which.
+	// A hold past its expiry and not known sold may belong to a booking that was paid (and
+	// whose sale the log does not have yet): its outcome, if any, says which.
 	var unsure []string
 	seen := map[string]bool{}
-	for _, h := range holds {
-		if !h.Sold && !seen[h.BookingID] {
-			seen[h.BookingID] = true
-			unsure = append(unsure, h.BookingID)
+	for _, e := range st.seats {
+		if !e.sold && now.After(e.expires) && !seen[e.booking] {
+			seen[e.booking] = true
+			unsure = append(unsure, e.booking)
 		}
 	}
 	outcomes, err := b.outcomesOf(ctx, unsure)
 	if err != nil {
 		return nil, err
 	}
-	state := make(map[string]SeatState, len(holds))
-	for _, h := range holds {
-		o, decided := outcomes[h.BookingID]
+	state := make(map[string]SeatState, len(st.seats)+len(st.unknown))
+	for s := range st.unknown {
+		state[s] = SeatHeld
+	}
+	for s, e := range st.seats {
+		known, decided := b.knownOutcome(e.booking)
+		if o, ok := outcomes[e.booking]; ok {
+			known, decided = o, true
+		}
 		switch {
-		case h.Sold, decided && o.Status == BookingPaid:
-			state[h.Seat] = SeatSold
-		case !decided && now.Before(h.ExpiresAt):
-			state[h.Seat] = SeatHeld
+		case e.sold, decided && known.Status == BookingPaid:
+			state[s] = SeatSold
+		case decided:
+			delete(state, s)
+		case now.Before(e.expires):
+			state[s] = SeatHeld
 		}
 	}
 	m := &SeatMap{ShowID: show.ID, NoOfSeats: show.NoOfSeats, SeatsPerRow: layout.PerRow, At: now.UTC(),
@@ -990,66 +1266,107 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 	return m, nil
 }
 
-// ShowInUse reports whether the show has seats held (unexpired) or sold, from a read made
-// now. The catalogue refuses to delete such a show.
-func (b *Bookings) ShowInUse(ctx context.Context, showID string) (bool, error) {
-	holds, err := b.showHolds(ctx, showID, b.now())
+// ReserveShowDeletion is asked before a show is deleted. It inserts the show's deletion marker
+// (from then on, a booking that wins seats of the show sees it and backs off), then looks for
+// bookings of the show: seats sold or held in its seat log, read afresh, and bookings whose fate
+// is not settled in the expiry queue (a booking writes its intent before it claims a seat). A
+// show in use is errs.Conflict, and the marker is removed again. Otherwise the caller deletes
+// the show, and calls abort if that fails.
+func (b *Bookings) ReserveShowDeletion(ctx context.Context, showID string) (abort func(context.Context), err error) {
+	start := b.now()
+	won, err := b.store.MarkShowDeleting(ctx, showID)
+	if err != nil {
+		return nil, err
+	}
+	if !won {
+		at, ok, err := b.store.ShowDeleting(ctx, showID)
+		if err != nil {
+			return nil, err
+		}
+		if ok && b.now().Sub(at) < deletionMarkerStale {
+			return nil, errs.E(errs.Conflict, "the show is being deleted by another request")
+		}
+		// A marker left by a deleter that died: take the deletion over.
+		if err := b.store.UnmarkShowDeleting(ctx, showID); err != nil {
+			return nil, err
+		}
+		if won, err = b.store.MarkShowDeleting(ctx, showID); err != nil {
+			return nil, err
+		}
+		if !won {
+			return nil, errs.E(errs.Conflict, "the show is being deleted by another request")
+		}
+	}
+	abort = func(ctx context.Context) { _ = b.store.UnmarkShowDeleting(context.WithoutCancel(ctx), showID) }
+	used, err := b.showInUse(ctx, showID, start)
+	if err == nil && b.now().Sub(start) > deletionMarkerStale/2 {
+		err = errs.E(errs.Unavailable, "the check for bookings took too long; try again")
+	}
+	if err != nil || used {
+		abort(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return nil, errs.E(errs.Conflict, "the show has seats held or sold: cancel its bookings first")
+	}
+	return abort, nil
+}
+
+// showInUse reports whether the show has seats sold or held by bookings whose hold has not
+// ended, from reads begun at or after since.
+func (b *Bookings) showInUse(ctx context.Context, showID string, since time.Time) (bool, error) {
+	st, err := b.seatsOf(ctx, showID, since)
+	if err != nil {
+		return false, err
+	}
+	intents, err := b.store.ShowIntents(ctx, showID)
 	if err != nil {
 		return false, err
 	}
 	now := b.now()
-	var unsure []string
-	for _, h := range holds {
-		if h.Sold || now.Before(h.ExpiresAt) {
+	bookings := map[string][]string{} // undecided-looking booking -> seats
+	for s, e := range st.seats {
+		if e.sold {
 			return true, nil
 		}
-		unsure = append(unsure, h.BookingID)
+		bookings[e.booking] = append(bookings[e.booking], s)
 	}
-	outcomes, err := b.outcomesOf(ctx, unsure)
+	if len(st.unknown) > 0 {
+		return true, nil
+	}
+	expires := map[string]time.Time{}
+	for _, e := range st.seats {
+		if e.expires.After(expires[e.booking]) {
+			expires[e.booking] = e.expires
+		}
+	}
+	for _, in := range intents {
+		bookings[in.BookingID] = append(bookings[in.BookingID], in.Seats...)
+		if in.ExpiresAt.After(expires[in.BookingID]) {
+			expires[in.BookingID] = in.ExpiresAt
+		}
+	}
+	ids := make([]string, 0, len(bookings))
+	for id := range bookings {
+		ids = append(ids, id)
+	}
+	outcomes, err := b.outcomesOf(ctx, ids)
 	if err != nil {
 		return false, err
 	}
-	for _, o := range outcomes {
+	for id, seats := range bookings {
+		o, decided := outcomes[id]
+		if !decided {
+			if now.Before(expires[id]) {
+				return true, nil
+			}
+			if o, err = b.expire(ctx, showID, id, seats); err != nil {
+				return false, err
+			}
+		}
 		if o.Status == BookingPaid {
 			return true, nil
 		}
 	}
 	return false, nil
-}
-
-// ExpireDue meets every booking whose hold ended since the last call (the first call looks
-// back a day): an undecided one is decided EXPIRED and its seats are released, so that a hold
-// nobody pays returns to sale without anyone asking. It reads at most limit bookings per
-// call and returns how many it met.
-func (b *Bookings) ExpireDue(ctx context.Context, limit int) (int, error) {
-	b.expiryMu.Lock()
-	defer b.expiryMu.Unlock()
-	now := b.now()
-	due, err := b.store.ExpiringBetween(ctx, b.watermark, now, limit)
-	if err != nil {
-		return 0, err
-	}
-	ids := make([]string, len(due))
-	for i := range due {
-		ids[i] = due[i].ID
-	}
-	outcomes, err := b.outcomesOf(ctx, ids)
-	if err != nil {
-		return 0, err
-	}
-	for i := range due {
-		var o *Outcome
-		if v, ok := outcomes[due[i].ID]; ok {
-			o = &v
-		}
-		if err := b.resolve(ctx, &due[i], o); err != nil {
-			return i, err
-		}
-	}
-	if limit > 0 && len(due) == limit {
-		b.watermark = due[len(due)-1].ExpiresAt // more to meet: the next call goes on from here
-	} else {
-		b.watermark = now
-	}
-	return len(due), nil
 }

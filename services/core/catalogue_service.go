@@ -67,13 +67,14 @@ type Catalogue struct {
 	showCache map[showKey]cachedShow
 	showGen   atomic.Uint64 // bumped by every show change in this process
 
-	inUse atomic.Pointer[func(ctx context.Context, showID string) (bool, error)]
+	reserveDeletion atomic.Pointer[func(ctx context.Context, showID string) (func(context.Context), error)]
 }
 
-// SetShowInUse tells the catalogue how to know that a show has seats held or sold (the
-// booking engine's ShowInUse): such a show cannot be deleted.
-func (c *Catalogue) SetShowInUse(f func(ctx context.Context, showID string) (bool, error)) {
-	c.inUse.Store(&f)
+// SetShowDeletion tells the catalogue how to reserve a show's deletion with the booking engine
+// (its ReserveShowDeletion): a show with seats held or sold cannot be deleted, and no booking
+// can win seats of a show while it is being deleted.
+func (c *Catalogue) SetShowDeletion(f func(ctx context.Context, showID string) (abort func(context.Context), err error)) {
+	c.reserveDeletion.Store(&f)
 }
 
 type outboxRef struct{ o Outbox }
@@ -591,18 +592,16 @@ func (c *Catalogue) DeleteShow(ctx context.Context, caller *User, id string) (*S
 	if err != nil {
 		return nil, err
 	}
-	if f := c.inUse.Load(); f != nil {
-		used, err := (*f)(ctx, id)
-		if err != nil {
+	abort := func(context.Context) {}
+	if f := c.reserveDeletion.Load(); f != nil {
+		if abort, err = (*f)(ctx, id); err != nil {
 			return nil, err
-		}
-		if used {
-			return nil, errs.E(errs.Conflict, "the show has seats held or sold: cancel its bookings first")
 		}
 	}
 	err = c.shows.Delete(ctx, id)
 	c.forgetShow(sh)
 	if err != nil {
+		abort(ctx)
 		return nil, err
 	}
 	return sh, nil

@@ -304,9 +304,10 @@ func (a *API) idempotent(route string, h fiber.Handler) fiber.Handler {
 
 // BookingMetrics counts booking outcomes and seat conflicts (core.BookingEvents).
 type BookingMetrics struct {
-	bookings  *prometheus.CounterVec
-	conflicts prometheus.Counter
-	expiries  prometheus.Counter
+	bookings   *prometheus.CounterVec
+	conflicts  prometheus.Counter
+	expiries   prometheus.Counter
+	logDropped prometheus.Counter
 }
 
 // NewBookingMetrics registers the booking metrics on reg.
@@ -318,11 +319,13 @@ func NewBookingMetrics(reg prometheus.Registerer) *BookingMetrics {
 			Help: "Seats lost to another booking while holding (each is retried on another seat when possible)."}),
 		expiries: prometheus.NewCounter(prometheus.CounterOpts{Name: "mba_hold_expiries_total",
 			Help: "Unpaid bookings decided EXPIRED, their seats returned to sale."}),
+		logDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "mba_seat_log_dropped_total",
+			Help: "Seat log operations that could not be written (other replicas then learn those seats from the unique seat keys)."}),
 	}
 	for _, o := range []string{"created", "conflict", "paid", "payment_failed", "cancelled", "expired"} {
 		m.bookings.WithLabelValues(o)
 	}
-	reg.MustRegister(m.bookings, m.conflicts, m.expiries)
+	reg.MustRegister(m.bookings, m.conflicts, m.expiries, m.logDropped)
 	return m
 }
 
@@ -336,3 +339,6 @@ func (m *BookingMetrics) Booking(outcome string) {
 
 // SeatConflicts counts seats lost to another booking.
 func (m *BookingMetrics) SeatConflicts(n int) { m.conflicts.Add(float64(n)) }
+
+// SeatLogDropped counts seat log operations that could not be written.
+func (m *BookingMetrics) SeatLogDropped(n int) { m.logDropped.Add(float64(n)) }

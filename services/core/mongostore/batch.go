@@ -127,7 +127,7 @@ func (in *inserter) flush(batch []*insertReq, n int) {
 	}
 }
 
-// deleter coalesces the deletes by _id of concurrent callers into one deleteMany per batch,
+// deleter coalesces the deletes by _id of concurrent callers into one delete command per batch,
 // like inserter: while one is in flight the next callers queue, and the next batch takes them
 // all. A delete of a missing document is not an error.
 type deleter struct {
@@ -138,15 +138,18 @@ type deleter struct {
 }
 
 type deleteReq struct {
-	id   any
+	ids  []any
 	done chan error
 }
 
 func newDeleter(coll *mongo.Collection) *deleter { return &deleter{coll: coll} }
 
-// delete deletes the document with _id id (in one of the coalesced batches).
-func (d *deleter) delete(ctx context.Context, id any) error {
-	req := &deleteReq{id: id, done: make(chan error, 1)}
+// delete deletes the documents with the given _ids (in one of the coalesced batches).
+func (d *deleter) delete(ctx context.Context, ids ...any) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	req := &deleteReq{ids: ids, done: make(chan error, 1)}
 	d.mu.Lock()
 	d.queue = append(d.queue, req)
 	if !d.running {
@@ -165,11 +168,13 @@ func (d *deleter) delete(ctx context.Context, id any) error {
 func (d *deleter) loop() {
 	for {
 		d.mu.Lock()
-		batch := d.queue
-		if len(batch) > maxBatchDocs {
-			batch = batch[:maxBatchDocs]
+		var batch []*deleteReq
+		n := 0
+		for len(d.queue) > 0 && (len(batch) == 0 || n+len(d.queue[0].ids) <= maxBatchDocs) {
+			n += len(d.queue[0].ids)
+			batch = append(batch, d.queue[0])
+			d.queue = d.queue[1:]
 		}
-		d.queue = d.queue[len(batch):]
 		if len(batch) == 0 {
 			d.running = false
 			d.queue = nil
@@ -177,15 +182,45 @@ func (d *deleter) loop() {
 			return
 		}
 		d.mu.Unlock()
-		ids := make([]any, len(batch))
-		for i, r := range batch {
-			ids[i] = r.id
+		ids := make([]any, 0, n)
+		for _, r := range batch {
+			ids = append(ids, r.ids...)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-		_, err := d.coll.DeleteMany(ctx, bson.M{"_id": bson.M{"$in": ids}})
+		err := deleteByIDs(ctx, d.coll, ids)
 		cancel()
 		for _, r := range batch {
 			r.done <- err
 		}
 	}
+}
+
+// deleteByIDs deletes the documents with the given _ids in one command of one statement per
+// id. A single {_id: {$in: ids}} would be shorter, but the embedded database serves only an
+// exact {_id: v} filter from its index and scans the whole collection for anything else: one
+// statement per id keeps a delete's cost independent of the collection's size.
+func deleteByIDs(ctx context.Context, c *mongo.Collection, ids []any) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	models := make([]mongo.WriteModel, len(ids))
+	for i, id := range ids {
+		models[i] = mongo.NewDeleteOneModel().SetFilter(bson.D{{Key: "_id", Value: id}})
+	}
+	_, err := c.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	return err
+}
+
+// setByIDs applies the same $set to the documents with the given _ids, one statement per id
+// (see deleteByIDs). A missing document is not an error.
+func setByIDs(ctx context.Context, c *mongo.Collection, ids []any, set bson.M) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	models := make([]mongo.WriteModel, len(ids))
+	for i, id := range ids {
+		models[i] = mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: id}}).SetUpdate(bson.M{"$set": set})
+	}
+	_, err := c.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	return err
 }

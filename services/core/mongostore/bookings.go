@@ -3,6 +3,9 @@ package mongostore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -16,45 +19,67 @@ import (
 
 // Collections of the booking engine.
 const (
-	HoldsCollection    = "seat_holds"
-	BookingsCollection = "bookings"
-	OutcomesCollection = "booking_outcomes"
-	PaymentsCollection = "payments"
+	HoldsCollection     = "seat_holds"
+	SlotsCollection     = "user_slots"
+	IntentsCollection   = "booking_intents"
+	SeatLogCollection   = "seat_log"
+	SeatSnapsCollection = "seat_snapshots"
+	DeletionsCollection = "show_deletions"
+	BookingsCollection  = "bookings"
+	OutcomesCollection  = "booking_outcomes"
+	PaymentsCollection  = "payments"
 )
 
 // Bookings is a core.BookingStore on MongoDB.
 //
 // A seat hold is a document whose unique "seatKey" is (show, seat): the index, not a read,
 // keeps two bookings off one seat. Its _id adds the booking, so a release deletes only that
-// booking's hold, never a later one on the same seat. A booking's outcome is a document whose
-// _id is the booking id: the first insert decides. Booking and payment documents carry a
-// projection of the outcome for readers of the raw collections.
+// booking's hold, never a later one on the same seat. A fair-use slot is the same with
+// (user, slot). A booking's outcome is a document whose _id is the booking id: the first insert
+// decides. Seat log entries are keyed (show, sequence number). Booking and payment documents
+// carry a projection of the outcome for readers of the raw collections.
+//
+// Everything on the booking path reads, updates and deletes by exact _id (one statement per
+// document), or reads the front of the intents queue with an empty filter: the embedded
+// database serves nothing else without scanning its whole collection, so the cost of a
+// request stays the same however many bookings are stored.
 //
 // Inserts of concurrent requests are coalesced per collection (see inserter): each hold,
 // outcome and booking is still decided by its own key.
 type Bookings struct {
-	db       *mongo.Database
-	holds    *mongo.Collection
-	bookings *mongo.Collection
-	outcomes *mongo.Collection
-	payments *mongo.Collection
-	ins      struct{ holds, bookings, outcomes, payments *inserter }
-	now      func() time.Time
+	db        *mongo.Database
+	holds     *mongo.Collection
+	slots     *mongo.Collection
+	intents   *mongo.Collection
+	seatLog   *mongo.Collection
+	snaps     *mongo.Collection
+	deletions *mongo.Collection
+	bookings  *mongo.Collection
+	outcomes  *mongo.Collection
+	payments  *mongo.Collection
+	ins       struct{ holds, slots, intents, seatLog, bookings, outcomes, payments *inserter }
+	del       struct{ holds, slots, intents *deleter }
+	now       func() time.Time
 }
 
 var _ core.BookingStore = (*Bookings)(nil)
 
 // NewBookings returns the booking store on db. Call EnsureIndexes once at start.
 func NewBookings(db *mongo.Database) *Bookings {
-	s := &Bookings{db: db, holds: db.Collection(HoldsCollection), bookings: db.Collection(BookingsCollection),
-		outcomes: db.Collection(OutcomesCollection), payments: db.Collection(PaymentsCollection), now: time.Now}
-	s.ins.holds, s.ins.bookings = newInserter(s.holds), newInserter(s.bookings)
+	s := &Bookings{db: db, holds: db.Collection(HoldsCollection), slots: db.Collection(SlotsCollection),
+		intents: db.Collection(IntentsCollection), seatLog: db.Collection(SeatLogCollection),
+		snaps: db.Collection(SeatSnapsCollection), deletions: db.Collection(DeletionsCollection),
+		bookings: db.Collection(BookingsCollection), outcomes: db.Collection(OutcomesCollection),
+		payments: db.Collection(PaymentsCollection), now: time.Now}
+	s.ins.holds, s.ins.slots, s.ins.intents = newInserter(s.holds), newInserter(s.slots), newInserter(s.intents)
+	s.ins.seatLog, s.ins.bookings = newInserter(s.seatLog), newInserter(s.bookings)
 	s.ins.outcomes, s.ins.payments = newInserter(s.outcomes), newInserter(s.payments)
+	s.del.holds, s.del.slots, s.del.intents = newDeleter(s.holds), newDeleter(s.slots), newDeleter(s.intents)
 	return s
 }
 
-// EnsureIndexes creates the unique seat key and the lookup indexes (one per call: the dev
-// database fails creating several at once).
+// EnsureIndexes creates the unique seat and slot keys and the lookup indexes (one per call:
+// the dev database fails creating several at once).
 func (s *Bookings) EnsureIndexes(ctx context.Context) error {
 	steps := []struct {
 		c *mongo.Collection
@@ -62,8 +87,9 @@ func (s *Bookings) EnsureIndexes(ctx context.Context) error {
 	}{
 		{s.holds, mongo.IndexModel{Keys: bson.D{{Key: "seatKey", Value: 1}}, Options: options.Index().SetUnique(true).SetName("seat_unique")}},
 		{s.holds, mongo.IndexModel{Keys: bson.D{{Key: "showId", Value: 1}}, Options: options.Index().SetName("show")}},
+		{s.slots, mongo.IndexModel{Keys: bson.D{{Key: "slotKey", Value: 1}}, Options: options.Index().SetUnique(true).SetName("slot_unique")}},
+		{s.intents, mongo.IndexModel{Keys: bson.D{{Key: "showId", Value: 1}}, Options: options.Index().SetName("show")}},
 		{s.bookings, mongo.IndexModel{Keys: bson.D{{Key: "userId", Value: 1}, {Key: "createdAt", Value: -1}}, Options: options.Index().SetName("user_created")}},
-		{s.bookings, mongo.IndexModel{Keys: bson.D{{Key: "expiresAt", Value: 1}}, Options: options.Index().SetName("expires")}},
 		{s.payments, mongo.IndexModel{Keys: bson.D{{Key: "userId", Value: 1}, {Key: "createdAt", Value: -1}}, Options: options.Index().SetName("user_created")}},
 	}
 	for _, st := range steps {
@@ -97,19 +123,18 @@ func (s *Bookings) InsertHolds(ctx context.Context, holds []core.Hold) ([]string
 	}
 	now := s.now().UTC()
 	docs := make([]any, len(holds))
+	ids := make([]any, len(holds))
 	for i, h := range holds {
-		docs[i] = holdDoc{ID: holdID(h.ShowID, h.Seat, h.BookingID), SeatKey: h.ShowID + ":" + h.Seat, ShowID: h.ShowID,
+		ids[i] = holdID(h.ShowID, h.Seat, h.BookingID)
+		docs[i] = holdDoc{ID: ids[i].(string), SeatKey: h.ShowID + ":" + h.Seat, ShowID: h.ShowID,
 			Seat: h.Seat, BookingID: h.BookingID, ExpiresAt: h.ExpiresAt, Sold: h.Sold, CreatedAt: now}
 	}
 	lost, err := s.ins.holds.insert(ctx, docs...)
 	if err != nil {
-		// Which holds landed is unknown: report none won and release them all, so nothing
-		// stays held by a booking that will not exist.
-		ids := make([]string, len(holds))
-		for i, h := range holds {
-			ids[i] = holdID(h.ShowID, h.Seat, h.BookingID)
-		}
-		_, _ = s.holds.DeleteMany(context.WithoutCancel(ctx), bson.M{"_id": bson.M{"$in": ids}})
+		// Which holds landed is unknown: report none won and release them all (their ids name
+		// this booking, so nobody else's hold can be deleted). If the delete fails too, the
+		// booking's intent still names them: the expirer releases them.
+		_ = s.del.holds.delete(context.WithoutCancel(ctx), ids...)
 		return nil, dbError(err, "could not hold the seats")
 	}
 	won := make([]string, 0, len(holds))
@@ -121,15 +146,35 @@ func (s *Bookings) InsertHolds(ctx context.Context, holds []core.Hold) ([]string
 	return won, nil
 }
 
-// ShowHolds lists the show's holds.
+// MissingHolds reads the booking's holds on seats by their exact ids and returns the seats
+// without one.
+func (s *Bookings) MissingHolds(ctx context.Context, showID, bookingID string, seats []string) ([]string, error) {
+	ids := make([]any, len(seats))
+	for i, seat := range seats {
+		ids[i] = holdID(showID, seat, bookingID)
+	}
+	found, err := existByIDs(ctx, s.holds, ids)
+	if err != nil {
+		return nil, dbError(err, "could not read the seats")
+	}
+	var missing []string
+	for i, seat := range seats {
+		if !found[i] {
+			missing = append(missing, seat)
+		}
+	}
+	return missing, nil
+}
+
+// ShowHolds lists the show's holds. It scans on the embedded database: tests only.
 func (s *Bookings) ShowHolds(ctx context.Context, showID string) ([]core.Hold, error) {
 	return findAll(ctx, s.holds, bson.M{"showId": showID}, nil, "read the seats", func(d *holdDoc) core.Hold {
 		return core.Hold{ShowID: d.ShowID, Seat: d.Seat, BookingID: d.BookingID, ExpiresAt: d.ExpiresAt, Sold: d.Sold}
 	})
 }
 
-func holdIDs(showID, bookingID string, seats []string) []string {
-	ids := make([]string, len(seats))
+func holdIDs(showID, bookingID string, seats []string) []any {
+	ids := make([]any, len(seats))
 	for i, seat := range seats {
 		ids[i] = holdID(showID, seat, bookingID)
 	}
@@ -138,7 +183,7 @@ func holdIDs(showID, bookingID string, seats []string) []string {
 
 // ReleaseHolds deletes the booking's holds on seats.
 func (s *Bookings) ReleaseHolds(ctx context.Context, showID, bookingID string, seats []string) error {
-	if _, err := s.holds.DeleteMany(ctx, bson.M{"_id": bson.M{"$in": holdIDs(showID, bookingID, seats)}}); err != nil {
+	if err := s.del.holds.delete(ctx, holdIDs(showID, bookingID, seats)...); err != nil {
 		return dbError(err, "could not release the seats")
 	}
 	return nil
@@ -146,15 +191,286 @@ func (s *Bookings) ReleaseHolds(ctx context.Context, showID, bookingID string, s
 
 // MarkSold sets the sold hint on the holds.
 func (s *Bookings) MarkSold(ctx context.Context, holds []core.Hold) error {
-	ids := make([]string, len(holds))
+	ids := make([]any, len(holds))
 	for i, h := range holds {
 		ids[i] = holdID(h.ShowID, h.Seat, h.BookingID)
 	}
-	_, err := s.holds.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": ids}, "sold": false}, bson.M{"$set": bson.M{"sold": true}})
-	if err != nil {
+	if err := setByIDs(ctx, s.holds, ids, bson.M{"sold": true}); err != nil {
 		return dbError(err, "could not mark the seats sold")
 	}
 	return nil
+}
+
+type slotDoc struct {
+	ID        string    `bson:"_id"`
+	SlotKey   string    `bson:"slotKey"`
+	UserID    string    `bson:"userId"`
+	Slot      int       `bson:"slot"`
+	BookingID string    `bson:"bookingId"`
+	CreatedAt time.Time `bson:"createdAt"`
+}
+
+func slotID(userID string, slot int, bookingID string) string {
+	return userID + ":" + strconv.Itoa(slot) + ":" + bookingID
+}
+
+func slotIDs(userID, bookingID string, slots []int) []any {
+	ids := make([]any, len(slots))
+	for i, k := range slots {
+		ids[i] = slotID(userID, k, bookingID)
+	}
+	return ids
+}
+
+// ClaimSlots inserts the booking's fair-use slots unordered; slots taken are not won.
+func (s *Bookings) ClaimSlots(ctx context.Context, userID, bookingID string, slots []int) ([]int, error) {
+	if len(slots) == 0 {
+		return nil, nil
+	}
+	now := s.now().UTC()
+	docs := make([]any, len(slots))
+	for i, k := range slots {
+		docs[i] = slotDoc{ID: slotID(userID, k, bookingID), SlotKey: userID + ":" + strconv.Itoa(k), UserID: userID,
+			Slot: k, BookingID: bookingID, CreatedAt: now}
+	}
+	lost, err := s.ins.slots.insert(ctx, docs...)
+	if err != nil {
+		_ = s.del.slots.delete(context.WithoutCancel(ctx), slotIDs(userID, bookingID, slots)...)
+		return nil, dbError(err, "could not count the open seats")
+	}
+	won := make([]int, 0, len(slots))
+	for i, k := range slots {
+		if !lost[i] {
+			won = append(won, k)
+		}
+	}
+	return won, nil
+}
+
+// ReleaseSlots deletes the booking's slots.
+func (s *Bookings) ReleaseSlots(ctx context.Context, userID, bookingID string, slots []int) error {
+	if err := s.del.slots.delete(ctx, slotIDs(userID, bookingID, slots)...); err != nil {
+		return dbError(err, "could not release the open seats")
+	}
+	return nil
+}
+
+type intentDoc struct {
+	ID        string    `bson:"_id"`
+	BookingID string    `bson:"bookingId"`
+	ShowID    string    `bson:"showId"`
+	UserID    string    `bson:"userId"`
+	Seats     []string  `bson:"seats"`
+	Slots     []int     `bson:"slots"`
+	ExpiresAt time.Time `bson:"expiresAt"`
+	CreatedAt time.Time `bson:"createdAt"`
+}
+
+func (d *intentDoc) intent() core.Intent {
+	return core.Intent{ID: d.ID, BookingID: d.BookingID, ShowID: d.ShowID, UserID: d.UserID, Seats: d.Seats,
+		Slots: d.Slots, ExpiresAt: d.ExpiresAt.UTC()}
+}
+
+// AddIntent inserts the intent (an intent already there is the same one: success).
+func (s *Bookings) AddIntent(ctx context.Context, in core.Intent) error {
+	d := intentDoc{ID: in.ID, BookingID: in.BookingID, ShowID: in.ShowID, UserID: in.UserID, Seats: in.Seats,
+		Slots: in.Slots, ExpiresAt: in.ExpiresAt, CreatedAt: s.now().UTC()}
+	if _, err := s.ins.intents.insert(ctx, d); err != nil {
+		return dbError(err, "could not record the booking")
+	}
+	return nil
+}
+
+// DueIntents reads the front of the queue: an empty filter and a limit, which the embedded
+// database answers from the first rows alone (oldest first) and MongoDB in natural order.
+func (s *Bookings) DueIntents(ctx context.Context, limit int) ([]core.Intent, error) {
+	return findAll(ctx, s.intents, bson.D{}, options.Find().SetLimit(int64(limit)), "read the expiry queue", (*intentDoc).intent)
+}
+
+// DeleteIntents deletes intents by id.
+func (s *Bookings) DeleteIntents(ctx context.Context, ids []string) error {
+	anyIDs := make([]any, len(ids))
+	for i, id := range ids {
+		anyIDs[i] = id
+	}
+	if err := s.del.intents.delete(ctx, anyIDs...); err != nil {
+		return dbError(err, "could not clear the expiry queue")
+	}
+	return nil
+}
+
+// ShowIntents lists the show's intents (a scan of the queue, which holds only bookings whose
+// fate is not settled yet).
+func (s *Bookings) ShowIntents(ctx context.Context, showID string) ([]core.Intent, error) {
+	return findAll(ctx, s.intents, bson.M{"showId": showID}, nil, "read the show's bookings", (*intentDoc).intent)
+}
+
+type seatOpDoc struct {
+	Kind      string    `bson:"k"`
+	BookingID string    `bson:"b"`
+	Seats     []string  `bson:"s"`
+	ExpiresAt time.Time `bson:"e,omitempty"`
+}
+
+type seatLogDoc struct {
+	ID     string      `bson:"_id"`
+	ShowID string      `bson:"showId"`
+	Seq    int64       `bson:"seq"`
+	Ops    []seatOpDoc `bson:"ops"`
+	At     time.Time   `bson:"at"`
+}
+
+func seatLogID(showID string, seq int64) string { return fmt.Sprintf("%s:%012d", showID, seq) }
+
+// AppendSeatLog inserts the entry; a taken sequence number is dup.
+func (s *Bookings) AppendSeatLog(ctx context.Context, e core.SeatLogEntry) (bool, error) {
+	d := seatLogDoc{ID: seatLogID(e.ShowID, e.Seq), ShowID: e.ShowID, Seq: e.Seq, At: s.now().UTC(), Ops: make([]seatOpDoc, len(e.Ops))}
+	for i, op := range e.Ops {
+		d.Ops[i] = seatOpDoc{Kind: string(op.Kind), BookingID: op.BookingID, Seats: op.Seats, ExpiresAt: op.ExpiresAt}
+	}
+	dup, err := s.ins.seatLog.insert(ctx, d)
+	if err != nil {
+		return false, dbError(err, "could not record the seats")
+	}
+	return dup[0], nil
+}
+
+// SeatLog reads one entry of the show's seat log.
+func (s *Bookings) SeatLog(ctx context.Context, showID string, seq int64) (*core.SeatLogEntry, error) {
+	var d seatLogDoc
+	err := s.seatLog.FindOne(ctx, bson.D{{Key: "_id", Value: seatLogID(showID, seq)}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, dbError(err, "could not read the seats")
+	}
+	e := &core.SeatLogEntry{ShowID: d.ShowID, Seq: d.Seq, Ops: make([]core.SeatOp, len(d.Ops))}
+	for i, op := range d.Ops {
+		e.Ops[i] = core.SeatOp{Kind: core.SeatOpKind(op.Kind), BookingID: op.BookingID, Seats: op.Seats, ExpiresAt: op.ExpiresAt.UTC()}
+	}
+	return e, nil
+}
+
+type snapSeatDoc struct {
+	Seat      string    `bson:"s"`
+	BookingID string    `bson:"b"`
+	ExpiresAt time.Time `bson:"e"`
+	Sold      bool      `bson:"x,omitempty"`
+}
+
+type seatSnapDoc struct {
+	ID    string        `bson:"_id"`
+	Seq   int64         `bson:"seq"`
+	Seats []snapSeatDoc `bson:"seats"`
+	At    time.Time     `bson:"at"`
+}
+
+// SeatSnapshot reads the show's snapshot.
+func (s *Bookings) SeatSnapshot(ctx context.Context, showID string) (*core.SeatSnapshot, error) {
+	var d seatSnapDoc
+	err := s.snaps.FindOne(ctx, bson.D{{Key: "_id", Value: showID}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, dbError(err, "could not read the seats")
+	}
+	snap := &core.SeatSnapshot{ShowID: d.ID, Seq: d.Seq, Seats: make([]core.SnapSeat, len(d.Seats))}
+	for i, st := range d.Seats {
+		snap.Seats[i] = core.SnapSeat{Seat: st.Seat, BookingID: st.BookingID, ExpiresAt: st.ExpiresAt.UTC(), Sold: st.Sold}
+	}
+	return snap, nil
+}
+
+// SaveSeatSnapshot replaces the show's snapshot (by exact _id; two writers racing to create it
+// are both fine: either snapshot is valid).
+func (s *Bookings) SaveSeatSnapshot(ctx context.Context, snap core.SeatSnapshot) error {
+	d := seatSnapDoc{ID: snap.ShowID, Seq: snap.Seq, At: s.now().UTC(), Seats: make([]snapSeatDoc, len(snap.Seats))}
+	for i, st := range snap.Seats {
+		d.Seats[i] = snapSeatDoc{Seat: st.Seat, BookingID: st.BookingID, ExpiresAt: st.ExpiresAt, Sold: st.Sold}
+	}
+	_, err := s.snaps.ReplaceOne(ctx, bson.D{{Key: "_id", Value: snap.ShowID}}, d, options.Replace().SetUpsert(true))
+	if err != nil && !mongox.IsDuplicateKey(err) {
+		return dbError(err, "could not save the seats")
+	}
+	return nil
+}
+
+type deletionDoc struct {
+	ID        string    `bson:"_id"`
+	CreatedAt time.Time `bson:"createdAt"`
+}
+
+// MarkShowDeleting inserts the show's deletion marker.
+func (s *Bookings) MarkShowDeleting(ctx context.Context, showID string) (bool, error) {
+	_, err := s.deletions.InsertOne(ctx, deletionDoc{ID: showID, CreatedAt: s.now().UTC()})
+	if mongox.IsDuplicateKey(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, dbError(err, "could not mark the show deleted")
+	}
+	return true, nil
+}
+
+// ShowDeleting reads the show's deletion marker.
+func (s *Bookings) ShowDeleting(ctx context.Context, showID string) (time.Time, bool, error) {
+	var d deletionDoc
+	err := s.deletions.FindOne(ctx, bson.D{{Key: "_id", Value: showID}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, dbError(err, "could not read the show")
+	}
+	return d.CreatedAt.UTC(), true, nil
+}
+
+// UnmarkShowDeleting deletes the show's deletion marker.
+func (s *Bookings) UnmarkShowDeleting(ctx context.Context, showID string) error {
+	if _, err := s.deletions.DeleteOne(ctx, bson.D{{Key: "_id", Value: showID}}); err != nil {
+		return dbError(err, "could not unmark the show")
+	}
+	return nil
+}
+
+// migrationID names the document that records a migrated store (in the snapshots
+// collection, where no show id can take it).
+const migrationID = "_seat_logs_v1"
+
+// Migrated reports whether MigrateSeatLogs has run on this store.
+func (s *Bookings) Migrated(ctx context.Context) (bool, error) {
+	err := s.snaps.FindOne(ctx, bson.D{{Key: "_id", Value: migrationID}}).Err()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return false, nil
+	}
+	if err != nil {
+		return false, dbError(err, "could not read the store's version")
+	}
+	return true, nil
+}
+
+// SetMigrated records that the store is migrated.
+func (s *Bookings) SetMigrated(ctx context.Context) error {
+	_, err := s.snaps.InsertOne(ctx, bson.D{{Key: "_id", Value: migrationID}, {Key: "at", Value: s.now().UTC()}})
+	if err != nil && !mongox.IsDuplicateKey(err) {
+		return dbError(err, "could not record the store's version")
+	}
+	return nil
+}
+
+// AllHolds lists every hold (a scan: the migration only).
+func (s *Bookings) AllHolds(ctx context.Context) ([]core.Hold, error) {
+	return findAll(ctx, s.holds, bson.D{}, nil, "read the seats", func(d *holdDoc) core.Hold {
+		return core.Hold{ShowID: d.ShowID, Seat: d.Seat, BookingID: d.BookingID, ExpiresAt: d.ExpiresAt, Sold: d.Sold}
+	})
+}
+
+// OpenBookings lists the bookings whose hold ends after the given time (a scan: the
+// migration only).
+func (s *Bookings) OpenBookings(ctx context.Context, expiringAfter time.Time) ([]core.Booking, error) {
+	return findAll(ctx, s.bookings, bson.M{"expiresAt": bson.M{"$gt": expiringAfter}}, nil, "list open bookings", (*bookingDoc).booking)
 }
 
 type bookingDoc struct {
@@ -172,6 +488,8 @@ type bookingDoc struct {
 	PaymentID string        `bson:"paymentId,omitempty"`
 	CreatedAt time.Time     `bson:"createdAt"`
 	UpdatedAt time.Time     `bson:"updatedAt"`
+	Slots     []int         `bson:"slots,omitempty"`
+	Rounds    int           `bson:"rounds,omitempty"`
 }
 
 func (d *bookingDoc) booking() core.Booking {
@@ -181,7 +499,8 @@ func (d *bookingDoc) booking() core.Booking {
 	}
 	return core.Booking{ID: d.ID.Hex(), UserID: d.UserID, TheatreID: d.TheatreID, MovieID: d.MovieID, ShowID: d.ShowID,
 		Timing: d.Timing, NoOfSeats: d.NoOfSeats, Seats: seats, TotalCost: d.TotalCost, Status: core.BookingStatus(d.Status),
-		ExpiresAt: d.ExpiresAt.UTC(), PaymentID: d.PaymentID, CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC()}
+		ExpiresAt: d.ExpiresAt.UTC(), PaymentID: d.PaymentID, CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(),
+		Slots: d.Slots, Rounds: d.Rounds}
 }
 
 // CreateBooking inserts b with its given id.
@@ -192,7 +511,7 @@ func (s *Bookings) CreateBooking(ctx context.Context, b *core.Booking) error {
 	}
 	d := bookingDoc{ID: oid, UserID: b.UserID, TheatreID: b.TheatreID, MovieID: b.MovieID, ShowID: b.ShowID,
 		Timing: b.Timing, NoOfSeats: b.NoOfSeats, Seats: b.Seats, TotalCost: b.TotalCost, Status: string(b.Status),
-		ExpiresAt: b.ExpiresAt, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt}
+		ExpiresAt: b.ExpiresAt, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt, Slots: b.Slots, Rounds: b.Rounds}
 	if dup, err := s.ins.bookings.insert(ctx, d); err != nil || dup[0] {
 		return dbError(errors.Join(err, errors.New("duplicate booking id")), "could not create the booking")
 	}
@@ -206,7 +525,7 @@ func (s *Bookings) GetBooking(ctx context.Context, id string) (*core.Booking, er
 		return nil, err
 	}
 	var d bookingDoc
-	err = s.bookings.FindOne(ctx, bson.M{"_id": oid}).Decode(&d)
+	err = s.bookings.FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, errs.E(errs.NotFound, "booking not found")
 	}
@@ -237,22 +556,21 @@ func (s *Bookings) ListBookings(ctx context.Context, f core.BookingFilter) ([]co
 	return findAll(ctx, s.bookings, filter, pageOptions(f.Limit, f.Skip), "list the bookings", (*bookingDoc).booking)
 }
 
-// ProjectStatus sets status on the bookings still stored IN_PROCESS.
+// ProjectStatus sets a decided status on the bookings (by exact _id: a fate never changes,
+// so no guard is needed).
 func (s *Bookings) ProjectStatus(ctx context.Context, status core.BookingStatus, ids []string) error {
 	oids, err := parseIDs(ids)
 	if err != nil {
 		return err
 	}
-	_, err = s.bookings.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": oids}, "status": string(core.BookingInProcess)},
-		bson.M{"$set": bson.M{"status": string(status), "updatedAt": s.now().UTC().Truncate(time.Millisecond)}})
-	if err != nil {
+	if err := setByIDs(ctx, s.bookings, oids, bson.M{"status": string(status), "updatedAt": s.now().UTC().Truncate(time.Millisecond)}); err != nil {
 		return dbError(err, "could not update the bookings")
 	}
 	return nil
 }
 
-func parseIDs(ids []string) ([]bson.ObjectID, error) {
-	oids := make([]bson.ObjectID, len(ids))
+func parseIDs(ids []string) ([]any, error) {
+	oids := make([]any, len(ids))
 	for i, id := range ids {
 		oid, err := parseID(id)
 		if err != nil {
@@ -261,16 +579,6 @@ func parseIDs(ids []string) ([]bson.ObjectID, error) {
 		oids[i] = oid
 	}
 	return oids, nil
-}
-
-// ExpiringBetween lists bookings whose hold ends in [from, to), soonest first.
-func (s *Bookings) ExpiringBetween(ctx context.Context, from, to time.Time, limit int) ([]core.Booking, error) {
-	o := options.Find().SetSort(bson.D{{Key: "expiresAt", Value: 1}})
-	if limit > 0 {
-		o.SetLimit(int64(limit))
-	}
-	return findAll(ctx, s.bookings, bson.M{"expiresAt": bson.M{"$gte": from, "$lt": to}}, o, "list expiring bookings",
-		(*bookingDoc).booking)
 }
 
 type outcomeDoc struct {
@@ -307,7 +615,7 @@ func (s *Bookings) Decide(ctx context.Context, o core.Outcome) (core.Outcome, bo
 // Outcome returns the booking's outcome (nil when undecided).
 func (s *Bookings) Outcome(ctx context.Context, bookingID string) (*core.Outcome, error) {
 	var d outcomeDoc
-	err := s.outcomes.FindOne(ctx, bson.M{"_id": bookingID}).Decode(&d)
+	err := s.outcomes.FindOne(ctx, bson.D{{Key: "_id", Value: bookingID}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, nil
 	}
@@ -318,23 +626,20 @@ func (s *Bookings) Outcome(ctx context.Context, bookingID string) (*core.Outcome
 	return &o, nil
 }
 
-// Outcomes returns the outcomes of the given bookings.
+// Outcomes returns the outcomes of the given bookings: a read by exact _id each (a few at
+// once), which the embedded database serves from its index, where {_id: {$in: ...}} scans.
 func (s *Bookings) Outcomes(ctx context.Context, ids []string) (map[string]core.Outcome, error) {
 	out := make(map[string]core.Outcome, len(ids))
-	if len(ids) == 0 {
-		return out, nil
-	}
-	if len(ids) == 1 { // an {_id: v} filter is the only one the dev database serves from an index
-		o, err := s.Outcome(ctx, ids[0])
+	var mu sync.Mutex
+	err := eachLimited(ctx, len(ids), func(ctx context.Context, i int) error {
+		o, err := s.Outcome(ctx, ids[i])
 		if o != nil {
+			mu.Lock()
 			out[o.BookingID] = *o
+			mu.Unlock()
 		}
-		return out, err
-	}
-	list, err := findAll(ctx, s.outcomes, bson.M{"_id": bson.M{"$in": ids}}, nil, "read outcomes", (*outcomeDoc).outcome)
-	for _, o := range list {
-		out[o.BookingID] = o
-	}
+		return err
+	})
 	return out, err
 }
 
@@ -375,7 +680,7 @@ func (s *Bookings) GetPayment(ctx context.Context, id string) (*core.Payment, er
 		return nil, err
 	}
 	var d paymentDoc
-	err = s.payments.FindOne(ctx, bson.M{"_id": oid}).Decode(&d)
+	err = s.payments.FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, errs.E(errs.NotFound, "payment not found")
 	}
@@ -395,7 +700,8 @@ func (s *Bookings) ListPayments(ctx context.Context, f core.PaymentFilter) ([]co
 	return findAll(ctx, s.payments, filter, pageOptions(f.Limit, f.Skip), "list the payments", (*paymentDoc).payment)
 }
 
-// ProjectPayments sets status (and reason) on the payments still stored PENDING.
+// ProjectPayments sets a resolved status (and reason) on the payments, by exact _id: a
+// payment's resolution follows from its booking's outcome, which never changes.
 func (s *Bookings) ProjectPayments(ctx context.Context, status core.PaymentStatus, reason string, ids []string) error {
 	oids, err := parseIDs(ids)
 	if err != nil {
@@ -405,9 +711,54 @@ func (s *Bookings) ProjectPayments(ctx context.Context, status core.PaymentStatu
 	if reason != "" {
 		set["reason"] = reason
 	}
-	_, err = s.payments.UpdateMany(ctx, bson.M{"_id": bson.M{"$in": oids}, "status": string(core.PaymentPending)}, bson.M{"$set": set})
-	if err != nil {
+	if err := setByIDs(ctx, s.payments, oids, set); err != nil {
 		return dbError(err, "could not update the payments")
 	}
 	return nil
+}
+
+// readConcurrency bounds the reads by exact _id one call makes at once.
+const readConcurrency = 8
+
+// eachLimited calls f for 0..n-1, at most readConcurrency at once; it returns the first error.
+func eachLimited(ctx context.Context, n int, f func(ctx context.Context, i int) error) error {
+	if n == 1 {
+		return f(ctx, 0)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+		sem   = make(chan struct{}, readConcurrency)
+	)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := f(ctx, i); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}
+
+// existByIDs reports, for each id, whether a document with that _id exists (a read by exact
+// _id each).
+func existByIDs(ctx context.Context, c *mongo.Collection, ids []any) ([]bool, error) {
+	found := make([]bool, len(ids))
+	err := eachLimited(ctx, len(ids), func(ctx context.Context, i int) error {
+		err := c.FindOne(ctx, bson.D{{Key: "_id", Value: ids[i]}}, options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return nil
+		}
+		found[i] = err == nil
+		return err
+	})
+	return found, err
 }

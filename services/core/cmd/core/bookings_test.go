@@ -232,7 +232,7 @@ func TestBookingAuthorization(t *testing.T) {
 func TestBookingValidation(t *testing.T) {
 	t.Parallel()
 	s := startService(t, nil)
-	f := s.newShow(10, 100)
+	f := s.newShow(8, 100)
 	tok, _ := s.customer()
 	cases := []struct {
 		body   any
@@ -242,12 +242,12 @@ func TestBookingValidation(t *testing.T) {
 		{map[string]any{}, 400, "theatreId"},
 		{map[string]any{"theatreId": "x", "movieId": f.movieID, "timing": f.timing, "noOfSeats": 1}, 400, "theatreId"},
 		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 0}, 400, "noOfSeats"},
-		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 21}, 400, "noOfSeats"},
+		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 11}, 429, ""}, // MAX_SEATS_PER_BOOKING
 		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": "two"}, 400, "noOfSeats"},
 		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "seats": []string{"Q99"}}, 400, "seats"},
 		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 2, "seats": []string{"A1"}}, 400, "noOfSeats"},
 		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": "2031-01-01T00:00:00Z", "noOfSeats": 1}, 404, ""},
-		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 11}, 409, ""},
+		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 9}, 409, ""}, // more than the show has
 		{"[1,2]", 400, ""},
 		{"{", 400, ""},
 	}

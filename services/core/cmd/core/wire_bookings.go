@@ -19,8 +19,11 @@ type BookingConfig struct {
 	// ExpiryInterval is how often unpaid holds past their TTL are released without anyone
 	// asking (a booking or payment that meets one releases it at once anyway).
 	ExpiryInterval time.Duration `env:"HOLD_EXPIRY_INTERVAL" envDefault:"10s"`
-	// MaxSeatsPerBooking bounds noOfSeats and seats[] of one booking.
-	MaxSeatsPerBooking int `env:"MAX_SEATS_PER_BOOKING" envDefault:"20"`
+	// MaxSeatsPerBooking bounds noOfSeats and seats[] of one booking (beyond it: 429).
+	MaxSeatsPerBooking int `env:"MAX_SEATS_PER_BOOKING" envDefault:"10"`
+	// MaxOpenSeatsPerUser bounds the seats one customer holds in unpaid bookings, across all
+	// shows (beyond it: 429).
+	MaxOpenSeatsPerUser int `env:"MAX_OPEN_SEATS_PER_USER" envDefault:"10"`
 	// Projection copies each booking's fate onto its stored document (see
 	// core.BookingsOptions.Project). make run turns it off for the embedded database.
 	Projection bool `env:"BOOKING_PROJECTION" envDefault:"true"`
@@ -36,6 +39,9 @@ func (c BookingConfig) Validate() error {
 	}
 	if c.MaxSeatsPerBooking < 0 || c.MaxSeatsPerBooking > 1000 {
 		return errors.New("MAX_SEATS_PER_BOOKING must be from 1 to 1000")
+	}
+	if c.MaxOpenSeatsPerUser < 0 || c.MaxOpenSeatsPerUser > 100000 {
+		return errors.New("MAX_OPEN_SEATS_PER_USER must be from 1 to 100000")
 	}
 	return nil
 }
@@ -57,11 +63,17 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 		cfg.ExpiryInterval = 10 * time.Second
 	}
 	m.Bookings = core.NewBookings(store, shows, core.BookingsOptions{HoldTTL: cfg.HoldTTL,
-		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry)})
+		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, MaxOpenSeatsPerUser: cfg.MaxOpenSeatsPerUser,
+		Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry)})
+	// Before serving, like the indexes: a store written by a version without seat logs gets
+	// them (once).
+	if err := m.Bookings.MigrateSeatLogs(ctx); err != nil {
+		return err
+	}
 	if m.Outbox != nil {
 		m.Bookings.SetOutbox(m.Outbox)
 	}
-	m.Catalogue.SetShowInUse(m.Bookings.ShowInUse)
+	m.Catalogue.SetShowDeletion(m.Bookings.ReserveShowDeletion)
 	expCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {

@@ -1,0 +1,411 @@
+package core
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// DefaultSeatViewTTL is how long a process trusts its view of a show's seats before it reads
+// the show's seat log again. The view only chooses which seats to try: the unique seat keys
+// decide, a conflict or a sold-out answer always reads afresh, so a stale view costs a retry,
+// never a wrong sale.
+const DefaultSeatViewTTL = time.Second
+
+// snapshotEvery is how many seat log entries pass between two snapshots of a show's seats:
+// a process that loads a show reads its snapshot and at most about this many entries.
+const snapshotEvery = 256
+
+// maxAppendAttempts bounds the attempts at one seat log entry when other processes keep
+// taking the next sequence number first.
+const maxAppendAttempts = 32
+
+// seatEntry is an occupied seat in a view: held by a booking until expires, or sold.
+type seatEntry struct {
+	booking string
+	expires time.Time
+	sold    bool
+}
+
+// applySeatOp applies one seat log operation to a show's seat state. The log is written after
+// the fact by many processes, so entries about one seat may arrive out of order; the rules
+// keep the state right wherever the log can tell, and the unique seat keys decide the rest:
+//   - a sold seat stays sold (a paid booking is never released);
+//   - a release clears a seat only if the releasing booking is its holder.
+func applySeatOp(m map[string]seatEntry, op SeatOp) {
+	for _, s := range op.Seats {
+		cur, ok := m[s]
+		switch op.Kind {
+		case SeatOpHeld:
+			if ok && cur.sold {
+				continue
+			}
+			m[s] = seatEntry{booking: op.BookingID, expires: op.ExpiresAt}
+		case SeatOpFreed:
+			if ok && !cur.sold && cur.booking == op.BookingID {
+				delete(m, s)
+			}
+		case SeatOpSold:
+			e := seatEntry{booking: op.BookingID, expires: op.ExpiresAt, sold: true}
+			if ok && cur.booking == op.BookingID && e.expires.IsZero() {
+				e.expires = cur.expires
+			}
+			m[s] = e
+		}
+	}
+}
+
+// seatView is one process's view of a show's seats: the state of the show's seat log up to
+// seq, with this process's own operations not yet in the log laid over it, and the seats
+// found taken by a holder the log did not name yet (a unique key refused them).
+type seatView struct {
+	showID string
+
+	mu      sync.Mutex
+	loaded  bool
+	seq     int64                // log entries applied to log
+	readAt  time.Time            // when the last read that reached the log's head began
+	log     map[string]seatEntry // the log's state at seq
+	local   []SeatOp             // this process's operations not yet in the log, in order
+	eff     map[string]seatEntry // log with local laid over it
+	unknown map[string]time.Time // seats a unique key showed taken by an unnamed holder, and when
+	used    time.Time
+	snapSeq int64 // seq of the newest snapshot this process knows of
+
+	queue   []queuedOp // operations waiting to be written
+	writing bool
+}
+
+type queuedOp struct {
+	op   SeatOp
+	done chan bool // closed after the write; true if the operation is in the log
+}
+
+// rebuild recomputes eff from log and local; call with mu held.
+func (v *seatView) rebuild() {
+	v.eff = make(map[string]seatEntry, len(v.log)+8)
+	for s, e := range v.log {
+		v.eff[s] = e
+	}
+	for _, op := range v.local {
+		applySeatOp(v.eff, op)
+	}
+	for s := range v.unknown {
+		if _, named := v.eff[s]; named {
+			delete(v.unknown, s)
+		}
+	}
+}
+
+// seatViews keeps the views of the shows this process books.
+type seatViews struct {
+	ttl   time.Duration
+	mu    sync.Mutex
+	views map[string]*seatView
+	sf    singleflight.Group
+}
+
+func (vs *seatViews) get(showID string) *seatView {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	v := vs.views[showID]
+	if v == nil {
+		v = &seatView{showID: showID, log: map[string]seatEntry{}, eff: map[string]seatEntry{}, unknown: map[string]time.Time{}}
+		vs.views[showID] = v
+	}
+	return v
+}
+
+// prune drops views unused for an hour (long after any TTL) and unknown marks older than
+// maxUnknown (by then the holder has been named in the log or released by the expirer).
+func (vs *seatViews) prune(now time.Time, maxUnknown time.Duration) {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	for id, v := range vs.views {
+		v.mu.Lock()
+		old := now.Sub(v.used) > time.Hour && !v.writing && len(v.local) == 0
+		for s, at := range v.unknown {
+			if now.Sub(at) > maxUnknown {
+				delete(v.unknown, s)
+			}
+		}
+		v.mu.Unlock()
+		if old {
+			delete(vs.views, id)
+		}
+	}
+}
+
+// seatState is a copy of a view's occupied seats, for one decision.
+type seatState struct {
+	at      time.Time // when the read it rests on began
+	seats   map[string]seatEntry
+	unknown map[string]bool
+}
+
+// seatsOf returns the show's seat state. With since zero the view will do: it is answered
+// from memory, and a view older than the TTL is refreshed in the background. With since set
+// it rests on a read of the log's head begun at or after since: a 409 rests on it.
+func (b *Bookings) seatsOf(ctx context.Context, showID string, since time.Time) (*seatState, error) {
+	v := b.views.get(showID)
+	now := b.now()
+	v.mu.Lock()
+	v.used = now
+	fresh := v.loaded && (since.IsZero() || !v.readAt.Before(since))
+	stale := v.loaded && now.Sub(v.readAt) >= b.views.ttl
+	v.mu.Unlock()
+	if !fresh {
+		for range 2 { // a shared read begun before since does not count: read once more
+			if err := b.refresh(ctx, v); err != nil {
+				return nil, err
+			}
+			v.mu.Lock()
+			fresh = since.IsZero() || !v.readAt.Before(since)
+			v.mu.Unlock()
+			if fresh {
+				break
+			}
+		}
+	} else if stale {
+		b.views.sf.DoChan(showID, func() (any, error) { return nil, b.tail(context.WithoutCancel(ctx), v) })
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	st := &seatState{at: v.readAt, seats: make(map[string]seatEntry, len(v.eff)), unknown: make(map[string]bool, len(v.unknown))}
+	for s, e := range v.eff {
+		st.seats[s] = e
+	}
+	for s := range v.unknown {
+		st.unknown[s] = true
+	}
+	return st, nil
+}
+
+// refresh reads the show's log up to its head (loading the view first if needed); concurrent
+// refreshes of a show are one read.
+func (b *Bookings) refresh(ctx context.Context, v *seatView) error {
+	_, err, _ := b.views.sf.Do(v.showID, func() (any, error) { return nil, b.tail(context.WithoutCancel(ctx), v) })
+	return err
+}
+
+// tail loads the view if it is not loaded, then applies the log's entries after seq, reading
+// each by its exact id until the first that does not exist yet.
+func (b *Bookings) tail(ctx context.Context, v *seatView) error {
+	start := b.now()
+	v.mu.Lock()
+	loaded, seq := v.loaded, v.seq
+	v.mu.Unlock()
+	if !loaded {
+		return b.load(ctx, v, start)
+	}
+	var entries []*SeatLogEntry
+	for {
+		e, err := b.store.SeatLog(ctx, v.showID, seq+1)
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			break
+		}
+		entries = append(entries, e)
+		seq++
+	}
+	v.mu.Lock()
+	changed := false
+	for _, e := range entries {
+		if e.Seq == v.seq+1 {
+			for _, op := range e.Ops {
+				applySeatOp(v.log, op)
+			}
+			v.seq = e.Seq
+			changed = true
+		}
+	}
+	if changed {
+		v.rebuild()
+	}
+	if v.readAt.Before(start) {
+		v.readAt = start
+	}
+	needSnap := v.seq-v.snapSeq >= 2*snapshotEvery
+	v.mu.Unlock()
+	if needSnap {
+		b.saveSnapshot(ctx, v)
+	}
+	return nil
+}
+
+// load reads the show's snapshot and the log after it. A show without a snapshot has had
+// fewer entries than snapshotEvery (MigrateSeatLogs gave every show that had holds before
+// seat logs existed a snapshot).
+func (b *Bookings) load(ctx context.Context, v *seatView, start time.Time) error {
+	snap, err := b.store.SeatSnapshot(ctx, v.showID)
+	if err != nil {
+		return err
+	}
+	m := map[string]seatEntry{}
+	var seq int64
+	if snap != nil {
+		seq = snap.Seq
+		for _, s := range snap.Seats {
+			m[s.Seat] = seatEntry{booking: s.BookingID, expires: s.ExpiresAt, sold: s.Sold}
+		}
+	}
+	for {
+		e, err := b.store.SeatLog(ctx, v.showID, seq+1)
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			break
+		}
+		for _, op := range e.Ops {
+			applySeatOp(m, op)
+		}
+		seq = e.Seq
+	}
+	v.mu.Lock()
+	if !v.loaded {
+		v.log, v.seq, v.loaded = m, seq, true
+		if snap != nil {
+			v.snapSeq = snap.Seq
+		}
+		v.rebuild()
+	}
+	if v.readAt.Before(start) {
+		v.readAt = start
+	}
+	needSnap := v.seq-v.snapSeq >= 2*snapshotEvery
+	v.mu.Unlock()
+	if needSnap {
+		b.saveSnapshot(ctx, v)
+	}
+	return nil
+}
+
+// saveSnapshot writes the view's log state as the show's snapshot (failures are harmless: the
+// log has everything).
+func (b *Bookings) saveSnapshot(ctx context.Context, v *seatView) {
+	v.mu.Lock()
+	snap := SeatSnapshot{ShowID: v.showID, Seq: v.seq, Seats: make([]SnapSeat, 0, len(v.log))}
+	for s, e := range v.log {
+		snap.Seats = append(snap.Seats, SnapSeat{Seat: s, BookingID: e.booking, ExpiresAt: e.expires, Sold: e.sold})
+	}
+	v.mu.Unlock()
+	if err := b.store.SaveSeatSnapshot(ctx, snap); err == nil {
+		v.mu.Lock()
+		v.snapSeq = max(v.snapSeq, snap.Seq)
+		v.mu.Unlock()
+	}
+}
+
+// logOp lays op over this process's view of the show at once and queues it for the show's
+// seat log. The returned channel is closed once the write is over; it then yields true if op
+// is in the log.
+func (b *Bookings) logOp(showID string, op SeatOp) <-chan bool {
+	v := b.views.get(showID)
+	done := make(chan bool, 1)
+	if len(op.Seats) == 0 {
+		done <- true
+		close(done)
+		return done
+	}
+	v.mu.Lock()
+	v.local = append(v.local, op)
+	applySeatOp(v.eff, op)
+	for _, s := range op.Seats {
+		delete(v.unknown, s)
+	}
+	v.queue = append(v.queue, queuedOp{op: op, done: done})
+	start := !v.writing
+	v.writing = true
+	v.mu.Unlock()
+	if start {
+		go b.writeLog(v)
+	}
+	return done
+}
+
+// writeLog writes the queued operations of a show, as many as are queued per entry, one
+// entry at a time: the next entry's sequence number is the view's head + 1; if another
+// process took it first, the view reads up to the new head and tries after it.
+func (b *Bookings) writeLog(v *seatView) {
+	ctx := context.Background()
+	for {
+		v.mu.Lock()
+		batch := v.queue
+		v.queue = nil
+		if len(batch) == 0 {
+			v.writing = false
+			v.mu.Unlock()
+			return
+		}
+		loaded := v.loaded
+		v.mu.Unlock()
+		ops := make([]SeatOp, len(batch))
+		for i, q := range batch {
+			ops[i] = q.op
+		}
+		landed := false
+		if !loaded {
+			_ = b.refresh(ctx, v)
+		}
+		for attempt := 0; attempt < maxAppendAttempts; attempt++ {
+			v.mu.Lock()
+			seq := v.seq + 1
+			v.mu.Unlock()
+			dup, err := b.store.AppendSeatLog(ctx, SeatLogEntry{ShowID: v.showID, Seq: seq, Ops: ops})
+			if err != nil {
+				break
+			}
+			if !dup {
+				landed = true
+				v.mu.Lock()
+				if v.seq == seq-1 {
+					for _, op := range ops {
+						applySeatOp(v.log, op)
+					}
+					v.seq = seq
+				}
+				v.mu.Unlock()
+				if seq%snapshotEvery == 0 {
+					b.saveSnapshot(ctx, v)
+				}
+				break
+			}
+			if err := b.refresh(ctx, v); err != nil {
+				break
+			}
+		}
+		// The operations leave the overlay: they are in the log now, or lost to it (then the
+		// view may show their seats wrong until their booking is decided; the unique keys
+		// still decide every sale).
+		v.mu.Lock()
+		v.local = v.local[min(len(ops), len(v.local)):]
+		v.rebuild()
+		v.mu.Unlock()
+		if !landed {
+			b.events.SeatLogDropped(len(ops))
+		}
+		for _, q := range batch {
+			q.done <- landed
+			close(q.done)
+		}
+	}
+}
+
+// markUnknown records seats a unique key showed taken although the view has no holder for
+// them.
+func (b *Bookings) markUnknown(showID string, seats []string) {
+	v := b.views.get(showID)
+	now := b.now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, s := range seats {
+		if _, named := v.eff[s]; !named {
+			v.unknown[s] = now
+		}
+	}
+}
