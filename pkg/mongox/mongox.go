@@ -102,12 +102,16 @@ func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
+	// A connection lost mid-command comes back as a CommandError (a ServerError) labelled as
+	// a network error: the labels decide before the type.
+	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
 	var se mongo.ServerError
 	if errors.As(err, &se) {
 		return false
 	}
-	return mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded) ||
-		strings.Contains(err.Error(), "server selection")
+	return strings.Contains(err.Error(), "server selection")
 }
 
 // EnsureIndexes creates the given indexes (idempotent: existing ones are kept).

@@ -2,9 +2,12 @@ package mongox
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 func TestRedactAndDatabaseName(t *testing.T) {
@@ -26,5 +29,20 @@ func TestConnectToNothingFailsFastWithoutThePassword(t *testing.T) {
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Fatalf("took %v", time.Since(start))
+	}
+}
+
+// TestUnavailableLabels: a connection lost mid-command comes back as a CommandError, a server
+// error type, labelled NetworkError: it is the database being unreachable (503), not a bug.
+func TestUnavailableLabels(t *testing.T) {
+	lost := mongo.CommandError{Message: "connection(127.0.0.1:1[-3]) incomplete read of message header", Labels: []string{"NetworkError"}}
+	if !IsUnavailable(lost) {
+		t.Fatal("a network-labelled command error must be unavailable")
+	}
+	if IsUnavailable(mongo.CommandError{Code: 2, Message: "bad value"}) {
+		t.Fatal("a plain server error is not unavailability")
+	}
+	if !IsUnavailable(fmt.Errorf("wrapped: %w", context.DeadlineExceeded)) {
+		t.Fatal("a deadline is unavailability")
 	}
 }

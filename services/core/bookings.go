@@ -441,7 +441,6 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 	c := &claimed{}
 	var since time.Time // zero: the view will do; else a read at or after since
 	var triedSlots []int
-	slotDup := false
 	fail := func(err error) (*claimed, error) {
 		b.unclaim(context.WithoutCancel(ctx), bk, c)
 		return nil, err
@@ -495,11 +494,7 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 		}
 		var slotPick []int
 		if want := needSlots - len(c.slots); want > 0 {
-			n := want
-			if slotDup { // the hint was wrong: try every slot left at once, keep what is needed
-				n = b.maxOpen
-			}
-			slotPick = b.slots.candidates(bk.UserID, b.maxOpen, n, triedSlots, b.now(), b.ttl)
+			slotPick = b.slots.candidates(bk.UserID, b.maxOpen, want, triedSlots, b.now(), b.ttl, rng)
 			if len(slotPick) < want {
 				b.markInflight(show.ID, pick, -1)
 				return fail(errs.E(errs.RateLimited, "you hold seats in unpaid bookings up to the limit of %d: pay or cancel one before booking more", b.maxOpen))
@@ -524,7 +519,6 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 			return fail(err)
 		}
 		if lost := len(slotPick) - len(wonSlots); lost > 0 {
-			slotDup = true
 			var taken []int
 			for _, k := range slotPick {
 				if !slices.Contains(wonSlots, k) {
@@ -532,13 +526,6 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 				}
 			}
 			b.slots.seen(bk.UserID, taken, true, b.now())
-		}
-		if extra := len(c.slots) - needSlots; extra > 0 { // more slots won than needed: give back the highest
-			slices.Sort(c.slots)
-			back := slices.Clone(c.slots[needSlots:])
-			if err := b.store.ReleaseSlots(context.WithoutCancel(ctx), bk.UserID, bk.ID, back); err == nil {
-				c.slots = c.slots[:needSlots]
-			}
 		}
 		if lost := len(pick) - len(wonSeats); lost > 0 {
 			b.events.SeatConflicts(lost)
@@ -548,8 +535,8 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 					taken = append(taken, s)
 				}
 			}
-			b.markUnknown(show.ID, taken)
 			since = b.now() // someone else holds seats the view thought free
+			b.markUnknown(show.ID, taken, since)
 			if len(named) > 0 {
 				return fail(b.noSeats(ctx, show, layout, named, need, since))
 			}

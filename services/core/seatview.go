@@ -70,7 +70,7 @@ type seatView struct {
 	log     map[string]seatEntry // the log's state at seq
 	local   []SeatOp             // this process's operations not yet in the log, in order
 	eff     map[string]seatEntry // log with local laid over it
-	unknown map[string]time.Time // seats a unique key showed taken by an unnamed holder, and when
+	unknown map[string]time.Time // seats a unique key showed taken although the view had them free, and when
 	used    time.Time
 	snapSeq int64 // seq of the newest snapshot this process knows of
 
@@ -91,11 +91,6 @@ func (v *seatView) rebuild() {
 	}
 	for _, op := range v.local {
 		applySeatOp(v.eff, op)
-	}
-	for s := range v.unknown {
-		if _, named := v.eff[s]; named {
-			delete(v.unknown, s)
-		}
 	}
 }
 
@@ -177,8 +172,12 @@ func (b *Bookings) seatsOf(ctx context.Context, showID string, since time.Time) 
 	for s, e := range v.eff {
 		st.seats[s] = e
 	}
-	for s := range v.unknown {
-		st.unknown[s] = true
+	for s, at := range v.unknown {
+		// A decision that must rest on a read made since a time does not take an older
+		// refusal's word: the seat is tried again (and marked again if still taken).
+		if since.IsZero() || !at.Before(since) {
+			st.unknown[s] = true
+		}
 	}
 	return st, nil
 }
@@ -218,6 +217,9 @@ func (b *Bookings) tail(ctx context.Context, v *seatView) error {
 		if e.Seq == v.seq+1 {
 			for _, op := range e.Ops {
 				applySeatOp(v.log, op)
+				for _, s := range op.Seats {
+					delete(v.unknown, s) // the log speaks of the seat now: its word replaces the guess
+				}
 			}
 			v.seq = e.Seq
 			changed = true
@@ -396,16 +398,13 @@ func (b *Bookings) writeLog(v *seatView) {
 	}
 }
 
-// markUnknown records seats a unique key showed taken although the view has no holder for
-// them.
-func (b *Bookings) markUnknown(showID string, seats []string) {
+// markUnknown records seats a unique key showed taken at now although the view had them free
+// (no holder, or one known to have released them).
+func (b *Bookings) markUnknown(showID string, seats []string, now time.Time) {
 	v := b.views.get(showID)
-	now := b.now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, s := range seats {
-		if _, named := v.eff[s]; !named {
-			v.unknown[s] = now
-		}
+		v.unknown[s] = now
 	}
 }

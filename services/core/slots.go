@@ -1,6 +1,7 @@
 package core
 
 import (
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -28,9 +29,10 @@ type slotHint struct {
 	taken map[int]time.Time
 }
 
-// candidates returns up to n slots of [0, max) to try, skipping those in tried and, while the
-// hint is fresh (younger than ttl), those seen taken; taken-looking slots come last.
-func (h *slotHints) candidates(userID string, max, n int, tried []int, now time.Time, ttl time.Duration) []int {
+// candidates returns up to n slots of [0, max) to try, skipping those in tried; slots seen
+// taken (while the hint is younger than ttl) come last. The order is random otherwise, so that
+// concurrent bookings of one customer spread over the free slots instead of queueing for one.
+func (h *slotHints) candidates(userID string, max, n int, tried []int, now time.Time, ttl time.Duration, rng *rand.Rand) []int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var taken map[int]time.Time
@@ -48,6 +50,7 @@ func (h *slotHints) candidates(userID string, max, n int, tried []int, now time.
 			first = append(first, k)
 		}
 	}
+	rng.Shuffle(len(first), func(i, j int) { first[i], first[j] = first[j], first[i] })
 	out := append(first, last...)
 	return out[:min(n, len(out))]
 }

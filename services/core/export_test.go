@@ -1,0 +1,4 @@
+package core
+
+// LogOp writes a seat log operation as the engine does (tests of the seat log).
+func (b *Bookings) LogOp(showID string, op SeatOp) <-chan bool { return b.logOp(showID, op) }
