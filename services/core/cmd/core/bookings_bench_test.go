@@ -25,6 +25,19 @@ import (
 	"github.com/cineflow/cineflow/pkg/logging"
 )
 
+// benchNotifier is a stand-in for the notification service that accepts every email at once,
+// so that the figures are the core's own; it returns the URL to post to.
+func benchNotifier(b *testing.B) string {
+	noti := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{"success":true,"error":{},"data":{"_id":"000000000000000000000000","status":"PENDING"},"message":"created"}`))
+	}))
+	b.Cleanup(noti.Close)
+	return noti.URL + "/notiservice/api/v1/notifications"
+}
+
 // benchService is a core service started for a benchmark, with a raw client.
 type benchService struct {
 	m     *Main
@@ -42,16 +55,7 @@ func startBench(b *testing.B, edit func(*Config)) *benchService {
 		pool = v
 	}
 	cfg.DBURL += "?maxPoolSize=" + pool
-	// The confirmation emails go to a stand-in that accepts them at once, so that the figures
-	// are the core's own.
-	noti := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusCreated)
-		_, _ = w.Write([]byte(`{"success":true,"error":{},"data":{"_id":"000000000000000000000000","status":"PENDING"},"message":"created"}`))
-	}))
-	b.Cleanup(noti.Close)
-	cfg.NotificationURL = noti.URL + "/notiservice/api/v1/notifications"
+	cfg.NotificationURL = benchNotifier(b)
 	if edit != nil {
 		edit(&cfg)
 	}

@@ -125,6 +125,8 @@ type Main struct {
 	// SetupTelemetry installs the global tracer provider (default telemetry.Setup) and returns
 	// its shutdown. Tests that run many Mains in one process install it once instead.
 	SetupTelemetry func(ctx context.Context) (func(context.Context) error, error)
+	// Now is the booking engine's clock (default time.Now); benchmarks move it to make holds end.
+	Now func() time.Time
 
 	Registry  *prometheus.Registry
 	Client    *mongo.Client

@@ -64,7 +64,7 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	}
 	m.Bookings = core.NewBookings(store, shows, core.BookingsOptions{HoldTTL: cfg.HoldTTL,
 		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, MaxOpenSeatsPerUser: cfg.MaxOpenSeatsPerUser,
-		Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry)})
+		Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry), Now: m.Now})
 	// Before serving, like the indexes: a store written by a version without seat logs gets
 	// them (once).
 	if err := m.Bookings.MigrateSeatLogs(ctx); err != nil {

@@ -1,0 +1,388 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/cineflow/cineflow/pkg/logging"
+	"github.com/cineflow/cineflow/services/core"
+)
+
+// Growth benchmarks: the booking path's speed as the data grows, which a benchmark on a fresh
+// database never sees. Sizes come from the environment so that a quick look is possible:
+// BENCH_GROWTH_TOTAL (default 100,000 bookings) in windows of BENCH_GROWTH_WINDOW (10,000),
+// BENCH_STORM_HOLDS (100,000 holds ending at once).
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+var (
+	coreBinOnce sync.Once
+	coreBin     string
+	coreBinErr  error
+)
+
+// buildCore builds the core binary once per test binary.
+func buildCore(b *testing.B) string {
+	coreBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "cineflow-core-bench-")
+		if err != nil {
+			coreBinErr = err
+			return
+		}
+		coreBin = filepath.Join(dir, "core")
+		build := exec.Command("go", "build", "-o", coreBin, ".")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			coreBinErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if coreBinErr != nil {
+		b.Fatal(coreBinErr)
+	}
+	return coreBin
+}
+
+// coreProcess is the core binary run against the test database as make run runs it, so that
+// its memory is its own.
+type coreProcess struct {
+	*benchService
+	cmd *exec.Cmd
+}
+
+func startCoreProcess(b *testing.B, extraEnv ...string) *coreProcess {
+	b.Helper()
+	bin := buildCore(b)
+	port := freePort(b)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "HOST=127.0.0.1", "DB_URL="+testDBURL(b)+"?maxPoolSize=4",
+		"APP_ENV=development", "JWT_SECRET="+testSecret, "ADMIN_EMAIL="+adminEmail, "ADMIN_PASSWORD="+adminPassword,
+		"BCRYPT_COST=4", "LOG_LEVEL=error", "SIGNIN_RATE_PER_MINUTE=60000", "SIGNIN_BURST=1000", "BOOKING_PROJECTION=false",
+		"NOTIFICATION_API_TOKEN=bench-token-0123456789", "NOTIFICATION_SERVICE_URL="+benchNotifier(b))
+	cmd.Env = append(cmd.Env, extraEnv...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	p := &coreProcess{cmd: cmd, benchService: &benchService{rc: newRawClient(fmt.Sprintf("http://127.0.0.1:%d", port))}}
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if st, _ := p.rc.do("GET", "/readyz", "", nil, nil); st == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("core not ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.admin = p.signIn(b, adminEmail, adminPassword)
+	return p
+}
+
+func (p *coreProcess) rssMiB() (now, peak float64) {
+	return float64(procKiB(p.cmd.Process.Pid, "VmRSS")) / 1024, float64(procKiB(p.cmd.Process.Pid, "VmHWM")) / 1024
+}
+
+// window is one window's figures.
+type window struct {
+	bookings      int
+	book, pay, sm loadStats
+	rss           float64
+}
+
+// BenchmarkBookingGrowth books BENCH_GROWTH_TOTAL seats (one per booking, on 20 shows of 5,000
+// seats) in windows of BENCH_GROWTH_WINDOW, paying each window's bookings and reading seat maps
+// after it: POST /bookings, POST /payments and GET /shows/:id/seats throughput and p99 per
+// window, the core's RSS, and the database's own insert and read-by-_id rates before and after.
+// Targets: the last window reaches 80% of the first's throughput, with a p99 at most 1.5x.
+// One customer (16 connections) and 64 customers (64 connections).
+func BenchmarkBookingGrowth(b *testing.B) {
+	total, size := envInt("BENCH_GROWTH_TOTAL", 100000), envInt("BENCH_GROWTH_WINDOW", 10000)
+	for _, customers := range []int{1, 64} {
+		b.Run(fmt.Sprintf("customers=%d", customers), func(b *testing.B) {
+			for b.Loop() {
+				growth(b, customers, total, size)
+			}
+		})
+	}
+}
+
+func growth(b *testing.B, customers, total, size int) {
+	const seatsPerShow = 5000
+	p := startCoreProcess(b, "BOOKING_HOLD_TTL=2h", "MAX_OPEN_SEATS_PER_USER=100000")
+	conc := 16
+	if customers > 1 {
+		conc = 64
+	}
+	toks := p.customers(b, customers)
+	nShows := (total + seatsPerShow - 1) / seatsPerShow
+	shows := make([]showFixture, nShows)
+	for i := range shows {
+		shows[i] = p.show(b, seatsPerShow, 50)
+	}
+	db := connectBench(b, testDBURLOf(p))
+	driver := func(label string) {
+		coll := db.Collection("bench_driver")
+		ids := make([]bson.ObjectID, 2000)
+		ins := driverRate(b, len(ids), func(ctx context.Context, i int) error {
+			ids[i] = bson.NewObjectID()
+			_, err := coll.InsertOne(ctx, bson.M{"_id": ids[i], "userId": "u", "seats": []string{"A1"}, "createdAt": time.Now()})
+			return err
+		})
+		get := driverRate(b, len(ids), func(ctx context.Context, i int) error {
+			return coll.FindOne(ctx, bson.M{"_id": ids[i]}).Err()
+		})
+		b.Logf("database %s: insertOne %s; findOne by _id %s", label, ins, get)
+	}
+	driver("before")
+	var windows []window
+	next := 0
+	for done := 0; done+size <= total; done += size {
+		ids, costs := make([]string, size), make([]float64, size)
+		base := next
+		book := runLoad(size, conc, func(i int) int {
+			f := shows[(base+i)%nShows]
+			code, raw := p.rc.do("POST", base1+"/bookings", toks[i%customers], f.booking(1), nil)
+			if code == 201 {
+				var env struct {
+					Data struct {
+						ID        string  `json:"_id"`
+						TotalCost float64 `json:"totalCost"`
+					} `json:"data"`
+				}
+				_ = json.Unmarshal(raw, &env)
+				ids[i], costs[i] = env.Data.ID, env.Data.TotalCost
+			}
+			return code
+		})
+		next += size
+		if book.statuses[201] != size {
+			b.Fatalf("window at %d bookings: %v", done, book)
+		}
+		pay := runLoad(size, conc, func(i int) int {
+			code, _ := p.rc.do("POST", base1+"/payments", toks[i%customers], map[string]any{"bookingId": ids[i], "amount": costs[i]}, nil)
+			return code
+		})
+		if pay.statuses[200] != size {
+			b.Fatalf("payments at %d bookings: %v", done, pay)
+		}
+		sm := runLoad(2000, conc, func(i int) int {
+			code, _ := p.rc.do("GET", base1+"/shows/"+shows[i%nShows].showID+"/seats", "", nil, nil)
+			return code
+		})
+		rss, _ := p.rssMiB()
+		w := window{bookings: done + size, book: book, pay: pay, sm: sm, rss: rss}
+		windows = append(windows, w)
+		b.Logf("%7d bookings: book %6.0f/s p99 %6.1f ms | pay %6.0f/s p99 %6.1f ms | seat map %6.0f/s p99 %5.1f ms | core RSS %5.1f MiB",
+			w.bookings, book.rate(), ms(book.p99), pay.rate(), ms(pay.p99), sm.rate(), ms(sm.p99), rss)
+	}
+	driver("after")
+	_, peak := p.rssMiB()
+	first, last := windows[0], windows[len(windows)-1]
+	b.ReportMetric(first.book.rate(), "book-first-req/s")
+	b.ReportMetric(last.book.rate(), "book-last-req/s")
+	b.ReportMetric(ms(first.book.p99), "book-first-p99-ms")
+	b.ReportMetric(ms(last.book.p99), "book-last-p99-ms")
+	b.ReportMetric(last.pay.rate()/first.pay.rate(), "pay-last/first")
+	b.ReportMetric(last.sm.rate()/first.sm.rate(), "seatmap-last/first")
+	b.ReportMetric(peak, "core-peak-RSS-MiB")
+	for _, c := range []struct {
+		what        string
+		first, last loadStats
+	}{{"POST /bookings", first.book, last.book}, {"POST /payments", first.pay, last.pay}, {"GET /shows/:id/seats", first.sm, last.sm}} {
+		ratio, p99 := c.last.rate()/c.first.rate(), ms(c.last.p99)/ms(c.first.p99)
+		b.Logf("%s: last window %.0f%% of the first's throughput, p99 %.2fx", c.what, 100*ratio, p99)
+		if ratio < 0.8 || p99 > 1.5 {
+			b.Errorf("%s slowed down with the data: %.0f%% of the first window's throughput (target >= 80%%), p99 %.2fx (target <= 1.5x)",
+				c.what, 100*ratio, p99)
+		}
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// base1 is the API's base path (named apart from the loop variables above).
+const base1 = base
+
+func testDBURLOf(p *coreProcess) string {
+	for _, kv := range p.cmd.Env {
+		if len(kv) > 7 && kv[:7] == "DB_URL=" {
+			return kv[7:]
+		}
+	}
+	return ""
+}
+
+// BenchmarkExpiryStorm: BENCH_STORM_HOLDS unpaid bookings (one seat each, on shows of 5,000
+// seats) whose holds all end at the same moment. It measures booking latency on another show
+// while quiet, then while the expirer releases them all: how long the release takes (target
+// 60 s for 100,000) and the booking p99 meanwhile (target at most 3x quiet).
+func BenchmarkExpiryStorm(b *testing.B) {
+	holds := envInt("BENCH_STORM_HOLDS", 100000)
+	for b.Loop() {
+		storm(b, holds)
+	}
+}
+
+func storm(b *testing.B, holds int) {
+	const seatsPerShow = 5000
+	var offset atomic.Int64 // the engine's clock runs this far ahead of the wall clock
+	cfg := testConfig(b)
+	cfg.LogLevel = "error"
+	cfg.DBURL += "?maxPoolSize=4"
+	cfg.BookingConfig.HoldTTL = 10 * time.Minute
+	cfg.BookingConfig.ExpiryInterval = time.Second
+	cfg.BookingConfig.MaxOpenSeatsPerUser = 100000
+	cfg.NotificationURL = benchNotifier(b)
+	m := &Main{Config: cfg, Logger: logging.NewTo(&syncBuffer{}, "error", "core"), SetupTelemetry: sharedTelemetry,
+		Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }}
+	if err := m.Run(b.Context()); err != nil {
+		m.Close()
+		b.Fatalf("Run: %v", err)
+	}
+	b.Cleanup(func() { m.Close() })
+	s := &benchService{m: m, rc: newRawClient("http://" + m.Addr())}
+	s.admin = s.signIn(b, adminEmail, adminPassword)
+	toks := s.customers(b, 16)
+	seeder := fmt.Sprintf("storm-%d@example.com", fixtureSeq.Add(1))
+	s.call(b, "POST", base+"/auth/signup", "", map[string]string{"name": "Bench", "email": seeder, "password": "bench-password"}, 201)
+	user, err := m.Users.GetByEmail(context.Background(), seeder)
+	if err != nil {
+		b.Fatal(err)
+	}
+	nShows := (holds + seatsPerShow - 1) / seatsPerShow
+	shows := make([]showFixture, nShows)
+	for i := range shows {
+		shows[i] = s.show(b, seatsPerShow, 50)
+	}
+	quietShow := s.show(b, 5000, 50)
+	// The holds, through the engine itself (an HTTP round trip each would only take longer).
+	seedStart := time.Now()
+	seed := runLoad(holds, 32, func(i int) int {
+		f := shows[i%nShows]
+		_, err := m.Bookings.Book(context.Background(), user, core.BookingRequest{TheatreID: f.theatreID, MovieID: f.movieID,
+			Timing: f.timing, NoOfSeats: 1})
+		if err != nil {
+			b.Errorf("seed: %v", err)
+			return 500
+		}
+		return 201
+	})
+	b.Logf("seeded %d unpaid holds in %v (%.0f/s)", holds, time.Since(seedStart).Round(time.Millisecond), seed.rate())
+	bookOn := func(f showFixture) func(i int) int {
+		return func(i int) int {
+			code, raw := s.rc.do("POST", base+"/bookings", toks[i%16], f.booking(1), nil)
+			if code == 201 {
+				var env struct {
+					Data struct{ ID string `json:"_id"` } `json:"data"`
+				}
+				_ = json.Unmarshal(raw, &env)
+				s.rc.do("PATCH", base+"/bookings/"+env.Data.ID, toks[i%16], map[string]any{"status": "CANCELLED"}, nil)
+			}
+			return code
+		}
+	}
+	quiet := runLoad(2000, 16, bookOn(quietShow))
+	b.Logf("quiet: %s", quiet)
+	// Every seeded hold ends now.
+	offset.Store(int64(11 * time.Minute))
+	start := time.Now()
+	var released atomic.Bool
+	var during loadStats
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var all []time.Duration
+		var n int
+		var statuses = map[int]int{}
+		for !released.Load() {
+			st := runLoad(500, 16, bookOn(quietShow))
+			n += st.n
+			for k, v := range st.statuses {
+				statuses[k] += v
+			}
+			all = append(all, st.p99)
+			if st.p99 > during.p99 {
+				during = st
+			}
+		}
+		b.Logf("during the storm: %d bookings, statuses %v, worst p99 of a 500-booking stretch %v", n, statuses, during.p99)
+	})
+	ctx := context.Background()
+	db := m.DB
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		n, err := db.Collection("booking_intents").EstimatedDocumentCount(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d intents left after 10 minutes", n)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	took := time.Since(start)
+	released.Store(true)
+	wg.Wait()
+	b.ReportMetric(took.Seconds(), "release-s")
+	b.ReportMetric(ms(quiet.p99), "quiet-p99-ms")
+	b.ReportMetric(ms(during.p99), "storm-p99-ms")
+	b.Logf("released %d holds in %v; booking p99 quiet %v, during the storm (worst stretch) %v (%.1fx)",
+		holds, took.Round(time.Millisecond), quiet.p99, during.p99, ms(during.p99)/ms(quiet.p99))
+	// Every seat is free again.
+	for _, f := range shows[:min(3, len(shows))] {
+		var sm core.SeatMap
+		_ = json.Unmarshal(s.call(b, "GET", base+"/shows/"+f.showID+"/seats", "", nil, 200), &sm)
+		if len(sm.Free) != seatsPerShow {
+			b.Errorf("show %s: %d free of %d after the storm", f.showID, len(sm.Free), seatsPerShow)
+		}
+	}
+	if took > time.Minute*time.Duration(max(1, holds/100000)) {
+		b.Errorf("releasing %d holds took %v (target 60 s per 100,000)", holds, took)
+	}
+	if ms(during.p99) > 3*ms(quiet.p99) {
+		b.Errorf("booking p99 during the storm %v is over 3x quiet %v", during.p99, quiet.p99)
+	}
+}
+
+// connectBench is a driver connection of the benchmark's own to the database at url.
+func connectBench(b *testing.B, url string) *mongo.Database {
+	client, err := mongo.Connect(options.Client().ApplyURI(url))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { client.Disconnect(context.Background()) })
+	return client.Database(dbNameOf(url))
+}
+
+func dbNameOf(url string) string {
+	s := url
+	if i := strings.Index(s, "?"); i >= 0 {
+		s = s[:i]
+	}
+	return s[strings.LastIndex(s, "/")+1:]
+}
