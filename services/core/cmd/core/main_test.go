@@ -573,8 +573,8 @@ func TestSignInRateLimit(t *testing.T) {
 
 func TestEnvelopeOnEveryResponse(t *testing.T) {
 	t.Parallel()
-	// A small limit, so that the whole oversized body fits the socket buffers: the server
-	// answers 413 and closes, and the client reads the answer instead of a reset.
+	// A small limit: 413 answers a body four times larger (TestOversizedBodiesAre413 sends
+	// bodies of many MiB).
 	s := startService(t, func(c *Config) { c.BodyLimit = 16 << 10 })
 	s.expect(s.do(req{method: "GET", path: base + "/nowhere"}), 404)
 	s.expect(s.do(req{method: "GET", path: "/healthz"}), 200)
