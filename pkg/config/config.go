@@ -42,6 +42,17 @@ func (c Common) Validate() error {
 	}
 }
 
+// RequiredInProduction is the error of a binary that refuses to start in production without
+// the variable name (why says what would go wrong; may be empty). It names the variable,
+// never a value.
+func RequiredInProduction(name, why string) error {
+	if why != "" {
+		why = ": " + why
+	}
+	return fmt.Errorf("%s is required in production (APP_ENV unset or production; set APP_ENV=development "+
+		"to run without it, never in production)%s", name, why)
+}
+
 // Load fills dst (a pointer to a struct with `env` tags) from .env and the environment.
 // Errors name the variable, never its value.
 func Load(dst any) error {

@@ -32,3 +32,12 @@ func TestAppEnvDefaultsToProduction(t *testing.T) {
 		}
 	}
 }
+
+func TestRequiredInProduction(t *testing.T) {
+	msg := RequiredInProduction("JWT_SECRET", "tokens would be forgeable").Error()
+	for _, want := range []string{"JWT_SECRET is required in production", "APP_ENV=development", "tokens would be forgeable"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q lacks %q", msg, want)
+		}
+	}
+}
