@@ -499,3 +499,16 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 		t.Fatalf("%d tickets not delivered exactly once (duplicates %v)", bad, w.fake.Duplicates())
 	}
 }
+
+// TestImageRunsInProduction: the image sets no APP_ENV, so it runs as the binary defaults:
+// in production mode.
+func TestImageRunsInProduction(t *testing.T) {
+	t.Parallel()
+	dockerfile, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(dockerfile), "APP_ENV") {
+		t.Error("jobs/sweeper/Dockerfile mentions APP_ENV: the image must run in production mode, the binary's default")
+	}
+}
