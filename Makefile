@@ -29,7 +29,9 @@ build: ## compile every binary into ./bin (core, notification, sweeper, devstack
 run: build ## the whole system on this machine: embedded database, services, a sweep every SWEEP_INTERVAL
 	$(BIN)/devstack
 
-sweep: build ## one sweep, then exit, against DB_URL (default: the database `make run` serves)
+sweep: build ## one sweep, then exit, against DB_URL (default: the database `make run` serves), in development mode as `make run`
+	@# The binaries default to APP_ENV=production; like devstack, use development unless APP_ENV is set (here or in .env).
+	@if [ -z "$${APP_ENV}" ] && ! grep -qsE '^[[:space:]]*(export[[:space:]]+)?APP_ENV=[^[:space:]#]' .env; then export APP_ENV=development; fi; \
 	$(BIN)/sweeper
 
 test: deps ## every test of every module (fuzz seed corpora included), the chart on a real API server

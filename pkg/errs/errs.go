@@ -12,7 +12,7 @@ import (
 // Code says what kind of failure an error is.
 type Code string
 
-// The codes. Each has exactly one HTTP status in Status.
+// The codes. Each has exactly one HTTP status in Status (several codes may share one).
 const (
 	Invalid       Code = "invalid"        // malformed or missing input
 	Unauthorized  Code = "unauthorized"   // no or bad credentials
@@ -20,9 +20,10 @@ const (
 	NotFound      Code = "not_found"      // no such thing
 	Conflict      Code = "conflict"       // seat taken, duplicate, already decided
 	Gone          Code = "gone"           // expired
-	PaymentFailed Code = "payment_failed" // payment refused
+	PaymentFailed Code = "payment_failed" // payment refused (400, as the original answered)
 	Unprocessable Code = "unprocessable"  // well-formed but semantically invalid
 	TooLarge      Code = "too_large"      // body too large
+	Unsupported   Code = "unsupported"    // a Content-Encoding (compressed body) the server refuses
 	RateLimited   Code = "rate_limited"   // slow down
 	Unavailable   Code = "unavailable"    // a dependency is down
 	Internal      Code = "internal"       // a bug; never for bad input
@@ -35,9 +36,10 @@ var statuses = map[Code]int{
 	NotFound:      http.StatusNotFound,
 	Conflict:      http.StatusConflict,
 	Gone:          http.StatusGone,
-	PaymentFailed: http.StatusPaymentRequired,
+	PaymentFailed: http.StatusBadRequest,
 	Unprocessable: http.StatusUnprocessableEntity,
 	TooLarge:      http.StatusRequestEntityTooLarge,
+	Unsupported:   http.StatusUnsupportedMediaType,
 	RateLimited:   http.StatusTooManyRequests,
 	Unavailable:   http.StatusServiceUnavailable,
 	Internal:      http.StatusInternalServerError,
@@ -51,8 +53,14 @@ func Status(c Code) int {
 	return http.StatusInternalServerError
 }
 
+// byStatus is the reverse of statuses where two codes share a status: the general code wins.
+var byStatus = map[int]Code{http.StatusBadRequest: Invalid}
+
 // CodeForStatus is the reverse of Status, for errors raised by the HTTP framework itself.
 func CodeForStatus(status int) Code {
+	if c, ok := byStatus[status]; ok {
+		return c
+	}
 	for c, s := range statuses {
 		if s == status {
 			return c

@@ -16,13 +16,9 @@ import (
 )
 
 // DecodeJSON decodes the request body into dst. It answers Invalid with a message that names
-// the offending field for malformed JSON, wrong types, and trailing data.
+// the offending field for malformed JSON, wrong types, and trailing data. (An encoded body
+// never gets here: the server's guardBody refuses it with 415, before any handler runs.)
 func DecodeJSON(c *fiber.Ctx, dst any) error {
-	// Fiber inflates gzip/deflate/br bodies without a size bound: refuse them, so that a
-	// small compressed body cannot expand past the body limit.
-	if enc := strings.TrimSpace(c.Get(fiber.HeaderContentEncoding)); enc != "" && !strings.EqualFold(enc, "identity") {
-		return errs.E(errs.Invalid, "compressed request bodies are not accepted (Content-Encoding: %s)", enc)
-	}
 	body := c.Body()
 	if len(bytes.TrimSpace(body)) == 0 {
 		return errs.E(errs.Invalid, "request body is empty; send a JSON object")

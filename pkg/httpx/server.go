@@ -29,8 +29,13 @@ type Options struct {
 	// Name prefixes the metrics ("mba", "notification") and names the tracer.
 	Name   string
 	Logger *slog.Logger
-	// BodyLimit is the largest request body in bytes (default 1 MiB); larger answers 413.
-	BodyLimit    int
+	// BodyLimit is the largest request body in bytes (default 1 MiB); larger answers 413,
+	// decided from Content-Length before reading when it is given (see body.go).
+	BodyLimit int
+	// DiscardLimit bounds what is read and thrown away after a refused body, so that a client
+	// that writes its whole body before reading gets the answer (default 64 MiB); the
+	// discarding also stops after ReadTimeout.
+	DiscardLimit int
 	ReadTimeout  time.Duration // default 10s
 	WriteTimeout time.Duration // default 10s
 	IdleTimeout  time.Duration // default 60s
@@ -60,6 +65,9 @@ type Server struct {
 func NewServer(opts Options) *Server {
 	if opts.BodyLimit == 0 {
 		opts.BodyLimit = 1 << 20
+	}
+	if opts.DiscardLimit == 0 {
+		opts.DiscardLimit = defaultDiscardLimit
 	}
 	if opts.ReadTimeout == 0 {
 		opts.ReadTimeout = 10 * time.Second
@@ -94,17 +102,21 @@ func NewServer(opts Options) *Server {
 	opts.Registry.MustRegister(s.requests, s.duration, s.internalErrors)
 
 	s.App = fiber.New(fiber.Config{
-		AppName:               opts.Name,
-		BodyLimit:             opts.BodyLimit,
-		ReadTimeout:           opts.ReadTimeout,
-		WriteTimeout:          opts.WriteTimeout,
-		IdleTimeout:           opts.IdleTimeout,
-		DisableStartupMessage: true,
-		ErrorHandler:          s.errorHandler,
+		AppName:   opts.Name,
+		BodyLimit: opts.BodyLimit,
+		// Bodies are read by guardBody, never by fasthttp before the handlers (body.go).
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		ReadTimeout:                  opts.ReadTimeout,
+		WriteTimeout:                 opts.WriteTimeout,
+		IdleTimeout:                  opts.IdleTimeout,
+		DisableStartupMessage:        true,
+		ErrorHandler:                 s.errorHandler,
 	})
 	s.App.Use(requestid.New(requestid.Config{Generator: newRequestID}))
 	s.App.Use(s.observe)
 	s.App.Use(recover.New(recover.Config{EnableStackTrace: true, StackTraceHandler: s.logPanic}))
+	s.App.Use(s.guardBody) // before any handler or wrapper reads a body
 
 	s.App.Get("/healthz", func(c *fiber.Ctx) error { return OK(c, 200, fiber.Map{"status": "ok"}, "alive") })
 	s.App.Get("/readyz", s.readyz)
@@ -198,7 +210,7 @@ func (s *Server) Listen(addr string) error {
 	if err != nil {
 		return err
 	}
-	s.ln = ln
+	s.ln = &lingerListener{Listener: ln, discard: int64(s.opts.DiscardLimit), timeout: s.opts.ReadTimeout}
 	return nil
 }
 

@@ -55,8 +55,11 @@ type Config struct {
 // Validate rejects settings the sweep cannot work with.
 func (c Config) Validate() error {
 	var errs []error
+	if err := c.Common.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Production() && c.ResendAPIKey == "" {
-		errs = append(errs, errors.New("RESEND_API_KEY is required when APP_ENV=production (without it emails are only logged)"))
+		errs = append(errs, config.RequiredInProduction("RESEND_API_KEY", "without it emails are only logged, never sent"))
 	}
 	if strings.TrimSpace(c.EmailFrom) == "" {
 		errs = append(errs, errors.New("EMAIL_FROM must name the sender, e.g. CineFlow <tickets@example.com>"))

@@ -122,11 +122,12 @@ func binary(t testing.TB) string {
 	return binPath
 }
 
-// runBinary runs one sweep as a process and returns its exit code and stderr.
+// runBinary runs one sweep as a process and returns its exit code and stderr. It runs in
+// development mode unless env sets APP_ENV (the binary's default is production).
 func runBinary(t testing.TB, env []string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(binary(t))
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), "APP_ENV=development"), env...)
 	cmd.Dir = t.TempDir()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -191,6 +192,49 @@ func TestBadConfigurationExitsNonZero(t *testing.T) {
 		if code != 1 || stderr == "" {
 			t.Fatalf("%v: exit %d, stderr %q", env, code, stderr)
 		}
+	}
+}
+
+// TestFailsClosedWithoutAPIKey: with APP_ENV unset the sweeper is in production mode and
+// refuses to run without RESEND_API_KEY, saying so (and touching no ticket); with
+// APP_ENV=development it runs with the dev mailer. A key given is never printed.
+func TestFailsClosedWithoutAPIKey(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2, resendfake.Options{})
+	var base []string // the test's environment without APP_ENV and RESEND_API_KEY
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "APP_ENV=") && !strings.HasPrefix(kv, "RESEND_API_KEY=") {
+			base = append(base, kv)
+		}
+	}
+	run := func(env ...string) (int, string) {
+		cmd := exec.Command(binary(t))
+		cmd.Env = append(append(base, "DB_URL="+w.dbURL, "OUTBOX_DIR="+t.TempDir(), "LOG_LEVEL=info"), env...)
+		cmd.Dir = t.TempDir()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
+			t.Fatal(err)
+		}
+		return cmd.ProcessState.ExitCode(), stderr.String()
+	}
+	code, stderr := run()
+	if code != 1 || !strings.Contains(stderr, "RESEND_API_KEY is required in production") || !strings.Contains(stderr, "APP_ENV=development") {
+		t.Fatalf("APP_ENV unset, no key: exit %d\n%s", code, stderr)
+	}
+	tk, err := nstore.New(w.db).Get(context.Background(), w.ids[0])
+	if err != nil || tk.Status != notification.StatusPending || tk.Attempts != 0 {
+		t.Fatalf("ticket after the refusal: %+v, %v", tk, err)
+	}
+	if code, stderr := run("APP_ENV=staging", "RESEND_API_KEY="+testKey); code != 1 || !strings.Contains(stderr, "APP_ENV must be") ||
+		strings.Contains(stderr, testKey) {
+		t.Fatalf("APP_ENV=staging: exit %d\n%s", code, stderr)
+	}
+	if code, stderr := run("APP_ENV=development"); code != 0 || !strings.Contains(stderr, "RESEND_API_KEY is not set") {
+		t.Fatalf("APP_ENV=development, no key: exit %d\n%s", code, stderr)
+	}
+	if bad := w.fake.Requests(); bad != 0 {
+		t.Fatalf("%d provider requests without a key", bad)
 	}
 }
 
@@ -453,5 +497,18 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	}
 	if bad := w.notExactlyOnce(); bad != 0 {
 		t.Fatalf("%d tickets not delivered exactly once (duplicates %v)", bad, w.fake.Duplicates())
+	}
+}
+
+// TestImageRunsInProduction: the image sets no APP_ENV, so it runs as the binary defaults:
+// in production mode.
+func TestImageRunsInProduction(t *testing.T) {
+	t.Parallel()
+	dockerfile, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(dockerfile), "APP_ENV") {
+		t.Error("jobs/sweeper/Dockerfile mentions APP_ENV: the image must run in production mode, the binary's default")
 	}
 }

@@ -3,7 +3,8 @@
 // It starts the embedded database (unless DB_URL names one), then each service as a child
 // process, waiting for its /readyz, then runs the sweeper once right away and every
 // SWEEP_INTERVAL, as the Kubernetes CronJob does in production. Children get this process's
-// environment plus the few variables that wire them together; their output is shown with
+// environment plus the few variables that wire them together (and APP_ENV=development unless
+// the user set APP_ENV: the binaries default to production); their output is shown with
 // their name in front. Ctrl-C (or SIGTERM) stops every child, then the database.
 package main
 
@@ -59,6 +60,10 @@ type settings struct {
 	// Projection is core's BOOKING_PROJECTION: off by default on the embedded database, where
 	// every update scans its collection (the core never needs it; see the README).
 	Projection string
+	// AppEnv is the children's APP_ENV: development, unless the user set one. The binaries
+	// default to production (they refuse to start without their secrets); `make run` is the
+	// development stack.
+	AppEnv string
 }
 
 // loadSettings reads the settings through lookup (the environment, then .env).
@@ -67,7 +72,10 @@ func loadSettings(lookup func(string) string) (settings, error) {
 		OutboxDir: lookup("OUTBOX_DIR"), Resend: lookup("RESEND_API_KEY") != "",
 		JWTSecret: lookup("JWT_SECRET"), NotificationURL: lookup("NOTIFICATION_SERVICE_URL"),
 		AdminEmail: lookup("ADMIN_EMAIL"), AdminPassword: lookup("ADMIN_PASSWORD"),
-		Projection: lookup("BOOKING_PROJECTION")}
+		Projection: lookup("BOOKING_PROJECTION"), AppEnv: lookup("APP_ENV")}
+	if s.AppEnv == "" {
+		s.AppEnv = "development"
+	}
 	if s.Projection == "" && s.DBURL == "" {
 		s.Projection = "false"
 	}
@@ -127,9 +135,9 @@ func services(s settings, notificationBin, coreBin string) []service {
 	list := []service{
 		{Name: "notification", Bin: notificationBin, Port: s.NotificationPort, Base: notificationAPI,
 			Env: map[string]string{"DB_URL": s.DBURL, "PORT": strconv.Itoa(s.NotificationPort),
-				"NOTIFICATION_API_TOKEN": s.Token}},
+				"NOTIFICATION_API_TOKEN": s.Token, "APP_ENV": s.AppEnv}},
 		{Name: "core", Bin: coreBin, Port: 3000, Base: "/mba/api/v1", Optional: true,
-			Env: map[string]string{"DB_URL": s.DBURL, "PORT": "3000", "JWT_SECRET": s.JWTSecret,
+			Env: map[string]string{"DB_URL": s.DBURL, "PORT": "3000", "JWT_SECRET": s.JWTSecret, "APP_ENV": s.AppEnv,
 				"ADMIN_EMAIL": s.AdminEmail, "ADMIN_PASSWORD": s.AdminPassword,
 				"NOTIFICATION_SERVICE_URL": s.NotificationURL, "NOTIFICATION_API_TOKEN": s.Token}},
 	}
@@ -142,7 +150,7 @@ func services(s settings, notificationBin, coreBin string) []service {
 // sweeperEnv is what the sweeper gets on top of the environment (RESEND_* and EMAIL_FROM pass
 // through as they are).
 func sweeperEnv(s settings) map[string]string {
-	return map[string]string{"DB_URL": s.DBURL, "OUTBOX_DIR": s.OutboxDir}
+	return map[string]string{"DB_URL": s.DBURL, "OUTBOX_DIR": s.OutboxDir, "APP_ENV": s.AppEnv}
 }
 
 func main() {

@@ -30,7 +30,7 @@ func TestLoadSettingsDefaults(t *testing.T) {
 	}
 	want := settings{Token: devToken, DevToken: true, NotificationPort: 3001, Interval: 2 * time.Minute,
 		OutboxDir: ".outbox", JWTSecret: devJWTSecret, AdminEmail: devAdminEmail, AdminPassword: devAdminPass, DevAdmin: true,
-		NotificationURL: "http://127.0.0.1:3001/notiservice/api/v1/notifications", Projection: "false"}
+		NotificationURL: "http://127.0.0.1:3001/notiservice/api/v1/notifications", Projection: "false", AppEnv: "development"}
 	if s != want {
 		t.Errorf("defaults:\n got %+v\nwant %+v", s, want)
 	}
@@ -69,6 +69,20 @@ func TestServicesEnv(t *testing.T) {
 	}
 	if e := sweeperEnv(s); e["DB_URL"] != "mongodb://x/" || e["OUTBOX_DIR"] != ".outbox" {
 		t.Errorf("sweeper env = %v", e)
+	}
+	// The binaries default to production: `make run` runs every child in development mode,
+	// unless the user chose APP_ENV (in the environment or .env).
+	for _, c := range []struct{ set, want string }{{"", "development"}, {"production", "production"}} {
+		s, _ := loadSettings(lookupOf(map[string]string{"APP_ENV": c.set}))
+		envs := []map[string]string{sweeperEnv(s)}
+		for _, svc := range services(s, "n", "c") {
+			envs = append(envs, svc.Env)
+		}
+		for i, e := range envs {
+			if e["APP_ENV"] != c.want {
+				t.Errorf("APP_ENV=%q: child %d gets APP_ENV=%q, want %q", c.set, i, e["APP_ENV"], c.want)
+			}
+		}
 	}
 }
 

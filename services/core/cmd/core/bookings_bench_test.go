@@ -276,7 +276,7 @@ func BenchmarkCoreMemory(b *testing.B) {
 		cmd := exec.Command(bin)
 		cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "HOST=127.0.0.1", "DB_URL="+testDBURL(b)+"?maxPoolSize=4",
 			"JWT_SECRET="+testSecret, "ADMIN_EMAIL="+adminEmail, "ADMIN_PASSWORD="+adminPassword, "BCRYPT_COST=4",
-			"LOG_LEVEL=error", "SIGNIN_RATE_PER_MINUTE=60000", "SIGNIN_BURST=1000", "BOOKING_PROJECTION=false",
+			"APP_ENV=development", "LOG_LEVEL=error", "SIGNIN_RATE_PER_MINUTE=60000", "SIGNIN_BURST=1000", "BOOKING_PROJECTION=false",
 			"NOTIFICATION_SERVICE_URL=http://127.0.0.1:1/notiservice/api/v1/notifications")
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -346,7 +346,7 @@ func procKiB(pid int, field string) int64 {
 	return 0
 }
 
-func freePort(b *testing.B) int {
+func freePort(b testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -115,12 +115,18 @@ func TestBookAndPayOverHTTP(t *testing.T) {
 	if !slices.Equal(m.Held, bk.Seats) || len(m.Free) != 18 || len(m.Sold) != 0 {
 		t.Fatalf("seat map %+v", m)
 	}
-	// Wrong amount: 402, a FAILED payment, the booking still open.
-	r = s.expect(s.do(req{method: "POST", path: base + "/payments", token: tok, body: map[string]any{"bookingId": bk.ID, "amount": 299}}), 402)
+	// Wrong amount: 400 (the original's status, never 402), a FAILED payment in data, the booking still open.
+	r = s.expect(s.do(req{method: "POST", path: base + "/payments", token: tok, body: map[string]any{"bookingId": bk.ID, "amount": 299}}), 400)
 	var failed core.Payment
 	_ = json.Unmarshal(r.env.Data, &failed)
-	if failed.Status != core.PaymentFailed || failed.BookingID != bk.ID {
+	if failed.Status != core.PaymentFailed || failed.BookingID != bk.ID || r.env.Success {
 		t.Fatalf("failed payment %s", r.raw)
+	}
+	// ... and recorded: the customer reads it back.
+	r = s.expect(s.do(req{method: "GET", path: base + "/payments/" + failed.ID, token: tok}), 200)
+	var stored core.Payment
+	if err := json.Unmarshal(r.env.Data, &stored); err != nil || stored.ID != failed.ID || stored.Status != core.PaymentFailed {
+		t.Fatalf("stored failed payment %s", r.raw)
 	}
 	r = s.expect(s.do(req{method: "POST", path: base + "/payments", token: tok, body: map[string]any{"bookingId": bk.ID, "amount": 300}}), 200)
 	var paid struct {

@@ -27,7 +27,8 @@ import (
 // version is set at build time (-ldflags "-X main.version=...").
 var version = "dev"
 
-// devJWTSecret signs tokens when JWT_SECRET is unset outside production (with a warning).
+// devJWTSecret signs tokens when JWT_SECRET is unset in development (APP_ENV=development,
+// with a warning); production (the default) refuses to start without JWT_SECRET.
 const devJWTSecret = "cineflow-development-jwt-secret-not-for-production"
 
 // minProductionSecret is the shortest JWT_SECRET production accepts, in bytes.
@@ -73,15 +74,18 @@ func LoadConfig() (Config, error) {
 // Validate rejects settings the service cannot run with. Messages name variables, never
 // their values.
 func (c Config) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
 	if c.Production() {
 		if c.JWTSecret == "" {
-			return errors.New("JWT_SECRET is required when APP_ENV=production")
+			return config.RequiredInProduction("JWT_SECRET", fmt.Sprintf("a random secret of at least %d bytes signs the tokens", minProductionSecret))
 		}
 		if len(c.JWTSecret) < minProductionSecret {
-			return fmt.Errorf("JWT_SECRET must be at least %d bytes when APP_ENV=production", minProductionSecret)
+			return fmt.Errorf("JWT_SECRET must be at least %d bytes in production (APP_ENV unset or production)", minProductionSecret)
 		}
 		if c.BcryptCost < core.DefaultBcryptCost {
-			return fmt.Errorf("BCRYPT_COST must be at least %d when APP_ENV=production", core.DefaultBcryptCost)
+			return fmt.Errorf("BCRYPT_COST must be at least %d in production (APP_ENV unset or production)", core.DefaultBcryptCost)
 		}
 	}
 	if (c.AdminEmail == "") != (c.AdminPassword == "") {

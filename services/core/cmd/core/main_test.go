@@ -573,8 +573,8 @@ func TestSignInRateLimit(t *testing.T) {
 
 func TestEnvelopeOnEveryResponse(t *testing.T) {
 	t.Parallel()
-	// A small limit, so that the whole oversized body fits the socket buffers: the server
-	// answers 413 and closes, and the client reads the answer instead of a reset.
+	// A small limit: 413 answers a body four times larger (TestOversizedBodiesAre413 sends
+	// bodies of many MiB).
 	s := startService(t, func(c *Config) { c.BodyLimit = 16 << 10 })
 	s.expect(s.do(req{method: "GET", path: base + "/nowhere"}), 404)
 	s.expect(s.do(req{method: "GET", path: "/healthz"}), 200)
@@ -586,6 +586,7 @@ func TestEnvelopeOnEveryResponse(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
 	ok := Config{Port: 3000, DBURL: "mongodb://x", JWTTTL: time.Hour, BcryptCost: 10, Settings: httpx.Settings{BodyLimit: 1}, SigninPerMinute: 10, SigninBurst: 5}
+	ok.AppEnv = "development"
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("dev defaults: %v", err)
 	}
@@ -605,6 +606,16 @@ func TestConfigValidate(t *testing.T) {
 	prod.NotificationToken = "service-token"
 	if err := prod.Validate(); err != nil {
 		t.Errorf("production good secrets: %v", err)
+	}
+	// APP_ENV unset is production: the same refusals.
+	unset := ok
+	unset.AppEnv = ""
+	if err := unset.Validate(); err == nil || !strings.Contains(err.Error(), "JWT_SECRET is required in production") {
+		t.Errorf("APP_ENV unset without JWT_SECRET: %v", err)
+	}
+	unset.AppEnv = "staging"
+	if err := unset.Validate(); err == nil || !strings.Contains(err.Error(), "APP_ENV") {
+		t.Errorf("APP_ENV=staging: %v", err)
 	}
 	half := ok
 	half.AdminEmail = "a@b.cc"

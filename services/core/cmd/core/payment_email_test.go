@@ -263,10 +263,10 @@ func TestPaymentEmailOnlyWhenPaid(t *testing.T) {
 	}
 	never := map[string]string{} // booking id -> why no email may ever name it
 
-	// Wrong amounts: 402 (and 400 for amounts that are not amounts); the booking stays open.
+	// Wrong amounts: 400 as in the original (also for amounts that are not amounts); the booking stays open.
 	wrong := book(2)
-	s.expect(s.pay(tok, wrong.ID, wrong.TotalCost-1, nil), 402)
-	s.expect(s.pay(tok, wrong.ID, wrong.TotalCost+0.01, nil), 402)
+	s.expect(s.pay(tok, wrong.ID, wrong.TotalCost-1, nil), 400)
+	s.expect(s.pay(tok, wrong.ID, wrong.TotalCost+0.01, nil), 400)
 	s.expect(s.pay(tok, wrong.ID, 0, nil), 400)
 	s.expect(s.pay(tok, wrong.ID, -wrong.TotalCost, nil), 400)
 	if got := booking(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + wrong.ID, token: tok}), 200)); got.Status != core.BookingInProcess {
@@ -282,7 +282,7 @@ func TestPaymentEmailOnlyWhenPaid(t *testing.T) {
 
 	// A wrong amount, a cancel, then the right amount: 409.
 	both := book(1)
-	s.expect(s.pay(tok, both.ID, 1, nil), 402)
+	s.expect(s.pay(tok, both.ID, 1, nil), 400)
 	s.expect(cancel(both.ID), 200)
 	s.expect(s.pay(tok, both.ID, both.TotalCost, nil), 409)
 	never[both.ID] = "wrong amount, cancelled, then paid"

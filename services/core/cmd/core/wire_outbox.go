@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/cineflow/cineflow/pkg/config"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 	"github.com/cineflow/cineflow/services/core/notifyclient"
@@ -39,7 +40,7 @@ func (c OutboxConfig) Validate(production bool) error {
 		}
 	}
 	if production && c.NotificationToken == "" {
-		return errors.New("NOTIFICATION_API_TOKEN is required when APP_ENV=production")
+		return config.RequiredInProduction("NOTIFICATION_API_TOKEN", "the notification service's bearer token")
 	}
 	if c.NotificationTimeout < 0 || c.RelayInterval < 0 || c.RelayMaxBackoff < 0 {
 		return errors.New("NOTIFICATION_TIMEOUT, RELAY_INTERVAL and RELAY_MAX_BACKOFF must be positive durations")

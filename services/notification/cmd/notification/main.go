@@ -51,9 +51,11 @@ func LoadConfig() (Config, error) {
 
 // Validate rejects settings the service cannot run with.
 func (c Config) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
 	if c.Production() && c.APIToken == "" {
-		return errors.New("NOTIFICATION_API_TOKEN is required when APP_ENV=production: " +
-			"refusing to start an open mail relay")
+		return config.RequiredInProduction("NOTIFICATION_API_TOKEN", "refusing to start an open mail relay")
 	}
 	if err := c.Settings.Validate(c.Port); err != nil {
 		return err

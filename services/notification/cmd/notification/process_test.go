@@ -54,15 +54,20 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Port != 3001 || cfg.DBURL != mongox.DefaultURL || cfg.BodyLimit != 1<<20 || cfg.ShutdownDelay != 0 ||
-		cfg.APIToken != "" || cfg.AppEnv != "development" || cfg.Production() || cfg.MetricsStatsTTL != 5*time.Second ||
+		cfg.APIToken != "" || cfg.AppEnv != "production" || !cfg.Production() || cfg.MetricsStatsTTL != 5*time.Second ||
 		cfg.DBConnectTimeout != 10*time.Second {
 		t.Errorf("defaults: %+v", cfg)
 	}
 	if mongox.DatabaseName(cfg.DBURL, "noti") != "noti" {
 		t.Errorf("default database %q", mongox.DatabaseName(cfg.DBURL, "noti"))
 	}
+	// Production by default: no token, no start.
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "NOTIFICATION_API_TOKEN is required in production") {
+		t.Errorf("defaults without a token: %v", err)
+	}
+	cfg.AppEnv = "development"
 	if err := cfg.Validate(); err != nil {
-		t.Errorf("defaults invalid: %v", err)
+		t.Errorf("development defaults invalid: %v", err)
 	}
 }
 
@@ -298,7 +303,8 @@ func TestBinary(t *testing.T) {
 			resp, err := http.Get(url + "/readyz")
 			if err == nil {
 				resp.Body.Close()
-				if resp.StatusCode == 200 {
+				// Ready, and Run has returned (a SIGTERM before then is a failed start).
+				if resp.StatusCode == 200 && strings.Contains(logs.String(), "notification service listening") {
 					break
 				}
 			}
@@ -346,10 +352,53 @@ func TestBinary(t *testing.T) {
 			t.Errorf("unclear refusal:\n%s", logs.String())
 		}
 	})
+	// Fail closed: without APP_ENV the binary is in production mode and refuses to start
+	// without its token (naming it); APP_ENV=development starts without one.
+	t.Run("APP_ENV unset without token", func(t *testing.T) {
+		t.Parallel()
+		cmd, logs := runBinary(t, "PORT="+strconv.Itoa(freePort(t)), "DB_URL="+testDBURL(t))
+		if code := waitExit(t, cmd, 10*time.Second); code != 1 {
+			t.Errorf("exit code %d, want 1", code)
+		}
+		lines := jsonLines(t, logs.String())
+		if len(lines) == 0 || !strings.Contains(logs.String(), "NOTIFICATION_API_TOKEN is required in production") ||
+			lines[len(lines)-1]["level"] != "ERROR" {
+			t.Errorf("unclear refusal:\n%s", logs.String())
+		}
+	})
+	t.Run("development without token", func(t *testing.T) {
+		t.Parallel()
+		port := freePort(t)
+		cmd, logs := runBinary(t, "APP_ENV=development", "PORT="+strconv.Itoa(port), "HOST=127.0.0.1", "DB_URL="+testDBURL(t))
+		url := "http://127.0.0.1:" + strconv.Itoa(port)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := http.Get(url + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 && strings.Contains(logs.String(), "notification service listening") {
+					break
+				}
+			}
+			if time.Now().After(deadline) || cmd.ProcessState != nil {
+				t.Fatalf("binary not ready: %v\n%s", err, logs.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !strings.Contains(logs.String(), "NOTIFICATION_API_TOKEN is not set") {
+			t.Errorf("no development warning:\n%s", logs.String())
+		}
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := waitExit(t, cmd, 20*time.Second); code != 0 {
+			t.Errorf("exit code %d after SIGTERM\n%s", code, logs.String())
+		}
+	})
 	t.Run("unreachable database", func(t *testing.T) {
 		t.Parallel()
 		start := time.Now()
-		cmd, logs := runBinary(t, "PORT="+strconv.Itoa(freePort(t)),
+		cmd, logs := runBinary(t, "APP_ENV=development", "PORT="+strconv.Itoa(freePort(t)),
 			"DB_URL=mongodb://svc:hunter2-db-pass@127.0.0.1:1/?serverSelectionTimeoutMS=500")
 		if code := waitExit(t, cmd, 10*time.Second); code != 1 {
 			t.Errorf("exit code %d, want 1", code)
@@ -363,4 +412,17 @@ func TestBinary(t *testing.T) {
 			t.Errorf("unclear or leaky error:\n%s", out)
 		}
 	})
+}
+
+// TestImageRunsInProduction: the image sets no APP_ENV, so it runs as the binary defaults:
+// in production mode.
+func TestImageRunsInProduction(t *testing.T) {
+	t.Parallel()
+	dockerfile, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(dockerfile), "APP_ENV") {
+		t.Error("services/notification/Dockerfile mentions APP_ENV: the image must run in production mode, the binary's default")
+	}
 }
