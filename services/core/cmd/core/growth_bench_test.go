@@ -296,7 +296,9 @@ func storm(b *testing.B, holds int) {
 			code, raw := s.rc.do("POST", base+"/bookings", toks[i%16], f.booking(1), nil)
 			if code == 201 {
 				var env struct {
-					Data struct{ ID string `json:"_id"` } `json:"data"`
+					Data struct {
+						ID string `json:"_id"`
+					} `json:"data"`
 				}
 				_ = json.Unmarshal(raw, &env)
 				s.rc.do("PATCH", base+"/bookings/"+env.Data.ID, toks[i%16], map[string]any{"status": "CANCELLED"}, nil)
