@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/httpx"
@@ -112,31 +111,4 @@ func FuzzSignUp(f *testing.F) {
 			t.Fatalf("sign-in after sign-up of %q: %d", body, sresp.StatusCode)
 		}
 	})
-}
-
-func TestLimitersBounded(t *testing.T) {
-	t.Parallel()
-	l := newLimiters(10, 5, 100)
-	now := time.Now()
-	for i := range 1000 {
-		if w, _ := l.reserve(strings.Repeat("k", i%7)+string(rune('a'+i%26))+time.Duration(i).String(), now); w != 0 {
-			t.Fatalf("fresh key limited")
-		}
-	}
-	if n := l.size(); n > 100 {
-		t.Fatalf("%d limiters kept, bound 100", n)
-	}
-	for range 5 {
-		if w, _ := l.reserve("same", now); w != 0 {
-			t.Fatal("burst refused")
-		}
-	}
-	w, _ := l.reserve("same", now)
-	if w <= 0 || w > 7*time.Second {
-		t.Fatalf("sixth attempt wait %v, want about 6s", w)
-	}
-	// a refused attempt takes nothing: after the wait, one is allowed
-	if w2, _ := l.reserve("same", now.Add(w)); w2 != 0 {
-		t.Fatalf("after the wait: %v", w2)
-	}
 }
