@@ -129,10 +129,14 @@ func newAuthLimits(cfg AuthLimits, reg prometheus.Registerer) *authLimits {
 		l.refused.WithLabelValues(lim)
 	}
 	if reg != nil {
-		if err := reg.Register(l.refused); err != nil {
-			if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-				l.refused = are.ExistingCollector.(*prometheus.CounterVec)
-			}
+		reg.MustRegister(l.refused)
+		for name, size := range map[string]func() int{"address": l.attempts.size, "address_failures": l.addrFails.size,
+			"account_failures": l.acctFails.size, "signup": l.signups.size, "backoff": l.pairs.size} {
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name:        "mba_auth_limiter_entries",
+				Help:        "Entries (fixed size, hashed keys) in each table of the sign-in and sign-up limits; idle ones expire.",
+				ConstLabels: prometheus.Labels{"table": name},
+			}, func() float64 { return float64(size()) }))
 		}
 	}
 	return l

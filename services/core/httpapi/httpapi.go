@@ -128,6 +128,21 @@ func Caller(c *fiber.Ctx) *core.User {
 	return u
 }
 
+// MaxAuthBodyBytes bounds the body of a sign-up, sign-in or password change (a few short
+// fields): a larger one is a 413 before it is decoded, so that no unauthenticated request
+// costs more than a small JSON decode before the limits see it. BODY_LIMIT still bounds
+// every other route.
+const MaxAuthBodyBytes = 16 << 10
+
+// decodeAuth decodes the small body of an accounts route into dst. The length checked is the
+// body as sent (Request().Body(): Fiber's Ctx.Body would inflate a compressed one first).
+func decodeAuth(c *fiber.Ctx, dst any) error {
+	if len(c.Request().Body()) > MaxAuthBodyBytes {
+		return errs.E(errs.TooLarge, "request body too large: at most %d KiB here", MaxAuthBodyBytes>>10)
+	}
+	return httpx.DecodeJSON(c, dst)
+}
+
 type signUpRequest struct {
 	Name     string    `json:"name"`
 	Email    string    `json:"email"`
@@ -139,7 +154,7 @@ type signUpRequest struct {
 // costs a bcrypt hash), then creates the account.
 func (a *API) signUp(c *fiber.Ctx) error {
 	var req signUpRequest
-	if err := httpx.DecodeJSON(c, &req); err != nil {
+	if err := decodeAuth(c, &req); err != nil {
 		return err
 	}
 	s := core.SignUp{Name: req.Name, Email: req.Email, Password: req.Password, Role: req.UserRole}
@@ -170,7 +185,7 @@ type signInRequest struct {
 // went.
 func (a *API) signIn(c *fiber.Ctx) error {
 	var req signInRequest
-	if err := httpx.DecodeJSON(c, &req); err != nil {
+	if err := decodeAuth(c, &req); err != nil {
 		return err
 	}
 	email, err := core.CheckSignIn(req.Email, req.Password)
@@ -203,7 +218,7 @@ type resetRequest struct {
 
 func (a *API) reset(c *fiber.Ctx) error {
 	var req resetRequest
-	if err := httpx.DecodeJSON(c, &req); err != nil {
+	if err := decodeAuth(c, &req); err != nil {
 		return err
 	}
 	if err := core.CheckReset(req.OldPassword, req.NewPassword); err != nil {

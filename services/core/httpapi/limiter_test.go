@@ -2,6 +2,8 @@ package httpapi
 
 import (
 	"net/netip"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -183,4 +185,48 @@ func TestAddressKey(t *testing.T) {
 			t.Errorf("addressKey(%s) = %s, want %s", in, got, want)
 		}
 	}
+}
+
+// TestLimitTablesWorstCase fills all five tables of the limits to their bound (the default,
+// 100,000 entries each) and reports the heap they take: the most they can ever hold, whatever
+// is sent. Not parallel: it measures the heap.
+func TestLimitTablesWorstCase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 500,000 entries")
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	clock := newFakeClock()
+	before := heap()
+	l := newAuthLimits(AuthLimits{Now: clock.Now, Sweep: time.Hour}, nil)
+	n := l.cfg.Entries
+	for i := range n + n/10 { // 10% more than fit: the bound holds
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		at, err := l.beginSignIn(a, "user"+strconv.Itoa(i)+"@example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		at.failed()
+		if err := l.signUp(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := heap()
+	sizes := []int{l.attempts.size(), l.addrFails.size(), l.acctFails.size(), l.signups.size(), l.pairs.size()}
+	for _, s := range sizes {
+		if s != n {
+			t.Fatalf("table sizes %v, want %d each", sizes, n)
+		}
+	}
+	total := float64(after-before) / (1 << 20)
+	t.Logf("5 tables × %d entries: heap %.1f MiB (%.0f bytes an entry)", n, total, float64(after-before)/float64(5*n))
+	if total > 100 {
+		t.Errorf("full tables take %.1f MiB", total)
+	}
+	runtime.KeepAlive(l)
 }

@@ -127,8 +127,9 @@ type Main struct {
 	Bookings  *core.Bookings
 	// Idempotency keeps the first response per Idempotency-Key.
 	Idempotency httpapi.IdempotencyStore
-	// LimitsClock is the clock of the sign-in and sign-up limits (nil: time.Now; tests move it).
-	LimitsClock func() time.Time
+	// EditAuthLimits, when set, edits the sign-in and sign-up limits before they are used
+	// (tests set their clock and sweep period).
+	EditAuthLimits func(*httpapi.AuthLimits)
 }
 
 // Run connects to the database, ensures the indexes and the first admin, and starts serving
@@ -227,10 +228,14 @@ func (m *Main) Run(ctx context.Context) error {
 	proxies, _ := httpapi.ParseTrustedProxies(cfg.TrustedProxies) // checked by Validate
 	httpOpts := cfg.Settings.Options()
 	httpOpts.Registry = m.Registry
+	limits := cfg.AuthConfig.Limits()
+	if m.EditAuthLimits != nil {
+		m.EditAuthLimits(&limits)
+	}
 	m.Server = httpapi.New(httpapi.Services{Accounts: m.Accounts, Users: m.Users, Catalogue: m.Catalogue,
 		Bookings: m.Bookings, Idempotency: m.Idempotency}, httpapi.Options{
 		Logger:         log,
-		AuthLimits:     cfg.AuthConfig.Limits(m.LimitsClock),
+		AuthLimits:     limits,
 		TrustedProxies: proxies,
 		Catalogue:      cfg.CatalogueConfig.HTTPOptions(),
 		HTTP:           httpOpts,

@@ -98,8 +98,15 @@ type service struct {
 
 func startWith(t *testing.T, cfg Config) *service {
 	t.Helper()
+	return startMain(t, &Main{Config: cfg})
+}
+
+// startMain runs m (its Config set) with the test's logger and telemetry.
+func startMain(t *testing.T, m *Main) *service {
+	t.Helper()
 	logs := &syncBuffer{}
-	m := &Main{Config: cfg, Logger: logging.NewTo(logs, "debug", "core"), SetupTelemetry: sharedTelemetry}
+	cfg := m.Config
+	m.Logger, m.SetupTelemetry = logging.NewTo(logs, "debug", "core"), sharedTelemetry
 	if err := m.Run(t.Context()); err != nil {
 		m.Close()
 		t.Fatalf("Run: %v", err)

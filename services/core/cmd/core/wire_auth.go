@@ -62,14 +62,14 @@ func (c AuthConfig) Validate() error {
 	return nil
 }
 
-// Limits are the httpapi options of c; now is their clock (nil: time.Now).
-func (c AuthConfig) Limits(now func() time.Time) httpapi.AuthLimits {
+// Limits are the httpapi options of c.
+func (c AuthConfig) Limits() httpapi.AuthLimits {
 	return httpapi.AuthLimits{
 		SigninPerMinute: c.SigninPerMinute, SigninBurst: c.SigninBurst,
 		AddressFailuresPerMinute: c.SigninAddressFailuresPerMinute, AddressFailureBurst: c.SigninAddressFailureBurst,
 		AccountFailuresPerMinute: c.SigninAccountFailuresPerMinute, AccountFailureBurst: c.SigninAccountFailureBurst,
 		BackoffBase: c.SigninBackoffBase, BackoffMax: c.SigninBackoffMax,
 		SignupPerMinute: c.SignupPerMinute, SignupBurst: c.SignupBurst,
-		Entries: c.AuthLimiterEntries, Now: now,
+		Entries: c.AuthLimiterEntries,
 	}
 }
