@@ -142,6 +142,15 @@ func newAuthLimits(cfg AuthLimits, reg prometheus.Registerer) *authLimits {
 	return l
 }
 
+// stop ends the tables' sweeps (the server is shut down).
+func (l *authLimits) stop() {
+	l.attempts.stop()
+	l.addrFails.stop()
+	l.acctFails.stop()
+	l.signups.stop()
+	l.pairs.stop()
+}
+
 // addressKey is the part of a client address that limits count: the address itself, or its
 // /64 for IPv6.
 func addressKey(a netip.Addr) string {

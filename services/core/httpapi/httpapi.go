@@ -91,6 +91,7 @@ func Register(app *fiber.App, svc Services, opts Options) *API {
 	}
 	a := &API{svc: svc, opts: opts, acc: svc.Accounts, log: opts.Logger,
 		limits: newAuthLimits(opts.AuthLimits, reg)}
+	app.Hooks().OnShutdown(func() error { a.limits.stop(); return nil })
 	g := app.Group(BasePath)
 	g.Post("/auth/signup", a.signUp)
 	g.Post("/auth/signin", a.signIn)

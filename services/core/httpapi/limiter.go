@@ -45,14 +45,15 @@ func (k keyer) key(parts ...string) limitKey {
 // to remember (a full bucket, failures long past) is dropped within one sweep period.
 // Callers hold mu around get/peek and while they use the value.
 type table[V any] struct {
-	mu    sync.Mutex
-	m     map[limitKey]*V
-	peak  int // largest len(m) since the map was last rebuilt (Go maps never shrink)
-	max   int
-	every time.Duration
-	now   func() time.Time
-	idle  func(v *V, now time.Time) bool // true: v is as good as absent
-	timer *time.Timer                    // armed while m is not empty
+	mu      sync.Mutex
+	m       map[limitKey]*V
+	peak    int // largest len(m) since the map was last rebuilt (Go maps never shrink)
+	max     int
+	every   time.Duration
+	now     func() time.Time
+	idle    func(v *V, now time.Time) bool // true: v is as good as absent
+	timer   *time.Timer                    // armed while m is not empty
+	stopped bool                           // the server is shut down: no more sweeps
 }
 
 func newTable[V any](max int, every time.Duration, now func() time.Time, idle func(*V, time.Time) bool) *table[V] {
@@ -78,10 +79,22 @@ func (t *table[V]) get(k limitKey, fresh func() *V) *V {
 	v := fresh()
 	t.m[k] = v
 	t.peak = max(t.peak, len(t.m))
-	if t.timer == nil {
+	if t.timer == nil && !t.stopped {
 		t.timer = time.AfterFunc(t.every, t.sweep)
 	}
 	return v
+}
+
+// stop ends the sweeps and forgets every entry (the server is shut down).
+func (t *table[V]) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stopped = true
+	if t.timer != nil {
+		t.timer.Stop()
+		t.timer = nil
+	}
+	t.m, t.peak = map[limitKey]*V{}, 0
 }
 
 // drop removes k. Caller holds mu.
@@ -92,6 +105,9 @@ func (t *table[V]) drop(k limitKey) { delete(t.m, k) }
 func (t *table[V]) sweep() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.stopped {
+		return
+	}
 	now := t.now()
 	for k, v := range t.m {
 		if t.idle(v, now) {

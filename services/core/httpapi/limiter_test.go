@@ -230,3 +230,27 @@ func TestLimitTablesWorstCase(t *testing.T) {
 	}
 	runtime.KeepAlive(l)
 }
+
+// TestLimitsStopWithTheServer: a shut-down server's tables sweep no more.
+func TestLimitsStopWithTheServer(t *testing.T) {
+	t.Parallel()
+	clock := newFakeClock()
+	l := newAuthLimits(AuthLimits{Now: clock.Now, Sweep: 5 * time.Millisecond}, nil)
+	at, err := l.beginSignIn(netip.MustParseAddr("192.0.2.1"), "ann@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at.failed()
+	l.stop()
+	for _, tb := range []interface{ size() int }{l.attempts, l.addrFails, l.acctFails, l.pairs} {
+		if tb.size() != 0 {
+			t.Fatal("entries kept after stop")
+		}
+	}
+	l.pairs.mu.Lock()
+	armed := l.pairs.timer != nil
+	l.pairs.mu.Unlock()
+	if armed {
+		t.Fatal("timer armed after stop")
+	}
+}

@@ -447,6 +447,9 @@ func heapAlloc() uint64 {
 // dummy bcrypt, leaving fixed-size hashed entries). Heap growth stays under 32 MiB, and the
 // entries expire once idle, with no request needed. Not parallel: it measures the heap.
 func TestAuthLimitsMemoryBounded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10 GB through loopback: not in -short mode")
+	}
 	l := startLimited(t, nil)
 	const n, addrs, workers = 10_000, 1_000, 4
 	run := func(body func(w, i int) []byte) map[int]int {
