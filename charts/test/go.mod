@@ -106,7 +106,6 @@ require (
 	gopkg.in/evanphx/json-patch.v4 v4.13.0 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
-	helm.sh/helm/v3 v3.22.0 // indirect
 	k8s.io/apiextensions-apiserver v0.37.0 // indirect
 	k8s.io/apiserver v0.37.0 // indirect
 	k8s.io/cli-runtime v0.37.0 // indirect
@@ -123,7 +122,10 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
 
-require github.com/cineflow/cineflow/k8s/local v0.0.0
+require (
+	github.com/cineflow/cineflow/k8s/local v0.0.0
+	helm.sh/helm/v3 v3.22.0
+)
 
 // The local cluster's code (its control plane serves the install tests) lives in this repository.
 replace github.com/cineflow/cineflow/k8s/local => ../../k8s/local

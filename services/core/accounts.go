@@ -2,8 +2,9 @@ package core
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,9 @@ const DefaultTokenTTL = 24 * time.Hour
 const (
 	MsgBadCredentials = "invalid email or password"
 	MsgBadToken       = "invalid or expired token"
+	// MsgOldPasswordMismatch is the oldPassword field error of a password change whose old
+	// password is wrong.
+	MsgOldPasswordMismatch = "does not match the current password"
 )
 
 // AccountsOptions configure Accounts.
@@ -60,6 +64,8 @@ type Accounts struct {
 	cost      int
 	now       func() time.Time
 	dummyHash []byte // compared against when the email is unknown, so timing does not tell
+	// compare is bcrypt.CompareHashAndPassword (tests count the comparisons).
+	compare func(hash, password []byte) error
 
 	cacheTTL time.Duration
 	cacheMu  sync.Mutex
@@ -83,7 +89,11 @@ func NewAccounts(store UserStore, opts AccountsOptions) (*Accounts, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	dummy, err := bcrypt.GenerateFromPassword([]byte("not-a-real-password"), opts.BcryptCost)
+	// The dummy hash is of a random password at the configured cost: comparing against it
+	// costs what comparing against a real hash does, and nothing matches it.
+	var pw [32]byte
+	_, _ = rand.Read(pw[:])
+	dummy, err := bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(pw[:])[:MaxPasswordBytes/2]), opts.BcryptCost)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +101,7 @@ func NewAccounts(store UserStore, opts AccountsOptions) (*Accounts, error) {
 		opts.UserCacheTTL = DefaultUserCacheTTL
 	}
 	return &Accounts{store: store, secret: opts.Secret, ttl: opts.TokenTTL, cost: opts.BcryptCost,
-		now: opts.Now, dummyHash: dummy, cacheTTL: opts.UserCacheTTL, cache: map[string]cachedUser{}}, nil
+		now: opts.Now, dummyHash: dummy, compare: bcrypt.CompareHashAndPassword, cacheTTL: opts.UserCacheTTL, cache: map[string]cachedUser{}}, nil
 }
 
 func (a *Accounts) hash(password string) (string, error) {
@@ -150,28 +160,21 @@ type Session struct {
 }
 
 // SignIn checks the credentials and issues a token. Wrong credentials are errs.Unauthorized
-// with the same message whether the email exists or not.
+// with the same message whether the email exists or not, and cost the same: exactly one
+// bcrypt comparison whatever the account and the password's length (see checkPassword).
 func (a *Accounts) SignIn(ctx context.Context, email, password string) (*Session, error) {
-	fields := map[string]string{}
-	norm := strings.ToLower(strings.TrimSpace(email))
-	if norm == "" {
-		fields["email"] = "is required"
-	}
-	if password == "" {
-		fields["password"] = "is required"
-	}
-	if len(fields) > 0 {
-		return nil, errs.Fields(fields)
+	norm, err := CheckSignIn(email, password)
+	if err != nil {
+		return nil, err
 	}
 	u, err := a.store.GetByEmail(ctx, norm)
 	if errs.Is(err, errs.NotFound) || errs.Is(err, errs.Invalid) {
-		_ = bcrypt.CompareHashAndPassword(a.dummyHash, []byte(password))
-		return nil, errs.E(errs.Unauthorized, MsgBadCredentials)
+		u, err = nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if len(password) > MaxPasswordBytes || bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
+	if !a.checkPassword(u, password) {
 		return nil, errs.E(errs.Unauthorized, MsgBadCredentials)
 	}
 	tok, err := a.IssueToken(u.ID)
@@ -179,6 +182,22 @@ func (a *Accounts) SignIn(ctx context.Context, email, password string) (*Session
 		return nil, err
 	}
 	return &Session{Email: u.Email, Name: u.Name, Role: u.Role, Status: u.Status, Token: tok}, nil
+}
+
+// checkPassword reports whether password is u's, after exactly one bcrypt comparison: against
+// u's hash, or against the dummy hash (of the configured cost) when there is no user or the
+// password is longer than bcrypt reads. Such a password was never accepted at sign-up
+// (CheckPassword), so it cannot be anyone's; only its first MaxPasswordBytes are hashed, so
+// its length does not change the cost either.
+func (a *Accounts) checkPassword(u *User, password string) bool {
+	hash, pw := a.dummyHash, []byte(password)
+	if len(pw) > MaxPasswordBytes {
+		pw = pw[:MaxPasswordBytes]
+	} else if u != nil {
+		hash = []byte(u.PasswordHash)
+	}
+	ok := a.compare(hash, pw) == nil
+	return ok && u != nil && len(password) <= MaxPasswordBytes
 }
 
 // IssueToken signs an HS256 token for the user id.
@@ -261,23 +280,17 @@ func (a *Accounts) forget(id string) {
 }
 
 // ResetPassword replaces the caller's password after checking the old one.
+// A wrong old password is errs.Invalid with the oldPassword field MsgOldPasswordMismatch.
 func (a *Accounts) ResetPassword(ctx context.Context, caller *User, oldPassword, newPassword string) error {
-	fields := map[string]string{}
-	if oldPassword == "" {
-		fields["oldPassword"] = "is required"
-	}
-	if msg := CheckPassword(newPassword); msg != "" {
-		fields["newPassword"] = msg
-	}
-	if len(fields) > 0 {
-		return errs.Fields(fields)
+	if err := CheckReset(oldPassword, newPassword); err != nil {
+		return err
 	}
 	u, err := a.store.Get(ctx, caller.ID)
 	if err != nil {
 		return err
 	}
-	if len(oldPassword) > MaxPasswordBytes || bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(oldPassword)) != nil {
-		return errs.Fields(map[string]string{"oldPassword": "does not match the current password"})
+	if !a.checkPassword(u, oldPassword) {
+		return errs.Fields(map[string]string{"oldPassword": MsgOldPasswordMismatch})
 	}
 	h, err := a.hash(newPassword)
 	if err != nil {

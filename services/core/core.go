@@ -151,6 +151,47 @@ func NormalizeEmail(raw string) (email, msg string) {
 	return email, ""
 }
 
+// MaxEmailBytes bounds an email address (RFC 5321's path limit): a longer one is refused
+// before anything else looks at it.
+const MaxEmailBytes = maxEmailBytes
+
+// CheckSignIn checks a sign-in's fields before anything is looked up, limited or hashed: both
+// are required and the email is at most MaxEmailBytes bytes (a field error otherwise). It
+// returns the normalised (trimmed, lowercased) email. A password of any length passes: one
+// longer than bcrypt reads cannot be right, and is answered like any wrong password.
+func CheckSignIn(email, password string) (string, error) {
+	fields := map[string]string{}
+	norm := strings.TrimSpace(email)
+	switch {
+	case norm == "":
+		fields["email"] = "is required"
+	case len(norm) > maxEmailBytes:
+		fields["email"] = fmt.Sprintf("must be at most %d bytes", maxEmailBytes)
+	}
+	if password == "" {
+		fields["password"] = "is required"
+	}
+	if len(fields) > 0 {
+		return "", errs.Fields(fields)
+	}
+	return strings.ToLower(norm), nil
+}
+
+// CheckReset checks a password change's fields before the old password is compared.
+func CheckReset(oldPassword, newPassword string) error {
+	fields := map[string]string{}
+	if oldPassword == "" {
+		fields["oldPassword"] = "is required"
+	}
+	if msg := CheckPassword(newPassword); msg != "" {
+		fields["newPassword"] = msg
+	}
+	if len(fields) > 0 {
+		return errs.Fields(fields)
+	}
+	return nil
+}
+
 // CheckPassword says what is wrong with a new password ("" when fine).
 func CheckPassword(p string) string {
 	switch {

@@ -305,6 +305,15 @@ JWT_TTL: {{ $c.jwtTTL | quote }}
 BCRYPT_COST: {{ $c.bcryptCost | int | toString | quote }}
 SIGNIN_RATE_PER_MINUTE: {{ $c.signinRatePerMinute | toString | quote }}
 SIGNIN_BURST: {{ $c.signinBurst | int | toString | quote }}
+SIGNIN_ADDRESS_FAILURES_PER_MINUTE: {{ $c.signinAddressFailuresPerMinute | toString | quote }}
+SIGNIN_ADDRESS_FAILURE_BURST: {{ $c.signinAddressFailureBurst | int | toString | quote }}
+SIGNIN_ACCOUNT_FAILURES_PER_MINUTE: {{ $c.signinAccountFailuresPerMinute | toString | quote }}
+SIGNIN_ACCOUNT_FAILURE_BURST: {{ $c.signinAccountFailureBurst | int | toString | quote }}
+SIGNIN_BACKOFF_BASE: {{ $c.signinBackoffBase | quote }}
+SIGNIN_BACKOFF_MAX: {{ $c.signinBackoffMax | quote }}
+SIGNUP_RATE_PER_MINUTE: {{ $c.signupRatePerMinute | toString | quote }}
+SIGNUP_BURST: {{ $c.signupBurst | int | toString | quote }}
+AUTH_LIMITER_ENTRIES: {{ $c.authLimiterEntries | int | toString | quote }}
 {{- with $c.trustedProxies }}
 TRUSTED_PROXIES: {{ . | quote }}
 {{- end }}

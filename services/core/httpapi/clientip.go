@@ -42,22 +42,28 @@ func trusted(proxies []netip.Prefix, a netip.Addr) bool {
 // clientIP is the address the request came from, for rate limits. Behind trusted proxies it
 // is the right-most address of X-Forwarded-For that is not a trusted proxy: the left part of
 // that header is whatever the client wrote, so only what the proxies appended counts. A
+// header sent as several lines is one list, the lines in order (RFC 9110, section 5.3). A
 // request straight from an untrusted address is that address, whatever its headers say.
-func (a *API) clientIP(c *fiber.Ctx) string {
-	remote, err := netip.ParseAddr(c.Context().RemoteIP().String())
-	if err != nil || len(a.opts.TrustedProxies) == 0 || !trusted(a.opts.TrustedProxies, remote) {
-		return c.Context().RemoteIP().String()
+func (a *API) clientIP(c *fiber.Ctx) netip.Addr {
+	remote, ok := netip.AddrFromSlice(c.Context().RemoteIP())
+	remote = remote.Unmap()
+	if !ok || len(a.opts.TrustedProxies) == 0 || !trusted(a.opts.TrustedProxies, remote) {
+		return remote
 	}
-	hops := strings.Split(c.Get(fiber.HeaderXForwardedFor), ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			break // a malformed hop: trust nothing left of it
+	lines := c.Request().Header.PeekAll(fiber.HeaderXForwardedFor)
+	for l := len(lines) - 1; l >= 0; l-- {
+		hops := strings.Split(string(lines[l]), ",")
+		for i := len(hops) - 1; i >= 0; i-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+			if err != nil {
+				return remote // a malformed hop: trust nothing left of it
+			}
+			hop = hop.Unmap()
+			if !trusted(a.opts.TrustedProxies, hop) {
+				return hop
+			}
+			remote = hop
 		}
-		if !trusted(a.opts.TrustedProxies, hop) {
-			return hop.Unmap().String()
-		}
-		remote = hop
 	}
-	return remote.Unmap().String() // every hop is a proxy: the left-most proxy
+	return remote // every hop is a proxy: the left-most proxy
 }

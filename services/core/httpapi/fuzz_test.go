@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/httpx"
@@ -52,6 +51,8 @@ func FuzzSignUp(f *testing.F) {
 		{`{"name":"T","email":"t@example.com","password":"password-1"} {}`, "application/json"},
 		{`{"name":"T","email":"t@example.com","password":"password-1"}`, "text/plain"},
 		{"\xff\xfe", "application/json"},
+		{`{"name":"E","email":"` + strings.Repeat("e", 300) + `@example.com","password":"password-1"}`, "application/json"},
+		{`{"name":"B","email":"b@example.com","password":"` + strings.Repeat("p", 20<<10) + `"}`, "application/json"},
 	}
 	for _, s := range seeds {
 		f.Add(s.body, s.contentType)
@@ -114,29 +115,61 @@ func FuzzSignUp(f *testing.F) {
 	})
 }
 
-func TestLimitersBounded(t *testing.T) {
-	t.Parallel()
-	l := newLimiters(10, 5, 100)
-	now := time.Now()
-	for i := range 1000 {
-		if w, _ := l.reserve(strings.Repeat("k", i%7)+string(rune('a'+i%26))+time.Duration(i).String(), now); w != 0 {
-			t.Fatalf("fresh key limited")
+// FuzzSignIn sends any body to the sign-in handler of a store holding one account: never a
+// 5xx, always the envelope, never a hash; 200 only for that account's password, and a 400
+// for an email over 254 bytes.
+func FuzzSignIn(f *testing.F) {
+	for _, s := range []string{
+		`{"email":"ann@example.com","password":"password-1"}`,
+		`{"email":" ANN@example.com ","password":"password-1"}`,
+		`{"email":"ann@example.com","password":"password-2"}`,
+		`{"email":"ann@example.com","password":"password-1` + strings.Repeat("x", 80) + `"}`,
+		`{"email":"nobody@example.com","password":"password-1"}`,
+		`{"email":"` + strings.Repeat("a", 243) + `@example.com","password":"password-1"}`,
+		`{"email":"` + strings.Repeat("a", 300) + `","password":"password-1"}`,
+		`{"email":"ann@example.com","password":"` + strings.Repeat("p", 20<<10) + `"}`,
+		`{"email":"","password":""}`, `{"email":5}`, `[]`, `null`, ``, `{"email":"a@b.cc","password":"x"} {}`,
+	} {
+		f.Add(s)
+	}
+	srv := testServer(f)
+	signUp := httptest.NewRequest("POST", BasePath+"/auth/signup",
+		strings.NewReader(`{"name":"Ann","email":"ann@example.com","password":"password-1"}`))
+	signUp.Header.Set("Content-Type", "application/json")
+	if resp, err := srv.App.Test(signUp, 30_000); err != nil || resp.StatusCode != 201 {
+		f.Fatalf("sign-up: %v %v", resp, err)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		r := httptest.NewRequest("POST", BasePath+"/auth/signin", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		resp, err := srv.App.Test(r, 30_000)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if n := l.size(); n > 100 {
-		t.Fatalf("%d limiters kept, bound 100", n)
-	}
-	for range 5 {
-		if w, _ := l.reserve("same", now); w != 0 {
-			t.Fatal("burst refused")
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			t.Fatalf("status %d for %q: %s", resp.StatusCode, body, raw)
 		}
-	}
-	w, _ := l.reserve("same", now)
-	if w <= 0 || w > 7*time.Second {
-		t.Fatalf("sixth attempt wait %v, want about 6s", w)
-	}
-	// a refused attempt takes nothing: after the wait, one is allowed
-	if w2, _ := l.reserve("same", now.Add(w)); w2 != 0 {
-		t.Fatalf("after the wait: %v", w2)
-	}
+		var env struct {
+			Success *bool           `json:"success"`
+			Error   json.RawMessage `json:"error"`
+			Data    json.RawMessage `json:"data"`
+			Message *string         `json:"message"`
+		}
+		if err := json.Unmarshal(raw, &env); err != nil || env.Success == nil || env.Message == nil || env.Error == nil || env.Data == nil {
+			t.Fatalf("not an envelope: %s", raw)
+		}
+		if bytes.Contains(raw, []byte("$2a$")) || bytes.Contains(bytes.ToLower(raw), []byte("hash")) {
+			t.Fatalf("hash leaked: %s", raw)
+		}
+		var in struct{ Email, Password string }
+		decoded := json.Unmarshal([]byte(body), &in) == nil
+		if resp.StatusCode == 200 && (!decoded || strings.ToLower(strings.TrimSpace(in.Email)) != "ann@example.com" || in.Password != "password-1") {
+			t.Fatalf("signed in with %q", body)
+		}
+		if decoded && len(body) <= MaxAuthBodyBytes && len(strings.TrimSpace(in.Email)) > core.MaxEmailBytes && resp.StatusCode != 400 {
+			t.Fatalf("email of %d bytes: %d", len(in.Email), resp.StatusCode)
+		}
+	})
 }

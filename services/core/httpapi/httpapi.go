@@ -4,13 +4,14 @@
 package httpapi
 
 import (
+	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/httpx"
@@ -39,13 +40,10 @@ type Services struct {
 // Options configure the API.
 type Options struct {
 	Logger *slog.Logger
-	// SigninPerMinute and SigninBurst bound sign-in attempts per client IP and per email
-	// (defaults 10 a minute, burst 5). SigninLimiterSize bounds each limiter map (10000).
-	SigninPerMinute   float64
-	SigninBurst       int
-	SigninLimiterSize int
+	// AuthLimits bound sign-in, sign-up and password-change attempts (see AuthLimits).
+	AuthLimits AuthLimits
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed for the client's
-	// address (sign-in rate limit per address); none by default.
+	// address (the per-address limits); none by default.
 	TrustedProxies []netip.Prefix
 	// Catalogue configures the catalogue routes' response cache.
 	Catalogue CatalogueOptions
@@ -61,9 +59,7 @@ type API struct {
 	opts      Options
 	acc       *core.Accounts
 	log       *slog.Logger
-	byIP      *limiters
-	byEmail   *limiters
-	now       func() time.Time
+	limits    *authLimits
 }
 
 // New builds the service's HTTP server with every route. Listen and Serve it.
@@ -79,6 +75,7 @@ func New(svc Services, opts Options) *httpx.Server {
 		hopts.Ready = svc.Users.Ping
 	}
 	srv := httpx.NewServer(hopts)
+	opts.HTTP.Registry = srv.Registry
 	Register(srv.App, svc, opts)
 	return srv
 }
@@ -88,15 +85,13 @@ func Register(app *fiber.App, svc Services, opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.SigninPerMinute <= 0 {
-		opts.SigninPerMinute = 10
+	var reg prometheus.Registerer
+	if opts.HTTP.Registry != nil {
+		reg = opts.HTTP.Registry
 	}
-	if opts.SigninBurst <= 0 {
-		opts.SigninBurst = 5
-	}
-	a := &API{svc: svc, opts: opts, acc: svc.Accounts, log: opts.Logger, now: time.Now,
-		byIP:    newLimiters(opts.SigninPerMinute, opts.SigninBurst, opts.SigninLimiterSize),
-		byEmail: newLimiters(opts.SigninPerMinute, opts.SigninBurst, opts.SigninLimiterSize)}
+	a := &API{svc: svc, opts: opts, acc: svc.Accounts, log: opts.Logger,
+		limits: newAuthLimits(opts.AuthLimits, reg)}
+	app.Hooks().OnShutdown(func() error { a.limits.stop(); return nil })
 	g := app.Group(BasePath)
 	g.Post("/auth/signup", a.signUp)
 	g.Post("/auth/signin", a.signIn)
@@ -134,6 +129,21 @@ func Caller(c *fiber.Ctx) *core.User {
 	return u
 }
 
+// MaxAuthBodyBytes bounds the body of a sign-up, sign-in or password change (a few short
+// fields): a larger one is a 413 before it is decoded, so that no unauthenticated request
+// costs more than a small JSON decode before the limits see it. BODY_LIMIT still bounds
+// every other route.
+const MaxAuthBodyBytes = 16 << 10
+
+// decodeAuth decodes the small body of an accounts route into dst. The length checked is the
+// body as sent (Request().Body(): Fiber's Ctx.Body would inflate a compressed one first).
+func decodeAuth(c *fiber.Ctx, dst any) error {
+	if len(c.Request().Body()) > MaxAuthBodyBytes {
+		return errs.E(errs.TooLarge, "request body too large: at most %d KiB here", MaxAuthBodyBytes>>10)
+	}
+	return httpx.DecodeJSON(c, dst)
+}
+
 type signUpRequest struct {
 	Name     string    `json:"name"`
 	Email    string    `json:"email"`
@@ -141,12 +151,21 @@ type signUpRequest struct {
 	UserRole core.Role `json:"userRole"`
 }
 
+// signUp checks the fields, then takes a sign-up token of the client's address (a sign-up
+// costs a bcrypt hash), then creates the account.
 func (a *API) signUp(c *fiber.Ctx) error {
 	var req signUpRequest
-	if err := httpx.DecodeJSON(c, &req); err != nil {
+	if err := decodeAuth(c, &req); err != nil {
 		return err
 	}
-	u, err := a.acc.SignUp(c.UserContext(), core.SignUp{Name: req.Name, Email: req.Email, Password: req.Password, Role: req.UserRole})
+	s := core.SignUp{Name: req.Name, Email: req.Email, Password: req.Password, Role: req.UserRole}
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if err := a.limits.signUp(a.clientIP(c)); err != nil {
+		return err
+	}
+	u, err := a.acc.SignUp(c.UserContext(), s)
 	if err != nil {
 		return err
 	}
@@ -162,40 +181,35 @@ type signInRequest struct {
 	Password string `json:"password"`
 }
 
+// signIn checks the fields (an email over core.MaxEmailBytes is a 400 before anything else),
+// passes the limits (see AuthLimits), then checks the password and tells the limits how it
+// went.
 func (a *API) signIn(c *fiber.Ctx) error {
 	var req signInRequest
-	if err := httpx.DecodeJSON(c, &req); err != nil {
+	if err := decodeAuth(c, &req); err != nil {
 		return err
 	}
-	if err := a.limit(a.clientIP(c), strings.ToLower(strings.TrimSpace(req.Email))); err != nil {
+	email, err := core.CheckSignIn(req.Email, req.Password)
+	if err != nil {
 		return err
 	}
-	s, err := a.acc.SignIn(c.UserContext(), req.Email, req.Password)
+	at, err := a.limits.beginSignIn(a.clientIP(c), email)
+	if err != nil {
+		return err
+	}
+	s, err := a.acc.SignIn(c.UserContext(), email, req.Password)
+	switch {
+	case err == nil:
+		at.succeeded()
+	case errs.Is(err, errs.Unauthorized):
+		at.failed()
+	default:
+		at.abandoned()
+	}
 	if err != nil {
 		return err
 	}
 	return httpx.OK(c, fiber.StatusOK, s, "signed in")
-}
-
-// limit takes one attempt from the IP's and the email's limiters, or answers 429 with the
-// wait in Retry-After (taking nothing).
-func (a *API) limit(ip, email string) error {
-	now := a.now()
-	wait, undo := a.byIP.reserve("ip:"+ip, now)
-	if wait == 0 && email != "" {
-		var w2 time.Duration
-		w2, _ = a.byEmail.reserve("email:"+email, now)
-		if w2 > 0 {
-			undo()
-			wait = w2
-		}
-	}
-	if wait > 0 {
-		e := errs.E(errs.RateLimited, "too many sign-in attempts; try again later")
-		e.RetryAfter = wait
-		return e
-	}
-	return nil
 }
 
 type resetRequest struct {
@@ -205,16 +219,28 @@ type resetRequest struct {
 
 func (a *API) reset(c *fiber.Ctx) error {
 	var req resetRequest
-	if err := httpx.DecodeJSON(c, &req); err != nil {
+	if err := decodeAuth(c, &req); err != nil {
 		return err
 	}
-	// Guessing the old password through a stolen token is rate limited like sign-in.
-	if wait, _ := a.byEmail.reserve("reset:"+Caller(c).ID, a.now()); wait > 0 {
-		e := errs.E(errs.RateLimited, "too many password changes; try again later")
-		e.RetryAfter = wait
-		return e
+	if err := core.CheckReset(req.OldPassword, req.NewPassword); err != nil {
+		return err
 	}
-	if err := a.acc.ResetPassword(c.UserContext(), Caller(c), req.OldPassword, req.NewPassword); err != nil {
+	// Guessing the old password through a stolen token backs off like a sign-in pair.
+	pc, err := a.limits.beginPasswordChange(Caller(c).ID)
+	if err != nil {
+		return err
+	}
+	err = a.acc.ResetPassword(c.UserContext(), Caller(c), req.OldPassword, req.NewPassword)
+	var e *errs.Error
+	switch {
+	case err == nil:
+		pc.succeeded()
+	case errors.As(err, &e) && e.Fields["oldPassword"] == core.MsgOldPasswordMismatch:
+		// a wrong old password stays counted
+	default:
+		pc.abandoned()
+	}
+	if err != nil {
 		return err
 	}
 	return httpx.OK(c, fiber.StatusOK, nil, "password changed; sign in again (earlier tokens no longer work)")

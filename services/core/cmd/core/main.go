@@ -41,6 +41,7 @@ type Config struct {
 	CatalogueConfig
 	OutboxConfig
 	BookingConfig
+	AuthConfig
 	Port int `env:"PORT" envDefault:"3000"`
 	// DBURL names the MongoDB server and, in its path, the database (default "mba").
 	DBURL            string        `env:"DB_URL"`
@@ -52,13 +53,6 @@ type Config struct {
 	// AdminEmail and AdminPassword create the first APPROVED ADMIN at start (idempotent).
 	AdminEmail    string `env:"ADMIN_EMAIL"`
 	AdminPassword string `env:"ADMIN_PASSWORD"`
-	// Sign-in attempts allowed per minute (and burst) per client IP and per email.
-	SigninPerMinute float64 `env:"SIGNIN_RATE_PER_MINUTE" envDefault:"10"`
-	SigninBurst     int     `env:"SIGNIN_BURST" envDefault:"5"`
-	// TrustedProxies (IPs or CIDRs, comma-separated) may tell the client's address in
-	// X-Forwarded-For; without them the rate limit sees the connection's address (behind an
-	// ingress, every client would share the ingress's budget).
-	TrustedProxies string `env:"TRUSTED_PROXIES"`
 }
 
 // LoadConfig reads the configuration from .env and the environment.
@@ -109,11 +103,8 @@ func (c Config) Validate() error {
 	if err := c.Settings.Validate(c.Port); err != nil {
 		return err
 	}
-	if _, err := httpapi.ParseTrustedProxies(c.TrustedProxies); err != nil {
+	if err := c.AuthConfig.Validate(); err != nil {
 		return err
-	}
-	if c.SigninPerMinute <= 0 || c.SigninBurst <= 0 {
-		return errors.New("SIGNIN_RATE_PER_MINUTE and SIGNIN_BURST must be positive")
 	}
 	if c.DBURL == "" {
 		return errors.New("DB_URL is empty")
@@ -142,6 +133,9 @@ type Main struct {
 	Bookings  *core.Bookings
 	// Idempotency keeps the first response per Idempotency-Key.
 	Idempotency httpapi.IdempotencyStore
+	// EditAuthLimits, when set, edits the sign-in and sign-up limits before they are used
+	// (tests set their clock and sweep period).
+	EditAuthLimits func(*httpapi.AuthLimits)
 }
 
 // Run connects to the database, ensures the indexes and the first admin, and starts serving
@@ -240,14 +234,17 @@ func (m *Main) Run(ctx context.Context) error {
 	proxies, _ := httpapi.ParseTrustedProxies(cfg.TrustedProxies) // checked by Validate
 	httpOpts := cfg.Settings.Options()
 	httpOpts.Registry = m.Registry
+	limits := cfg.AuthConfig.Limits()
+	if m.EditAuthLimits != nil {
+		m.EditAuthLimits(&limits)
+	}
 	m.Server = httpapi.New(httpapi.Services{Accounts: m.Accounts, Users: m.Users, Catalogue: m.Catalogue,
 		Bookings: m.Bookings, Idempotency: m.Idempotency}, httpapi.Options{
-		Logger:          log,
-		SigninPerMinute: cfg.SigninPerMinute,
-		SigninBurst:     cfg.SigninBurst,
-		TrustedProxies:  proxies,
-		Catalogue:       cfg.CatalogueConfig.HTTPOptions(),
-		HTTP:            httpOpts,
+		Logger:         log,
+		AuthLimits:     limits,
+		TrustedProxies: proxies,
+		Catalogue:      cfg.CatalogueConfig.HTTPOptions(),
+		HTTP:           httpOpts,
 	})
 	if err := m.Start(ctx, cfg.Settings, cfg.Port); err != nil {
 		return err
