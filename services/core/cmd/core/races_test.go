@@ -203,6 +203,7 @@ func TestTheatreMoviesNeverLost(t *testing.T) {
 	// Concurrent PATCHes: remove each of the first 10 movies, add each of the 20 others, one
 	// movie per request, half through each replica.
 	var mu sync.Mutex
+	var ok, refused int
 	start = make(chan struct{})
 	k := 0
 	for i := range n / 2 {
@@ -220,8 +221,12 @@ func TestTheatreMoviesNeverLost(t *testing.T) {
 				case 200:
 					mu.Lock()
 					want[op.movie] = op.insert
+					ok++
 					mu.Unlock()
 				case 409:
+					mu.Lock()
+					refused++
+					mu.Unlock()
 				default:
 					t.Errorf("PATCH movies: %d %s", r.status, r.raw)
 				}
@@ -230,6 +235,10 @@ func TestTheatreMoviesNeverLost(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
+	t.Logf("%d PATCHes took effect, %d answered 409", ok, refused)
+	if ok == 0 {
+		t.Fatal("no PATCH took effect")
+	}
 	checkTheatreMovies(t, svc, th.ID, movies, want)
 }
 
