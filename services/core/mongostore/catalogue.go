@@ -34,7 +34,7 @@ func NewCatalogue(db *mongo.Database) *Catalogue {
 	return &Catalogue{Movies: &Movies{c: db.Collection(MoviesCollection)},
 		Theatres: &Theatres{c: db.Collection(TheatresCollection), lists: db.Collection(TheatreMovieListsCollection),
 			versions: db.Collection(TheatreMovieVersionsCollection)},
-		Shows:    &Shows{c: db.Collection(ShowsCollection)}}
+		Shows: &Shows{c: db.Collection(ShowsCollection)}}
 }
 
 // Stores returns them as the domain's stores.
