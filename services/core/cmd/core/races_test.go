@@ -1,13 +1,21 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
 // twoReplicas starts two core instances on one database, response caches off (so a read shows
@@ -287,5 +295,139 @@ func checkTheatreMovies(t *testing.T, svc []*service, theatreID string, all []st
 		if string(runs.env.Data) != fmt.Sprint(want[m]) {
 			t.Errorf("GET /theatres/:id/movies/%s: %s, want %v", m, runs.env.Data, want[m])
 		}
+	}
+}
+
+// TestIdempotencyTakeoverOverHTTP: a booking request whose process died left its
+// Idempotency-Key claimed (a claim from two minutes ago, no response). Six retries with the
+// key through two replicas: exactly one books, every other one is told the request is in
+// progress or gets its response, and only its seats are held.
+func TestIdempotencyTakeoverOverHTTP(t *testing.T) {
+	t.Parallel()
+	a, b := twoReplicas(t)
+	f := a.newShow(10, 100)
+	tok, u := a.customer()
+	body, err := json.Marshal(f.booking(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	const key = "retry-after-a-crash"
+	dead := mongostore.NewIdempotencyWith(a.m.DB, mongostore.IdempotencyOptions{Now: func() time.Time { return time.Now().Add(-2 * time.Minute) }})
+	if r, _, err := dead.Begin(t.Context(), u.ID+"|bookings|"+key, hex.EncodeToString(sum[:])); err != nil || r != nil {
+		t.Fatalf("the dead request's claim: %v %v", err, r)
+	}
+	const n = 6
+	res := make([]response, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		s := []*service{a, b}[i%2]
+		wg.Go(func() {
+			<-start
+			res[i] = s.do(req{method: "POST", path: base + "/bookings", token: tok, body: string(body), header: map[string]string{"Idempotency-Key": key}})
+		})
+	}
+	close(start)
+	wg.Wait()
+	ran, busy, replayed := 0, 0, 0
+	var booked string
+	for _, r := range res {
+		switch {
+		case r.status == 201 && r.header.Get("Idempotent-Replayed") == "":
+			ran++
+			booked = id(t, r)
+		case r.status == 409:
+			busy++
+		case r.status != 201:
+			t.Fatalf("retry: %d %s", r.status, r.raw)
+		}
+	}
+	for _, r := range res {
+		if r.status == 201 && r.header.Get("Idempotent-Replayed") == "true" {
+			replayed++
+			if id(t, r) != booked {
+				t.Fatalf("replayed another booking: %s", r.raw)
+			}
+		}
+	}
+	if ran != 1 {
+		t.Fatalf("%d retries booked, %d in progress, %d replayed; want exactly one booking", ran, busy, replayed)
+	}
+	if m := seatMap(t, a.expect(a.do(req{method: "GET", path: base + "/shows/" + f.showID + "/seats"}), 200)); len(m.Held) != 2 {
+		t.Fatalf("%d seats held; want the 2 of one booking", len(m.Held))
+	}
+	t.Logf("1 retry booked, %d were told it is in progress, %d got its response", busy, replayed)
+}
+
+// TestIdempotencyCleanupRunsInCore: on the embedded database (no TTL indexes) the core's main
+// starts the periodic clean-up: records older than the retention go, younger ones stay, and
+// Close stops it.
+func TestIdempotencyCleanupRunsInCore(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("TEST_MONGODB_URI") != "" {
+		t.Skip("MongoDB expires the records by TTL index")
+	}
+	s := startService(t, func(c *Config) {
+		c.IdempotencyConfig = IdempotencyConfig{Lease: time.Second, Retention: time.Hour, CleanupInterval: 50 * time.Millisecond}
+	})
+	ctx := t.Context()
+	old := mongostore.NewIdempotencyWith(s.m.DB, mongostore.IdempotencyOptions{Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
+	young := mongostore.NewIdempotency(s.m.DB)
+	for i := range 30 {
+		_, c, err := old.Begin(ctx, fmt.Sprintf("old-%d", i), "fp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := old.Finish(ctx, c, "fp", core.StoredResponse{Status: 201, Body: []byte("{}")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, c, err := young.Begin(ctx, "young", "fp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := young.Finish(ctx, c, "fp", core.StoredResponse{Status: 201, Body: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	count := func(coll string) int64 {
+		n, err := s.m.DB.Collection(coll).CountDocuments(ctx, bson.D{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for count(mongostore.IdempotencyKeysCollection)+count(mongostore.IdempotencyResultsCollection) > 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("old records still there after 30 s: %d keys, %d responses", count(mongostore.IdempotencyKeysCollection),
+				count(mongostore.IdempotencyResultsCollection))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r, _, err := young.Begin(ctx, "young", "fp"); err != nil || r == nil {
+		t.Fatalf("the young key lost its response: %v", err)
+	}
+	if !strings.Contains(s.logs.String(), "removing old ones periodically") {
+		t.Errorf("no word of the clean-up in the logs:\n%s", grepLines(s.logs.String(), "idempotency"))
+	}
+}
+
+func TestIdempotencyConfigValidate(t *testing.T) {
+	t.Parallel()
+	for c, ok := range map[IdempotencyConfig]bool{
+		{}: true, {Lease: time.Minute, Retention: 24 * time.Hour, CleanupInterval: time.Minute}: true,
+		{Lease: 500 * time.Millisecond}: false, {Lease: -time.Second}: false,
+		{Retention: 30 * time.Second}: false, {Lease: time.Hour, Retention: time.Hour}: false,
+		{CleanupInterval: time.Millisecond}: false,
+	} {
+		if err := c.Validate(); (err == nil) != ok {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+	cfg := testConfig(t)
+	cfg.IdempotencyConfig.Lease = time.Millisecond
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "IDEMPOTENCY_LEASE") {
+		t.Errorf("Config.Validate: %v", err)
 	}
 }
