@@ -389,17 +389,21 @@ func (s *Theatres) List(ctx context.Context, f core.TheatreFilter) ([]*core.Thea
 	if f.PinCode != 0 {
 		filter = append(filter, bson.E{Key: "pinCode", Value: f.PinCode})
 	}
+	var running map[bson.ObjectID]movieListDoc
 	if f.MovieID != "" {
 		oid, err := catOID("movieId", f.MovieID)
 		if err != nil {
 			return nil, 0, err
 		}
-		ids, err := s.running(ctx, oid)
-		if err != nil {
+		if running, err = s.running(ctx, oid); err != nil {
 			return nil, 0, err
 		}
-		if len(ids) == 0 {
+		if len(running) == 0 {
 			return []*core.Theatre{}, 0, nil
+		}
+		ids := make([]bson.ObjectID, 0, len(running))
+		for id := range running {
+			ids = append(ids, id)
 		}
 		filter = append(filter, bson.E{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}})
 	}
@@ -407,7 +411,7 @@ func (s *Theatres) List(ctx context.Context, f core.TheatreFilter) ([]*core.Thea
 	if err != nil {
 		return nil, 0, err
 	}
-	out, err := s.listedPage(ctx, docs)
+	out, err := s.listedPage(ctx, docs, running)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -470,17 +474,20 @@ func (s *Theatres) RemoveMovieEverywhere(ctx context.Context, movieID string, at
 	if err != nil {
 		return err
 	}
-	ids, err := s.running(ctx, oid)
+	running, err := s.running(ctx, oid)
 	if err != nil {
 		return err
 	}
 	// and theatres created with it whose list never changed (version 0, in their document)
-	created, err := findAll(ctx, s.c, bson.D{{Key: "movies", Value: oid}}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}),
+	ids, err := findAll(ctx, s.c, bson.D{{Key: "movies", Value: oid}}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}),
 		"take the movie off the theatres", func(d *theatreDoc) bson.ObjectID { return d.ID })
 	if err != nil {
 		return err
 	}
-	for _, t := range append(ids, created...) {
+	for id := range running {
+		ids = append(ids, id)
+	}
+	for _, t := range ids {
 		if _, err := s.changeMovies(ctx, t.Hex(), []string{movieID}, at, false); err != nil && !errs.Is(err, errs.NotFound) {
 			return err
 		}

@@ -134,24 +134,28 @@ func listed(d *theatreDoc, l movieListDoc) *core.Theatre {
 	return t
 }
 
-// listedPage fills in the movies of a page of theatres from their projections (one query).
-func (s *Theatres) listedPage(ctx context.Context, docs []theatreDoc) ([]*core.Theatre, error) {
+// listedPage fills in the movies of a page of theatres from their projections: those in
+// known (the ?movieId= filter read them), else one query for the page.
+func (s *Theatres) listedPage(ctx context.Context, docs []theatreDoc, known map[bson.ObjectID]movieListDoc) ([]*core.Theatre, error) {
 	out := make([]*core.Theatre, len(docs))
 	if len(docs) == 0 {
 		return out, nil
 	}
-	ids := make([]bson.ObjectID, len(docs))
-	for i := range docs {
-		ids[i] = docs[i].ID
-	}
-	lists, err := findAll(ctx, s.lists, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}, nil,
-		"list the theatres' movies", func(l *movieListDoc) movieListDoc { return *l })
-	if err != nil {
-		return nil, err
-	}
-	byID := make(map[bson.ObjectID]movieListDoc, len(lists))
-	for _, l := range lists {
-		byID[l.ID] = l
+	byID := known
+	if byID == nil {
+		ids := make([]bson.ObjectID, len(docs))
+		for i := range docs {
+			ids[i] = docs[i].ID
+		}
+		lists, err := findAll(ctx, s.lists, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}, nil,
+			"list the theatres' movies", func(l *movieListDoc) movieListDoc { return *l })
+		if err != nil {
+			return nil, err
+		}
+		byID = make(map[bson.ObjectID]movieListDoc, len(lists))
+		for _, l := range lists {
+			byID[l.ID] = l
+		}
 	}
 	for i := range docs {
 		l, ok := byID[docs[i].ID]
@@ -163,11 +167,19 @@ func (s *Theatres) listedPage(ctx context.Context, docs []theatreDoc) ([]*core.T
 	return out, nil
 }
 
-// running returns the ids of the theatres whose movie list holds the movie (from the
-// projections: one query).
-func (s *Theatres) running(ctx context.Context, movie bson.ObjectID) ([]bson.ObjectID, error) {
-	return findAll(ctx, s.lists, bson.D{{Key: "movies", Value: movie}}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}),
-		"list the theatres running the movie", func(l *movieListDoc) bson.ObjectID { return l.ID })
+// running returns the projections of the theatres whose movie list holds the movie (one
+// query).
+func (s *Theatres) running(ctx context.Context, movie bson.ObjectID) (map[bson.ObjectID]movieListDoc, error) {
+	lists, err := findAll(ctx, s.lists, bson.D{{Key: "movies", Value: movie}}, nil,
+		"list the theatres running the movie", func(l *movieListDoc) movieListDoc { return *l })
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[bson.ObjectID]movieListDoc, len(lists))
+	for _, l := range lists {
+		out[l.ID] = l
+	}
+	return out, nil
 }
 
 // changeMovies adds the movies to the theatre's list (insert) or removes them, as the next
