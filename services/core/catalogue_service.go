@@ -482,8 +482,8 @@ func (c *Catalogue) TheatreRunsMovie(ctx context.Context, theatreID, movieID str
 
 // CreateShow validates s, checks that the caller manages its theatre and that its movie
 // exists, adds the movie to the theatre (errs.Conflict if other changes of its movies keep
-// winning), and stores the show. A show of the same theatre,
-// movie and timing is errs.Conflict.
+// winning), and stores the show. A show of the same theatre, movie and timing is
+// errs.Conflict.
 func (c *Catalogue) CreateShow(ctx context.Context, caller *User, s NewShow) (*Show, error) {
 	if err := canEdit(caller); err != nil {
 		return nil, err

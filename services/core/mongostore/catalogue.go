@@ -454,7 +454,9 @@ func (s *Theatres) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	oid, _ := catOID("id", id)
-	_, _ = s.lists.DeleteOne(ctx, bson.D{{Key: "_id", Value: oid}}) // else the ?movieId= filter skips it
+	// best effort: a projection left behind only gives the ?movieId= filter an id that matches
+	// no theatre
+	_, _ = s.lists.DeleteOne(ctx, bson.D{{Key: "_id", Value: oid}})
 	return nil
 }
 
