@@ -161,6 +161,8 @@ func (s *Users) findOne(ctx context.Context, filter bson.D) (*core.User, error) 
 	var d userDoc
 	err := s.users.FindOne(ctx, filter).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
+		// the same reads as for a user, so that sign-in takes as long for an unknown email
+		_, _ = s.newerChange(ctx, bson.NilObjectID, 0)
 		return nil, errs.E(errs.NotFound, "user not found")
 	}
 	if err != nil {
