@@ -279,25 +279,74 @@ func (a *Accounts) forget(id string) {
 	a.cacheMu.Unlock()
 }
 
-// ResetPassword replaces the caller's password after checking the old one.
-// A wrong old password is errs.Invalid with the oldPassword field MsgOldPasswordMismatch.
+// MaxUserChangeAttempts bounds how often a user change is redone after losing its version
+// to a concurrent change of the same user; beyond it the change is errs.Conflict.
+const MaxUserChangeAttempts = 8
+
+// MsgUserChangedMeanwhile answers a user change that lost every attempt to concurrent ones.
+const MsgUserChangedMeanwhile = "the user was changed by other requests at the same time; retry"
+
+// change applies edit to the latest version of user id and stores the result as the next
+// version. When a concurrent change took that version first, nothing was stored: it reads the
+// user again and redoes edit on what the winner left (edit may then refuse), at most
+// MaxUserChangeAttempts times. So two concurrent changes (a password reset and an approval,
+// two admins) both take effect, one after the other, or one answers 409: neither is lost.
+func (a *Accounts) change(ctx context.Context, id string, edit func(u *User, attempt int) error) (*User, error) {
+	defer a.forget(id)
+	for attempt := 0; ; attempt++ {
+		u, err := a.store.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := edit(u, attempt); err != nil {
+			return nil, err
+		}
+		u.UpdatedAt = a.now().UTC().Truncate(time.Millisecond)
+		err = a.store.Change(ctx, u)
+		if !errs.Is(err, errs.Conflict) {
+			if err != nil {
+				return nil, err
+			}
+			return u, nil
+		}
+		if attempt+1 >= MaxUserChangeAttempts {
+			e := errs.Wrap(errs.Conflict, err, MsgUserChangedMeanwhile)
+			e.RetryAfter = time.Second
+			return nil, e
+		}
+	}
+}
+
+// ResetPassword replaces the caller's password after checking the old one. Every session
+// begun before the reset ends (see Authenticate). A reset that lost its version to a
+// concurrent change is redone on the winner's version if the old password still matches it,
+// else it is errs.Conflict (another reset won).
 func (a *Accounts) ResetPassword(ctx context.Context, caller *User, oldPassword, newPassword string) error {
 	if err := CheckReset(oldPassword, newPassword); err != nil {
 		return err
 	}
-	u, err := a.store.Get(ctx, caller.ID)
-	if err != nil {
-		return err
-	}
-	if !a.checkPassword(u, oldPassword) {
-		return errs.Fields(map[string]string{"oldPassword": MsgOldPasswordMismatch})
-	}
-	h, err := a.hash(newPassword)
-	if err != nil {
-		return err
-	}
-	_, err = a.store.Update(ctx, u.ID, UserUpdate{PasswordHash: &h})
-	a.forget(u.ID)
+	var checked, newHash string // the hash the old password matched; the new one
+	_, err := a.change(ctx, caller.ID, func(u *User, attempt int) error {
+		if u.PasswordHash != checked {
+			if !a.checkPassword(u, oldPassword) {
+				if attempt > 0 {
+					return errs.E(errs.Conflict, "the password was changed by another request at the same time; sign in again")
+				}
+				return errs.Fields(map[string]string{"oldPassword": MsgOldPasswordMismatch})
+			}
+			checked = u.PasswordHash
+		}
+		if newHash == "" {
+			h, err := a.hash(newPassword)
+			if err != nil {
+				return err
+			}
+			newHash = h
+		}
+		u.PasswordHash = newHash
+		u.PasswordChangedAt = a.now().UTC().Truncate(time.Millisecond)
+		return nil
+	})
 	return err
 }
 
@@ -319,7 +368,13 @@ func (a *Accounts) UpdateUser(ctx context.Context, caller *User, id string, role
 	if len(fields) > 0 {
 		return nil, errs.Fields(fields)
 	}
-	u, err := a.store.Update(ctx, id, UserUpdate{Role: role, Status: status})
-	a.forget(id)
-	return u, err
+	return a.change(ctx, id, func(u *User, _ int) error {
+		if role != nil {
+			u.Role = *role
+		}
+		if status != nil {
+			u.Status = *status
+		}
+		return nil
+	})
 }

@@ -189,7 +189,9 @@ type TheatreStore interface {
 	Update(ctx context.Context, id string, p TheatrePatch, at time.Time) (*Theatre, error)
 	Delete(ctx context.Context, id string) error
 	// AddMovies and RemoveMovies add movie ids to (as a set) or remove them from the
-	// theatre's movies, and return the theatre after the change.
+	// theatre's movies, and return the theatre after the change. Concurrent changes of one
+	// theatre's movies all take effect, one after the other; one that keeps losing to others
+	// is errs.Conflict (nothing changed).
 	AddMovies(ctx context.Context, id string, movieIDs []string, at time.Time) (*Theatre, error)
 	RemoveMovies(ctx context.Context, id string, movieIDs []string, at time.Time) (*Theatre, error)
 	// RemoveMovieEverywhere takes a (deleted) movie off every theatre.

@@ -482,8 +482,9 @@ func (c *Catalogue) TheatreRunsMovie(ctx context.Context, theatreID, movieID str
 // ---- shows ----
 
 // CreateShow validates s, checks that the caller manages its theatre and that its movie
-// exists, adds the movie to the theatre, and stores the show. A show of the same theatre,
-// movie and timing is errs.Conflict.
+// exists, adds the movie to the theatre (errs.Conflict if other changes of its movies keep
+// winning), and stores the show. A show of the same theatre, movie and timing is
+// errs.Conflict.
 func (c *Catalogue) CreateShow(ctx context.Context, caller *User, s NewShow) (*Show, error) {
 	if err := canEdit(caller); err != nil {
 		return nil, err
@@ -512,13 +513,16 @@ func (c *Catalogue) CreateShow(ctx context.Context, caller *User, s NewShow) (*S
 	if s.Format != nil {
 		sh.Format = *s.Format
 	}
-	if err := c.shows.Create(ctx, sh); err != nil {
-		return nil, err
-	}
+	// The movie joins the theatre's list before the show is stored: if this fails, there is no
+	// show without its movie listed (a retry makes both); if the show then fails, the link
+	// stays, which is harmless (PATCH /theatres/:id/movies can take it off).
 	if !hasID(t.Movies, s.MovieID) {
 		if _, err := c.theatres.AddMovies(ctx, t.ID, []string{s.MovieID}, now); err != nil {
 			return nil, err
 		}
+	}
+	if err := c.shows.Create(ctx, sh); err != nil {
+		return nil, err
 	}
 	return sh, nil
 }

@@ -62,6 +62,9 @@ type User struct {
 	Status            Status    `json:"status"`
 	CreatedAt         time.Time `json:"createdAt"`
 	UpdatedAt         time.Time `json:"updatedAt"`
+	// Version counts the changes made to the user (0: as created). A change is stored as the
+	// next version, and only the first change of a version is kept (see UserStore.Change).
+	Version int64 `json:"-"`
 }
 
 // Is reports whether u is an APPROVED user of role r.
@@ -203,24 +206,22 @@ func CheckPassword(p string) string {
 	return ""
 }
 
-// UserUpdate changes some of a user's fields; nil fields stay as they are.
-type UserUpdate struct {
-	Role         *Role
-	Status       *Status
-	PasswordHash *string // also sets PasswordChangedAt to now
-}
-
 // UserStore keeps users.
 type UserStore interface {
 	// Create stores u (its ID, CreatedAt and UpdatedAt are set). A taken email answers
 	// errs.Conflict, decided by the store's unique index.
 	Create(ctx context.Context, u *User) error
-	// Get finds a user by id: errs.NotFound if none, errs.Invalid for a malformed id.
+	// Get finds a user by id, at its latest version: errs.NotFound if none, errs.Invalid for a
+	// malformed id.
 	Get(ctx context.Context, id string) (*User, error)
-	// GetByEmail finds a user by (lowercased) email: errs.NotFound if none.
+	// GetByEmail finds a user by (lowercased) email, at its latest version: errs.NotFound if
+	// none.
 	GetByEmail(ctx context.Context, email string) (*User, error)
-	// Update applies upd to the user and returns it: errs.NotFound if none.
-	Update(ctx context.Context, id string, upd UserUpdate) (*User, error)
+	// Change stores u's role, status, password hash, PasswordChangedAt and UpdatedAt as the
+	// version after u.Version, the version u was read at, and sets u.Version to it. The
+	// version is decided by an insert into a unique key: when another change took it first,
+	// Change is errs.Conflict and stores nothing (read the user again and redo the change).
+	Change(ctx context.Context, u *User) error
 	// Ping checks that the store answers.
 	Ping(ctx context.Context) error
 }

@@ -260,7 +260,8 @@ func idempotencyKey(c *fiber.Ctx) (string, error) {
 
 // idempotent wraps a signed-in POST handler: a repeated Idempotency-Key (per caller and
 // route) with the same body gets the first response again, with Idempotent-Replayed: true; a
-// different body under the key is 422; a 5xx frees the key for a retry.
+// different body under the key is 422; a 5xx frees the key for a retry, and so does a request
+// that never answered (its process died) once its claim's lease has passed.
 func (a *API) idempotent(route string, h fiber.Handler) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		key, err := idempotencyKey(c)
@@ -274,7 +275,7 @@ func (a *API) idempotent(route string, h fiber.Handler) fiber.Handler {
 		fp := hex.EncodeToString(sum[:])
 		scope := Caller(c).ID + "|" + route + "|" + key
 		ctx := c.UserContext()
-		saved, err := a.svc.Idempotency.Begin(ctx, scope, fp)
+		saved, claim, err := a.svc.Idempotency.Begin(ctx, scope, fp)
 		if err != nil {
 			return err
 		}
@@ -291,11 +292,11 @@ func (a *API) idempotent(route string, h fiber.Handler) fiber.Handler {
 		}
 		status := c.Response().StatusCode()
 		if status >= 500 {
-			_ = a.svc.Idempotency.Abandon(ctx, scope)
+			_ = a.svc.Idempotency.Abandon(ctx, claim)
 			return nil
 		}
 		body := bytes.Clone(c.Response().Body())
-		if err := a.svc.Idempotency.Finish(ctx, scope, fp, core.StoredResponse{Status: status, Body: body}); err != nil {
+		if err := a.svc.Idempotency.Finish(ctx, claim, fp, core.StoredResponse{Status: status, Body: body}); err != nil {
 			a.log.WarnContext(ctx, "idempotent response not stored", "route", route, "error", err.Error())
 		}
 		return nil

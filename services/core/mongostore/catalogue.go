@@ -32,8 +32,9 @@ type Catalogue struct {
 // NewCatalogue returns the catalogue stores on db. Call EnsureIndexes once at start.
 func NewCatalogue(db *mongo.Database) *Catalogue {
 	return &Catalogue{Movies: &Movies{c: db.Collection(MoviesCollection)},
-		Theatres: &Theatres{c: db.Collection(TheatresCollection)},
-		Shows:    &Shows{c: db.Collection(ShowsCollection)}}
+		Theatres: &Theatres{c: db.Collection(TheatresCollection), lists: db.Collection(TheatreMovieListsCollection),
+			versions: db.Collection(TheatreMovieVersionsCollection)},
+		Shows: &Shows{c: db.Collection(ShowsCollection)}}
 }
 
 // Stores returns them as the domain's stores.
@@ -52,7 +53,7 @@ func (s *Catalogue) EnsureIndexes(ctx context.Context) error {
 		{s.Shows.c, mongo.IndexModel{Keys: bson.D{{Key: "theatreId", Value: 1}, {Key: "movieId", Value: 1}, {Key: "timing", Value: 1}},
 			Options: options.Index().SetUnique(true).SetName("show_identity_unique")}},
 		{s.Shows.c, mongo.IndexModel{Keys: bson.D{{Key: "movieId", Value: 1}}, Options: options.Index().SetName("movieId")}},
-		{s.Theatres.c, mongo.IndexModel{Keys: bson.D{{Key: "movies", Value: 1}}, Options: options.Index().SetName("movies")}},
+		{s.Theatres.lists, mongo.IndexModel{Keys: bson.D{{Key: "movies", Value: 1}}, Options: options.Index().SetName("movies")}},
 		{s.Theatres.c, mongo.IndexModel{Keys: bson.D{{Key: "city", Value: 1}}, Options: options.Index().SetName("city")}},
 		{s.Movies.c, mongo.IndexModel{Keys: bson.D{{Key: "name", Value: 1}}, Options: options.Index().SetName("name")}},
 	} {
@@ -307,8 +308,13 @@ func (s *Movies) Delete(ctx context.Context, id string) error {
 // ---- theatres ----
 
 // Theatres is a core.TheatreStore on the theatres collection. Owner and movies are kept as
-// ObjectIds (the original's references).
-type Theatres struct{ c *mongo.Collection }
+// ObjectIds (the original's references). The movies are versioned apart from the theatre
+// document: see theatre_movies.go.
+type Theatres struct {
+	c        *mongo.Collection
+	lists    *mongo.Collection // the latest movie list of each theatre (a projection)
+	versions *mongo.Collection // every version of each theatre's movie list (write-once)
+}
 
 var _ core.TheatreStore = (*Theatres)(nil)
 
@@ -347,6 +353,11 @@ func (s *Theatres) Create(ctx context.Context, t *core.Theatre) error {
 	oid := bson.NewObjectID()
 	d := theatreDoc{ID: oid, Name: t.Name, Description: t.Description, City: t.City, PinCode: t.PinCode,
 		Address: t.Address, Owner: owner, Movies: movies, CreatedAt: catStamp(t.CreatedAt), UpdatedAt: catStamp(t.UpdatedAt)}
+	if len(movies) > 0 { // the ?movieId= filter reads the projections: give version 0 one
+		if _, err := s.lists.InsertOne(ctx, movieListDoc{ID: oid, Movies: movies, UpdatedAt: d.UpdatedAt}); err != nil {
+			return dbError(err, "could not create the theatre")
+		}
+	}
 	if _, err := s.c.InsertOne(ctx, d); err != nil {
 		return dbError(err, "could not create the theatre")
 	}
@@ -363,7 +374,7 @@ func (s *Theatres) Get(ctx context.Context, id string) (*core.Theatre, error) {
 	if err := catGetByID(ctx, s.c, id, &d, "theatre"); err != nil {
 		return nil, err
 	}
-	return d.theatre(), nil
+	return s.withMovies(ctx, &d)
 }
 
 // List returns a page of the theatres matching f and their total.
@@ -378,20 +389,31 @@ func (s *Theatres) List(ctx context.Context, f core.TheatreFilter) ([]*core.Thea
 	if f.PinCode != 0 {
 		filter = append(filter, bson.E{Key: "pinCode", Value: f.PinCode})
 	}
+	var running map[bson.ObjectID]movieListDoc
 	if f.MovieID != "" {
 		oid, err := catOID("movieId", f.MovieID)
 		if err != nil {
 			return nil, 0, err
 		}
-		filter = append(filter, bson.E{Key: "movies", Value: oid})
+		if running, err = s.running(ctx, oid); err != nil {
+			return nil, 0, err
+		}
+		if len(running) == 0 {
+			return []*core.Theatre{}, 0, nil
+		}
+		ids := make([]bson.ObjectID, 0, len(running))
+		for id := range running {
+			ids = append(ids, id)
+		}
+		filter = append(filter, bson.E{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}})
 	}
 	docs, total, err := catFindPage[theatreDoc](ctx, s.c, filter, f.Page, "theatres")
 	if err != nil {
 		return nil, 0, err
 	}
-	out := make([]*core.Theatre, len(docs))
-	for i := range docs {
-		out[i] = docs[i].theatre()
+	out, err := s.listedPage(ctx, docs, running)
+	if err != nil {
+		return nil, 0, err
 	}
 	return out, total, nil
 }
@@ -423,45 +445,29 @@ func (s *Theatres) Update(ctx context.Context, id string, p core.TheatrePatch, a
 	if err := catFindOneAndSet(ctx, s.c, oid, bson.D{{Key: "$set", Value: set}}, &d, "theatre"); err != nil {
 		return nil, err
 	}
-	return d.theatre(), nil
+	return s.withMovies(ctx, &d)
 }
 
-// Delete deletes a theatre.
+// Delete deletes a theatre (and the projection of its movies; their versions stay, unread).
 func (s *Theatres) Delete(ctx context.Context, id string) error {
-	return catDeleteByID(ctx, s.c, id, "theatre")
+	if err := catDeleteByID(ctx, s.c, id, "theatre"); err != nil {
+		return err
+	}
+	oid, _ := catOID("id", id)
+	// best effort: a projection left behind only gives the ?movieId= filter an id that matches
+	// no theatre
+	_, _ = s.lists.DeleteOne(ctx, bson.D{{Key: "_id", Value: oid}})
+	return nil
 }
 
-// AddMovies adds movie ids to the theatre's movies ($addToSet with $each).
+// AddMovies adds movie ids to the theatre's movies, as the next version of its list.
 func (s *Theatres) AddMovies(ctx context.Context, id string, movieIDs []string, at time.Time) (*core.Theatre, error) {
-	return s.changeMovies(ctx, id, movieIDs, at, "$addToSet")
+	return s.changeMovies(ctx, id, movieIDs, at, true)
 }
 
-// RemoveMovies removes movie ids from the theatre's movies ($pullAll: the dev database's
-// $pull with a condition matches nothing).
+// RemoveMovies removes movie ids from the theatre's movies, as the next version of its list.
 func (s *Theatres) RemoveMovies(ctx context.Context, id string, movieIDs []string, at time.Time) (*core.Theatre, error) {
-	return s.changeMovies(ctx, id, movieIDs, at, "$pullAll")
-}
-
-func (s *Theatres) changeMovies(ctx context.Context, id string, movieIDs []string, at time.Time, op string) (*core.Theatre, error) {
-	oid, err := catOID("id", id)
-	if err != nil {
-		return nil, err
-	}
-	oids, err := catOIDs("movieIds", movieIDs)
-	if err != nil {
-		return nil, err
-	}
-	var val any = oids
-	if op == "$addToSet" {
-		val = bson.D{{Key: "$each", Value: oids}}
-	}
-	update := bson.D{{Key: op, Value: bson.D{{Key: "movies", Value: val}}},
-		{Key: "$set", Value: bson.D{{Key: "updatedAt", Value: catStamp(at)}}}}
-	var d theatreDoc
-	if err := catFindOneAndSet(ctx, s.c, oid, update, &d, "theatre"); err != nil {
-		return nil, err
-	}
-	return d.theatre(), nil
+	return s.changeMovies(ctx, id, movieIDs, at, false)
 }
 
 // RemoveMovieEverywhere takes the movie off every theatre that runs it.
@@ -470,11 +476,23 @@ func (s *Theatres) RemoveMovieEverywhere(ctx context.Context, movieID string, at
 	if err != nil {
 		return err
 	}
-	_, err = s.c.UpdateMany(ctx, bson.D{{Key: "movies", Value: oid}}, bson.D{
-		{Key: "$pullAll", Value: bson.D{{Key: "movies", Value: []bson.ObjectID{oid}}}},
-		{Key: "$set", Value: bson.D{{Key: "updatedAt", Value: catStamp(at)}}}})
+	running, err := s.running(ctx, oid)
 	if err != nil {
-		return dbError(err, "could not take the movie off the theatres")
+		return err
+	}
+	// and theatres created with it whose list never changed (version 0, in their document)
+	ids, err := findAll(ctx, s.c, bson.D{{Key: "movies", Value: oid}}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}),
+		"take the movie off the theatres", func(d *theatreDoc) bson.ObjectID { return d.ID })
+	if err != nil {
+		return err
+	}
+	for id := range running {
+		ids = append(ids, id)
+	}
+	for _, t := range ids {
+		if _, err := s.changeMovies(ctx, t.Hex(), []string{movieID}, at, false); err != nil && !errs.Is(err, errs.NotFound) {
+			return err
+		}
 	}
 	return nil
 }

@@ -3,10 +3,12 @@ package mongostore
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/mongox"
@@ -19,30 +21,74 @@ const (
 	IdempotencyResultsCollection = "idempotency_results"
 )
 
-// StaleClaim is how long a claimed key without a response counts as still running; after
-// that the request is taken as lost (its process died) and the key as unusable.
+// StaleClaim is the default lease of a claim: a claimed key without a response older than
+// this is taken as lost (its process died), and the next request with the key takes it over.
+// Keep it well above the longest a request can run.
 const StaleClaim = time.Minute
 
-// Idempotency is a core.IdempotencyStore: a claim is an insert into the unique _id of
-// idempotency_keys, the response a second insert into idempotency_results. Nothing is updated,
-// so the store is correct on a database without atomic conditional updates. Records are kept
-// (on MongoDB, a TTL index on createdAt may expire them; the dev database has no TTL indexes).
+// DefaultIdempotencyRetention is how long keys and responses are kept (Stripe's, and
+// Resend's, 24 hours): a key used again later is a new request.
+const DefaultIdempotencyRetention = 24 * time.Hour
+
+// maxClaimGenerations bounds how often one key may be taken over or retried after a 5xx.
+const maxClaimGenerations = 100
+
+// cleanupPage is how many of the oldest records one read of the clean-up takes.
+const cleanupPage = 100
+
+// IdempotencyOptions configure the store; zero values are the defaults.
+type IdempotencyOptions struct {
+	// Lease is how long a claim without a response counts as in progress (StaleClaim).
+	Lease time.Duration
+	// Retention is how long records are kept (DefaultIdempotencyRetention).
+	Retention time.Duration
+	Now       func() time.Time
+}
+
+// Idempotency is a core.IdempotencyStore. Nothing is ever updated, so it is correct on a
+// database without atomic conditional updates:
+//   - a claim is an insert into idempotency_keys keyed "<scope>#<generation>": the first insert
+//     of a generation wins;
+//   - the response is an insert into idempotency_results keyed by the scope (the first stays);
+//   - Abandon (after a 5xx) inserts a release marker "<scope>#<generation>#released";
+//   - a request finds the latest generation by walking them from 0 (exact _id reads, one or
+//     two per generation, and keys rarely pass generation 0) and claims the next one when the
+//     latest was released or is older than the lease (its process died), so two retries
+//     cannot both take it over.
+//
+// Records older than the retention are removed: by a TTL index where the server has them
+// (EnsureTTL), else by Clean, run periodically (RunCleanup).
 type Idempotency struct {
 	keys    *mongo.Collection
 	results *mongo.Collection
-	now     func() time.Time
+	opts    IdempotencyOptions
 }
 
 var _ core.IdempotencyStore = (*Idempotency)(nil)
 
-// NewIdempotency returns the store on db.
+// NewIdempotency returns the store on db with the default lease and retention.
 func NewIdempotency(db *mongo.Database) *Idempotency {
-	return &Idempotency{keys: db.Collection(IdempotencyKeysCollection), results: db.Collection(IdempotencyResultsCollection), now: time.Now}
+	return NewIdempotencyWith(db, IdempotencyOptions{})
+}
+
+// NewIdempotencyWith returns the store on db configured by opts.
+func NewIdempotencyWith(db *mongo.Database, opts IdempotencyOptions) *Idempotency {
+	if opts.Lease <= 0 {
+		opts.Lease = StaleClaim
+	}
+	if opts.Retention <= 0 {
+		opts.Retention = DefaultIdempotencyRetention
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Idempotency{keys: db.Collection(IdempotencyKeysCollection), results: db.Collection(IdempotencyResultsCollection), opts: opts}
 }
 
 type idemKeyDoc struct {
 	ID          string    `bson:"_id"`
-	Fingerprint string    `bson:"fingerprint"`
+	Fingerprint string    `bson:"fingerprint,omitempty"`
+	Generation  int       `bson:"generation"`
 	CreatedAt   time.Time `bson:"createdAt"`
 }
 
@@ -51,67 +97,176 @@ type idemResultDoc struct {
 	Fingerprint string    `bson:"fingerprint"`
 	Status      int       `bson:"status"`
 	Body        []byte    `bson:"body"`
+	Generation  int       `bson:"generation"`
 	CreatedAt   time.Time `bson:"createdAt"`
 }
 
-// Begin claims scope or returns its stored response.
-func (s *Idempotency) Begin(ctx context.Context, scope, fp string) (*core.StoredResponse, error) {
-	now := s.now().UTC()
-	_, err := s.keys.InsertOne(ctx, idemKeyDoc{ID: scope, Fingerprint: fp, CreatedAt: now})
-	if err == nil {
-		return nil, nil
-	}
-	if !mongox.IsDuplicateKey(err) {
-		return nil, dbError(err, "could not record the idempotency key")
-	}
-	var r idemResultDoc
-	err = s.results.FindOne(ctx, bson.M{"_id": scope}).Decode(&r)
-	switch {
-	case err == nil:
-		if r.Fingerprint != fp {
-			return nil, errUsedKey()
-		}
-		return &core.StoredResponse{Status: r.Status, Body: r.Body, At: r.CreatedAt.UTC()}, nil
-	case !errors.Is(err, mongo.ErrNoDocuments):
-		return nil, dbError(err, "could not read the idempotency key")
-	}
-	var k idemKeyDoc
-	if err := s.keys.FindOne(ctx, bson.M{"_id": scope}).Decode(&k); err != nil {
-		if errors.Is(err, mongo.ErrNoDocuments) { // abandoned a moment ago: the client may retry
-			e := errs.E(errs.Conflict, "a request with this Idempotency-Key just failed; retry")
-			e.RetryAfter = time.Second
-			return nil, e
-		}
-		return nil, dbError(err, "could not read the idempotency key")
-	}
-	if k.Fingerprint != fp {
-		return nil, errUsedKey()
-	}
-	if now.Sub(k.CreatedAt) > StaleClaim {
-		return nil, errs.E(errs.Conflict, "an earlier request with this Idempotency-Key did not finish; check its effect and use a new key")
-	}
+func claimID(c core.IdempotencyClaim) string { return c.Scope + "#" + strconv.Itoa(c.Generation) }
+
+func releaseID(c core.IdempotencyClaim) string { return claimID(c) + "#released" }
+
+func inProgress() error {
 	e := errs.E(errs.Conflict, "a request with this Idempotency-Key is still in progress")
 	e.RetryAfter = time.Second
-	return nil, e
+	return e
+}
+
+// Begin claims scope or returns its stored response.
+func (s *Idempotency) Begin(ctx context.Context, scope, fp string) (*core.StoredResponse, core.IdempotencyClaim, error) {
+	now := s.opts.Now().UTC()
+	for g := range maxClaimGenerations {
+		c := core.IdempotencyClaim{Scope: scope, Generation: g}
+		_, err := s.keys.InsertOne(ctx, idemKeyDoc{ID: claimID(c), Fingerprint: fp, Generation: g, CreatedAt: now})
+		if err == nil {
+			return nil, c, nil
+		}
+		if !mongox.IsDuplicateKey(err) {
+			return nil, core.IdempotencyClaim{}, dbError(err, "could not record the idempotency key")
+		}
+		// Generation g is someone's: answered, running, given up, or lost with its process.
+		if r, err := s.stored(ctx, scope, fp); r != nil || err != nil {
+			return r, core.IdempotencyClaim{}, err
+		}
+		var k idemKeyDoc
+		if err := s.keys.FindOne(ctx, bson.D{{Key: "_id", Value: claimID(c)}}).Decode(&k); err != nil {
+			if errors.Is(err, mongo.ErrNoDocuments) { // removed by the clean-up a moment ago
+				return nil, core.IdempotencyClaim{}, inProgress()
+			}
+			return nil, core.IdempotencyClaim{}, dbError(err, "could not read the idempotency key")
+		}
+		if k.Fingerprint != fp {
+			return nil, core.IdempotencyClaim{}, errUsedKey()
+		}
+		if now.Sub(k.CreatedAt) >= s.opts.Lease {
+			continue // its process died: take over with the next generation
+		}
+		err = s.keys.FindOne(ctx, bson.D{{Key: "_id", Value: releaseID(c)}}).Err()
+		switch {
+		case err == nil:
+			continue // it failed and gave the key up
+		case !errors.Is(err, mongo.ErrNoDocuments):
+			return nil, core.IdempotencyClaim{}, dbError(err, "could not read the idempotency key")
+		}
+		return nil, core.IdempotencyClaim{}, inProgress()
+	}
+	return nil, core.IdempotencyClaim{}, errs.E(errs.Conflict, "requests with this Idempotency-Key failed too often; use a new key")
+}
+
+// stored returns the stored response of scope (nil if none).
+func (s *Idempotency) stored(ctx context.Context, scope, fp string) (*core.StoredResponse, error) {
+	var r idemResultDoc
+	err := s.results.FindOne(ctx, bson.D{{Key: "_id", Value: scope}}).Decode(&r)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return nil, nil
+	case err != nil:
+		return nil, dbError(err, "could not read the idempotency key")
+	case r.Fingerprint != fp:
+		return nil, errUsedKey()
+	}
+	return &core.StoredResponse{Status: r.Status, Body: r.Body, At: r.CreatedAt.UTC()}, nil
 }
 
 func errUsedKey() error {
 	return errs.E(errs.Unprocessable, "this Idempotency-Key was used with a different request body")
 }
 
-// Finish stores the response of scope's request.
-func (s *Idempotency) Finish(ctx context.Context, scope, fp string, r core.StoredResponse) error {
-	_, err := s.results.InsertOne(ctx, idemResultDoc{ID: scope, Fingerprint: fp, Status: r.Status, Body: r.Body, CreatedAt: s.now().UTC()})
+// Finish stores the response of the claim's request, unless one is stored already.
+func (s *Idempotency) Finish(ctx context.Context, c core.IdempotencyClaim, fp string, r core.StoredResponse) error {
+	_, err := s.results.InsertOne(ctx, idemResultDoc{ID: c.Scope, Fingerprint: fp, Status: r.Status, Body: r.Body,
+		Generation: c.Generation, CreatedAt: s.opts.Now().UTC()})
 	if err != nil && !mongox.IsDuplicateKey(err) {
 		return dbError(err, "could not store the response")
 	}
 	return nil
 }
 
-// Abandon frees scope.
-func (s *Idempotency) Abandon(ctx context.Context, scope string) error {
-	if _, err := s.keys.DeleteOne(ctx, bson.M{"_id": scope}); err != nil {
+// Abandon gives the claim up: the next request with the key claims the next generation.
+func (s *Idempotency) Abandon(ctx context.Context, c core.IdempotencyClaim) error {
+	_, err := s.keys.InsertOne(ctx, idemKeyDoc{ID: releaseID(c), Generation: c.Generation, CreatedAt: s.opts.Now().UTC()})
+	if err != nil && !mongox.IsDuplicateKey(err) {
 		return dbError(err, "could not free the idempotency key")
 	}
 	return nil
+}
+
+// EnsureTTL asks the server to expire records after the retention (a TTL index on createdAt
+// of both collections). A server without TTL indexes (the embedded database refuses
+// expireAfterSeconds) answers an error: run RunCleanup instead.
+func (s *Idempotency) EnsureTTL(ctx context.Context) error {
+	for _, c := range []*mongo.Collection{s.keys, s.results} {
+		if err := mongox.EnsureIndexes(ctx, c, mongo.IndexModel{Keys: bson.D{{Key: "createdAt", Value: 1}},
+			Options: options.Index().SetName("createdAt_ttl").SetExpireAfterSeconds(int32(s.opts.Retention / time.Second))}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Clean removes records older than the retention, oldest first, at most limit per collection
+// (limit <= 0: no bound), and returns how many it removed. Its cost does not grow with the
+// data kept: it reads the first rows with an empty filter and a limit, which the embedded
+// database serves by reading only those rows (in insertion order), deletes each old one by
+// exact _id, and stops at the first younger one (records are inserted about in createdAt
+// order; one inserted out of order waits for the younger ones before it).
+func (s *Idempotency) Clean(ctx context.Context, limit int) (int, error) {
+	cutoff := s.opts.Now().UTC().Add(-s.opts.Retention)
+	removed := 0
+	for _, c := range []*mongo.Collection{s.keys, s.results} {
+		n, err := cleanOldest(ctx, c, cutoff, limit)
+		removed += n
+		if err != nil {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
+
+func cleanOldest(ctx context.Context, c *mongo.Collection, cutoff time.Time, limit int) (int, error) {
+	type row struct {
+		ID        bson.RawValue `bson:"_id"`
+		CreatedAt time.Time     `bson:"createdAt"`
+	}
+	removed := 0
+	for limit <= 0 || removed < limit {
+		page := cleanupPage
+		if limit > 0 {
+			page = min(page, limit-removed)
+		}
+		rows, err := findAll(ctx, c, bson.D{}, options.Find().SetLimit(int64(page)), "read the oldest idempotency records",
+			func(r *row) row { return *r })
+		if err != nil {
+			return removed, err
+		}
+		for _, r := range rows {
+			if !r.CreatedAt.Before(cutoff) {
+				return removed, nil
+			}
+			if _, err := c.DeleteOne(ctx, bson.D{{Key: "_id", Value: r.ID}}); err != nil {
+				return removed, dbError(err, "could not remove an idempotency record")
+			}
+			removed++
+		}
+		if len(rows) < page {
+			return removed, nil
+		}
+	}
+	return removed, nil
+}
+
+// RunCleanup runs Clean every interval (and once at once) until ctx ends, reporting failures
+// to onErr.
+func (s *Idempotency) RunCleanup(ctx context.Context, interval time.Duration, onErr func(error)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := s.Clean(ctx, 0); err != nil && ctx.Err() == nil && onErr != nil {
+			onErr(err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

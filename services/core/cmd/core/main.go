@@ -42,6 +42,7 @@ type Config struct {
 	OutboxConfig
 	BookingConfig
 	AuthConfig
+	IdempotencyConfig
 	Port int `env:"PORT" envDefault:"3000"`
 	// DBURL names the MongoDB server and, in its path, the database (default "mba").
 	DBURL            string        `env:"DB_URL"`
@@ -98,6 +99,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.BookingConfig.Validate(); err != nil {
+		return err
+	}
+	if err := c.IdempotencyConfig.Validate(); err != nil {
 		return err
 	}
 	if err := c.Settings.Validate(c.Port); err != nil {
@@ -224,6 +228,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.wireBookings(ictx, m.DB); err != nil {
 		return err
 	}
+	m.wireIdempotency(ictx, m.DB)
 	// The relay sends an email of a guarded kind only once its guard says the decision stands.
 	relay := m.outboxRelay()
 	relay.Guard(core.PaidEmailKind, func(ctx context.Context, _, ref string) (core.GuardVerdict, error) {

@@ -566,12 +566,8 @@ func TestEnvelopeOnEveryResponse(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
-<<<<<<< HEAD
-	ok := Config{Port: 3000, DBURL: "mongodb://x", JWTTTL: time.Hour, BcryptCost: 10, Settings: httpx.Settings{BodyLimit: 1}, SigninPerMinute: 10, SigninBurst: 5}
-	ok.AppEnv = "development"
-=======
 	ok := Config{Port: 3000, DBURL: "mongodb://x", JWTTTL: time.Hour, BcryptCost: 10, Settings: httpx.Settings{BodyLimit: 1}, AuthConfig: AuthConfig{SigninPerMinute: 10, SigninBurst: 5}}
->>>>>>> authlimits
+	ok.AppEnv = "development"
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("dev defaults: %v", err)
 	}

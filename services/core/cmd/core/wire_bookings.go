@@ -56,8 +56,6 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	if err := store.EnsureIndexes(ctx); err != nil {
 		return err
 	}
-	idem := mongostore.NewIdempotency(db)
-	m.Idempotency = idem
 	cfg := m.Config.BookingConfig
 	if cfg.ExpiryInterval == 0 {
 		cfg.ExpiryInterval = 10 * time.Second
