@@ -38,6 +38,7 @@ type Server struct {
 	cancel  context.CancelFunc
 	done    chan error
 	tempDir string
+	ids     *idIndexer
 }
 
 // Start starts FerretDB and returns once it accepts connections.
@@ -130,8 +131,13 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s.addr = addr
 	s.uri = "mongodb://" + addr + "/"
+	s.ids = startIDIndexer(abs, idIndexEvery)
 	return s, nil
 }
+
+// idIndexEvery is how often the database files are checked for collections without the index
+// their _id queries need (see idIndexer).
+const idIndexEvery = 200 * time.Millisecond
 
 // URI is the MongoDB connection string of the server.
 func (s *Server) URI() string { return s.uri }
@@ -141,6 +147,9 @@ func (s *Server) Addr() string { return s.addr }
 
 // Close stops the server and removes its temporary directory, if it made one.
 func (s *Server) Close() error {
+	if s.ids != nil {
+		s.ids.close()
+	}
 	s.cancel()
 	select {
 	case <-s.done:
