@@ -111,7 +111,9 @@ func IsUnavailable(err error) bool {
 	if errors.As(err, &se) {
 		return false
 	}
-	return strings.Contains(err.Error(), "server selection")
+	msg := err.Error()
+	return strings.Contains(msg, "server selection") ||
+		strings.Contains(msg, "connection pool") && strings.Contains(msg, "cleared") // after another operation's network error
 }
 
 // EnsureIndexes creates the given indexes (idempotent: existing ones are kept).

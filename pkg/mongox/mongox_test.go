@@ -42,6 +42,9 @@ func TestUnavailableLabels(t *testing.T) {
 	if IsUnavailable(mongo.CommandError{Code: 2, Message: "bad value"}) {
 		t.Fatal("a plain server error is not unavailability")
 	}
+	if !IsUnavailable(fmt.Errorf("connection pool for 127.0.0.1:1 was cleared because another operation failed with: EOF")) {
+		t.Fatal("a cleared pool is unavailability")
+	}
 	if !IsUnavailable(fmt.Errorf("wrapped: %w", context.DeadlineExceeded)) {
 		t.Fatal("a deadline is unavailability")
 	}

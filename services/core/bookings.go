@@ -367,13 +367,22 @@ func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (
 	slices.Sort(c.slots)
 	bk.Seats, bk.Slots, bk.Rounds = c.seats, c.slots, c.rounds
 	// A deletion of the show inserts its marker, then looks for holds; a booking wins its
-	// holds, then looks for the marker: one of the two sees the other.
-	if err := b.showOpen(ctx, show.ID); err != nil {
-		b.unclaim(context.WithoutCancel(ctx), bk, c)
-		return nil, err
-	}
-	if err := b.store.CreateBooking(ctx, bk); err != nil {
+	// holds, then looks for the marker: one of the two sees the other. The look runs beside
+	// the booking's insert: a booking written for a show being deleted is decided CANCELLED
+	// at once, before anyone learns its id.
+	var openErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { openErr = b.showOpen(ctx, show.ID) })
+	err = b.store.CreateBooking(ctx, bk)
+	wg.Wait()
+	if err != nil {
 		return b.failedCreate(context.WithoutCancel(ctx), bk, err)
+	}
+	if openErr != nil {
+		if _, ferr := b.failedCreate(context.WithoutCancel(ctx), bk, openErr); ferr != nil {
+			return nil, ferr
+		}
+		// Paid first: impossible for a booking nobody knows of yet, but the outcome decides.
 	}
 	b.rememberBooking(bk)
 	b.events.Booking("created")
@@ -441,6 +450,7 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 	c := &claimed{}
 	var since time.Time // zero: the view will do; else a read at or after since
 	var triedSlots []int
+	releasesAtStart, retriedSlots := b.slots.releases(bk.UserID), false
 	fail := func(err error) (*claimed, error) {
 		b.unclaim(context.WithoutCancel(ctx), bk, c)
 		return nil, err
@@ -495,6 +505,13 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 		var slotPick []int
 		if want := needSlots - len(c.slots); want > 0 {
 			slotPick = b.slots.candidates(bk.UserID, b.maxOpen, want, triedSlots, b.now(), b.ttl, rng)
+			if len(slotPick) < want && !retriedSlots && b.slots.waitReleases(ctx, bk.UserID, releasesAtStart) {
+				// Slots of the customer's own decided bookings were released meanwhile (in the
+				// background, after a payment or a cancellation): try again, once.
+				retriedSlots = true
+				triedSlots = nil
+				slotPick = b.slots.candidates(bk.UserID, b.maxOpen, want, triedSlots, b.now(), b.ttl, rng)
+			}
 			if len(slotPick) < want {
 				b.markInflight(show.ID, pick, -1)
 				return fail(errs.E(errs.RateLimited, "you hold seats in unpaid bookings up to the limit of %d: pay or cancel one before booking more", b.maxOpen))
@@ -783,20 +800,26 @@ func (b *Bookings) settleSeats(ctx context.Context, showID, bookingID string, se
 func (b *Bookings) settleBooking(ctx context.Context, bk *Booking, o Outcome) {
 	ctx = context.WithoutCancel(ctx)
 	ok, logged := b.settleSeats(ctx, bk.ShowID, bk.ID, bk.Seats, o)
+	if !ok {
+		return // the intents stay: the expirer settles what is left
+	}
+	// The slots and intents are the engine's own bookkeeping: released in the background (a
+	// booking of the same customer that meets a slot not yet released tries another).
+	b.slots.seen(bk.UserID, bk.Slots, false, b.now())
+	released := func() {}
 	if len(bk.Slots) > 0 {
-		if err := b.store.ReleaseSlots(ctx, bk.UserID, bk.ID, bk.Slots); err != nil {
-			ok = false
-		} else {
-			b.slots.seen(bk.UserID, bk.Slots, false, b.now())
-		}
+		released = b.slots.releaseStarted(bk.UserID)
 	}
-	if !ok || bk.Rounds == 0 {
-		return
-	}
-	ids := intentIDs(bk.ID, bk.Rounds)
 	b.bg.Go(func() {
-		if <-logged {
-			_ = b.store.DeleteIntents(ctx, ids)
+		if len(bk.Slots) > 0 {
+			err := b.store.ReleaseSlots(ctx, bk.UserID, bk.ID, bk.Slots)
+			released()
+			if err != nil {
+				return
+			}
+		}
+		if <-logged && bk.Rounds > 0 {
+			_ = b.store.DeleteIntents(ctx, intentIDs(bk.ID, bk.Rounds))
 		}
 	})
 }

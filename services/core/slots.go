@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -21,8 +22,65 @@ const DefaultMaxOpenSeatsPerUser = 10
 // slotHints remembers, per user, the slots this process saw taken, so that a booking tries
 // free ones first. A hint is only a guess: the insert decides.
 type slotHints struct {
-	mu    sync.Mutex
-	users map[string]*slotHint
+	mu        sync.Mutex
+	users     map[string]*slotHint
+	releasing map[string][]chan struct{} // user -> releases of slots under way in the background
+	released  map[string]int64           // user -> background releases completed (bounded map)
+}
+
+// releases returns how many background releases of the user's slots have completed.
+func (h *slotHints) releases(userID string) int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.released[userID]
+}
+
+// releaseStarted records a background release of the user's slots; call done when it is over.
+func (h *slotHints) releaseStarted(userID string) (done func()) {
+	c := make(chan struct{})
+	h.mu.Lock()
+	if h.releasing == nil {
+		h.releasing = map[string][]chan struct{}{}
+	}
+	h.releasing[userID] = append(h.releasing[userID], c)
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		list := h.releasing[userID]
+		for i, x := range list {
+			if x == c {
+				list = append(list[:i], list[i+1:]...)
+				break
+			}
+		}
+		if len(list) == 0 {
+			delete(h.releasing, userID)
+		} else {
+			h.releasing[userID] = list
+		}
+		if h.released == nil || len(h.released) >= 100000 {
+			h.released = map[string]int64{}
+		}
+		h.released[userID]++
+		h.mu.Unlock()
+		close(c)
+	}
+}
+
+// waitReleases waits for the user's background releases under way, and reports whether any
+// completed since the count since (see releases) was taken.
+func (h *slotHints) waitReleases(ctx context.Context, userID string, since int64) bool {
+	h.mu.Lock()
+	list := slices.Clone(h.releasing[userID])
+	h.mu.Unlock()
+	for _, c := range list {
+		select {
+		case <-c:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return h.releases(userID) != since
 }
 
 type slotHint struct {
@@ -32,6 +90,7 @@ type slotHint struct {
 // candidates returns up to n slots of [0, max) to try, skipping those in tried; slots seen
 // taken (while the hint is younger than ttl) come last. The order is random otherwise, so that
 // concurrent bookings of one customer spread over the free slots instead of queueing for one.
+// Its cost does not grow with max: where free slots are plenty it samples them.
 func (h *slotHints) candidates(userID string, max, n int, tried []int, now time.Time, ttl time.Duration, rng *rand.Rand) []int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -39,15 +98,34 @@ func (h *slotHints) candidates(userID string, max, n int, tried []int, now time.
 	if u := h.users[userID]; u != nil {
 		taken = u.taken
 	}
+	known := func(k int) bool {
+		at, ok := taken[k]
+		return ok && now.Sub(at) < ttl
+	}
+	if max > 4*(len(tried)+len(taken)+n) { // sparse: sample
+		out := make([]int, 0, n)
+		for attempts := 0; len(out) < n && attempts < 20*n; attempts++ {
+			k := rng.IntN(max)
+			if !slices.Contains(tried, k) && !known(k) && !slices.Contains(out, k) {
+				out = append(out, k)
+			}
+		}
+		if len(out) == n {
+			return out
+		}
+	}
 	var first, last []int
 	for k := range max {
 		if slices.Contains(tried, k) {
 			continue
 		}
-		if at, ok := taken[k]; ok && now.Sub(at) < ttl {
+		if known(k) {
 			last = append(last, k)
 		} else {
 			first = append(first, k)
+		}
+		if len(first) >= n && max > 4*n+len(tried)+len(taken) {
+			break // enough free ones; the rest would only be shuffled away
 		}
 	}
 	rng.Shuffle(len(first), func(i, j int) { first[i], first[j] = first[j], first[i] })
