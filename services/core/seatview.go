@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -76,6 +77,8 @@ type seatView struct {
 
 	queue   []queuedOp // operations waiting to be written
 	writing bool
+
+	snapping atomic.Bool // a snapshot write is under way
 }
 
 type queuedOp struct {
@@ -234,7 +237,7 @@ func (b *Bookings) tail(ctx context.Context, v *seatView) error {
 	needSnap := v.seq-v.snapSeq >= 2*snapshotEvery
 	v.mu.Unlock()
 	if needSnap {
-		b.saveSnapshot(ctx, v)
+		b.snapshotSoon(v)
 	}
 	return nil
 }
@@ -282,9 +285,19 @@ func (b *Bookings) load(ctx context.Context, v *seatView, start time.Time) error
 	needSnap := v.seq-v.snapSeq >= 2*snapshotEvery
 	v.mu.Unlock()
 	if needSnap {
-		b.saveSnapshot(ctx, v)
+		b.snapshotSoon(v)
 	}
 	return nil
+}
+
+// snapshotSoon writes a snapshot in the background, unless one is being written.
+func (b *Bookings) snapshotSoon(v *seatView) {
+	if v.snapping.CompareAndSwap(false, true) {
+		b.bg.Go(func() {
+			defer v.snapping.Store(false)
+			b.saveSnapshot(context.Background(), v)
+		})
+	}
 }
 
 // saveSnapshot writes the view's log state as the show's snapshot (failures are harmless: the
@@ -373,7 +386,7 @@ func (b *Bookings) writeLog(v *seatView) {
 				}
 				v.mu.Unlock()
 				if seq%snapshotEvery == 0 {
-					b.saveSnapshot(ctx, v)
+					b.snapshotSoon(v)
 				}
 				break
 			}
