@@ -1,6 +1,7 @@
 package core
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"math"
@@ -103,7 +104,14 @@ func (b *Bookings) getBooking(ctx context.Context, id string) (*Booking, error) 
 }
 
 // maxRecentBookings bounds the bookings kept in memory; a full map starts over.
-const maxRecentBookings = 50000
+const maxRecentBookings = 20000
+
+// forgetBooking drops a decided booking from memory (its reads go to the store).
+func (b *Bookings) forgetBooking(id string) {
+	b.recentMu.Lock()
+	delete(b.recent, id)
+	b.recentMu.Unlock()
+}
 
 func (b *Bookings) rememberBooking(bk *Booking) {
 	c := *bk
@@ -117,7 +125,7 @@ func (b *Bookings) rememberBooking(bk *Booking) {
 }
 
 // maxCachedOutcomes bounds the outcome cache; a full cache starts over.
-const maxCachedOutcomes = 50000
+const maxCachedOutcomes = 20000
 
 func (b *Bookings) knownOutcome(id string) (Outcome, bool) {
 	b.outcomesMu.Lock()
@@ -685,8 +693,13 @@ func (b *Bookings) pickAndMark(showID string, layout *SeatLayout, free *SeatSet,
 	}
 	v := b.views.get(showID)
 	v.mu.Lock()
-	for s := range v.eff {
-		others.Remove(s)
+	if v.layout == layout {
+		for i, taken := range v.occ { // won since free was computed
+			if taken && others.in[i] {
+				others.in[i] = false
+				others.size--
+			}
+		}
 	}
 	v.mu.Unlock()
 	pick := layout.Best(others, want, jitter, rng)
@@ -697,51 +710,58 @@ func (b *Bookings) pickAndMark(showID string, layout *SeatLayout, free *SeatSet,
 	return pick
 }
 
-// freeSeats returns the show's free seats (see seatsOf for since). A seat counts as taken if
-// it is sold, held by a booking not known to be decided otherwise and not past its hold, or
-// found taken by a unique key. An unpaid hold past its expiry is met here: its booking is
-// decided EXPIRED (unless decided otherwise first) and its seats are released.
+// freeSeats returns the show's free seats (see freshView for since). A seat counts as taken if
+// it is sold, held and not past its hold, or found taken by a unique key. An unpaid hold past
+// its expiry is met here: its booking is decided EXPIRED (unless decided otherwise first) and
+// its seats are released. The cost does not grow with how full the show is: the view keeps
+// which seats are occupied, and the holds by the time they end.
 func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout, since time.Time) (*SeatSet, error) {
-	st, err := b.seatsOf(ctx, show.ID, since)
+	v, err := b.freshView(ctx, show.ID, since)
 	if err != nil {
 		return nil, err
 	}
 	now := b.now()
-	free := layout.NewSeatSet(true)
-	stale := map[string][]string{} // booking id -> seats of expired, unsold holds
-	for seat, e := range st.seats {
-		switch {
-		case e.sold:
-		case b.releasedBy(e.booking):
-			continue
-		case now.After(e.expires):
-			stale[e.booking] = append(stale[e.booking], seat)
-			continue
+	v.mu.Lock()
+	v.useLayout(layout)
+	free := layout.NewSeatSet(false)
+	for i, taken := range v.occ {
+		if !taken {
+			free.in[i] = true
+			free.size++
 		}
-		free.Remove(seat)
 	}
-	for seat := range st.unknown {
-		free.Remove(seat)
+	for s, at := range v.unknown {
+		if since.IsZero() || !at.Before(since) {
+			free.Remove(s)
+		}
 	}
+	stale := map[string][]string{} // booking id -> seats of expired, unsold holds
+	var due []expiryItem
+	for v.ends.Len() > 0 && now.After(v.ends[0].at) {
+		it := heap.Pop(&v.ends).(expiryItem)
+		if e, ok := v.eff[it.seat]; ok && !e.sold && e.booking == it.booking && e.expires.Equal(it.at) {
+			due = append(due, it)
+			stale[it.booking] = append(stale[it.booking], it.seat)
+		}
+	}
+	v.mu.Unlock()
 	for id, seats := range stale {
 		o, err := b.expire(ctx, show.ID, id, seats)
 		if err != nil {
+			v.mu.Lock()
+			for _, it := range due { // met again next time
+				heap.Push(&v.ends, it)
+			}
+			v.mu.Unlock()
 			return nil, err
 		}
-		if o.Status == BookingPaid {
+		if o.Status != BookingPaid {
 			for _, s := range seats {
-				free.Remove(s)
+				free.Add(s)
 			}
 		}
 	}
 	return free, nil
-}
-
-// releasedBy reports whether the booking is known (to this process) to be cancelled or
-// expired: its seats are free, whatever the seat log says yet.
-func (b *Bookings) releasedBy(bookingID string) bool {
-	o, ok := b.knownOutcome(bookingID)
-	return ok && o.Status != BookingPaid
 }
 
 // expire decides the booking EXPIRED unless it was decided first, and settles its holds on
@@ -799,6 +819,7 @@ func (b *Bookings) settleSeats(ctx context.Context, showID, bookingID string, se
 // seat log has the outcome, its intents, which the expirer no longer needs.
 func (b *Bookings) settleBooking(ctx context.Context, bk *Booking, o Outcome) {
 	ctx = context.WithoutCancel(ctx)
+	b.forgetBooking(bk.ID)
 	ok, logged := b.settleSeats(ctx, bk.ShowID, bk.ID, bk.Seats, o)
 	if !ok {
 		return // the intents stay: the expirer settles what is left

@@ -128,6 +128,14 @@ func (s *SeatSet) Remove(label string) {
 	}
 }
 
+// Add puts label into the set.
+func (s *SeatSet) Add(label string) {
+	if i, ok := s.l.index[label]; ok && !s.in[i] {
+		s.in[i] = true
+		s.size++
+	}
+}
+
 // Len is the number of seats in the set.
 func (s *SeatSet) Len() int { return s.size }
 

@@ -1,7 +1,9 @@
 package core
 
 import (
+	"container/heap"
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +81,103 @@ type seatView struct {
 	writing bool
 
 	snapping atomic.Bool // a snapshot write is under way
+
+	// Kept in step with eff, so that a booking's free seats cost the same however full the
+	// show is: which seats are occupied (by layout index), and the unsold holds by the time
+	// they end (stale items are skipped when they come up).
+	layout *SeatLayout
+	occ    []bool
+	ends   expiryHeap
+}
+
+// expiryItem is an unsold hold in the expiry heap.
+type expiryItem struct {
+	at      time.Time
+	seat    string
+	booking string
+}
+
+type expiryHeap []expiryItem
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiryItem)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// sync brings occ and ends up to date with eff for the given seats; call with mu held.
+func (v *seatView) sync(seats []string) {
+	if v.layout == nil {
+		return
+	}
+	for _, s := range seats {
+		i, ok := v.layout.index[s]
+		if !ok {
+			continue
+		}
+		e, held := v.eff[s]
+		v.occ[i] = held
+		if held && !e.sold {
+			heap.Push(&v.ends, expiryItem{at: e.expires, seat: s, booking: e.booking})
+		}
+	}
+}
+
+// useLayout sets the show's layout (the first time, or after the show changed size) and
+// computes occ and ends from eff; call with mu held.
+func (v *seatView) useLayout(l *SeatLayout) {
+	if v.layout == l {
+		return
+	}
+	v.layout = l
+	v.syncAll()
+}
+
+// syncAll recomputes occ and ends from eff; call with mu held.
+func (v *seatView) syncAll() {
+	if v.layout == nil {
+		return
+	}
+	v.occ = make([]bool, v.layout.Seats)
+	v.ends = v.ends[:0]
+	for s, e := range v.eff {
+		if i, ok := v.layout.index[s]; ok {
+			v.occ[i] = true
+			if !e.sold {
+				v.ends = append(v.ends, expiryItem{at: e.expires, seat: s, booking: e.booking})
+			}
+		}
+	}
+	heap.Init(&v.ends)
+}
+
+// applyEff lays op over eff; call with mu held.
+func (v *seatView) applyEff(op SeatOp) {
+	applySeatOp(v.eff, op)
+	v.sync(op.Seats)
+}
+
+// recompute sets eff for the given seats to the log's state with this process's own pending
+// operations laid over it; call with mu held.
+func (v *seatView) recompute(seats []string) {
+	for _, s := range seats {
+		if e, ok := v.log[s]; ok {
+			v.eff[s] = e
+		} else {
+			delete(v.eff, s)
+		}
+		for _, op := range v.local {
+			if slices.Contains(op.Seats, s) {
+				applySeatOp(v.eff, SeatOp{Kind: op.Kind, BookingID: op.BookingID, Seats: []string{s}, ExpiresAt: op.ExpiresAt})
+			}
+		}
+	}
+	v.sync(seats)
 }
 
 type queuedOp struct {
@@ -86,7 +185,7 @@ type queuedOp struct {
 	done chan bool // closed after the write; true if the operation is in the log
 }
 
-// rebuild recomputes eff from log and local; call with mu held.
+// rebuild recomputes eff (and occ and ends) from log and local; call with mu held.
 func (v *seatView) rebuild() {
 	v.eff = make(map[string]seatEntry, len(v.log)+8)
 	for s, e := range v.log {
@@ -95,6 +194,7 @@ func (v *seatView) rebuild() {
 	for _, op := range v.local {
 		applySeatOp(v.eff, op)
 	}
+	v.syncAll()
 }
 
 // seatViews keeps the views of the shows this process books.
@@ -143,10 +243,10 @@ type seatState struct {
 	unknown map[string]bool
 }
 
-// seatsOf returns the show's seat state. With since zero the view will do: it is answered
-// from memory, and a view older than the TTL is refreshed in the background. With since set
-// it rests on a read of the log's head begun at or after since: a 409 rests on it.
-func (b *Bookings) seatsOf(ctx context.Context, showID string, since time.Time) (*seatState, error) {
+// freshView returns the show's view. With since zero the view will do: it is used from
+// memory, and a view older than the TTL is refreshed in the background. With since set it
+// rests on a read of the log's head begun at or after since: a 409 rests on it.
+func (b *Bookings) freshView(ctx context.Context, showID string, since time.Time) (*seatView, error) {
 	v := b.views.get(showID)
 	now := b.now()
 	v.mu.Lock()
@@ -168,6 +268,15 @@ func (b *Bookings) seatsOf(ctx context.Context, showID string, since time.Time) 
 		}
 	} else if stale {
 		b.views.sf.DoChan(showID, func() (any, error) { return nil, b.tail(context.WithoutCancel(ctx), v) })
+	}
+	return v, nil
+}
+
+// seatsOf returns a copy of the show's seat state (see freshView for since).
+func (b *Bookings) seatsOf(ctx context.Context, showID string, since time.Time) (*seatState, error) {
+	v, err := b.freshView(ctx, showID, since)
+	if err != nil {
+		return nil, err
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -215,7 +324,7 @@ func (b *Bookings) tail(ctx context.Context, v *seatView) error {
 		seq++
 	}
 	v.mu.Lock()
-	changed := false
+	var touched []string
 	for _, e := range entries {
 		if e.Seq == v.seq+1 {
 			for _, op := range e.Ops {
@@ -223,14 +332,12 @@ func (b *Bookings) tail(ctx context.Context, v *seatView) error {
 				for _, s := range op.Seats {
 					delete(v.unknown, s) // the log speaks of the seat now: its word replaces the guess
 				}
+				touched = append(touched, op.Seats...)
 			}
 			v.seq = e.Seq
-			changed = true
 		}
 	}
-	if changed {
-		v.rebuild()
-	}
+	v.recompute(touched)
 	if v.readAt.Before(start) {
 		v.readAt = start
 	}
@@ -329,7 +436,7 @@ func (b *Bookings) logOp(showID string, op SeatOp) <-chan bool {
 	}
 	v.mu.Lock()
 	v.local = append(v.local, op)
-	applySeatOp(v.eff, op)
+	v.applyEff(op)
 	for _, s := range op.Seats {
 		delete(v.unknown, s)
 	}
@@ -399,7 +506,13 @@ func (b *Bookings) writeLog(v *seatView) {
 		// still decide every sale).
 		v.mu.Lock()
 		v.local = v.local[min(len(ops), len(v.local)):]
-		v.rebuild()
+		if !landed {
+			var seats []string
+			for _, op := range ops {
+				seats = append(seats, op.Seats...)
+			}
+			v.recompute(seats)
+		}
 		v.mu.Unlock()
 		if !landed {
 			b.events.SeatLogDropped(len(ops))

@@ -75,7 +75,7 @@ func startCoreProcess(b *testing.B, extraEnv ...string) *coreProcess {
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(port), "HOST=127.0.0.1", "DB_URL="+testDBURL(b)+"?maxPoolSize=4",
 		"APP_ENV=development", "JWT_SECRET="+testSecret, "ADMIN_EMAIL="+adminEmail, "ADMIN_PASSWORD="+adminPassword,
-		"BCRYPT_COST=4", "LOG_LEVEL=error", "SIGNIN_RATE_PER_MINUTE=60000", "SIGNIN_BURST=1000", "BOOKING_PROJECTION=false",
+		"BCRYPT_COST=4", "LOG_LEVEL=error", "SIGNIN_RATE_PER_MINUTE=60000", "SIGNIN_BURST=1000", "SIGNUP_RATE_PER_MINUTE=60000", "SIGNUP_BURST=1000", "BOOKING_PROJECTION=false",
 		"NOTIFICATION_API_TOKEN=bench-token-0123456789", "NOTIFICATION_SERVICE_URL="+benchNotifier(b))
 	cmd.Env = append(cmd.Env, extraEnv...)
 	cmd.Stderr = os.Stderr
