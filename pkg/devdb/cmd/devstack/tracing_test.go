@@ -258,7 +258,7 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -269,7 +269,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // buildStack builds the four binaries into dir, each from its module, in workspace mode.
-func buildStack(t *testing.T, dir string) {
+func buildStack(t testing.TB, dir string) {
 	t.Helper()
 	out, err := exec.Command("go", "env", "GOWORK").Output()
 	gowork := strings.TrimSpace(string(out))
@@ -344,7 +344,7 @@ type envelope struct {
 }
 
 type caller struct {
-	t      *testing.T
+	t      testing.TB
 	client *http.Client
 	base   string
 }
@@ -385,7 +385,7 @@ func (c caller) call(method, path string, header map[string]string, body any, wa
 	return env
 }
 
-func field(t *testing.T, env envelope, name string) string {
+func field(t testing.TB, env envelope, name string) string {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(env.Data, &m); err != nil {
