@@ -86,9 +86,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 		var err error
 		f, err = ferretdb.New(&ferretdb.Config{
-			Listener:  ferretdb.ListenerConfig{TCP: addr},
-			Logger:    logger,
-			Handler:   "sqlite",
+			Listener: ferretdb.ListenerConfig{TCP: addr},
+			Logger:   logger,
+			Handler:  "sqlite",
 			// WAL (FerretDB's default) with synchronous=NORMAL: a commit survives the process
 			// crashing, not necessarily the machine losing power, and is not an fsync each (in
 			// FULL mode the fsyncs capped inserts at ~1,400 a second here; NORMAL: ~3,500).
