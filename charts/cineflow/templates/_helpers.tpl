@@ -320,6 +320,7 @@ TRUSTED_PROXIES: {{ . | quote }}
 BOOKING_HOLD_TTL: {{ $c.bookingHoldTTL | quote }}
 HOLD_EXPIRY_INTERVAL: {{ $c.holdExpiryInterval | quote }}
 MAX_SEATS_PER_BOOKING: {{ $c.maxSeatsPerBooking | int | toString | quote }}
+MAX_OPEN_SEATS_PER_USER: {{ $c.maxOpenSeatsPerUser | int | toString | quote }}
 BOOKING_PROJECTION: {{ $c.bookingProjection | toString | quote }}
 CATALOGUE_CACHE_TTL: {{ $c.catalogueCacheTTL | quote }}
 CATALOGUE_CACHE_ENTRIES: {{ $c.catalogueCacheEntries | int | toString | quote }}
