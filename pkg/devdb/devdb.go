@@ -38,6 +38,7 @@ type Server struct {
 	cancel  context.CancelFunc
 	done    chan error
 	tempDir string
+	ids     *idIndexer
 }
 
 // Start starts FerretDB and returns once it accepts connections.
@@ -130,6 +131,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s.addr = addr
 	s.uri = "mongodb://" + addr + "/"
+	s.ids = newIDIndexer(abs, opts.Logger)
+	s.ids.start()
 	return s, nil
 }
 
@@ -141,6 +144,9 @@ func (s *Server) Addr() string { return s.addr }
 
 // Close stops the server and removes its temporary directory, if it made one.
 func (s *Server) Close() error {
+	if s.ids != nil {
+		s.ids.close()
+	}
 	s.cancel()
 	select {
 	case <-s.done:
