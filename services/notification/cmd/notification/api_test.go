@@ -393,8 +393,8 @@ func TestIdempotency(t *testing.T) {
 	if n := s.count(bson.M{}); n != 4 {
 		t.Errorf("%d tickets, want 4", n)
 	}
-	if n := s.count(bson.M{"idempotencyKey": "payment-42-confirmation"}); n != 1 {
-		t.Errorf("%d tickets with the key, want 1", n)
+	if n, err := s.db.Collection("ticket_idempotency").CountDocuments(context.Background(), bson.M{}); err != nil || n != 2 {
+		t.Errorf("%d Idempotency-Key records, want 2 (%v)", n, err)
 	}
 	m := s.metrics()
 	if v := metricValue(t, m, "notification_tickets_created_total"); v != 4 {
@@ -683,9 +683,9 @@ func TestMetrics(t *testing.T) {
 	s.setStatus(ids[2], notification.StatusSuccess)
 	s.setStatus(ids[3], notification.StatusSuccess)
 	s.setStatus(ids[4], notification.StatusSuccess)
-	// The oldest pending ticket is an hour old.
-	if _, err := s.db.Collection("tickets").UpdateOne(context.Background(), bson.M{"_id": ids[0]},
-		bson.M{"$set": bson.M{"createdAt": time.Now().UTC().Add(-time.Hour)}}); err != nil {
+	// The oldest pending ticket has waited an hour.
+	if _, err := s.db.Collection("delivery_queue").UpdateOne(context.Background(), bson.M{"_id": ids[0].Hex() + ":0"},
+		bson.M{"$set": bson.M{"queuedAt": time.Now().UTC().Add(-time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
 	m := s.metrics()
