@@ -83,6 +83,12 @@ func (s *Store) createIdempotent(ctx context.Context, t *notification.Ticket, ke
 		if err != nil {
 			return nil, false, err
 		}
+		if tk == nil && now.Sub(prev.CreatedAt) < IdempotencyLease {
+			// Most likely the first request is storing it this very moment: wait a little.
+			if tk, err = s.awaitTicket(ctx, prev.Ticket); err != nil {
+				return nil, false, err
+			}
+		}
 		if tk != nil {
 			if err := s.ensureQueued(ctx, tk); err != nil {
 				return nil, false, err
@@ -104,6 +110,27 @@ func (s *Store) createIdempotent(ctx context.Context, t *notification.Ticket, ke
 		gen++ // taken over already, or its request died: the next generation decides
 	}
 	return nil, false, errs.E(errs.Conflict, "this Idempotency-Key was taken over too many times; use a new key")
+}
+
+// awaitTicketFor is how long a repeat of a key waits for the first request to store its
+// ticket before it answers "in progress".
+const awaitTicketFor = 2 * time.Second
+
+// awaitTicket polls for a ticket being stored (nil if it is not, after awaitTicketFor).
+func (s *Store) awaitTicket(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
+	deadline := time.Now().Add(awaitTicketFor)
+	for wait := 5 * time.Millisecond; time.Now().Before(deadline); wait = min(2*wait, 200*time.Millisecond) {
+		select {
+		case <-ctx.Done():
+			return nil, unavailable(ctx.Err(), "read the ticket of this Idempotency-Key")
+		case <-time.After(wait):
+		}
+		tk, err := s.stored(ctx, id)
+		if err != nil || tk != nil {
+			return tk, err
+		}
+	}
+	return nil, nil
 }
 
 // ensureQueued queues a ticket that was stored but whose queue entry is missing (its create

@@ -2,6 +2,7 @@ package mongostore
 
 import (
 	"context"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -32,16 +33,23 @@ const tallyFoldAt = 64
 // tallyReadMax bounds the entries one fold reads.
 const tallyReadMax = 1000
 
+// Sequence numbers are stored as strings in _id: the dev database serves a filter on _id from
+// an index only for a string or an ObjectID.
+
+func seqID(n int64) string { return strconv.FormatInt(n, 10) }
+
 type tallyEntry struct {
-	Seq                int64  `bson:"_id"`
+	ID                 string `bson:"_id"` // seqID(Seq)
+	Seq                int64  `bson:"seq"`
 	Key                string `bson:"key"`
 	notification.Tally `bson:",inline"`
 	At                 time.Time `bson:"at"`
 }
 
 type tallySnapshot struct {
-	Seq                int64 `bson:"_id"`
-	Upto               int64 `bson:"upto"` // the sum of entries 0..Upto-1
+	ID                 string `bson:"_id"` // seqID(Seq)
+	Seq                int64  `bson:"seq"`
+	Upto               int64  `bson:"upto"` // the sum of entries 0..Upto-1
 	notification.Tally `bson:",inline"`
 	At                 time.Time `bson:"at"`
 }
@@ -49,12 +57,12 @@ type tallySnapshot struct {
 // AppendTally records a change of the figures under key, once: a key recorded before is not
 // counted again.
 func (s *Store) AppendTally(ctx context.Context, key string, d notification.Tally) error {
-	n, err := s.head(ctx, s.tally, &s.tallyHead)
-	if err != nil {
-		return err
-	}
 	for {
-		_, err := s.tally.InsertOne(ctx, tallyEntry{Seq: n, Key: key, Tally: d, At: s.now()})
+		n, err := s.head(ctx, s.tally, &s.tallyHead)
+		if err != nil {
+			return err
+		}
+		_, err = s.tally.InsertOne(ctx, tallyEntry{ID: seqID(n), Seq: n, Key: key, Tally: d, At: s.now()})
 		if err == nil {
 			raise(&s.tallyHead, n+1)
 			return nil
@@ -63,15 +71,14 @@ func (s *Store) AppendTally(ctx context.Context, key string, d notification.Tall
 			return err
 		}
 		var e tallyEntry
-		found, err := findByID(ctx, s.tally, n, &e)
+		found, err := findByID(ctx, s.tally, seqID(n), &e)
 		if err != nil {
 			return err
 		}
 		if !found || e.Key == key {
 			return nil // the slot is free, so the key is what is taken: counted already
 		}
-		n++ // another change took this number
-		raise(&s.tallyHead, n)
+		raise(&s.tallyHead, n+1) // another change took this number: find the head again
 	}
 }
 
@@ -87,7 +94,7 @@ func (s *Store) ReadTally(ctx context.Context) (notification.Tally, error) {
 		n := snap.Upto
 		for n-snap.Upto < tallyReadMax {
 			var e tallyEntry
-			found, err := findByID(ctx, s.tally, n, &e)
+			found, err := findByID(ctx, s.tally, seqID(n), &e)
 			if err != nil {
 				return notification.Tally{}, err
 			}
@@ -101,7 +108,7 @@ func (s *Store) ReadTally(ctx context.Context) (notification.Tally, error) {
 		if n-snap.Upto < tallyFoldAt {
 			return sum, nil
 		}
-		_, err = s.snapshots.InsertOne(ctx, tallySnapshot{Seq: snap.Seq + 1, Upto: n, Tally: sum, At: s.now()})
+		_, err = s.snapshots.InsertOne(ctx, tallySnapshot{ID: seqID(snap.Seq + 1), Seq: snap.Seq + 1, Upto: n, Tally: sum, At: s.now()})
 		if err != nil && !mongox.IsDuplicateKey(err) {
 			return notification.Tally{}, err
 		}
@@ -122,7 +129,7 @@ func (s *Store) latestSnapshot(ctx context.Context) (tallySnapshot, error) {
 		return tallySnapshot{Seq: -1}, err
 	}
 	var snap tallySnapshot
-	found, err := findByID(ctx, s.snapshots, n-1, &snap)
+	found, err := findByID(ctx, s.snapshots, seqID(n-1), &snap)
 	if err != nil {
 		return tallySnapshot{Seq: -1}, err
 	}
@@ -137,7 +144,7 @@ func (s *Store) latestSnapshot(ctx context.Context) (tallySnapshot, error) {
 // then bisect.
 func (s *Store) head(ctx context.Context, coll *mongo.Collection, hint *atomic.Int64) (int64, error) {
 	lo := hint.Load() // every number below lo exists
-	found, err := exists(ctx, coll, lo)
+	found, err := exists(ctx, coll, seqID(lo))
 	if err != nil || !found {
 		return lo, err
 	}
@@ -145,7 +152,7 @@ func (s *Store) head(ctx context.Context, coll *mongo.Collection, hint *atomic.I
 	step := int64(1)
 	hi := lo // first number not yet known to exist
 	for {
-		found, err := exists(ctx, coll, hi)
+		found, err := exists(ctx, coll, seqID(hi))
 		if err != nil {
 			return 0, err
 		}
@@ -159,7 +166,7 @@ func (s *Store) head(ctx context.Context, coll *mongo.Collection, hint *atomic.I
 	// numbers below lo exist, hi does not: find the first missing one in [lo, hi]
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		found, err := exists(ctx, coll, mid)
+		found, err := exists(ctx, coll, seqID(mid))
 		if err != nil {
 			return 0, err
 		}
