@@ -10,29 +10,57 @@ import (
 	"github.com/cineflow/cineflow/services/notification"
 )
 
-// Paced returns store with its calls paced so that the time spent in them stays under share
-// of the time elapsed: each call's duration is charged to a token bucket filled at share
-// seconds per second, and the caller waits out any debt after its call. Concurrent calls
-// each count their whole duration (time queued in the database included), so the bound is
-// conservative, and calls slow down by themselves when the database is busy with other
-// work. share <= 0 or >= 1 returns store as it is.
-func Paced(store Store, share float64) Store {
-	if share <= 0 || share >= 1 {
+// Paced returns store with at most concurrency calls at once (0: no bound) and its calls
+// paced so that the time spent in them stays under share of the time elapsed: each call's
+// duration is charged to a token bucket filled at share seconds per second, and the caller
+// waits out any debt after its call. Concurrent calls each count their whole duration (time
+// queued in the database included), so the bound is conservative, and calls slow down by
+// themselves when the database is busy with other work. share <= 0 or >= 1: no pacing.
+//
+// Bounding concurrency matters on the dev database: SQLite takes one writer at a time, and
+// writers that find it busy sleep in steps of up to 100 ms, so concurrent writes from one
+// sweep make it slower, not faster.
+func Paced(store Store, share float64, concurrency int) Store {
+	p := &paced{s: store}
+	if share > 0 && share < 1 {
+		// A burst of 200 ms of database time lets short calls go at once.
+		p.burst = int(200 * time.Millisecond / time.Microsecond)
+		p.lim = rate.NewLimiter(rate.Limit(share*1e6), p.burst)
+	}
+	if concurrency > 0 {
+		p.sem = make(chan struct{}, concurrency)
+	}
+	if p.lim == nil && p.sem == nil {
 		return store
 	}
-	// A burst of 200 ms of database time lets short calls go at once.
-	burst := int(200 * time.Millisecond / time.Microsecond)
-	return &paced{s: store, lim: rate.NewLimiter(rate.Limit(share*1e6), burst), burst: burst}
+	return p
 }
 
 type paced struct {
 	s     Store
-	lim   *rate.Limiter // tokens are microseconds of database time
+	lim   *rate.Limiter // tokens are microseconds of database time; nil: no pacing
 	burst int
+	sem   chan struct{} // nil: no bound on concurrent calls
+}
+
+// acquire waits for a call slot (until ctx ends; the call then fails on its own).
+func (p *paced) acquire(ctx context.Context) func() {
+	if p.sem == nil {
+		return func() {}
+	}
+	select {
+	case p.sem <- struct{}{}:
+		return func() { <-p.sem }
+	case <-ctx.Done():
+		return func() {}
+	}
 }
 
 // charge pays for a call that took d, waiting out the debt (until ctx ends).
 func (p *paced) charge(ctx context.Context, d time.Duration) {
+	if p.lim == nil {
+		return
+	}
 	now := time.Now()
 	var wait time.Duration
 	for n := int(d / time.Microsecond); n > 0; n -= p.burst { // a long call pays in several reservations
@@ -52,16 +80,17 @@ func (p *paced) charge(ctx context.Context, d time.Duration) {
 
 // do runs one call and pays for it.
 func do[T any](p *paced, ctx context.Context, f func() (T, error)) (T, error) {
+	release := p.acquire(ctx)
 	t0 := time.Now()
 	v, err := f()
-	p.charge(ctx, time.Since(t0))
+	d := time.Since(t0)
+	release()
+	p.charge(ctx, d)
 	return v, err
 }
 
 func do0(p *paced, ctx context.Context, f func() error) error {
-	t0 := time.Now()
-	err := f()
-	p.charge(ctx, time.Since(t0))
+	_, err := do(p, ctx, func() (struct{}, error) { return struct{}{}, f() })
 	return err
 }
 

@@ -131,6 +131,10 @@ type Config struct {
 	DBShare float64
 	// ProjectShare is the same bound for projection (0.25; 1 and above: no bound).
 	ProjectShare float64
+	// DBConcurrency bounds the sweep's store calls in flight at once (1: on the dev
+	// database concurrent writes only wait on each other; projection runs after the
+	// deliveries, one call at a time).
+	DBConcurrency int
 	Logger       *slog.Logger
 	Now          func() time.Time
 }
@@ -178,6 +182,9 @@ func (c *Config) defaults() {
 	if c.ProjectShare <= 0 {
 		c.ProjectShare = 0.25
 	}
+	if c.DBConcurrency <= 0 {
+		c.DBConcurrency = 1
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -188,7 +195,7 @@ func (c *Config) defaults() {
 
 // Report is what one sweep did; the sweeper pushes it to the Pushgateway.
 type Report struct {
-	Backlog        int64         // tickets to deliver when the sweep started
+	Backlog        int64         // tickets to deliver when the sweep started (decided by it + left after it)
 	Batches        int           // batches sent or re-sent
 	Requests       int           // provider requests (429s included)
 	Sent           int           // tickets delivered (SUCCESS)
@@ -229,7 +236,7 @@ func New(store Store, mailer Mailer, cfg Config) *Sweeper {
 	cfg.defaults()
 	// Stay 2% under the provider's limit: requests spaced exactly at the limit arrive
 	// closer together after network jitter, and each 429 costs a whole retry-after second.
-	return &Sweeper{cfg: cfg, store: Paced(store, cfg.DBShare), project: Paced(store, cfg.ProjectShare), mailer: mailer,
+	return &Sweeper{cfg: cfg, store: Paced(store, cfg.DBShare, cfg.DBConcurrency), project: Paced(store, cfg.ProjectShare, 1), mailer: mailer,
 		limiter: rate.NewLimiter(rate.Limit(cfg.RateLimit*0.98), 1),
 		tracer:  otel.Tracer("cineflow/sweeper")}
 }
@@ -292,13 +299,6 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	r := &run{s: s, holder: bson.NewObjectID().Hex(), start: start, decided: map[string]decidedBatch{},
 		leaseUntil: start.Add(cfg.Deadline + cfg.LeaseMargin), stop: stop, abort: abort, hard: hard}
 
-	// The backlog figure is for reporting: count it while the work starts.
-	backlogDone := make(chan error, 1)
-	go func() {
-		n, err := s.store.Backlog(hard)
-		r.rep.Backlog = n
-		backlogDone <- err
-	}()
 	cfg.Logger.Info("sweep started", "holder", r.holder, "deadline", cfg.Deadline.String())
 
 	jobs := make(chan job, cfg.Concurrency)
@@ -314,8 +314,15 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	close(jobs)
 	wg.Wait()
 	r.rep.DeliveredIn = cfg.Now().Sub(start)
-	if err := <-backlogDone; err != nil {
-		r.storeError("count backlog", err)
+	// The backlog when the sweep started: what it decided plus what is left (counted now,
+	// when the queue is short).
+	r.rep.Backlog = int64(r.rep.Sent + r.rep.Failed)
+	if r.startErr == nil {
+		left, err := s.store.Backlog(hard)
+		if err != nil {
+			r.storeError("count backlog", err)
+		}
+		r.rep.Backlog += left
 	}
 
 	pctx, cancelProject := context.WithTimeout(hard, cfg.ProjectFor)

@@ -19,10 +19,9 @@ import (
 
 // The delivery primitives the sweeper works with. Each is an insert (into a unique key), a
 // read of the head of a small collection (an empty filter with a limit), or a read, replace
-// or delete by exact _id; only Dequeue filters otherwise ($in over the queue, whose size is
-// the pending work, not the tickets stored).
+// or delete by exact _id.
 
-// dequeueChunk bounds the keys of one delete of queue entries.
+// dequeueChunk bounds the deletes of one command.
 const dequeueChunk = 1000
 
 // Enqueue inserts queue entries; an entry queued already is left as it is.
@@ -51,13 +50,25 @@ func (s *Store) QueueHead(ctx context.Context, limit int) ([]notification.QueueE
 	return out, nil
 }
 
-// QueueLen counts the queue entries.
+// QueueLen counts the queue entries from the collection's statistics (collStats): MongoDB
+// keeps the count, the dev database counts its table's rows without reading documents.
 func (s *Store) QueueLen(ctx context.Context) (int64, error) {
-	return s.queue.CountDocuments(ctx, bson.D{})
+	var st struct {
+		Count int64 `bson:"count"`
+	}
+	err := s.db.RunCommand(ctx, bson.D{{Key: "collStats", Value: QueueCollection}}).Decode(&st)
+	var se mongo.ServerError
+	switch {
+	case err == nil:
+		return st.Count, nil
+	case errors.As(err, &se) && se.HasErrorCode(26): // NamespaceNotFound: nothing was ever queued
+		return 0, nil
+	default:
+		return s.queue.CountDocuments(ctx, bson.D{})
+	}
 }
 
-// Dequeue deletes queue entries by key: one by _id, more with one delete per chunk (on the
-// dev database each such delete reads the queue once, which holds only pending work).
+// Dequeue deletes queue entries, each by exact _id (many in one command).
 func (s *Store) Dequeue(ctx context.Context, keys []string) error {
 	if len(keys) == 1 {
 		_, err := s.queue.DeleteOne(ctx, bson.M{"_id": keys[0]})
@@ -66,7 +77,11 @@ func (s *Store) Dequeue(ctx context.Context, keys []string) error {
 	for len(keys) > 0 {
 		chunk := keys[:min(len(keys), dequeueChunk)]
 		keys = keys[len(chunk):]
-		if _, err := s.queue.DeleteMany(ctx, bson.M{"_id": bson.M{"$in": chunk}}); err != nil {
+		models := make([]mongo.WriteModel, len(chunk))
+		for i, k := range chunk {
+			models[i] = mongo.NewDeleteOneModel().SetFilter(bson.M{"_id": k})
+		}
+		if _, err := s.queue.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false)); err != nil {
 			return err
 		}
 	}

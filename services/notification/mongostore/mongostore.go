@@ -562,7 +562,7 @@ func (s *Store) Stats(ctx context.Context) (notification.Stats, error) {
 	if err != nil {
 		return st, err
 	}
-	queued, err := s.queue.CountDocuments(ctx, bson.D{})
+	queued, err := s.QueueLen(ctx)
 	if err != nil {
 		return st, err
 	}

@@ -50,6 +50,7 @@ type Config struct {
 	ProjectFor     time.Duration `env:"PROJECT_FOR" envDefault:"10s"`
 	DBShare        float64       `env:"SWEEP_DB_SHARE" envDefault:"1"`
 	ProjectShare   float64       `env:"PROJECT_DB_SHARE" envDefault:"0.25"`
+	DBConcurrency  int           `env:"SWEEP_DB_CONCURRENCY" envDefault:"1"`
 	PushgatewayURL string        `env:"PUSHGATEWAY_URL"`
 	OutboxDir      string        `env:"OUTBOX_DIR" envDefault:".outbox"`
 }
@@ -80,6 +81,9 @@ func (c Config) Validate() error {
 	}
 	if c.DBShare <= 0 || c.DBShare > 1 {
 		errs = append(errs, errors.New("SWEEP_DB_SHARE must be a fraction of the time, above 0 and at most 1 (1: no bound)"))
+	}
+	if c.DBConcurrency < 1 {
+		errs = append(errs, errors.New("SWEEP_DB_CONCURRENCY must be at least 1"))
 	}
 	if c.ProjectShare <= 0 || c.ProjectShare > 1 {
 		errs = append(errs, errors.New("PROJECT_DB_SHARE must be a fraction of the time, above 0 and at most 1 (1: no bound)"))
@@ -158,7 +162,7 @@ func sweep(ctx context.Context, cfg Config, log *slog.Logger) (sweeper.Report, e
 		From: cfg.EmailFrom, BatchSize: cfg.BatchSize, PageSize: cfg.PageSize, MaxAttempts: cfg.MaxAttempts,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Deadline: cfg.Deadline, SendTimeout: cfg.SendTimeout,
 		Concurrency: cfg.Concurrency, RateLimit: cfg.RateLimit, LeaseMargin: cfg.LeaseMargin, ProjectFor: cfg.ProjectFor,
-		DBShare: cfg.DBShare, ProjectShare: cfg.ProjectShare, Logger: log,
+		DBShare: cfg.DBShare, ProjectShare: cfg.ProjectShare, DBConcurrency: cfg.DBConcurrency, Logger: log,
 	})
 	return s.Run(ctx)
 }
