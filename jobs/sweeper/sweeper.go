@@ -135,8 +135,8 @@ type Config struct {
 	// database concurrent writes only wait on each other; projection runs after the
 	// deliveries, one call at a time).
 	DBConcurrency int
-	Logger       *slog.Logger
-	Now          func() time.Time
+	Logger        *slog.Logger
+	Now           func() time.Time
 }
 
 func (c *Config) defaults() {
