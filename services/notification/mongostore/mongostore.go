@@ -69,6 +69,9 @@ type Store struct {
 	// Now is the clock (milliseconds, UTC); tests may replace it before use.
 	Now func() time.Time
 
+	// Coalesced inserts of concurrent creates (see batch.go).
+	ticketIns, queueIns, idemIns *inserter
+
 	tallyHead atomic.Int64 // a lower bound of the first free tally sequence number
 	snapHead  atomic.Int64 // a lower bound of the first free snapshot sequence number
 	ttl       atomic.Bool  // the server expires Idempotency-Key records (a TTL index)
@@ -78,7 +81,7 @@ var _ notification.TicketStore = (*Store)(nil)
 
 // New returns a store on db. Call EnsureIndexes once at start.
 func New(db *mongo.Database) *Store {
-	return &Store{db: db,
+	s := &Store{db: db,
 		tickets:     db.Collection(TicketsCollection),
 		requeues:    db.Collection(RequeuesCollection),
 		idem:        db.Collection(IdempotencyCollection),
@@ -92,6 +95,8 @@ func New(db *mongo.Database) *Store {
 		tally:       db.Collection(TallyCollection),
 		snapshots:   db.Collection(TallySnapshotsCollection),
 		Now:         func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }}
+	s.ticketIns, s.queueIns, s.idemIns = newInserter(s.tickets), newInserter(s.queue), newInserter(s.idem)
+	return s
 }
 
 func (s *Store) now() time.Time { return s.Now().UTC().Truncate(time.Millisecond) }
@@ -169,10 +174,10 @@ func (s *Store) insertTicket(ctx context.Context, t *notification.Ticket, now ti
 	t.Status = notification.StatusPending
 	t.CreatedAt, t.UpdatedAt, t.NextAttemptAt = now, now, now
 	t.Errors = []notification.AttemptError{}
-	if _, err := s.tickets.InsertOne(ctx, t); err != nil {
+	if err := s.ticketIns.insert(ctx, t); err != nil {
 		return unavailable(err, "store the ticket")
 	}
-	if err := s.Enqueue(ctx, notification.NewQueueEntry(t, 0, now)); err != nil {
+	if err := s.queueIns.insert(ctx, notification.NewQueueEntry(t, 0, now)); err != nil && !mongox.IsDuplicateKey(err) {
 		return unavailable(err, "queue the ticket")
 	}
 	return nil

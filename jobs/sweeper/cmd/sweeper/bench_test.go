@@ -6,13 +6,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,4 +245,153 @@ func BenchmarkDrain20kUnlimited(b *testing.B) {
 		b.ReportMetric(rss, "sweeper_peak_rss_MiB")
 		b.ReportMetric(finished["projected"].(float64), "projected")
 	}
+}
+
+// notificationService runs the notification service binary against w's database until the
+// benchmark ends; it returns the service's base URL and its process id.
+func notificationService(b *testing.B, w *world) (string, int) {
+	b.Helper()
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "notification")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/cineflow/cineflow/services/notification/cmd/notification").CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(bin)
+	cmd.Dir = dir
+	cmd.Env = []string{"PORT=" + strconv.Itoa(port), "HOST=127.0.0.1", "DB_URL=" + w.dbURL,
+		"NOTIFICATION_API_TOKEN=" + benchToken, "APP_ENV=production", "LOG_LEVEL=warn"}
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	base := "http://127.0.0.1:" + strconv.Itoa(port)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get(base + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base + "/notiservice/api/v1/notifications", cmd.Process.Pid
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("notification service not ready:\n%s", logs.String())
+		}
+	}
+}
+
+const benchToken = "bench-token-0123456789"
+
+// postLoad posts tickets from 16 clients for d and returns the rate and the p50 and p99
+// latencies in milliseconds.
+func postLoad(b *testing.B, target string, d time.Duration) (perSec, p50, p99 float64) {
+	b.Helper()
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	body := []byte(`{"subject":"Your booking is confirmed","content":"<p>Booking 42: 2 seats for Dune, 18:30.</p>","recepientEmails":["customer@example.com"]}`)
+	var mu sync.Mutex
+	var lat []time.Duration
+	var failed atomic.Int64
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range 16 {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				req, _ := http.NewRequest("POST", target, bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+benchToken)
+				t0 := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusCreated {
+					failed.Add(1)
+					continue
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(t0))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if f := failed.Load(); f > 0 {
+		b.Fatalf("%d creates failed", f)
+	}
+	slices.Sort(lat)
+	ms := func(p float64) float64 { return float64(lat[int(float64(len(lat)-1)*p)].Microseconds()) / 1000 }
+	return float64(len(lat)) / elapsed.Seconds(), ms(0.50), ms(0.99)
+}
+
+// BenchmarkDrainBesideRequests: ticket creation over HTTP (the notification service binary, 16
+// clients) while nothing else runs, then while the sweeper binary drains 20,000 tickets from
+// the same embedded database, with its database time unbounded (SWEEP_DB_SHARE=1, the
+// default) and bounded to half (0.5). Reports the creation rate and p99 in each phase, the
+// drain time, and both processes' peak resident size.
+func BenchmarkDrainBesideRequests(b *testing.B) {
+	const phase = 8 * time.Second
+	for range b.N {
+		w := newWorld(b, 0, resendfake.Options{})
+		target, pid := notificationService(b, w)
+		postLoad(b, target, time.Second) // warm up
+		quiet, _, quietP99 := postLoad(b, target, phase)
+		b.ReportMetric(quiet, "quiet_req/s")
+		b.ReportMetric(quietP99, "quiet_p99_ms")
+		var sweeperRSS float64
+		for _, share := range []string{"1", "0.5"} {
+			w.seed(b, 20000)
+			done := make(chan map[string]any, 1)
+			go func() {
+				finished, _, rss := sweepOnce(b, w, "RESEND_RATE_LIMIT=100000", "SWEEP_DEADLINE=300s", "SWEEP_DB_SHARE="+share)
+				sweeperRSS = max(sweeperRSS, rss)
+				done <- finished
+			}()
+			time.Sleep(time.Second) // the sweep has started draining
+			rate, _, p99 := postLoad(b, target, phase)
+			finished := <-done
+			name := "share" + strings.ReplaceAll(share, ".", "")
+			b.ReportMetric(rate, name+"_req/s")
+			b.ReportMetric(p99, name+"_p99_ms")
+			b.ReportMetric(rate/quiet, name+"_of_quiet")
+			b.ReportMetric(finished["deliveredInSeconds"].(float64), name+"_drain_s")
+		}
+		_, peak, err := procStatus(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(peak, "notification_peak_rss_MiB")
+		b.ReportMetric(sweeperRSS, "sweeper_peak_rss_MiB")
+	}
+}
+
+// procStatus reads VmRSS and VmHWM (peak) of pid, in MiB.
+func procStatus(pid int) (rssMiB, peakMiB float64, err error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		var kb float64
+		if _, err := fmt.Sscanf(line, "VmRSS: %f kB", &kb); err == nil {
+			rssMiB = kb / 1024
+		}
+		if _, err := fmt.Sscanf(line, "VmHWM: %f kB", &kb); err == nil {
+			peakMiB = kb / 1024
+		}
+	}
+	return rssMiB, peakMiB, nil
 }
