@@ -60,7 +60,7 @@ func TestConcurrentSweepsNeverHoldOneBatchTwice(t *testing.T) {
 	watch := newWatchMailer(e.mailer(5*time.Second), 60*time.Millisecond)
 	cfg := sweeper.Config{From: "CineFlow <tickets@cineflow.test>", BatchSize: 10, PageSize: 50, RateLimit: 1000,
 		MaxAttempts: 100, BackoffBase: time.Millisecond, BackoffMax: 2 * time.Millisecond, Deadline: 3 * time.Second,
-		LeaseMargin: 100 * time.Millisecond, ProjectFor: time.Millisecond}
+		LeaseMargin: 100 * time.Millisecond, ProjectFor: time.Millisecond, DBShare: 1}
 	const sweepers = 6
 	var wg sync.WaitGroup
 	var sweeps atomic.Int64

@@ -106,6 +106,9 @@ func (e *env) sweeper(cfg sweeper.Config) *sweeper.Sweeper {
 	if cfg.From == "" {
 		cfg.From = "CineFlow <tickets@cineflow.test>"
 	}
+	if cfg.DBShare == 0 {
+		cfg.DBShare = 1
+	}
 	return sweeper.New(e.store, e.mailer(5*time.Second), cfg)
 }
 

@@ -68,7 +68,10 @@ func (s *Store) QueueLen(ctx context.Context) (int64, error) {
 	}
 }
 
-// Dequeue deletes queue entries, each by exact _id (many in one command).
+// Dequeue deletes queue entries, each by exact _id (many in one command). (A delete of many
+// by _id $in would be one transaction, but the dev database serves it by reading and
+// matching every queue entry against the list: 1.1 s for 1,000 of 20,000 entries, against
+// 0.5 s this way.)
 func (s *Store) Dequeue(ctx context.Context, keys []string) error {
 	if len(keys) == 1 {
 		_, err := s.queue.DeleteOne(ctx, bson.M{"_id": keys[0]})

@@ -48,7 +48,7 @@ type Config struct {
 	BackoffMax     time.Duration `env:"RETRY_BACKOFF_MAX" envDefault:"1h"`
 	LeaseMargin    time.Duration `env:"LEASE_MARGIN" envDefault:"30s"`
 	ProjectFor     time.Duration `env:"PROJECT_FOR" envDefault:"10s"`
-	DBShare        float64       `env:"SWEEP_DB_SHARE" envDefault:"1"`
+	DBShare        float64       `env:"SWEEP_DB_SHARE" envDefault:"0.25"`
 	ProjectShare   float64       `env:"PROJECT_DB_SHARE" envDefault:"0.25"`
 	DBConcurrency  int           `env:"SWEEP_DB_CONCURRENCY" envDefault:"1"`
 	PushgatewayURL string        `env:"PUSHGATEWAY_URL"`

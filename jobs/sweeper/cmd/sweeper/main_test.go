@@ -86,7 +86,7 @@ func (w *world) seed(t testing.TB, n int) {
 
 func (w *world) env(extra ...string) []string {
 	return append([]string{"DB_URL=" + w.dbURL, "RESEND_API_KEY=" + testKey, "RESEND_BASE_URL=" + w.url,
-		"EMAIL_FROM=CineFlow <tickets@cineflow.test>", "RESEND_RATE_LIMIT=1000", "LOG_LEVEL=warn"}, extra...)
+		"EMAIL_FROM=CineFlow <tickets@cineflow.test>", "RESEND_RATE_LIMIT=1000", "SWEEP_DB_SHARE=1", "LOG_LEVEL=warn"}, extra...)
 }
 
 // deliveredOnce returns how many tickets were not delivered exactly once.
