@@ -310,3 +310,92 @@ func TestExpiredIdempotencyKeyIsNeverReused(t *testing.T) {
 		})
 	}
 }
+
+// Data written before the work collections (tickets PENDING with no queue entry, a batch in
+// flight with no member list and no open entry, decided outcomes, a re-queue, a ticket
+// created under an Idempotency-Key) is migrated once: the figures stay exact, the key still
+// replays its ticket, and a sweep then delivers every pending ticket exactly once (the batch
+// in flight re-sent under its own key).
+func TestLegacyDataIsMigratedOnce(t *testing.T) {
+	e := newEnv(t, resendfake.Options{})
+	ctx := context.Background()
+	// The database predates the new layout (newEnv's EnsureIndexes found it empty and marked
+	// the migration needless).
+	if _, err := e.db.Collection(nstore.MigrationsCollection).DeleteMany(ctx, bson.M{}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond).Add(-time.Minute)
+	tickets := e.db.Collection(nstore.TicketsCollection)
+	insert := func(coll string, docs ...any) {
+		t.Helper()
+		if _, err := e.db.Collection(coll).InsertMany(ctx, docs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	legacy := func(i int, st notification.Status, extra bson.M) bson.ObjectID {
+		id := bson.NewObjectID()
+		doc := bson.M{"_id": id, "subject": "s", "content": "c", "recepientEmails": bson.A{"old" + string(rune('a'+i)) + "@example.com"},
+			"status": st, "attempts": 0, "errors": bson.A{}, "generation": 0, "batch": "", "nextAttemptAt": now,
+			"createdAt": now, "updatedAt": now}
+		for k, v := range extra {
+			doc[k] = v
+		}
+		insert(nstore.TicketsCollection, doc)
+		return id
+	}
+	var pending []bson.ObjectID
+	for i := range 5 {
+		pending = append(pending, legacy(i, notification.StatusPending, nil))
+	}
+	keyed := legacy(5, notification.StatusPending, bson.M{"idempotencyKey": "booking-paid:legacy", "requestHash": "h"})
+	pending = append(pending, keyed)
+	// A batch in flight, the old way: the batch and its assignments only.
+	inFlight := []bson.ObjectID{legacy(6, notification.StatusPending, nil), legacy(7, notification.StatusPending, nil)}
+	pending = append(pending, inFlight...)
+	insert(nstore.BatchesCollection, bson.M{"_id": "legacy-batch", "from": "CineFlow <tickets@cineflow.test>", "size": 2,
+		"attempts": 1, "nextAttemptAt": now, "done": false, "errors": bson.A{}, "createdAt": now, "updatedAt": now})
+	for _, id := range inFlight {
+		insert(nstore.AssignmentsCollection, notification.Assignment{Key: notification.AssignmentKey(id, 0), Ticket: id,
+			Batch: "legacy-batch", CreatedAt: now})
+	}
+	// Decided before: two delivered, one failed and re-queued (now pending in generation 1).
+	for i := range 2 {
+		id := legacy(8+i, notification.StatusSuccess, nil)
+		insert(nstore.OutcomesCollection, notification.Outcome{Key: notification.AssignmentKey(id, 0), Ticket: id,
+			Status: notification.StatusSuccess, At: now})
+	}
+	requeued := legacy(10, notification.StatusPending, bson.M{"generation": 1})
+	insert(nstore.OutcomesCollection, notification.Outcome{Key: notification.AssignmentKey(requeued, 0), Ticket: requeued,
+		Status: notification.StatusFailed, Error: "550", At: now})
+	insert(nstore.RequeuesCollection, notification.GenerationRecord{Key: notification.AssignmentKey(requeued, 0), Ticket: requeued, At: now})
+	pending = append(pending, requeued)
+
+	for round := range 2 {
+		rep, err := e.notes.MigrateLegacy(ctx)
+		if err != nil || rep.Done != (round == 0) {
+			t.Fatalf("migration round %d: %+v %v", round, rep, err)
+		}
+		if round == 0 && (rep.Queued != 7 || rep.Reopened != 1 || rep.Idempotent != 1) {
+			t.Fatalf("migration: %+v, want 7 queued, 1 batch reopened, 1 key", rep)
+		}
+	}
+	st, err := e.notes.Stats(ctx)
+	if err != nil || st.ByStatus[notification.StatusSuccess] != 2 || st.ByStatus[notification.StatusFailed] != 0 ||
+		st.ByStatus[notification.StatusPending] != int64(len(pending)) {
+		t.Fatalf("figures after the migration: %v %v", st.ByStatus, err)
+	}
+	again, created, err := e.notes.Create(ctx, &notification.Ticket{Subject: "s", Content: "c",
+		RecipientEmails: []string{"x@example.com"}, IdempotencyKey: "booking-paid:legacy", RequestHash: "h"})
+	if err != nil || created || again.ID != keyed {
+		t.Fatalf("the legacy key does not replay its ticket: %v %v", created, err)
+	}
+	rep, err := e.sweeper(sweeper.Config{BackoffBase: time.Millisecond}).Run(ctx)
+	if err != nil || rep.Sent != len(pending) {
+		t.Fatalf("sweep after the migration: %+v %v", rep, err)
+	}
+	e.ids = pending
+	e.assertExactlyOnce()
+	if n, _ := tickets.CountDocuments(ctx, bson.M{"status": notification.StatusSuccess}); n != int64(len(pending)+2) {
+		t.Fatalf("%d tickets projected SUCCESS, want %d", n, len(pending)+2)
+	}
+}

@@ -125,7 +125,10 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 			return err
 		}
 	}
-	return s.ensureIdempotencyTTL(ctx)
+	if err := s.ensureIdempotencyTTL(ctx); err != nil {
+		return err
+	}
+	return s.markFreshInstall(ctx)
 }
 
 // isIndexOptionsConflict reports the server's "an index on these keys exists with another

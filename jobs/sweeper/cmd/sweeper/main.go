@@ -150,6 +150,12 @@ func sweep(ctx context.Context, cfg Config, log *slog.Logger) (sweeper.Report, e
 	if err := store.EnsureIndexes(ctx); err != nil {
 		return sweeper.Report{}, err
 	}
+	if mig, err := store.MigrateLegacy(ctx); err != nil {
+		return sweeper.Report{}, fmt.Errorf("migrating the delivery records: %w", err)
+	} else if mig.Done {
+		log.Info("delivery records migrated to the work queues", "queued", mig.Queued, "reopenedBatches", mig.Reopened,
+			"idempotencyKeys", mig.Idempotent)
+	}
 
 	var mailer sweeper.Mailer
 	if cfg.ResendAPIKey == "" {

@@ -118,6 +118,27 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("database %s: %w", mongox.Redact(cfg.DBURL), err)
 	}
 
+	// Data stored before the delivery queue is brought into it once (the sweeper does the
+	// same before its first sweep; whichever comes first).
+	mctx, stopMigration := context.WithCancel(context.Background())
+	migrated := make(chan struct{})
+	go func() {
+		defer close(migrated)
+		if mig, err := m.Store.MigrateLegacy(mctx); err != nil {
+			if mctx.Err() == nil {
+				log.Error("could not migrate the delivery records; the sweeper retries", "error", err.Error())
+			}
+		} else if mig.Done {
+			log.Info("delivery records migrated to the work queues", "queued", mig.Queued,
+				"reopenedBatches", mig.Reopened, "idempotencyKeys", mig.Idempotent)
+		}
+	}()
+	m.OnClose(func(context.Context) error {
+		stopMigration()
+		<-migrated
+		return nil
+	})
+
 	if !m.Store.IdempotencyTTL() {
 		cctx, stop := context.WithCancel(context.Background())
 		done := make(chan struct{})
