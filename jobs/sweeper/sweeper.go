@@ -909,7 +909,7 @@ func (r *run) finish(j *job, tickets []notification.Ticket, decide []notificatio
 			tally.Failed++
 		}
 	}
-	for _, step := range []struct {
+	steps := []struct {
 		what string
 		do   func() error
 	}{
@@ -917,7 +917,11 @@ func (r *run) finish(j *job, tickets []notification.Ticket, decide []notificatio
 		{"queue projection", func() error { return st.EnqueueProjection(r.hard, b.ID) }},
 		{"save batch", func() error { return st.SaveBatch(r.hard, b) }},
 		{"close batch", func() error { return st.CloseBatch(r.hard, b.ID) }},
-	} {
+	}
+	if len(final) == 0 { // a batch that won no ticket (its creator died before assigning)
+		steps = steps[2:]
+	}
+	for _, step := range steps {
 		if err := step.do(); err != nil {
 			r.storeError(step.what, err)
 			break
