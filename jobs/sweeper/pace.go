@@ -120,8 +120,8 @@ func (p *paced) Batch(ctx context.Context, id string) (*notification.Batch, erro
 	return do(p, ctx, func() (*notification.Batch, error) { return p.s.Batch(ctx, id) })
 }
 
-func (p *paced) QueueHead(ctx context.Context, limit int) ([]notification.QueueEntry, error) {
-	return do(p, ctx, func() ([]notification.QueueEntry, error) { return p.s.QueueHead(ctx, limit) })
+func (p *paced) QueueHead(ctx context.Context, shard, limit int) ([]notification.QueueEntry, error) {
+	return do(p, ctx, func() ([]notification.QueueEntry, error) { return p.s.QueueHead(ctx, shard, limit) })
 }
 
 func (p *paced) Dequeue(ctx context.Context, keys []string) error {

@@ -58,8 +58,9 @@ type Store interface {
 	ReleaseClaim(ctx context.Context, batchID string, n int, now time.Time) error
 	// Batch reads a batch (nil when there is none).
 	Batch(ctx context.Context, id string) (*notification.Batch, error)
-	// QueueHead returns up to limit queued ticket generations, oldest queued first.
-	QueueHead(ctx context.Context, limit int) ([]notification.QueueEntry, error)
+	// QueueHead returns up to limit queued ticket generations of queue shard shard (of
+	// notification.QueueShards), oldest queued first.
+	QueueHead(ctx context.Context, shard, limit int) ([]notification.QueueEntry, error)
 	// Dequeue removes queue entries.
 	Dequeue(ctx context.Context, keys []string) error
 	// GenerationStarted reports whether a ticket's generation exists (its re-queue is decided).
@@ -455,38 +456,30 @@ func (r *run) takeOver(ob notification.OpenBatch) (job, bool) {
 	return job{}, false
 }
 
-// formBatches reads the delivery queue a page at a time, assigns its entries to new
-// batches, hands the batches to the workers, and removes the page's entries (assigned by
-// this sweep or, for the ones it lost, by another).
+// formBatches reads the delivery queue a page at a time, one shard after the other (from
+// one picked at random, so that concurrent sweeps start apart and no shard always waits
+// last), puts its entries into new batches of BatchSize (a batch may take entries of two
+// shards), hands the batches to the workers, and removes the entries it handled (assigned
+// by this sweep or, for the ones it lost, by another) before it reads on.
 func (r *run) formBatches(jobs chan<- job) {
 	cfg := r.s.cfg
 	st := r.s.store
-	first := true
-	for r.stop.Err() == nil {
-		page, err := st.QueueHead(r.stop, cfg.PageSize)
-		if err != nil {
-			if r.stop.Err() == nil {
-				r.storeError("delivery queue", err)
-				if first {
-					r.startErr = err
-				}
-			}
-			return
-		}
-		first = false
-		if len(page) == 0 {
-			return
-		}
-		entries, done := r.checkGenerations(page)
-		stopped := false
-		for i := 0; i < len(entries) && !stopped; i += cfg.BatchSize {
+	var (
+		buf  []notification.QueueEntry // read, not yet in a batch
+		done []string                  // assigned (or left by a failed re-queue): to dequeue
+		seen = map[string]bool{}       // every entry read by this sweep
+	)
+	// batches forms batches from buf, all of it or only full ones; false means stop.
+	batches := func(all bool) bool {
+		for len(buf) >= cfg.BatchSize || (all && len(buf) > 0) {
 			if r.stop.Err() != nil {
-				break
+				return false
 			}
-			chunk := entries[i:min(i+cfg.BatchSize, len(entries))]
+			chunk := buf[:min(cfg.BatchSize, len(buf))]
+			buf = buf[len(chunk):]
 			j, assigned, ok := r.newBatch(chunk)
 			if !assigned {
-				continue // nothing known of these: their entries stay queued
+				return false // the database failed: the entries stay queued for a later sweep
 			}
 			for _, e := range chunk {
 				done = append(done, e.Key)
@@ -498,19 +491,62 @@ func (r *run) formBatches(jobs chan<- job) {
 			case jobs <- j:
 			case <-r.stop.Done():
 				r.release(j)
-				stopped = true
+				return false
 			}
 		}
-		if len(done) > 0 {
-			if err := st.Dequeue(r.hard, done); err != nil {
-				r.storeError("dequeue", err)
+		return true
+	}
+	dequeue := func() bool {
+		if len(done) == 0 {
+			return true
+		}
+		err := st.Dequeue(r.hard, done)
+		done = nil
+		if err != nil {
+			r.storeError("dequeue", err)
+			return false
+		}
+		return true
+	}
+	first := rand.N(notification.QueueShards)
+	for k := range notification.QueueShards {
+		shard := (first + k) % notification.QueueShards
+		for r.stop.Err() == nil {
+			page, err := st.QueueHead(r.stop, shard, cfg.PageSize)
+			if err != nil {
+				if r.stop.Err() == nil {
+					r.storeError("delivery queue", err)
+					if k == 0 && len(seen) == 0 {
+						r.startErr = err
+					}
+				}
+				dequeue()
 				return
 			}
+			fresh := page[:0]
+			for _, e := range page {
+				if !seen[e.Key] {
+					seen[e.Key] = true
+					fresh = append(fresh, e)
+				}
+			}
+			keep, drop := r.checkGenerations(fresh)
+			buf = append(buf, keep...)
+			done = append(done, drop...)
+			if !batches(false) || !dequeue() {
+				dequeue()
+				return
+			}
+			if len(page) < cfg.PageSize || len(fresh) == 0 {
+				break // the shard is drained (what is left is in buf, or waits for its re-queue)
+			}
 		}
-		if stopped || len(page) < cfg.PageSize || len(done) == 0 {
-			return
+		if r.stop.Err() != nil {
+			break
 		}
 	}
+	batches(true)
+	dequeue()
 }
 
 // checkGenerations keeps the entries whose generation exists. An entry of a re-queued

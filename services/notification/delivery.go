@@ -32,6 +32,15 @@ func AssignmentKey(ticket bson.ObjectID, generation int) string {
 	return fmt.Sprintf("%s:%d", ticket.Hex(), generation)
 }
 
+// QueueShards is the number of collections the delivery queue is spread over. A sweep empties
+// one shard at a time; removing many entries from a small shard costs the dev database one
+// transaction and a read of that shard only (see mongostore.Dequeue).
+const QueueShards = 16
+
+// QueueShard is the shard of a ticket generation's queue entry: the last hex digit of the
+// ticket id (the low bits of an ObjectID's counter, so tickets spread evenly).
+func QueueShard(ticket bson.ObjectID) int { return int(ticket[11] & 0x0f) }
+
 // QueueEntry is a ticket generation waiting to be put into a batch. It carries what the
 // email needs, so forming batches reads nothing else. It is inserted when the ticket is
 // created (generation 0) or re-queued, and deleted once the generation is assigned.

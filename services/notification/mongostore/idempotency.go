@@ -139,9 +139,8 @@ func (s *Store) ensureQueued(ctx context.Context, t *notification.Ticket) error 
 	if t.Generation != 0 || t.Status != notification.StatusPending {
 		return nil
 	}
-	key := notification.AssignmentKey(t.ID, 0)
-	for _, coll := range []*mongo.Collection{s.queue, s.assignments} {
-		found, err := exists(ctx, coll, key)
+	for _, coll := range []*mongo.Collection{s.queueOf(t.ID), s.assignments} {
+		found, err := exists(ctx, coll, notification.AssignmentKey(t.ID, 0))
 		if err != nil {
 			return unavailable(err, "read the ticket's queue entry")
 		}

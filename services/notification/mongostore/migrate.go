@@ -117,7 +117,7 @@ func (s *Store) migrateTickets(ctx context.Context, rep *MigrateReport) error {
 		if t.Status != notification.StatusPending || t.Batch != "" {
 			continue // decided, or in a batch (reopened below)
 		}
-		queued, err := exists(ctx, s.queue, notification.AssignmentKey(t.ID, t.Generation))
+		queued, err := s.queued(ctx, t.ID, t.Generation)
 		if err != nil {
 			return err
 		}

@@ -25,7 +25,8 @@ const (
 	// RequeuesCollection holds the generation records (notification.GenerationRecord).
 	RequeuesCollection    = "ticket_requeues"
 	IdempotencyCollection = "ticket_idempotency"
-	// Delivery records (see notification/delivery.go).
+	// Delivery records (see notification/delivery.go). The queue is notification.QueueShards
+	// collections, QueueShardCollection(i).
 	QueueCollection          = "delivery_queue"
 	BatchesCollection        = "delivery_batches"
 	OpenBatchesCollection    = "delivery_open_batches"
@@ -56,7 +57,7 @@ type Store struct {
 	tickets     *mongo.Collection
 	requeues    *mongo.Collection
 	idem        *mongo.Collection
-	queue       *mongo.Collection
+	queues      [notification.QueueShards]*mongo.Collection
 	batches     *mongo.Collection
 	open        *mongo.Collection
 	assignments *mongo.Collection
@@ -70,7 +71,8 @@ type Store struct {
 	Now func() time.Time
 
 	// Coalesced inserts of concurrent creates (see batch.go).
-	ticketIns, queueIns, idemIns *inserter
+	ticketIns, idemIns *inserter
+	queueIns           [notification.QueueShards]*inserter
 
 	tallyHead atomic.Int64 // a lower bound of the first free tally sequence number
 	snapHead  atomic.Int64 // a lower bound of the first free snapshot sequence number
@@ -85,7 +87,6 @@ func New(db *mongo.Database) *Store {
 		tickets:     db.Collection(TicketsCollection),
 		requeues:    db.Collection(RequeuesCollection),
 		idem:        db.Collection(IdempotencyCollection),
-		queue:       db.Collection(QueueCollection),
 		batches:     db.Collection(BatchesCollection),
 		open:        db.Collection(OpenBatchesCollection),
 		assignments: db.Collection(AssignmentsCollection),
@@ -95,7 +96,11 @@ func New(db *mongo.Database) *Store {
 		tally:       db.Collection(TallyCollection),
 		snapshots:   db.Collection(TallySnapshotsCollection),
 		Now:         func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }}
-	s.ticketIns, s.queueIns, s.idemIns = newInserter(s.tickets), newInserter(s.queue), newInserter(s.idem)
+	s.ticketIns, s.idemIns = newInserter(s.tickets), newInserter(s.idem)
+	for i := range s.queues {
+		s.queues[i] = db.Collection(QueueShardCollection(i))
+		s.queueIns[i] = newInserter(s.queues[i])
+	}
 	return s
 }
 
@@ -180,7 +185,7 @@ func (s *Store) insertTicket(ctx context.Context, t *notification.Ticket, now ti
 	if err := s.ticketIns.insert(ctx, t); err != nil {
 		return unavailable(err, "store the ticket")
 	}
-	if err := s.queueIns.insert(ctx, notification.NewQueueEntry(t, 0, now)); err != nil && !mongox.IsDuplicateKey(err) {
+	if err := s.queueIns[notification.QueueShard(t.ID)].insert(ctx, notification.NewQueueEntry(t, 0, now)); err != nil && !mongox.IsDuplicateKey(err) {
 		return unavailable(err, "queue the ticket")
 	}
 	return nil
@@ -562,8 +567,8 @@ func (s *Store) Project(ctx context.Context, t *notification.Ticket) error {
 // Stats are the delivery figures, none of them counted over the tickets: SUCCESS and FAILED
 // from the tally (each batch's outcomes and each re-queue counted once, see tally.go), PENDING
 // as the queue entries plus the tickets of open batches. OldestPending is the time the
-// oldest pending ticket became pending: the first queue entry (the oldest inserted) or the
-// oldest open batch's.
+// oldest pending ticket became pending: the first queue entry of a shard (the oldest
+// inserted) or the oldest open batch's.
 func (s *Store) Stats(ctx context.Context) (notification.Stats, error) {
 	st := notification.Stats{ByStatus: map[notification.Status]int64{}}
 	tally, err := s.ReadTally(ctx)
@@ -588,12 +593,14 @@ func (s *Store) Stats(ctx context.Context) (notification.Stats, error) {
 		}
 	}
 	if queued > 0 {
-		head, err := s.QueueHead(ctx, 1)
-		if err != nil {
-			return st, err
-		}
-		if len(head) == 1 && (oldest == nil || head[0].QueuedAt.Before(*oldest)) {
-			oldest = &head[0].QueuedAt
+		for i := range notification.QueueShards {
+			head, err := s.QueueHead(ctx, i, 1)
+			if err != nil {
+				return st, err
+			}
+			if len(head) == 1 && (oldest == nil || head[0].QueuedAt.Before(*oldest)) {
+				oldest = &head[0].QueuedAt
+			}
 		}
 	}
 	st.ByStatus[notification.StatusSuccess] = tally.Success

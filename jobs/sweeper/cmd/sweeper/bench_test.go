@@ -218,13 +218,19 @@ func providerCeiling(b testing.TB, w *world, requests int) float64 {
 }
 
 // BenchmarkDrain20kUnlimited drains 20,000 tickets through the sweeper binary against the fake
-// provider without a rate limit, and compares the rate with the two ceilings it cannot beat,
-// measured in the same run: the provider's (batches of 100, 4 at once) and the database's
-// own insert rate (one ticket-sized document per insert, 16 clients).
+// provider without a rate limit (and SWEEP_DB_SHARE=1: its capacity), and compares the rate
+// with the two ceilings it cannot beat, measured in the same run: the provider's (batches of
+// 100, 4 at once) and the database's own insert rate (one ticket-sized document per insert,
+// 16 clients, as BenchmarkDriverInsert). Each ticket costs the database one single-document
+// transaction (its queue entry's delete, by _id) plus its share of batched writes, so the
+// drain runs near that ceiling, not above it.
 func BenchmarkDrain20kUnlimited(b *testing.B) {
 	for range b.N {
 		w := newWorld(b, 20000, resendfake.Options{})
-		dbCeiling := insertCeiling(b, w, 3000)
+		// The machine is shared: the database's ceiling is the median of three runs.
+		runs := []float64{insertCeiling(b, w, 2000), insertCeiling(b, w, 2000), insertCeiling(b, w, 2000)}
+		slices.Sort(runs)
+		dbCeiling := runs[1]
 		provCeiling := providerCeiling(b, w, 60)
 		w.fake.Reset()
 		finished, wall, rss := sweepOnce(b, w, "RESEND_RATE_LIMIT=100000", "SWEEP_DEADLINE=300s")

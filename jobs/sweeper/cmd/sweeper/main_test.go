@@ -65,7 +65,8 @@ func newWorld(t testing.TB, n int, fakeOpts resendfake.Options) *world {
 func (w *world) seed(t testing.TB, n int) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	for start := 0; start < n; start += 1000 {
-		var docs, entries []any
+		var docs []any
+		var entries []notification.QueueEntry
 		for i := start; i < min(n, start+1000); i++ {
 			tk := notification.Ticket{ID: bson.NewObjectID(), Subject: fmt.Sprintf("Booking #%d confirmed", i),
 				Content:         strings.Repeat("Your seats are A1, A2. Enjoy the show! ", 10),
@@ -78,7 +79,7 @@ func (w *world) seed(t testing.TB, n int) {
 		if _, err := w.db.Collection(nstore.TicketsCollection).InsertMany(context.Background(), docs); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.db.Collection(nstore.QueueCollection).InsertMany(context.Background(), entries); err != nil {
+		if err := nstore.New(w.db).Enqueue(context.Background(), entries...); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/services/notification"
+	"github.com/cineflow/cineflow/services/notification/mongostore"
 )
 
 var hexID = regexp.MustCompile(`^[0-9a-f]{24}$`)
@@ -686,7 +687,7 @@ func TestMetrics(t *testing.T) {
 	s.setStatus(ids[3], notification.StatusSuccess)
 	s.setStatus(ids[4], notification.StatusSuccess)
 	// The oldest pending ticket has waited an hour.
-	if _, err := s.db.Collection("delivery_queue").UpdateOne(context.Background(), bson.M{"_id": ids[0].Hex() + ":0"},
+	if _, err := s.db.Collection(mongostore.QueueShardCollection(notification.QueueShard(ids[0]))).UpdateOne(context.Background(), bson.M{"_id": ids[0].Hex() + ":0"},
 		bson.M{"$set": bson.M{"queuedAt": time.Now().UTC().Add(-time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
