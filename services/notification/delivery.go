@@ -37,9 +37,11 @@ func AssignmentKey(ticket bson.ObjectID, generation int) string {
 // transaction and a read of that shard only (see mongostore.Dequeue).
 const QueueShards = 16
 
-// QueueShard is the shard of a ticket generation's queue entry: the last hex digit of the
-// ticket id (the low bits of an ObjectID's counter, so tickets spread evenly).
-func QueueShard(ticket bson.ObjectID) int { return int(ticket[11] & 0x0f) }
+// QueueShard is the shard of a ticket generation's queue entry: bits 4-7 of the ticket id's
+// last byte, the low byte of the ObjectID's counter. Tickets spread evenly over the shards,
+// sixteen consecutive ids share one, so the entries of concurrent creates (coalesced into
+// one insert per collection) mostly land in one shard, one transaction.
+func QueueShard(ticket bson.ObjectID) int { return int(ticket[11] >> 4) }
 
 // QueueEntry is a ticket generation waiting to be put into a batch. It carries what the
 // email needs, so forming batches reads nothing else. It is inserted when the ticket is

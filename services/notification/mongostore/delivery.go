@@ -100,15 +100,15 @@ func (s *Store) shardLen(ctx context.Context, i int) (int64, error) {
 }
 
 // dequeueScanMax is the shard length up to which Dequeue removes entries with deletes by _id
-// $in (see Dequeue).
-const dequeueScanMax = 10000
+// $in (see Dequeue): past it, deleting by exact _id costs less.
+const dequeueScanMax = 5000
 
 // Dequeue deletes queue entries, shard by shard. While a shard holds at most dequeueScanMax
 // entries, up to dequeueChunk of them go in one delete by _id $in: one transaction, for which
-// the dev database reads and matches every entry of the shard (so it pays only on a small
-// shard: 1,000 of 1,250 entries take about 60 ms). On a bigger shard each entry is deleted
-// by exact _id (one transaction each, about 0.5 ms, in one command). MongoDB serves both
-// from the _id index.
+// the dev database reads every entry of the shard and matches it against the list (about
+// 70 us per entry of the shard for a list of 1,000, so it pays on a small shard only). On a
+// bigger shard each entry is deleted by exact _id (one transaction each, about 0.5 ms, in one
+// command). MongoDB serves both from the _id index.
 func (s *Store) Dequeue(ctx context.Context, keys []string) error {
 	var shards [notification.QueueShards][]string
 	for _, k := range keys {
