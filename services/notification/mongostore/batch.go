@@ -26,25 +26,32 @@ const batchTimeout = 30 * time.Second
 // it would alone, and each caller learns whether its document was refused. A failure of the
 // whole batch (a timeout, a lost connection) is every caller's: their documents may or may
 // not be stored, as with a lost reply to a single insert.
+//
+// One inserter may serve several collections (the queue's shards): a batch then makes one
+// insertMany per collection, one after the other, so the inserts stay one write at a time.
 type inserter struct {
-	coll    *mongo.Collection
+	colls   []*mongo.Collection
 	mu      sync.Mutex
 	queue   []*insertReq
 	running bool
 }
 
 type insertReq struct {
+	coll int // index into colls
 	doc  any
 	done chan error
 }
 
-func newInserter(coll *mongo.Collection) *inserter { return &inserter{coll: coll} }
+func newInserter(colls ...*mongo.Collection) *inserter { return &inserter{colls: colls} }
 
-// insert inserts doc in one of the coalesced batches; a refused duplicate is an error for
-// which mongox.IsDuplicateKey holds. On ctx's end it returns at once; the document may still
-// be inserted.
-func (in *inserter) insert(ctx context.Context, doc any) error {
-	req := &insertReq{doc: doc, done: make(chan error, 1)}
+// insert inserts doc into the first collection, in one of the coalesced batches; a refused
+// duplicate is an error for which mongox.IsDuplicateKey holds. On ctx's end it returns at
+// once; the document may still be inserted.
+func (in *inserter) insert(ctx context.Context, doc any) error { return in.insertInto(ctx, 0, doc) }
+
+// insertInto is insert into collection coll of the inserter's.
+func (in *inserter) insertInto(ctx context.Context, coll int, doc any) error {
+	req := &insertReq{coll: coll, doc: doc, done: make(chan error, 1)}
 	in.mu.Lock()
 	in.queue = append(in.queue, req)
 	if !in.running {
@@ -77,12 +84,24 @@ func (in *inserter) loop() {
 }
 
 func (in *inserter) flush(batch []*insertReq) {
+	byColl := make([][]*insertReq, len(in.colls))
+	for _, r := range batch {
+		byColl[r.coll] = append(byColl[r.coll], r)
+	}
+	for c, reqs := range byColl {
+		if len(reqs) > 0 {
+			in.flushInto(in.colls[c], reqs)
+		}
+	}
+}
+
+func (in *inserter) flushInto(coll *mongo.Collection, batch []*insertReq) {
 	docs := make([]any, len(batch))
 	for i, r := range batch {
 		docs[i] = r.doc
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-	_, err := in.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	_, err := coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 	cancel()
 	results := make([]error, len(batch))
 	if err != nil {

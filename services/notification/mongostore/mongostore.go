@@ -70,9 +70,8 @@ type Store struct {
 	// Now is the clock (milliseconds, UTC); tests may replace it before use.
 	Now func() time.Time
 
-	// Coalesced inserts of concurrent creates (see batch.go).
-	ticketIns, idemIns *inserter
-	queueIns           [notification.QueueShards]*inserter
+	// Coalesced inserts of concurrent creates (see batch.go); queueIns serves every shard.
+	ticketIns, idemIns, queueIns *inserter
 
 	tallyHead atomic.Int64 // a lower bound of the first free tally sequence number
 	snapHead  atomic.Int64 // a lower bound of the first free snapshot sequence number
@@ -96,11 +95,10 @@ func New(db *mongo.Database) *Store {
 		tally:       db.Collection(TallyCollection),
 		snapshots:   db.Collection(TallySnapshotsCollection),
 		Now:         func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }}
-	s.ticketIns, s.idemIns = newInserter(s.tickets), newInserter(s.idem)
 	for i := range s.queues {
 		s.queues[i] = db.Collection(QueueShardCollection(i))
-		s.queueIns[i] = newInserter(s.queues[i])
 	}
+	s.ticketIns, s.idemIns, s.queueIns = newInserter(s.tickets), newInserter(s.idem), newInserter(s.queues[:]...)
 	return s
 }
 
@@ -132,6 +130,14 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 	}
 	if err := s.ensureIdempotencyTTL(ctx); err != nil {
 		return err
+	}
+	// The queue shards exist from the start, so that no create pays for making one.
+	for i := range s.queues {
+		err := s.db.CreateCollection(ctx, QueueShardCollection(i))
+		var se mongo.ServerError
+		if err != nil && !(errors.As(err, &se) && se.HasErrorCode(48)) { // 48: NamespaceExists
+			return err
+		}
 	}
 	return s.markFreshInstall(ctx)
 }
@@ -185,7 +191,7 @@ func (s *Store) insertTicket(ctx context.Context, t *notification.Ticket, now ti
 	if err := s.ticketIns.insert(ctx, t); err != nil {
 		return unavailable(err, "store the ticket")
 	}
-	if err := s.queueIns[notification.QueueShard(t.ID)].insert(ctx, notification.NewQueueEntry(t, 0, now)); err != nil && !mongox.IsDuplicateKey(err) {
+	if err := s.queueIns.insertInto(ctx, notification.QueueShard(t.ID), notification.NewQueueEntry(t, 0, now)); err != nil && !mongox.IsDuplicateKey(err) {
 		return unavailable(err, "queue the ticket")
 	}
 	return nil
