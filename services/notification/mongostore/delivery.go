@@ -379,10 +379,11 @@ type claim struct {
 // maxClaimSteps bounds how many ended claims one Claim walks past.
 const maxClaimSteps = 64
 
-// Claim takes the next lease on a batch, until until: it inserts claim n, starting from the
-// last claim number known to exist (from; 0 when none, claims start at 1), and moves to n+1
-// only over a claim n that has ended, so claim n is won only once claim n-1 is over. It
-// returns the number won, or ok=false when a lease is held.
+// Claim takes the next lease on a batch, until until: it inserts claim n (claims start at 1),
+// starting from from (the last claim number its caller knew of; a number too high walks
+// back), after checking that claim n-1 has ended; when claim n exists it checks n and goes
+// on to n+1. So claim n is won by one insert, only once claim n-1 is over, and its winner
+// learns n from that insert. It returns the number won, or ok=false when a lease is held.
 func (s *Store) Claim(ctx context.Context, batchID string, from int, holder string, now, until time.Time) (int, bool, error) {
 	n := max(from, 1)
 	read := func(n int) (*claim, error) {
