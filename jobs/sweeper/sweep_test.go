@@ -106,6 +106,9 @@ func (e *env) sweeper(cfg sweeper.Config) *sweeper.Sweeper {
 	if cfg.From == "" {
 		cfg.From = "CineFlow <tickets@cineflow.test>"
 	}
+	if cfg.DBShare == 0 {
+		cfg.DBShare = 1
+	}
 	return sweeper.New(e.store, e.mailer(5*time.Second), cfg)
 }
 
@@ -447,15 +450,19 @@ func TestDatabaseBlipLosesNothing(t *testing.T) {
 	if err := e.store.EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	e.seed(200, nil)
+	e.seed(400, nil)
 	e.fake.SetFaults(resendfake.Faults{Delay: 300 * time.Millisecond, DelayRate: 1})
 
 	cfg := sweeper.Config{BatchSize: 10, PageSize: 50, Concurrency: 2, Deadline: 4 * time.Second, LeaseMargin: 500 * time.Millisecond,
 		SendTimeout: time.Second, BackoffBase: time.Millisecond, BackoffMax: time.Millisecond}
+	// The first sweep has 6 s of sends to make (40 requests, 2 at a time, 300 ms each); the
+	// database takes about 3 s to close (FerretDB lets its connections finish first).
+	cfg1 := cfg
+	cfg1.Deadline = 8 * time.Second
 	first := time.Now()
 	done := make(chan sweeper.Report, 1)
 	go func() {
-		rep, _ := e.sweeper(cfg).Run(context.Background())
+		rep, _ := e.sweeper(cfg1).Run(context.Background())
 		done <- rep
 	}()
 	for e.fake.Stats().Deliveries < 20 && time.Since(first) < 20*time.Second {
@@ -469,7 +476,7 @@ func TestDatabaseBlipLosesNothing(t *testing.T) {
 	srv = start(addr)
 	defer srv.Close()
 	e.fake.SetFaults(resendfake.Faults{})
-	time.Sleep(time.Until(first.Add(cfg.Deadline + cfg.LeaseMargin + 200*time.Millisecond)))
+	time.Sleep(time.Until(first.Add(cfg1.Deadline + cfg1.LeaseMargin + 200*time.Millisecond)))
 	for i := 0; i < 10; i++ {
 		rep, err := e.sweeper(cfg).Run(context.Background())
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,6 +88,37 @@ func TestIDIndexRepair(t *testing.T) {
 	}
 	waitRepaired("one", 2)
 	waitRepaired("two", 2)
+	// The statements FerretDB runs for a find, an update and a delete by _id now search that
+	// index (SQLite matches an index by its expression's text).
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.ids.dir, "two.sqlite")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for table := range repairIndexes(t, filepath.Join(s.ids.dir, "two.sqlite")) {
+		for _, q := range []string{
+			fmt.Sprintf(`SELECT _ferretdb_sjson FROM %q WHERE _ferretdb_sjson->'$._id' = ?`, table),
+			fmt.Sprintf(`UPDATE %q SET _ferretdb_sjson = ? WHERE _ferretdb_sjson->'$._id' = ?`, table),
+			fmt.Sprintf(`DELETE FROM %q WHERE _ferretdb_sjson->'$._id' IN (?)`, table),
+		} {
+			args := []any{`"x"`, `"y"`}[:strings.Count(q, "?")]
+			rows, err := db.Query("EXPLAIN QUERY PLAN "+q, args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var plan strings.Builder
+			for rows.Next() {
+				var id, parent, notused int
+				var detail string
+				_ = rows.Scan(&id, &parent, &notused, &detail)
+				plan.WriteString(detail + "; ")
+			}
+			rows.Close()
+			if !strings.Contains(plan.String(), "USING INDEX "+idIndexName(table)) {
+				t.Errorf("%s: plan %q does not use the repair index", q, plan.String())
+			}
+		}
+	}
 	c := client.Database("one").Collection("a")
 	if err := c.Drop(ctx); err != nil {
 		t.Fatal(err)

@@ -68,9 +68,11 @@ type Ticket struct {
 	Generation int    `bson:"generation" json:"generation"`
 	Batch      string `bson:"batch" json:"-"`
 
-	TraceParent    string `bson:"traceparent,omitempty" json:"traceparent,omitempty"`
-	IdempotencyKey string `bson:"idempotencyKey,omitempty" json:"-"`
-	RequestHash    string `bson:"requestHash,omitempty" json:"-"`
+	TraceParent string `bson:"traceparent,omitempty" json:"traceparent,omitempty"`
+	// IdempotencyKey and RequestHash come with a create request; the store keeps them in
+	// its Idempotency-Key records, not in the ticket.
+	IdempotencyKey string `bson:"-" json:"-"`
+	RequestHash    string `bson:"-" json:"-"`
 
 	CreatedAt time.Time `bson:"createdAt" json:"createdAt"`
 	UpdatedAt time.Time `bson:"updatedAt" json:"updatedAt"`

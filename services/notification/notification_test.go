@@ -53,22 +53,65 @@ func TestResolve(t *testing.T) {
 		Errors: []AttemptError{{Attempt: 1, Error: "old"}, {Attempt: 2, Error: "old"}}}
 	b := &Batch{ID: "b1", Attempts: 1, NextAttemptAt: now.Add(time.Minute), LastError: "timeout",
 		Errors: []AttemptError{{Attempt: 1, Error: "timeout"}}, UpdatedAt: now}
-	retrying := Resolve(base, b, nil)
+	retrying := Resolve(base, GenerationRecords{Batch: b})
 	if retrying.Status != StatusPending || retrying.Attempts != 3 || len(retrying.Errors) != 3 ||
-		retrying.LastError != "timeout" || !retrying.NextAttemptAt.Equal(b.NextAttemptAt) {
+		retrying.LastError != "timeout" || !retrying.NextAttemptAt.Equal(b.NextAttemptAt) || retrying.Batch != "b1" {
 		t.Fatalf("retrying: %+v", retrying)
 	}
 	if len(base.Errors) != 2 {
 		t.Fatal("Resolve changed its input")
 	}
 	sent := now
-	done := Resolve(base, b, &Outcome{Status: StatusSuccess, ProviderMessageID: "m1", SentAt: &sent, At: now})
+	done := Resolve(base, GenerationRecords{Batch: b, Outcome: &Outcome{Status: StatusSuccess, ProviderMessageID: "m1", SentAt: &sent, At: now}})
 	if done.Status != StatusSuccess || done.ProviderMessageID != "m1" || !done.NextAttemptAt.IsZero() {
 		t.Fatalf("done: %+v", done)
 	}
 	projected := done
-	if again := Resolve(projected, b, &Outcome{Status: StatusFailed, At: now}); again.Status != StatusSuccess || again.Attempts != done.Attempts {
-		t.Fatalf("a projected ticket must be returned as is: %+v", again)
+	if again := Resolve(projected, GenerationRecords{Batch: b, Outcome: &Outcome{Status: StatusFailed, At: now}}); again.Status != StatusSuccess || again.Attempts != done.Attempts {
+		t.Fatalf("a projected generation must be returned as it is: %+v", again)
+	}
+}
+
+// A ticket re-queued twice resolves to its last generation with the history of all three,
+// whether its document was never projected, projected as the FAILED generation 0, or
+// projected by the first re-queue (generation 1, PENDING).
+func TestResolveWalksGenerations(t *testing.T) {
+	now := time.Now().UTC()
+	id := bson.NewObjectID()
+	b0 := &Batch{ID: "b0", Attempts: 2, Done: true, LastError: "503", Errors: []AttemptError{{Attempt: 1, Error: "503"}, {Attempt: 2, Error: "503"}}}
+	o0 := &Outcome{Status: StatusFailed, Error: "gave up", At: now}
+	b1 := &Batch{ID: "b1", Attempts: 1, Done: true, LastError: "550", Errors: []AttemptError{{Attempt: 1, Error: "550"}}}
+	o1 := &Outcome{Status: StatusFailed, Error: "rejected", At: now.Add(time.Minute)}
+	b2 := &Batch{ID: "b2", Attempts: 1, NextAttemptAt: now.Add(time.Hour), LastError: "timeout", Errors: []AttemptError{{Attempt: 1, Error: "timeout"}}}
+	since1, since2 := now.Add(30*time.Second), now.Add(2*time.Minute)
+	gen0 := GenerationRecords{Generation: 0, Batch: b0, Outcome: o0}
+	gen1 := GenerationRecords{Generation: 1, Since: since1, Batch: b1, Outcome: o1}
+	gen2 := GenerationRecords{Generation: 2, Since: since2, Batch: b2}
+
+	fresh := Ticket{ID: id, Status: StatusPending, Errors: []AttemptError{}}
+	want := Resolve(fresh, gen0, gen1, gen2)
+	if want.Generation != 2 || want.Status != StatusPending || want.Attempts != 4 || len(want.Errors) != 6 ||
+		want.LastError != "timeout" || want.Batch != "b2" || !want.NextAttemptAt.Equal(b2.NextAttemptAt) {
+		t.Fatalf("from the stored document: %+v", want)
+	}
+	projected0 := Resolve(fresh, gen0) // what a projection of generation 0 writes
+	if projected0.Status != StatusFailed || projected0.Attempts != 2 || len(projected0.Errors) != 3 {
+		t.Fatalf("generation 0: %+v", projected0)
+	}
+	requeued1 := Resolve(projected0, GenerationRecords{Generation: 0}, GenerationRecords{Generation: 1, Since: since1})
+	if requeued1.Status != StatusPending || requeued1.Generation != 1 || requeued1.Attempts != 2 || !requeued1.NextAttemptAt.Equal(since1) {
+		t.Fatalf("re-queued into generation 1: %+v", requeued1)
+	}
+	for name, doc := range map[string]Ticket{"projected generation 0": projected0, "re-queued generation 1": requeued1} {
+		gens := []GenerationRecords{{Generation: 0}, gen1, gen2}
+		if doc.Generation == 1 {
+			gens = []GenerationRecords{{Generation: 1, Batch: b1, Outcome: o1}, gen2}
+		}
+		got := Resolve(doc, gens...)
+		if got.Generation != want.Generation || got.Status != want.Status || got.Attempts != want.Attempts ||
+			len(got.Errors) != len(want.Errors) || got.LastError != want.LastError || got.Batch != want.Batch {
+			t.Errorf("from the %s: %+v, want %+v", name, got, want)
+		}
 	}
 }
 

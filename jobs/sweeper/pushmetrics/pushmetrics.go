@@ -35,6 +35,7 @@ func Collectors(rep sweeper.Report, success bool, now time.Time) []prometheus.Co
 		gauge("sweeper_last_run_duration_seconds", "Duration of the last sweep.", rep.Duration.Seconds()),
 		gauge("sweeper_last_run_sent", "Tickets delivered by the last sweep.", float64(rep.Sent)),
 		gauge("sweeper_last_run_failed", "Tickets that ended FAILED in the last sweep.", float64(rep.Failed)),
+		gauge("sweeper_last_run_delivery_unknown", "Tickets FAILED in the last sweep because their batch could no longer be re-sent under its idempotency key (delivery unknown).", float64(rep.Unknown)),
 		gauge("sweeper_last_run_retried", "Tickets left for a later retry by the last sweep.", float64(rep.Retried)),
 		gauge("sweeper_last_run_backlog", "Tickets waiting for delivery when the last sweep started.", float64(rep.Backlog)),
 		gauge("sweeper_last_run_batches", "Batches sent by the last sweep.", float64(rep.Batches)),

@@ -1,4 +1,6 @@
-// Package mongostore keeps tickets in MongoDB (or the FerretDB dev database).
+// Package mongostore keeps tickets and their delivery records in MongoDB (or the FerretDB dev
+// database). The notification service uses Store as its notification.TicketStore; the sweeper
+// uses the delivery primitives of delivery.go on the same collections.
 package mongostore
 
 import (
@@ -17,64 +19,97 @@ import (
 	"github.com/cineflow/cineflow/services/notification"
 )
 
-// Collection names. The sweeper works on the same tickets collection.
+// Collection names.
 const (
-	TicketsCollection  = "tickets"
-	RequeuesCollection = "ticket_requeues"
-	// Delivery records, written by the sweeper (see notification/delivery.go).
-	BatchesCollection     = "delivery_batches"
-	AssignmentsCollection = "delivery_assignments"
-	OutcomesCollection    = "delivery_outcomes"
-	ClaimsCollection      = "delivery_claims"
+	TicketsCollection = "tickets"
+	// RequeuesCollection holds the generation records (notification.GenerationRecord).
+	RequeuesCollection    = "ticket_requeues"
+	IdempotencyCollection = "ticket_idempotency"
+	// Delivery records (see notification/delivery.go). The queue is notification.QueueShards
+	// collections, QueueShardCollection(i).
+	QueueCollection          = "delivery_queue"
+	BatchesCollection        = "delivery_batches"
+	OpenBatchesCollection    = "delivery_open_batches"
+	AssignmentsCollection    = "delivery_assignments"
+	OutcomesCollection       = "delivery_outcomes"
+	ClaimsCollection         = "delivery_claims"
+	ProjectionCollection     = "delivery_projection"
+	TallyCollection          = "delivery_tally"
+	TallySnapshotsCollection = "delivery_tally_snapshots"
 )
 
-// resolveParallel bounds the concurrent point reads of one List page or Stats scan.
+// resolveParallel bounds the concurrent point reads of one List page.
 const resolveParallel = 8
-
-// oldestPendingScan is how many stored-PENDING tickets Stats examines for the oldest one.
-const oldestPendingScan = 50
 
 // maxListRead caps one read of List when it reads on past tickets dropped by the filter.
 const maxListRead = 1000
 
+// maxOpenBatches bounds one read of the open batches (each is up to 100 pending tickets).
+const maxOpenBatches = 20000
+
 // Store is a notification.TicketStore on MongoDB.
 //
-// Reads show the truth of the delivery records: the sweeper never updates a ticket document
-// while it delivers (it writes batches, assignments and outcomes, and projects an outcome onto
-// the ticket later), so a PENDING document is overlaid with its generation's records by
-// notification.Resolve. Those records are read by _id only (the one query the dev database
-// serves from an index).
+// Reads show the truth of the delivery records: a ticket document is written on create and
+// then only by projection, so a stored document is overlaid with its generations' records by
+// notification.Resolve. Records are read by _id only.
 type Store struct {
 	db          *mongo.Database
 	tickets     *mongo.Collection
 	requeues    *mongo.Collection
+	idem        *mongo.Collection
+	queues      [notification.QueueShards]*mongo.Collection
 	batches     *mongo.Collection
+	open        *mongo.Collection
 	assignments *mongo.Collection
 	outcomes    *mongo.Collection
 	claims      *mongo.Collection
-	now         func() time.Time
+	projection  *mongo.Collection
+	tally       *mongo.Collection
+	snapshots   *mongo.Collection
+
+	// Now is the clock (milliseconds, UTC); tests may replace it before use.
+	Now func() time.Time
+
+	// Coalesced inserts of concurrent creates (see batch.go); queueIns serves every shard.
+	ticketIns, idemIns, queueIns *inserter
+
+	tallyHead atomic.Int64 // a lower bound of the first free tally sequence number
+	snapHead  atomic.Int64 // a lower bound of the first free snapshot sequence number
+	ttl       atomic.Bool  // the server expires Idempotency-Key records (a TTL index)
 }
 
 var _ notification.TicketStore = (*Store)(nil)
 
 // New returns a store on db. Call EnsureIndexes once at start.
 func New(db *mongo.Database) *Store {
-	return &Store{db: db,
+	s := &Store{db: db,
 		tickets:     db.Collection(TicketsCollection),
 		requeues:    db.Collection(RequeuesCollection),
+		idem:        db.Collection(IdempotencyCollection),
 		batches:     db.Collection(BatchesCollection),
+		open:        db.Collection(OpenBatchesCollection),
 		assignments: db.Collection(AssignmentsCollection),
 		outcomes:    db.Collection(OutcomesCollection),
 		claims:      db.Collection(ClaimsCollection),
-		now:         func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }}
+		projection:  db.Collection(ProjectionCollection),
+		tally:       db.Collection(TallyCollection),
+		snapshots:   db.Collection(TallySnapshotsCollection),
+		Now:         func() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }}
+	for i := range s.queues {
+		s.queues[i] = db.Collection(QueueShardCollection(i))
+	}
+	s.ticketIns, s.idemIns, s.queueIns = newInserter(s.tickets), newInserter(s.idem), newInserter(s.queues[:]...)
+	return s
 }
 
-// EnsureIndexes creates the ticket indexes (the unique Idempotency-Key, sparse since most
-// tickets have none, and the one behind listing by status) and the indexes MongoDB wants for
-// the sweeper's queries on the delivery records: assignments by batch, outcomes by status,
-// claims by (batch, attempt, lease), batches by (done, nextAttemptAt). No TTL or partial index
-// (FerretDB refuses them). It is idempotent (the service and every sweeper run call it); an
-// index that already exists on the same keys under another name is accepted.
+func (s *Store) now() time.Time { return s.Now().UTC().Truncate(time.Millisecond) }
+
+// EnsureIndexes creates the indexes: the tally's unique key (each change of the figures is
+// recorded once), the one behind listing tickets by status on MongoDB, and, where the server
+// supports TTL indexes (MongoDB; FerretDB refuses them), the expiry of Idempotency-Key records
+// after IdempotencyRetention (elsewhere CleanupIdempotency removes them). Every other record is
+// read by _id. It is idempotent (the service and every sweep call it); an index that already
+// exists on the same keys under another name is accepted.
 //
 // Each index is its own createIndexes command: FerretDB v1.24 drops the connection (a
 // recovered panic) when one command asks for two or more indexes that all exist already.
@@ -83,25 +118,28 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 		coll  *mongo.Collection
 		model mongo.IndexModel
 	}{
-		{s.tickets, mongo.IndexModel{Keys: bson.D{{Key: "idempotencyKey", Value: 1}},
-			Options: options.Index().SetName("idempotency_key").SetUnique(true).SetSparse(true)}},
+		{s.tally, mongo.IndexModel{Keys: bson.D{{Key: "key", Value: 1}},
+			Options: options.Index().SetName("key").SetUnique(true)}},
 		{s.tickets, mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}, {Key: "_id", Value: 1}},
 			Options: options.Index().SetName("status_id")}},
-		{s.assignments, mongo.IndexModel{Keys: bson.D{{Key: "batch", Value: 1}},
-			Options: options.Index().SetName("batch")}},
-		{s.outcomes, mongo.IndexModel{Keys: bson.D{{Key: "status", Value: 1}},
-			Options: options.Index().SetName("status")}},
-		{s.claims, mongo.IndexModel{Keys: bson.D{{Key: "batch", Value: 1}, {Key: "attempt", Value: 1}, {Key: "lease", Value: -1}},
-			Options: options.Index().SetName("batch_attempt_lease")}},
-		{s.batches, mongo.IndexModel{Keys: bson.D{{Key: "done", Value: 1}, {Key: "nextAttemptAt", Value: 1}},
-			Options: options.Index().SetName("done_next_attempt")}},
 	} {
 		err := mongox.EnsureIndexes(ctx, ix.coll, ix.model)
-		if err != nil && !(ix.coll != s.tickets && isIndexOptionsConflict(err)) {
+		if err != nil && !(ix.coll != s.tally && isIndexOptionsConflict(err)) {
 			return err
 		}
 	}
-	return nil
+	if err := s.ensureIdempotencyTTL(ctx); err != nil {
+		return err
+	}
+	// The queue shards exist from the start, so that no create pays for making one.
+	for i := range s.queues {
+		err := s.db.CreateCollection(ctx, QueueShardCollection(i))
+		var se mongo.ServerError
+		if err != nil && !(errors.As(err, &se) && se.HasErrorCode(48)) { // 48: NamespaceExists
+			return err
+		}
+	}
+	return s.markFreshInstall(ctx)
 }
 
 // isIndexOptionsConflict reports the server's "an index on these keys exists with another
@@ -123,31 +161,40 @@ func unavailable(err error, what string) error {
 	return errs.Wrap(errs.Unavailable, err, "database unavailable: could not "+what)
 }
 
-// Create inserts t (one round trip). A repeated Idempotency-Key returns the first ticket.
+// createTimeout bounds the writes of one create, well under IdempotencyLease: a create that
+// has not landed by then never will, so a retry may take its Idempotency-Key over.
+const createTimeout = 20 * time.Second
+
+// Create stores a new PENDING ticket and queues it for delivery. With an Idempotency-Key it
+// first claims the key (see idempotency.go): a repeated key returns the first ticket.
 func (s *Store) Create(ctx context.Context, t *notification.Ticket) (*notification.Ticket, bool, error) {
-	now := s.now()
+	ctx, cancel := context.WithTimeout(ctx, createTimeout)
+	defer cancel()
+	key, hash := t.IdempotencyKey, t.RequestHash
+	if key != "" {
+		return s.createIdempotent(ctx, t, key, hash)
+	}
 	t.ID = bson.NewObjectID()
+	if err := s.insertTicket(ctx, t, s.now()); err != nil {
+		return nil, false, err
+	}
+	return t, true, nil
+}
+
+// insertTicket stores t (its ID set) as a new PENDING ticket, then its queue entry. Should the
+// second insert fail, the ticket is stored but not queued: a replay of its Idempotency-Key
+// queues it (ensureQueued); a request without a key was answered 503 and is not sent.
+func (s *Store) insertTicket(ctx context.Context, t *notification.Ticket, now time.Time) error {
 	t.Status = notification.StatusPending
 	t.CreatedAt, t.UpdatedAt, t.NextAttemptAt = now, now, now
 	t.Errors = []notification.AttemptError{}
-	_, err := s.tickets.InsertOne(ctx, t)
-	if err == nil {
-		return t, true, nil
+	if err := s.ticketIns.insert(ctx, t); err != nil {
+		return unavailable(err, "store the ticket")
 	}
-	if !mongox.IsDuplicateKey(err) || t.IdempotencyKey == "" {
-		return nil, false, unavailable(err, "store the ticket")
+	if err := s.queueIns.insertInto(ctx, notification.QueueShard(t.ID), notification.NewQueueEntry(t, 0, now)); err != nil && !mongox.IsDuplicateKey(err) {
+		return unavailable(err, "queue the ticket")
 	}
-	var prev notification.Ticket
-	if err := s.tickets.FindOne(ctx, bson.M{"idempotencyKey": t.IdempotencyKey}).Decode(&prev); err != nil {
-		return nil, false, unavailable(err, "read the ticket of this Idempotency-Key")
-	}
-	if prev.RequestHash != t.RequestHash {
-		return nil, false, errs.E(errs.Unprocessable, "Idempotency-Key was already used with a different request")
-	}
-	if err := s.resolve(ctx, &prev); err != nil {
-		return nil, false, err
-	}
-	return &prev, false, nil
+	return nil
 }
 
 // findByID decodes the document of coll with _id id into v; found is false if there is none.
@@ -159,22 +206,26 @@ func findByID(ctx context.Context, coll *mongo.Collection, id any, v any) (found
 	return err == nil, err
 }
 
+// exists reports whether coll has a document with _id id.
+func exists(ctx context.Context, coll *mongo.Collection, id any) (bool, error) {
+	var v struct{}
+	return findByID(ctx, coll, id, &v)
+}
+
 // records reads the delivery records of a ticket generation by _id: its assignment's batch
-// and its outcome, each nil when missing. The outcome is read alongside the assignment and
-// then the batch it names.
-func (s *Store) records(ctx context.Context, id bson.ObjectID, gen int) (*notification.Batch, *notification.Outcome, error) {
+// and its outcome, each nil when missing.
+func (s *Store) records(ctx context.Context, id bson.ObjectID, gen int) (notification.GenerationRecords, error) {
 	key := notification.AssignmentKey(id, gen)
+	g := notification.GenerationRecords{Generation: gen}
 	var (
-		batch   *notification.Batch
-		outcome *notification.Outcome
-		oErr    error
-		wg      sync.WaitGroup
+		oErr error
+		wg   sync.WaitGroup
 	)
 	wg.Go(func() {
 		var o notification.Outcome
 		found, err := findByID(ctx, s.outcomes, key, &o)
 		if found {
-			outcome = &o
+			g.Outcome = &o
 		}
 		oErr = err
 	})
@@ -183,27 +234,62 @@ func (s *Store) records(ctx context.Context, id bson.ObjectID, gen int) (*notifi
 	if err == nil && found && a.Batch != "" {
 		var b notification.Batch
 		if found, err = findByID(ctx, s.batches, a.Batch, &b); found {
-			batch = &b
+			g.Batch = &b
 		}
 	}
 	wg.Wait()
 	if err = errors.Join(err, oErr); err != nil {
-		return nil, nil, unavailable(err, "read the ticket's delivery records")
+		return g, unavailable(err, "read the ticket's delivery records")
 	}
-	return batch, outcome, nil
+	return g, nil
 }
 
-// resolve overlays a PENDING ticket with its delivery records (see notification.Resolve); a
-// projected ticket (SUCCESS or FAILED) is left as it is.
+// resolve overlays a stored ticket with its delivery records (see notification.Resolve). A
+// SUCCESS document is final. Otherwise the records of the stored generation are read, and
+// while the last generation read is FAILED, whether it was re-queued: the current generation
+// is decided by the generation records, whatever the document says.
 func (s *Store) resolve(ctx context.Context, t *notification.Ticket) error {
-	if t.Status != notification.StatusPending {
+	if t.Status == notification.StatusSuccess {
 		return nil
 	}
-	b, o, err := s.records(ctx, t.ID, t.Generation)
-	if err != nil {
-		return err
+	g := t.Generation
+	var gens []notification.GenerationRecords
+	last := notification.StatusFailed // a FAILED document is a projection of generation g
+	if t.Status == notification.StatusPending {
+		r, err := s.records(ctx, t.ID, g)
+		if err != nil {
+			return err
+		}
+		gens = append(gens, r)
+		last = notification.StatusPending
+		if r.Outcome != nil {
+			last = r.Outcome.Status
+		}
+	} else {
+		gens = append(gens, notification.GenerationRecords{Generation: g})
 	}
-	*t = notification.Resolve(*t, b, o)
+	for last == notification.StatusFailed {
+		var rec notification.GenerationRecord
+		found, err := findByID(ctx, s.requeues, notification.AssignmentKey(t.ID, g), &rec)
+		if err != nil {
+			return unavailable(err, "read the ticket's generations")
+		}
+		if !found {
+			break
+		}
+		g++
+		r, err := s.records(ctx, t.ID, g)
+		if err != nil {
+			return err
+		}
+		r.Since = rec.At
+		gens = append(gens, r)
+		last = notification.StatusPending
+		if r.Outcome != nil {
+			last = r.Outcome.Status
+		}
+	}
+	*t = notification.Resolve(*t, gens...)
 	return nil
 }
 
@@ -211,7 +297,7 @@ func (s *Store) resolve(ctx context.Context, t *notification.Ticket) error {
 func (s *Store) resolveAll(ctx context.Context, ts []notification.Ticket) error {
 	var todo []int
 	for i := range ts {
-		if ts[i].Status == notification.StatusPending {
+		if ts[i].Status != notification.StatusSuccess {
 			todo = append(todo, i)
 		}
 	}
@@ -250,21 +336,32 @@ func (s *Store) resolveAll(ctx context.Context, ts []notification.Ticket) error 
 	return nil
 }
 
-// Get returns one ticket as its delivery records say it is now: a PENDING document is
-// overlaid with its generation's assignment, batch and outcome (point reads by _id).
-func (s *Store) Get(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
+// stored reads a ticket document as stored (nil when there is none).
+func (s *Store) stored(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
 	var t notification.Ticket
 	found, err := findByID(ctx, s.tickets, id, &t)
 	if err != nil {
 		return nil, unavailable(err, "read the ticket")
 	}
 	if !found {
-		return nil, errs.E(errs.NotFound, "ticket %s not found", id.Hex())
-	}
-	if err := s.resolve(ctx, &t); err != nil {
-		return nil, err
+		return nil, nil
 	}
 	return &t, nil
+}
+
+// Get returns one ticket as its delivery records say it is now (point reads by _id).
+func (s *Store) Get(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
+	t, err := s.stored(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if t == nil {
+		return nil, errs.E(errs.NotFound, "ticket %s not found", id.Hex())
+	}
+	if err := s.resolve(ctx, t); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // ListPage reads one page of f.Limit stored tickets, newest first (status filter on the
@@ -276,6 +373,8 @@ func (s *Store) Get(ctx context.Context, id bson.ObjectID) (*notification.Ticket
 // The status filter applies to the stored status, which lags the delivery records until
 // the sweeper projects an outcome: a stored-PENDING ticket whose outcome is decided is
 // dropped from a PENDING list, and shows in a SUCCESS or FAILED list only once projected.
+// On MongoDB the status_id index serves the read; the dev database sorts in memory (an
+// operator's read, not on the delivery path).
 func (s *Store) ListPage(ctx context.Context, f notification.ListFilter) (tickets []notification.Ticket, next bson.ObjectID, err error) {
 	filter := bson.M{}
 	if f.Status != "" {
@@ -321,8 +420,7 @@ func (s *Store) ListPage(ctx context.Context, f notification.ListFilter) (ticket
 // ListPage it reads on past the tickets the status filter dropped until it has f.Limit
 // tickets or the tickets run out, so a page is short only at the end and the id of the last
 // ticket of a full page is where the next page starts (the X-Next-Cursor rule of the API).
-// f.Skip counts stored tickets matching the stored status. Each further read asks for more
-// tickets (on the dev database every such read is a scan of the collection).
+// f.Skip counts stored tickets matching the stored status.
 func (s *Store) List(ctx context.Context, f notification.ListFilter) ([]notification.Ticket, error) {
 	want := f.Limit
 	if want <= 0 {
@@ -349,163 +447,173 @@ func (s *Store) List(ctx context.Context, f notification.ListFilter) ([]notifica
 
 // Requeue puts a FAILED ticket back to PENDING in a new generation. The status decided on
 // is the resolved one: a FAILED outcome counts even before the sweeper projected it. The
-// decision is an insert into a unique key (ticket, generation), so two operators cannot both
-// re-queue it. The ticket then gets the resolved history (attempts, errors including the
-// failed generation's, lastError) in one update.
+// decision is the insert of the generation record (ticket, generation): two operators cannot
+// both re-queue one generation, and no write to the ticket document can undo it. The next
+// generation's queue entry is inserted before the decision (so a decided re-queue is always
+// queued) and again after it; then the figures are told, and the ticket document gets the
+// new generation (projection, repaired if a late projection of the old one lands after).
 func (s *Store) Requeue(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
 	t, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if t.Status != notification.StatusFailed {
+		if t.Status == notification.StatusPending && t.Generation > 0 {
+			// A re-queue decided by someone else: finish what its holder may not have.
+			if err := s.finishRequeue(ctx, t, t.Generation-1); err != nil {
+				return nil, err
+			}
+		}
 		return nil, errs.E(errs.Conflict, "only a FAILED ticket can be re-queued; this one is %s", t.Status)
 	}
 	now := s.now()
-	_, err = s.requeues.InsertOne(ctx, bson.M{"_id": notification.AssignmentKey(id, t.Generation), "at": now})
+	g := t.Generation
+	entry := notification.NewQueueEntry(t, g+1, now)
+	if err := s.Enqueue(ctx, entry); err != nil {
+		return nil, unavailable(err, "re-queue the ticket")
+	}
+	_, err = s.requeues.InsertOne(ctx, notification.GenerationRecord{Key: notification.AssignmentKey(id, g), Ticket: id,
+		Generation: g, At: now})
 	if mongox.IsDuplicateKey(err) {
-		// The re-queue of this generation was decided by someone else. If its holder died
-		// (or lost the database) before moving the ticket on, the ticket would stay FAILED
-		// with every later retry refused: finish the decided move (a no-op once done).
-		if err := s.applyRequeue(ctx, t, now); err != nil {
-			return nil, err
+		if t, err := s.Get(ctx, id); err == nil && t.Generation == g+1 {
+			if err := s.finishRequeue(ctx, t, g); err != nil {
+				return nil, err
+			}
 		}
 		return nil, errs.E(errs.Conflict, "this ticket was already re-queued")
 	}
 	if err != nil {
 		return nil, unavailable(err, "re-queue the ticket")
 	}
-	if err := s.applyRequeue(ctx, t, now); err != nil {
+	if t, err = s.Get(ctx, id); err != nil {
 		return nil, err
 	}
-	return s.Get(ctx, id)
+	if err := s.finishRequeue(ctx, t, g); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
-// applyRequeue moves the resolved FAILED ticket t (of generation g) to PENDING in generation
-// g+1, writing its resolved history. The filter {_id, generation: g} matches nothing once
-// done, and every field is set to an absolute value, so running it twice (or two callers
-// racing on a database whose updates are not atomic) is harmless. It also wins over a late
-// projection of generation g, whose filter names g.
-func (s *Store) applyRequeue(ctx context.Context, t *notification.Ticket, now time.Time) error {
-	history := t.Errors
-	if history == nil {
-		history = []notification.AttemptError{}
+// finishRequeue completes the decided re-queue of generation g of the resolved ticket t (now
+// in generation g+1): its queue entry (unless the generation is assigned already), its tally,
+// and the projection. Each step is idempotent.
+func (s *Store) finishRequeue(ctx context.Context, t *notification.Ticket, g int) error {
+	if t.Batch == "" && t.Status == notification.StatusPending {
+		assigned, err := exists(ctx, s.assignments, notification.AssignmentKey(t.ID, g+1))
+		if err != nil {
+			return unavailable(err, "re-queue the ticket")
+		}
+		if !assigned {
+			if err := s.Enqueue(ctx, notification.NewQueueEntry(t, g+1, t.NextAttemptAt)); err != nil {
+				return unavailable(err, "re-queue the ticket")
+			}
+		}
 	}
-	set := bson.M{
-		"status": notification.StatusPending, "generation": t.Generation + 1, "batch": "",
-		"nextAttemptAt": now, "updatedAt": now, "attempts": t.Attempts, "errors": history,
+	if err := s.AppendTally(ctx, notification.RequeueTallyKey(t.ID, g), notification.Tally{Requeued: 1}); err != nil {
+		return unavailable(err, "count the re-queue")
 	}
-	unset := bson.M{"sentAt": "", "providerMessageId": ""}
-	if t.LastError != "" {
-		set["lastError"] = t.LastError
-	} else {
-		unset["lastError"] = ""
-	}
-	_, err := s.tickets.UpdateOne(ctx, bson.M{"_id": t.ID, "generation": t.Generation},
-		bson.M{"$set": set, "$unset": unset})
-	if err != nil {
-		return unavailable(err, "re-queue the ticket")
+	if err := s.Project(ctx, t); err != nil {
+		return unavailable(err, "write the re-queued ticket")
 	}
 	return nil
 }
 
-// Stats counts tickets by status from the delivery records, so the figures are exact while
-// projection lags: SUCCESS is the number of SUCCESS outcomes, FAILED the number of FAILED
-// outcomes minus the re-queues (each re-queue moves one FAILED generation back to PENDING),
-// PENDING the remaining tickets. The records are counted before the tickets (an outcome or
-// a re-queue only exists for a ticket that does), so a write racing with Stats cannot drive
-// a figure below zero; a ticket marked SUCCESS or FAILED without an outcome record (data
-// older than the delivery records) counts as PENDING.
-//
-// OldestPending is the creation time of the oldest stored-PENDING ticket (in _id order)
-// without an outcome, among the oldest 50 stored-PENDING tickets. If all 50 have an outcome
-// (projection lags far behind), the 50th one's creation time is used: the oldest pending
-// ticket is younger, so the age derived from it is an upper bound.
-func (s *Store) Stats(ctx context.Context) (notification.Stats, error) {
-	st := notification.Stats{ByStatus: map[notification.Status]int64{}}
-	cur, err := s.outcomes.Aggregate(ctx, mongo.Pipeline{
-		{{Key: "$group", Value: bson.D{{Key: "_id", Value: "$status"}, {Key: "n", Value: bson.D{{Key: "$sum", Value: 1}}}}}},
-	})
-	if err != nil {
-		return st, err
-	}
-	var rows []struct {
-		ID string `bson:"_id"`
-		N  int64  `bson:"n"`
-	}
-	if err := cur.All(ctx, &rows); err != nil {
-		return st, err
-	}
-	var success, failed int64
-	for _, r := range rows {
-		switch notification.Status(r.ID) {
-		case notification.StatusSuccess:
-			success = r.N
+// Project writes a resolved ticket onto its stored document (by exact _id), a convenience
+// for list filters: readers never depend on it. On a database whose updates are not atomic a
+// late writer can put an older state over a newer one, so every write is checked afterwards
+// against the one record that could have moved the ticket past what was written (a FAILED
+// generation's re-queue, a PENDING generation's outcome; SUCCESS is final): if it exists,
+// the ticket is resolved afresh and written again. Whoever writes last therefore leaves the
+// truth (as of its check) in the document.
+func (s *Store) Project(ctx context.Context, t *notification.Ticket) error {
+	for range 4 {
+		set := bson.M{"status": t.Status, "generation": t.Generation, "attempts": t.Attempts, "errors": t.Errors,
+			"lastError": t.LastError, "nextAttemptAt": t.NextAttemptAt, "batch": t.Batch, "updatedAt": t.UpdatedAt}
+		unset := bson.M{}
+		if t.SentAt != nil {
+			set["sentAt"] = t.SentAt
+		} else {
+			unset["sentAt"] = ""
+		}
+		if t.ProviderMessageID != "" {
+			set["providerMessageId"] = t.ProviderMessageID
+		} else {
+			unset["providerMessageId"] = ""
+		}
+		if t.Errors == nil {
+			set["errors"] = []notification.AttemptError{}
+		}
+		update := bson.M{"$set": set}
+		if len(unset) > 0 {
+			update["$unset"] = unset
+		}
+		if _, err := s.tickets.UpdateOne(ctx, bson.M{"_id": t.ID}, update); err != nil {
+			return err
+		}
+		var moved bool
+		var err error
+		switch t.Status {
 		case notification.StatusFailed:
-			failed = r.N
+			moved, err = exists(ctx, s.requeues, notification.AssignmentKey(t.ID, t.Generation))
+		case notification.StatusPending:
+			moved, err = exists(ctx, s.outcomes, notification.AssignmentKey(t.ID, t.Generation))
 		}
-	}
-	requeued, err := s.requeues.CountDocuments(ctx, bson.D{})
-	if err != nil {
-		return st, err
-	}
-	total, err := s.tickets.CountDocuments(ctx, bson.D{})
-	if err != nil {
-		return st, err
-	}
-	failed = max(failed-requeued, 0)
-	pending := max(total-success-failed, 0)
-	st.ByStatus[notification.StatusSuccess] = success
-	st.ByStatus[notification.StatusFailed] = failed
-	st.ByStatus[notification.StatusPending] = pending
-	if pending > 0 {
-		if st.OldestPending, err = s.oldestPending(ctx); err != nil {
-			return st, err
+		if err != nil || !moved {
+			return err
 		}
+		fresh, err := s.Get(ctx, t.ID)
+		if err != nil {
+			return err
+		}
+		t = fresh
 	}
-	return st, nil
+	return nil
 }
 
-// oldestPending implements Stats.OldestPending.
-func (s *Store) oldestPending(ctx context.Context) (*time.Time, error) {
-	cur, err := s.tickets.Find(ctx, bson.M{"status": notification.StatusPending},
-		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}).SetLimit(oldestPendingScan).
-			SetProjection(bson.M{"_id": 1, "generation": 1, "createdAt": 1}))
+// Stats are the delivery figures, none of them counted over the tickets: SUCCESS and FAILED
+// from the tally (each batch's outcomes and each re-queue counted once, see tally.go), PENDING
+// as the queue entries plus the tickets of open batches. OldestPending is the time the
+// oldest pending ticket became pending: the first queue entry of a shard (the oldest
+// inserted) or the oldest open batch's.
+func (s *Store) Stats(ctx context.Context) (notification.Stats, error) {
+	st := notification.Stats{ByStatus: map[notification.Status]int64{}}
+	tally, err := s.ReadTally(ctx)
 	if err != nil {
-		return nil, err
+		return st, err
 	}
-	var rows []struct {
-		ID         bson.ObjectID `bson:"_id"`
-		Generation int           `bson:"generation"`
-		CreatedAt  time.Time     `bson:"createdAt"`
+	queued, err := s.QueueLen(ctx)
+	if err != nil {
+		return st, err
 	}
-	if err := cur.All(ctx, &rows); err != nil {
-		return nil, err
+	open, err := s.OpenBatches(ctx, maxOpenBatches)
+	if err != nil {
+		return st, err
 	}
-	// Point-read the outcomes a chunk at a time, oldest first; stop at the first chunk that
-	// holds a ticket without one.
-	for lo := 0; lo < len(rows); lo += resolveParallel {
-		chunk := rows[lo:min(lo+resolveParallel, len(rows))]
-		decided := make([]bool, len(chunk))
-		errc := make([]error, len(chunk))
-		var wg sync.WaitGroup
-		for i, r := range chunk {
-			wg.Go(func() {
-				var o struct{}
-				decided[i], errc[i] = findByID(ctx, s.outcomes, notification.AssignmentKey(r.ID, r.Generation), &o)
-			})
+	pending := queued
+	var oldest *time.Time
+	for _, b := range open {
+		pending += int64(b.Size)
+		if oldest == nil || b.Oldest.Before(*oldest) {
+			o := b.Oldest
+			oldest = &o
 		}
-		wg.Wait()
-		if err := errors.Join(errc...); err != nil {
-			return nil, err
-		}
-		for i, r := range chunk {
-			if !decided[i] {
-				return &r.CreatedAt, nil
+	}
+	if queued > 0 {
+		for i := range notification.QueueShards {
+			head, err := s.QueueHead(ctx, i, 1)
+			if err != nil {
+				return st, err
+			}
+			if len(head) == 1 && (oldest == nil || head[0].QueuedAt.Before(*oldest)) {
+				oldest = &head[0].QueuedAt
 			}
 		}
 	}
-	if len(rows) == oldestPendingScan {
-		return &rows[len(rows)-1].CreatedAt, nil // an upper bound of the age: see Stats
+	st.ByStatus[notification.StatusSuccess] = tally.Success
+	st.ByStatus[notification.StatusFailed] = max(tally.Failed-tally.Requeued, 0)
+	st.ByStatus[notification.StatusPending] = pending
+	if pending > 0 {
+		st.OldestPending = oldest
 	}
-	return nil, nil
+	return st, nil
 }

@@ -48,6 +48,9 @@ type Config struct {
 	BackoffMax     time.Duration `env:"RETRY_BACKOFF_MAX" envDefault:"1h"`
 	LeaseMargin    time.Duration `env:"LEASE_MARGIN" envDefault:"30s"`
 	ProjectFor     time.Duration `env:"PROJECT_FOR" envDefault:"10s"`
+	DBShare        float64       `env:"SWEEP_DB_SHARE" envDefault:"0.25"`
+	ProjectShare   float64       `env:"PROJECT_DB_SHARE" envDefault:"0.25"`
+	DBConcurrency  int           `env:"SWEEP_DB_CONCURRENCY" envDefault:"1"`
 	PushgatewayURL string        `env:"PUSHGATEWAY_URL"`
 	OutboxDir      string        `env:"OUTBOX_DIR" envDefault:".outbox"`
 }
@@ -78,6 +81,15 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 1 {
 		errs = append(errs, errors.New("SWEEP_CONCURRENCY must be at least 1"))
+	}
+	if c.DBShare <= 0 || c.DBShare > 1 {
+		errs = append(errs, errors.New("SWEEP_DB_SHARE must be a fraction of the time, above 0 and at most 1 (1: no bound)"))
+	}
+	if c.DBConcurrency < 1 {
+		errs = append(errs, errors.New("SWEEP_DB_CONCURRENCY must be at least 1"))
+	}
+	if c.ProjectShare <= 0 || c.ProjectShare > 1 {
+		errs = append(errs, errors.New("PROJECT_DB_SHARE must be a fraction of the time, above 0 and at most 1 (1: no bound)"))
 	}
 	return errors.Join(errs...)
 }
@@ -141,6 +153,12 @@ func sweep(ctx context.Context, cfg Config, log *slog.Logger) (sweeper.Report, e
 	if err := store.EnsureIndexes(ctx); err != nil {
 		return sweeper.Report{}, err
 	}
+	if mig, err := store.MigrateLegacy(ctx); err != nil {
+		return sweeper.Report{}, fmt.Errorf("migrating the delivery records: %w", err)
+	} else if mig.Done {
+		log.Info("delivery records migrated to the work queues", "queued", mig.Queued, "reopenedBatches", mig.Reopened,
+			"idempotencyKeys", mig.Idempotent)
+	}
 
 	var mailer sweeper.Mailer
 	if cfg.ResendAPIKey == "" {
@@ -152,7 +170,8 @@ func sweep(ctx context.Context, cfg Config, log *slog.Logger) (sweeper.Report, e
 	s := sweeper.New(store, mailer, sweeper.Config{
 		From: cfg.EmailFrom, BatchSize: cfg.BatchSize, PageSize: cfg.PageSize, MaxAttempts: cfg.MaxAttempts,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Deadline: cfg.Deadline, SendTimeout: cfg.SendTimeout,
-		Concurrency: cfg.Concurrency, RateLimit: cfg.RateLimit, LeaseMargin: cfg.LeaseMargin, ProjectFor: cfg.ProjectFor, Logger: log,
+		Concurrency: cfg.Concurrency, RateLimit: cfg.RateLimit, LeaseMargin: cfg.LeaseMargin, ProjectFor: cfg.ProjectFor,
+		DBShare: cfg.DBShare, ProjectShare: cfg.ProjectShare, DBConcurrency: cfg.DBConcurrency, Logger: log,
 	})
 	return s.Run(ctx)
 }

@@ -60,11 +60,13 @@ func newWorld(t testing.TB, n int, fakeOpts resendfake.Options) *world {
 	return w
 }
 
-// seed inserts tickets as the notification service stores them, 1,000 per insert.
+// seed inserts tickets as the notification service stores them (the ticket, then its queue
+// entry), 1,000 per insert.
 func (w *world) seed(t testing.TB, n int) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	for start := 0; start < n; start += 1000 {
 		var docs []any
+		var entries []notification.QueueEntry
 		for i := start; i < min(n, start+1000); i++ {
 			tk := notification.Ticket{ID: bson.NewObjectID(), Subject: fmt.Sprintf("Booking #%d confirmed", i),
 				Content:         strings.Repeat("Your seats are A1, A2. Enjoy the show! ", 10),
@@ -72,8 +74,12 @@ func (w *world) seed(t testing.TB, n int) {
 				Errors: []notification.AttemptError{}, NextAttemptAt: now, CreatedAt: now, UpdatedAt: now}
 			w.ids = append(w.ids, tk.ID)
 			docs = append(docs, tk)
+			entries = append(entries, notification.NewQueueEntry(&tk, 0, now))
 		}
 		if _, err := w.db.Collection(nstore.TicketsCollection).InsertMany(context.Background(), docs); err != nil {
+			t.Fatal(err)
+		}
+		if err := nstore.New(w.db).Enqueue(context.Background(), entries...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -81,7 +87,7 @@ func (w *world) seed(t testing.TB, n int) {
 
 func (w *world) env(extra ...string) []string {
 	return append([]string{"DB_URL=" + w.dbURL, "RESEND_API_KEY=" + testKey, "RESEND_BASE_URL=" + w.url,
-		"EMAIL_FROM=CineFlow <tickets@cineflow.test>", "RESEND_RATE_LIMIT=1000", "LOG_LEVEL=warn"}, extra...)
+		"EMAIL_FROM=CineFlow <tickets@cineflow.test>", "RESEND_RATE_LIMIT=1000", "SWEEP_DB_SHARE=1", "LOG_LEVEL=warn"}, extra...)
 }
 
 // deliveredOnce returns how many tickets were not delivered exactly once.

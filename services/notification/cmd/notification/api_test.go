@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/services/notification"
+	"github.com/cineflow/cineflow/services/notification/mongostore"
 )
 
 var hexID = regexp.MustCompile(`^[0-9a-f]{24}$`)
@@ -395,8 +398,8 @@ func TestIdempotency(t *testing.T) {
 	if n := s.count(bson.M{}); n != 4 {
 		t.Errorf("%d tickets, want 4", n)
 	}
-	if n := s.count(bson.M{"idempotencyKey": "payment-42-confirmation"}); n != 1 {
-		t.Errorf("%d tickets with the key, want 1", n)
+	if n, err := s.db.Collection("ticket_idempotency").CountDocuments(context.Background(), bson.M{}); err != nil || n != 2 {
+		t.Errorf("%d Idempotency-Key records, want 2 (%v)", n, err)
 	}
 	m := s.metrics()
 	if v := metricValue(t, m, "notification_tickets_created_total"); v != 4 {
@@ -685,9 +688,9 @@ func TestMetrics(t *testing.T) {
 	s.setStatus(ids[2], notification.StatusSuccess)
 	s.setStatus(ids[3], notification.StatusSuccess)
 	s.setStatus(ids[4], notification.StatusSuccess)
-	// The oldest pending ticket is an hour old.
-	if _, err := s.db.Collection("tickets").UpdateOne(context.Background(), bson.M{"_id": ids[0]},
-		bson.M{"$set": bson.M{"createdAt": time.Now().UTC().Add(-time.Hour)}}); err != nil {
+	// The oldest pending ticket has waited an hour.
+	if _, err := s.db.Collection(mongostore.QueueShardCollection(notification.QueueShard(ids[0]))).UpdateOne(context.Background(), bson.M{"_id": ids[0].Hex() + ":0"},
+		bson.M{"$set": bson.M{"queuedAt": time.Now().UTC().Add(-time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
 	m := s.metrics()
@@ -863,5 +866,92 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 		if n, err := db.Collection("tickets").CountDocuments(context.Background(), bson.M{"_id": id}); err != nil || n != 1 {
 			t.Fatalf("ticket %s answered 201 but is not stored (%v)", id.Hex(), err)
 		}
+	}
+}
+
+// idemRecord is the Idempotency-Key record a create writes before storing its ticket.
+func idemRecord(key string, ticket bson.ObjectID, at time.Time) bson.M {
+	sum := sha256.Sum256([]byte(key))
+	return bson.M{"_id": hex.EncodeToString(sum[:]) + ":0", "ticket": ticket, "requestHash": "", "createdAt": at}
+}
+
+// A key whose first request is still storing its ticket is answered 409 with Retry-After;
+// once that request is past its lease (its process died), a retry takes the key over and
+// creates the ticket, and the key then replays it.
+func TestIdempotencyClaimInProgressThenTakenOver(t *testing.T) {
+	t.Parallel()
+	s := startService(t, nil)
+	ctx := context.Background()
+	body := newTicketBody(9)
+	key := map[string]string{"Idempotency-Key": "booking-paid:dead-process"}
+	// The request hash of this body, as the first request would have recorded it.
+	r := s.do(req{method: "POST", path: base, body: body, header: map[string]string{"Idempotency-Key": "probe"}})
+	wantStatus(t, r, 201)
+	var probe struct {
+		Hash string `bson:"requestHash"`
+	}
+	sum := sha256.Sum256([]byte("probe"))
+	if err := s.db.Collection("ticket_idempotency").FindOne(ctx, bson.M{"_id": hex.EncodeToString(sum[:]) + ":0"}).Decode(&probe); err != nil {
+		t.Fatal(err)
+	}
+	rec := idemRecord(key["Idempotency-Key"], bson.NewObjectID(), time.Now().UTC())
+	rec["requestHash"] = probe.Hash
+	if _, err := s.db.Collection("ticket_idempotency").InsertOne(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	r = s.do(req{method: "POST", path: base, body: body, header: key})
+	wantStatus(t, r, 409)
+	if r.header.Get("Retry-After") == "" {
+		t.Errorf("409 in progress without Retry-After: %v", r.header)
+	}
+	if _, err := s.db.Collection("ticket_idempotency").UpdateOne(ctx, bson.M{"_id": rec["_id"]},
+		bson.M{"$set": bson.M{"createdAt": time.Now().UTC().Add(-2 * time.Minute)}}); err != nil {
+		t.Fatal(err)
+	}
+	first := s.do(req{method: "POST", path: base, body: body, header: key})
+	wantStatus(t, first, 201)
+	if first.header.Get("Idempotent-Replayed") != "" {
+		t.Error("the take-over was marked as a replay")
+	}
+	again := s.do(req{method: "POST", path: base, body: body, header: key})
+	wantStatus(t, again, 201)
+	if again.header.Get("Idempotent-Replayed") != "true" || again.ticket(t).ID != first.ticket(t).ID {
+		t.Errorf("after the take-over the key does not replay its ticket")
+	}
+}
+
+// Without TTL indexes (the embedded database) the service removes Idempotency-Key records
+// older than 24 hours by itself, and keeps younger ones.
+func TestExpiredIdempotencyKeysAreCleanedUp(t *testing.T) {
+	t.Parallel()
+	s := startService(t, func(c *Config) { c.IdempotencyCleanup = 50 * time.Millisecond })
+	if s.m.Store.IdempotencyTTL() {
+		t.Skip("the database expires the records itself (TTL index)")
+	}
+	ctx := context.Background()
+	idem := s.db.Collection("ticket_idempotency")
+	old := idemRecord("expired", bson.NewObjectID(), time.Now().UTC().Add(-25*time.Hour))
+	young := idemRecord("young", bson.NewObjectID(), time.Now().UTC().Add(-23*time.Hour))
+	for _, r := range []bson.M{old, young} {
+		if _, err := idem.InsertOne(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, err := idem.CountDocuments(ctx, bson.M{"_id": old["_id"]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the expired record is still there after 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n, _ := idem.CountDocuments(ctx, bson.M{"_id": young["_id"]}); n != 1 {
+		t.Fatal("a record younger than 24 hours was removed")
 	}
 }

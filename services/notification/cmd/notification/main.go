@@ -37,6 +37,9 @@ type Config struct {
 	APIToken         string        `env:"NOTIFICATION_API_TOKEN"`
 	// MetricsStatsTTL is how long one read of the ticket figures answers /metrics scrapes.
 	MetricsStatsTTL time.Duration `env:"METRICS_STATS_TTL" envDefault:"5s"`
+	// IdempotencyCleanup is how often Idempotency-Key records past their 24 hours are removed
+	// where the database has no TTL index (the dev database).
+	IdempotencyCleanup time.Duration `env:"IDEMPOTENCY_CLEANUP_INTERVAL" envDefault:"10m"`
 }
 
 // LoadConfig reads the configuration from .env and the environment.
@@ -62,6 +65,9 @@ func (c Config) Validate() error {
 	}
 	if c.DBURL == "" {
 		return errors.New("DB_URL is empty")
+	}
+	if c.IdempotencyCleanup < 0 {
+		return errors.New("IDEMPOTENCY_CLEANUP_INTERVAL must be a positive duration, e.g. 10m")
 	}
 	return nil
 }
@@ -114,6 +120,45 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("database %s: %w", mongox.Redact(cfg.DBURL), err)
 	}
 
+	// Data stored before the delivery queue is brought into it once (the sweeper does the
+	// same before its first sweep; whichever comes first).
+	mctx, stopMigration := context.WithCancel(context.Background())
+	migrated := make(chan struct{})
+	go func() {
+		defer close(migrated)
+		if mig, err := m.Store.MigrateLegacy(mctx); err != nil {
+			if mctx.Err() == nil {
+				log.Error("could not migrate the delivery records; the sweeper retries", "error", err.Error())
+			}
+		} else if mig.Done {
+			log.Info("delivery records migrated to the work queues", "queued", mig.Queued,
+				"reopenedBatches", mig.Reopened, "idempotencyKeys", mig.Idempotent)
+		}
+	}()
+	m.OnClose(func(context.Context) error {
+		stopMigration()
+		<-migrated
+		return nil
+	})
+
+	if !m.Store.IdempotencyTTL() {
+		cctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			interval := cfg.IdempotencyCleanup
+			if interval <= 0 {
+				interval = 10 * time.Minute
+			}
+			m.cleanupIdempotency(cctx, interval)
+		}()
+		m.OnClose(func(context.Context) error {
+			stop()
+			<-done
+			return nil
+		})
+	}
+
 	setup := m.SetupTelemetry
 	if setup == nil {
 		setup = func(ctx context.Context) (func(context.Context) error, error) {
@@ -143,6 +188,41 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info("notification service listening", "addr", m.Server.Addr(), "db", mongox.Redact(cfg.DBURL),
 		"database", dbName, "auth", cfg.APIToken != "", "env", cfg.AppEnv, "version", version)
 	return nil
+}
+
+// cleanupBatch and cleanupRounds bound one clean-up of Idempotency-Key records.
+const (
+	cleanupBatch  = 1000
+	cleanupRounds = 50
+)
+
+// cleanupIdempotency removes Idempotency-Key records past their retention now and then every
+// interval, until ctx ends (a database without TTL indexes keeps them otherwise).
+func (m *Main) cleanupIdempotency(ctx context.Context, interval time.Duration) {
+	for {
+		removed := 0
+		for range cleanupRounds {
+			n, err := m.Store.CleanupIdempotency(ctx, cleanupBatch)
+			removed += n
+			if err != nil {
+				if ctx.Err() == nil {
+					m.Logger.Warn("could not remove expired Idempotency-Key records; retrying later", "error", err.Error())
+				}
+				break
+			}
+			if n < cleanupBatch {
+				break
+			}
+		}
+		if removed > 0 {
+			m.Logger.Info("removed expired Idempotency-Key records", "removed", removed)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
 }
 
 func main() {

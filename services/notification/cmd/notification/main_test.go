@@ -287,22 +287,30 @@ func (s *service) create(i int) notification.Ticket {
 	return r.ticket(s.t)
 }
 
-// decide records the outcome of the ticket's current generation, as the sweeper does before
-// it projects the outcome onto the ticket (the store counts and resolves from outcomes).
+// decide records the outcome of the ticket's current generation as the sweeper does: its
+// queue entry is taken, the outcome inserted and counted (the store counts and resolves from
+// these records, before any projection onto the ticket).
 func (s *service) decide(id bson.ObjectID, st notification.Status) {
 	s.t.Helper()
 	ctx := context.Background()
-	var tk notification.Ticket
-	if err := s.db.Collection("tickets").FindOne(ctx, bson.M{"_id": id}).Decode(&tk); err != nil {
+	tk, err := s.m.Store.Get(ctx, id)
+	if err != nil {
 		s.t.Fatal(err)
 	}
-	o := notification.Outcome{Key: notification.AssignmentKey(id, tk.Generation), Ticket: id,
-		Generation: tk.Generation, Status: st, At: time.Now().UTC()}
-	if st == notification.StatusFailed {
-		o.Error = "mailbox unavailable"
+	key := notification.AssignmentKey(id, tk.Generation)
+	if err := s.m.Store.Dequeue(ctx, []string{key}); err != nil {
+		s.t.Fatal(err)
 	}
-	if _, err := s.db.Collection("delivery_outcomes").InsertOne(ctx, o); err != nil {
+	o := notification.Outcome{Key: key, Ticket: id, Generation: tk.Generation, Status: st, At: time.Now().UTC()}
+	tally := notification.Tally{Success: 1}
+	if st == notification.StatusFailed {
+		o.Error, tally = "mailbox unavailable", notification.Tally{Failed: 1}
+	}
+	if _, err := s.m.Store.Decide(ctx, []notification.Outcome{o}); err != nil {
 		s.t.Fatalf("record the outcome: %v", err)
+	}
+	if err := s.m.Store.AppendTally(ctx, "test:"+key, tally); err != nil {
+		s.t.Fatal(err)
 	}
 }
 
