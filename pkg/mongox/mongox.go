@@ -107,13 +107,17 @@ func IsUnavailable(err error) bool {
 	if mongo.IsNetworkError(err) || mongo.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
+	// A pool cleared after another operation's network error fails the operations waiting on
+	// it, whatever error type carries it.
+	msg := err.Error()
+	if strings.Contains(msg, "connection pool") && strings.Contains(msg, "cleared") {
+		return true
+	}
 	var se mongo.ServerError
 	if errors.As(err, &se) {
 		return false
 	}
-	msg := err.Error()
-	return strings.Contains(msg, "server selection") ||
-		strings.Contains(msg, "connection pool") && strings.Contains(msg, "cleared") // after another operation's network error
+	return strings.Contains(msg, "server selection")
 }
 
 // EnsureIndexes creates the given indexes (idempotent: existing ones are kept).

@@ -45,6 +45,9 @@ func TestUnavailableLabels(t *testing.T) {
 	if !IsUnavailable(fmt.Errorf("connection pool for 127.0.0.1:1 was cleared because another operation failed with: EOF")) {
 		t.Fatal("a cleared pool is unavailability")
 	}
+	if !IsUnavailable(mongo.BulkWriteException{WriteErrors: []mongo.BulkWriteError{{WriteError: mongo.WriteError{Message: "connection pool for 127.0.0.1:1 was cleared because another operation failed with: EOF"}}}}) {
+		t.Fatal("a cleared pool inside a write exception is unavailability")
+	}
 	if !IsUnavailable(fmt.Errorf("wrapped: %w", context.DeadlineExceeded)) {
 		t.Fatal("a deadline is unavailability")
 	}

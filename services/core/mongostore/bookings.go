@@ -512,8 +512,12 @@ func (s *Bookings) CreateBooking(ctx context.Context, b *core.Booking) error {
 	d := bookingDoc{ID: oid, UserID: b.UserID, TheatreID: b.TheatreID, MovieID: b.MovieID, ShowID: b.ShowID,
 		Timing: b.Timing, NoOfSeats: b.NoOfSeats, Seats: b.Seats, TotalCost: b.TotalCost, Status: string(b.Status),
 		ExpiresAt: b.ExpiresAt, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt, Slots: b.Slots, Rounds: b.Rounds}
-	if dup, err := s.ins.bookings.insert(ctx, d); err != nil || dup[0] {
-		return dbError(errors.Join(err, errors.New("duplicate booking id")), "could not create the booking")
+	dup, err := s.ins.bookings.insert(ctx, d)
+	if err == nil && dup[0] {
+		err = errors.New("duplicate booking id")
+	}
+	if err != nil {
+		return dbError(err, "could not create the booking")
 	}
 	return nil
 }
@@ -667,8 +671,12 @@ func (s *Bookings) CreatePayment(ctx context.Context, p *core.Payment) error {
 	}
 	d := paymentDoc{ID: oid, BookingID: p.BookingID, UserID: p.UserID, Amount: p.Amount, Status: string(p.Status),
 		Reason: p.Reason, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
-	if dup, err := s.ins.payments.insert(ctx, d); err != nil || dup[0] {
-		return dbError(errors.Join(err, errors.New("duplicate payment id")), "could not record the payment")
+	dup, err := s.ins.payments.insert(ctx, d)
+	if err == nil && dup[0] {
+		err = errors.New("duplicate payment id")
+	}
+	if err != nil {
+		return dbError(err, "could not record the payment")
 	}
 	return nil
 }
