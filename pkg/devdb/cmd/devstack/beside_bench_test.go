@@ -189,7 +189,7 @@ func BenchmarkBookingBesideSweep(b *testing.B) {
 		map[string]string{"email": devAdminEmail, "password": devAdminPass}, 200), "token")}
 	type show struct{ theatre, movie string }
 	var shows []show
-	for i := range 4 {
+	for i := range 16 { // 80,000 seats: more than the load books
 		movie := field(b, core.call("POST", "/movies", admin, map[string]any{"name": fmt.Sprintf("Bench %d", i), "description": "d",
 			"casts": []string{"a"}, "trailerUrl": "https://example.com/t", "releaseDate": "2024-01-15", "director": "d",
 			"releaseStatus": "RELEASED"}, 201), "_id")
@@ -232,9 +232,13 @@ func BenchmarkBookingBesideSweep(b *testing.B) {
 	var sweepOut lockedBuffer
 	sweep := exec.Command(filepath.Join(binDir, "sweeper"))
 	sweep.Dir = work
-	sweep.Env = stackEnv(map[string]string{"DB_URL": "mongodb://" + dbAddr + "/", "APP_ENV": "development",
+	sweepEnv := map[string]string{"DB_URL": "mongodb://" + dbAddr + "/", "APP_ENV": "development",
 		"RESEND_API_KEY": "re_bench", "RESEND_BASE_URL": "http://" + fakeAddr, "RESEND_RATE_LIMIT": "1000",
-		"SWEEP_DEADLINE": "10m", "LOG_LEVEL": "info"})
+		"SWEEP_DEADLINE": "10m", "LOG_LEVEL": "info"}
+	if v := os.Getenv("BENCH_SWEEP_DB_SHARE"); v != "" {
+		sweepEnv["SWEEP_DB_SHARE"] = v // default: the sweeper's own (0.25)
+	}
+	sweep.Env = stackEnv(sweepEnv)
 	sweep.Stdout, sweep.Stderr = &sweepOut, &sweepOut
 	stop := make(chan struct{})
 	var during load
