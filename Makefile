@@ -56,7 +56,7 @@ lint: ## gofmt check and go vet on every module
 
 bench: ## benchmarks with figures (req/s, p50/p99, drain time, memory)
 	cd services/notification && go test -run '^$$' -bench . -benchtime 3000x ./httpapi/
-	cd jobs/sweeper && go test -run '^$$' -bench . -benchtime 1x ./...
+	cd jobs/sweeper && go test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 	cd services/core && go test -run '^$$' -bench 'FreeSeats' .
 	cd services/core && go test -run '^$$' -bench 'Movie' -benchtime 5000x ./cmd/core/
 	cd services/core && go test -run '^$$' -bench 'BookingHTTP|Contention|CoreMemory' -benchtime 1x -timeout 30m ./cmd/core/
