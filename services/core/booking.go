@@ -138,11 +138,14 @@ type SnapSeat struct {
 	Sold      bool
 }
 
-// SeatSnapshot is the state of a show's seats after its seat log's first Seq entries.
+// SeatSnapshot is the state of a show's seats after its seat log's first Seq entries: the
+// sold seats (a sale is for good, so only the seat is kept: a full 5,000-seat show stays a few
+// kilobytes) and the seats held.
 type SeatSnapshot struct {
 	ShowID string
 	Seq    int64
-	Seats  []SnapSeat
+	Sold   []string
+	Seats  []SnapSeat // held, unsold
 }
 
 // BookingFilter selects bookings; empty UserID means everyone's.

@@ -552,6 +552,12 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 			}
 			b.slots.seen(bk.UserID, taken, true, b.now())
 		}
+		if extra := len(c.slots) - needSlots; extra > 0 { // a last round tried every slot left
+			back := slices.Clone(c.slots[needSlots:])
+			if err := b.store.ReleaseSlots(context.WithoutCancel(ctx), bk.UserID, bk.ID, back); err == nil {
+				c.slots = c.slots[:needSlots]
+			}
+		}
 		if lost := len(pick) - len(wonSeats); lost > 0 {
 			b.events.SeatConflicts(lost)
 			var taken []string

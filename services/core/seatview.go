@@ -364,6 +364,9 @@ func (b *Bookings) load(ctx context.Context, v *seatView, start time.Time) error
 		for _, s := range snap.Seats {
 			m[s.Seat] = seatEntry{booking: s.BookingID, expires: s.ExpiresAt, sold: s.Sold}
 		}
+		for _, s := range snap.Sold {
+			m[s] = seatEntry{sold: true}
+		}
 	}
 	for {
 		e, err := b.store.SeatLog(ctx, v.showID, seq+1)
@@ -411,9 +414,13 @@ func (b *Bookings) snapshotSoon(v *seatView) {
 // log has everything).
 func (b *Bookings) saveSnapshot(ctx context.Context, v *seatView) {
 	v.mu.Lock()
-	snap := SeatSnapshot{ShowID: v.showID, Seq: v.seq, Seats: make([]SnapSeat, 0, len(v.log))}
+	snap := SeatSnapshot{ShowID: v.showID, Seq: v.seq}
 	for s, e := range v.log {
-		snap.Seats = append(snap.Seats, SnapSeat{Seat: s, BookingID: e.booking, ExpiresAt: e.expires, Sold: e.sold})
+		if e.sold {
+			snap.Sold = append(snap.Sold, s)
+		} else {
+			snap.Seats = append(snap.Seats, SnapSeat{Seat: s, BookingID: e.booking, ExpiresAt: e.expires})
+		}
 	}
 	v.mu.Unlock()
 	if err := b.store.SaveSeatSnapshot(ctx, snap); err == nil {

@@ -87,10 +87,12 @@ type slotHint struct {
 	taken map[int]time.Time
 }
 
-// candidates returns up to n slots of [0, max) to try, skipping those in tried; slots seen
-// taken (while the hint is younger than ttl) come last. The order is random otherwise, so that
-// concurrent bookings of one customer spread over the free slots instead of queueing for one.
-// Its cost does not grow with max: where free slots are plenty it samples them.
+// candidates returns slots of [0, max) to try, none of them in tried: n slots not seen taken
+// (while the hint is younger than ttl) in random order, so that concurrent bookings of one
+// customer spread over the free slots instead of queueing for one; or, when there are not n
+// of those, every slot left (the ones seen taken last): one round settles what a customer near
+// the bound may still hold, and the caller gives back what it won beyond n. Its cost does not
+// grow with max: where free slots are plenty it samples them.
 func (h *slotHints) candidates(userID string, max, n int, tried []int, now time.Time, ttl time.Duration, rng *rand.Rand) []int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -124,13 +126,12 @@ func (h *slotHints) candidates(userID string, max, n int, tried []int, now time.
 		} else {
 			first = append(first, k)
 		}
-		if len(first) >= n && max > 4*n+len(tried)+len(taken) {
-			break // enough free ones; the rest would only be shuffled away
-		}
 	}
 	rng.Shuffle(len(first), func(i, j int) { first[i], first[j] = first[j], first[i] })
-	out := append(first, last...)
-	return out[:min(n, len(out))]
+	if len(first) >= n {
+		return first[:n]
+	}
+	return append(first, last...)
 }
 
 // seen records the slots found taken (or, with taken false, freed).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -362,6 +363,7 @@ type snapSeatDoc struct {
 type seatSnapDoc struct {
 	ID    string        `bson:"_id"`
 	Seq   int64         `bson:"seq"`
+	Sold  string        `bson:"sold,omitempty"` // the sold seats, comma-separated
 	Seats []snapSeatDoc `bson:"seats"`
 	At    time.Time     `bson:"at"`
 }
@@ -380,13 +382,17 @@ func (s *Bookings) SeatSnapshot(ctx context.Context, showID string) (*core.SeatS
 	for i, st := range d.Seats {
 		snap.Seats[i] = core.SnapSeat{Seat: st.Seat, BookingID: st.BookingID, ExpiresAt: st.ExpiresAt.UTC(), Sold: st.Sold}
 	}
+	if d.Sold != "" {
+		snap.Sold = strings.Split(d.Sold, ",")
+	}
 	return snap, nil
 }
 
 // SaveSeatSnapshot replaces the show's snapshot (by exact _id; two writers racing to create it
 // are both fine: either snapshot is valid).
 func (s *Bookings) SaveSeatSnapshot(ctx context.Context, snap core.SeatSnapshot) error {
-	d := seatSnapDoc{ID: snap.ShowID, Seq: snap.Seq, At: s.now().UTC(), Seats: make([]snapSeatDoc, len(snap.Seats))}
+	d := seatSnapDoc{ID: snap.ShowID, Seq: snap.Seq, At: s.now().UTC(), Sold: strings.Join(snap.Sold, ","),
+		Seats: make([]snapSeatDoc, len(snap.Seats))}
 	for i, st := range snap.Seats {
 		d.Seats[i] = snapSeatDoc{Seat: st.Seat, BookingID: st.BookingID, ExpiresAt: st.ExpiresAt, Sold: st.Sold}
 	}

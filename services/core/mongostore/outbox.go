@@ -3,6 +3,7 @@ package mongostore
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -90,10 +91,30 @@ func (s *Outbox) Enqueue(ctx context.Context, e core.Email) error {
 	return nil
 }
 
-// Pending lists up to limit emails due at now, the longest due first.
+// Pending lists up to limit emails due at now, the longest due first. It reads the front of
+// the outbox (an empty filter and a limit: the oldest emails, which the embedded database
+// answers from its first rows alone) and keeps those due; only when that front is crowded with
+// emails waiting for a retry does it look further with a filtered query (which scans on the
+// embedded database: the notification service is down, or many emails keep failing). So a
+// relay that keeps up costs the same however many emails pass through.
 func (s *Outbox) Pending(ctx context.Context, now time.Time, limit int) ([]core.OutboxEntry, error) {
 	if limit <= 0 {
 		limit = 100
+	}
+	frontSize := 4 * limit
+	front, err := findAll(ctx, s.coll, bson.D{}, options.Find().SetLimit(int64(frontSize)), "list due emails", (*outboxDoc).entry)
+	if err != nil {
+		return nil, err
+	}
+	due := front[:0]
+	for _, e := range front {
+		if !e.NextAttemptAt.After(now) {
+			due = append(due, e)
+		}
+	}
+	slices.SortStableFunc(due, func(a, b core.OutboxEntry) int { return a.NextAttemptAt.Compare(b.NextAttemptAt) })
+	if len(due) >= limit || len(front) < frontSize {
+		return due[:min(limit, len(due))], nil
 	}
 	return findAll(ctx, s.coll, bson.M{"nextAttemptAt": bson.M{"$lte": now.UTC()}},
 		options.Find().SetSort(bson.D{{Key: "nextAttemptAt", Value: 1}}).SetLimit(int64(limit)), "list due emails",
