@@ -101,7 +101,7 @@ func (s *Outbox) Pending(ctx context.Context, now time.Time, limit int) ([]core.
 	if limit <= 0 {
 		limit = 100
 	}
-	frontSize := 4 * limit
+	frontSize := limit + 32 // room for a few emails waiting for a retry
 	front, err := findAll(ctx, s.coll, bson.D{}, options.Find().SetLimit(int64(frontSize)), "list due emails", (*outboxDoc).entry)
 	if err != nil {
 		return nil, err
