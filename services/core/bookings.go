@@ -1239,66 +1239,97 @@ func (b *Bookings) resolvePayment(ctx context.Context, p *Payment) error {
 	return nil
 }
 
-// SeatMap lists a show's seats as free, held or sold. Expired holds count as free.
+// SeatMap lists a show's seats as free, held or sold. Expired holds count as free. It costs the
+// same for a full show as for an empty one: the view is read in place, by layout index, and
+// only the unsold holds (few in a sold-out show) need more than a glance.
 func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error) {
 	show, err := b.shows.GetShow(ctx, showID)
 	if err != nil {
 		return nil, err
 	}
-	st, err := b.seatsOf(ctx, show.ID, time.Time{})
+	v, err := b.freshView(ctx, show.ID, time.Time{})
 	if err != nil {
 		return nil, err
 	}
-	now := b.now()
 	layout := show.Layout()
+	states := make([]SeatState, layout.Seats)
+	type hold struct {
+		seat    int
+		booking string
+		expires time.Time
+	}
+	var holds []hold
+	v.mu.Lock()
+	v.useLayout(layout)
+	for s := range v.unknown {
+		if i, ok := layout.index[s]; ok {
+			states[i] = SeatHeld
+		}
+	}
+	for i, taken := range v.occ {
+		switch {
+		case !taken:
+		case v.sold[i]:
+			states[i] = SeatSold
+		default:
+			e := v.eff[layout.labels[i]]
+			holds = append(holds, hold{i, e.booking, e.expires})
+		}
+	}
+	v.mu.Unlock()
+	now := b.now()
 	// A hold past its expiry and not known sold may belong to a booking that was paid (and
 	// whose sale the log does not have yet): its outcome, if any, says which.
 	var unsure []string
 	seen := map[string]bool{}
-	for _, e := range st.seats {
-		if !e.sold && now.After(e.expires) && !seen[e.booking] {
-			seen[e.booking] = true
-			unsure = append(unsure, e.booking)
+	for _, h := range holds {
+		if _, known := b.knownOutcome(h.booking); !known && now.After(h.expires) && !seen[h.booking] {
+			seen[h.booking] = true
+			unsure = append(unsure, h.booking)
 		}
 	}
 	outcomes, err := b.outcomesOf(ctx, unsure)
 	if err != nil {
 		return nil, err
 	}
-	state := make(map[string]SeatState, len(st.seats)+len(st.unknown))
-	for s := range st.unknown {
-		state[s] = SeatHeld
-	}
-	for s, e := range st.seats {
-		known, decided := b.knownOutcome(e.booking)
-		if o, ok := outcomes[e.booking]; ok {
+	for _, h := range holds {
+		known, decided := b.knownOutcome(h.booking)
+		if o, ok := outcomes[h.booking]; ok {
 			known, decided = o, true
 		}
 		switch {
-		case e.sold, decided && known.Status == BookingPaid:
-			state[s] = SeatSold
+		case decided && known.Status == BookingPaid:
+			states[h.seat] = SeatSold
 		case decided:
-			delete(state, s)
-		case now.Before(e.expires):
-			state[s] = SeatHeld
+			states[h.seat] = ""
+		case now.Before(h.expires):
+			states[h.seat] = SeatHeld
+		}
+	}
+	var held, sold int
+	for _, st := range states {
+		switch st {
+		case SeatHeld:
+			held++
+		case SeatSold:
+			sold++
 		}
 	}
 	m := &SeatMap{ShowID: show.ID, NoOfSeats: show.NoOfSeats, SeatsPerRow: layout.PerRow, At: now.UTC(),
-		Free: []string{}, Held: []string{}, Sold: []string{}, Seats: make([]SeatEntry, 0, layout.Seats)}
-	for _, s := range layout.labels {
-		st := state[s]
-		if st == "" {
-			st = SeatFree
-		}
+		Free: make([]string, 0, layout.Seats-held-sold), Held: make([]string, 0, held), Sold: make([]string, 0, sold),
+		Seats: make([]SeatEntry, layout.Seats)}
+	for i, s := range layout.labels {
+		st := states[i]
 		switch st {
-		case SeatFree:
-			m.Free = append(m.Free, s)
 		case SeatHeld:
 			m.Held = append(m.Held, s)
 		case SeatSold:
 			m.Sold = append(m.Sold, s)
+		default:
+			st = SeatFree
+			m.Free = append(m.Free, s)
 		}
-		m.Seats = append(m.Seats, SeatEntry{Seat: s, State: st})
+		m.Seats[i] = SeatEntry{Seat: s, State: st}
 	}
 	return m, nil
 }

@@ -32,3 +32,38 @@ func BenchmarkFreeSeatsFullShow(b *testing.B) {
 		})
 	}
 }
+
+// oneShow finds one show (the seat map benchmark's).
+type oneShow struct {
+	ShowFinder
+	show *Show
+}
+
+func (o oneShow) GetShow(context.Context, string) (*Show, error) { return o.show, nil }
+
+// BenchmarkSeatMapFullShow: the seat map of a 5,000-seat show lists every seat whatever its
+// state; a full show costs about what an empty one does.
+func BenchmarkSeatMapFullShow(b *testing.B) {
+	for _, sold := range []int{0, 500, 5000} {
+		b.Run(fmt.Sprintf("sold=%d", sold), func(b *testing.B) {
+			now := time.Now()
+			show := &Show{ID: "s", NoOfSeats: 5000, SeatsPerRow: 50}
+			bk := NewBookings(nil, oneShow{show: show}, BookingsOptions{Now: func() time.Time { return now }})
+			layout := show.Layout()
+			v := bk.views.get("s")
+			v.loaded, v.readAt = true, now
+			for i, l := range layout.labels[:sold] {
+				v.log[l] = seatEntry{booking: fmt.Sprint("b", i), expires: now.Add(-time.Hour), sold: true}
+			}
+			v.rebuild()
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				m, err := bk.SeatMap(ctx, "s")
+				if err != nil || len(m.Sold) != sold || len(m.Seats) != 5000 {
+					b.Fatalf("%d sold, %v", len(m.Sold), err)
+				}
+			}
+		})
+	}
+}

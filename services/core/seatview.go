@@ -82,11 +82,12 @@ type seatView struct {
 
 	snapping atomic.Bool // a snapshot write is under way
 
-	// Kept in step with eff, so that a booking's free seats cost the same however full the
-	// show is: which seats are occupied (by layout index), and the unsold holds by the time
-	// they end (stale items are skipped when they come up).
+	// Kept in step with eff, so that a booking's free seats and a seat map cost the same
+	// however full the show is: which seats are occupied and which sold (by layout index),
+	// and the unsold holds by the time they end (stale items are skipped when they come up).
 	layout *SeatLayout
 	occ    []bool
+	sold   []bool
 	ends   expiryHeap
 }
 
@@ -121,7 +122,7 @@ func (v *seatView) sync(seats []string) {
 			continue
 		}
 		e, held := v.eff[s]
-		v.occ[i] = held
+		v.occ[i], v.sold[i] = held, held && e.sold
 		if held && !e.sold {
 			heap.Push(&v.ends, expiryItem{at: e.expires, seat: s, booking: e.booking})
 		}
@@ -143,11 +144,11 @@ func (v *seatView) syncAll() {
 	if v.layout == nil {
 		return
 	}
-	v.occ = make([]bool, v.layout.Seats)
+	v.occ, v.sold = make([]bool, v.layout.Seats), make([]bool, v.layout.Seats)
 	v.ends = v.ends[:0]
 	for s, e := range v.eff {
 		if i, ok := v.layout.index[s]; ok {
-			v.occ[i] = true
+			v.occ[i], v.sold[i] = true, e.sold
 			if !e.sold {
 				v.ends = append(v.ends, expiryItem{at: e.expires, seat: s, booking: e.booking})
 			}
