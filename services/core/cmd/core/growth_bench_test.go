@@ -223,7 +223,9 @@ func growth(b *testing.B, customers, total, size int) {
 	b.ReportMetric(ms(first.book.p99), "book-first-p99-ms")
 	b.ReportMetric(ms(last.book.p99), "book-last-p99-ms")
 	b.ReportMetric(last.pay.rate()/first.pay.rate(), "pay-last/first")
+	b.ReportMetric(ms(last.pay.p99)/ms(first.pay.p99), "pay-p99-last/first")
 	b.ReportMetric(last.sm.rate()/first.sm.rate(), "seatmap-last/first")
+	b.ReportMetric(ms(last.sm.p99)/ms(first.sm.p99), "seatmap-p99-last/first")
 	b.ReportMetric(peak, "core-peak-RSS-MiB")
 	for _, c := range []struct {
 		what        string
