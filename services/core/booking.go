@@ -160,6 +160,20 @@ type PaymentFilter struct {
 	Limit, Skip int
 }
 
+type backgroundKey struct{}
+
+// AsBackground marks ctx as the engine's background work (the expirer): a store keeps its
+// writes apart from those of requests, so that a request never waits behind a batch of them.
+func AsBackground(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// IsBackground reports whether ctx was marked by AsBackground.
+func IsBackground(ctx context.Context) bool {
+	v, _ := ctx.Value(backgroundKey{}).(bool)
+	return v
+}
+
 // BookingStore keeps holds, bookings, outcomes and payments. Every decision two requests
 // can race on is an insert into a unique key. Every method on the booking path costs the
 // same however much is stored: it reads and writes documents by their exact ids (the one

@@ -85,7 +85,9 @@ type Bookings struct {
 	recent   map[string]*Booking // bookings this process created, as created
 
 	expiryMu sync.Mutex
-	bg       sync.WaitGroup // background clean-ups (tests wait for them)
+	// expiryFullRead is when the expirer last read a whole page of the queue (under expiryMu).
+	expiryFullRead time.Time
+	bg             sync.WaitGroup // background clean-ups (tests wait for them)
 }
 
 // getBooking reads a booking: from memory if this process created it within the last hold

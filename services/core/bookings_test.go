@@ -345,6 +345,107 @@ func TestHoldExpires(t *testing.T) {
 	}
 }
 
+// TestExpirerSettlesAPageTogether: one run of the expirer meets a page of bookings in every
+// state at once (its stages write the page's outcomes, holds and slots in batches): the unpaid
+// ones end EXPIRED with their seats back on sale, the paid ones stay PAID with their seats
+// sold, the cancelled ones stay CANCELLED, and nothing is left due.
+func TestExpirerSettlesAPageTogether(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, newShow(60, 10))
+	ctx := context.Background()
+	type made struct {
+		u  *core.User
+		bk *core.Booking
+	}
+	var all []made
+	for i := range 30 {
+		u := customer(i)
+		bk, err := r.eng.Book(ctx, u, r.req(2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, made{u, bk})
+	}
+	want := map[string]core.BookingStatus{}
+	for i, m := range all {
+		switch i % 3 {
+		case 0:
+			if _, _, err := r.eng.Pay(ctx, m.u, core.PaymentRequest{BookingID: m.bk.ID, Amount: m.bk.TotalCost}, ""); err != nil {
+				t.Fatal(err)
+			}
+			want[m.bk.ID] = core.BookingPaid
+		case 1:
+			if _, err := r.eng.Cancel(ctx, m.u, m.bk.ID); err != nil {
+				t.Fatal(err)
+			}
+			want[m.bk.ID] = core.BookingCancelled
+		default:
+			want[m.bk.ID] = core.BookingExpired
+		}
+	}
+	r.clock.Advance(time.Minute + time.Second)
+	if _, err := r.eng.ExpireDue(ctx, core.DefaultExpiryPage); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.eng.ExpireDue(ctx, core.DefaultExpiryPage); err != nil || n != 0 {
+		t.Fatalf("a second run met %d (%v): the first left work", n, err)
+	}
+	for _, m := range all {
+		got, err := r.eng.Get(ctx, m.u, m.bk.ID)
+		if err != nil || got.Status != want[m.bk.ID] {
+			t.Fatalf("booking %s: %v %v, want %s", m.bk.ID, got, err, want[m.bk.ID])
+		}
+	}
+	// 10 paid bookings of 2 seats: 20 holds, all sold; the other 40 seats free to book.
+	if held := r.checkSeats(t); held != 20 {
+		t.Fatalf("%d holds after the expirer, want the 20 sold", held)
+	}
+	for i := range 4 {
+		if _, err := r.eng.Book(ctx, customer(100+i), r.req(10)); err != nil {
+			t.Fatalf("the released seats are not on sale: %v", err)
+		}
+	}
+	// Every customer's fair-use slots came back (a decided booking holds no unpaid seat).
+	for _, m := range all {
+		won, err := r.store.ClaimSlots(ctx, m.u.ID, "probe", []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+		if err != nil || len(won) != 10 {
+			t.Fatalf("customer of %s (%s) has slots still taken: won %v %v", m.bk.ID, want[m.bk.ID], won, err)
+		}
+	}
+}
+
+// TestExpirerMeetsAnIntentBehindAnOpenOne: the expirer mostly reads only the front intent,
+// yet an intent due sooner behind one not due (a hold TTL shortened between two versions) is
+// still met within expiryFullReadEvery.
+func TestExpirerMeetsAnIntentBehindAnOpenOne(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, newShow(10, 10))
+	ctx := context.Background()
+	if n, err := r.eng.ExpireDue(ctx, 100); err != nil || n != 0 {
+		t.Fatalf("empty queue: %d %v", n, err)
+	}
+	if _, err := r.eng.Book(ctx, customer(1), r.req(1)); err != nil {
+		t.Fatal(err)
+	}
+	early := core.Intent{ID: core.IntentID(bson.NewObjectID().Hex(), 0), BookingID: bson.NewObjectID().Hex(),
+		ShowID: r.show.ID, UserID: customer(2).ID, ExpiresAt: r.clock.Now().Add(-time.Second)}
+	if err := r.store.AddIntent(ctx, early); err != nil {
+		t.Fatal(err)
+	}
+	r.clock.Advance(time.Second)
+	if n, err := r.eng.ExpireDue(ctx, 100); err != nil || n != 0 {
+		t.Fatalf("met %d (%v) on a read of the front alone", n, err)
+	}
+	r.clock.Advance(30 * time.Second)
+	n, err := r.eng.ExpireDue(ctx, 100)
+	if err != nil || n != 1 {
+		t.Fatalf("met %d (%v), want the early intent behind the open one", n, err)
+	}
+	if o, err := r.store.Outcome(ctx, early.BookingID); err != nil || o == nil || o.Status != core.BookingExpired {
+		t.Fatalf("early booking's outcome %+v %v", o, err)
+	}
+}
+
 // TestRaceLastSeats: 30 customers book the last 10 seats at once, then all pay at once (the
 // winners twice each): exactly 10 bookings, 10 payments, 20 conflicts, nothing else.
 func TestRaceLastSeats(t *testing.T) {

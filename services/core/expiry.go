@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"sync"
@@ -10,11 +11,13 @@ import (
 	"github.com/cineflow/cineflow/pkg/errs"
 )
 
-// expiryConcurrency bounds the intents the expirer settles at once (their writes coalesce).
-const expiryConcurrency = 32
+// expiryFullReadEvery is how often the expirer reads a whole page even when the front intent
+// is not due yet, for an intent due sooner behind it (a hold TTL shortened between two
+// versions, or intents of migrated bookings).
+const expiryFullReadEvery = 30 * time.Second
 
 // DefaultExpiryPage is how many intents the expirer reads from the front of the queue at a
-// time.
+// time, and settles together.
 const DefaultExpiryPage = 500
 
 // ExpireDue meets the intents at the front of the expiry queue whose hold has ended: their
@@ -23,75 +26,111 @@ const DefaultExpiryPage = 500
 // released), and the intent is deleted. It reads at most limit intents and returns how many
 // it met. The queue is ordered by insertion, which is the order holds end in (every booking
 // holds for the same TTL), so it stops at the first page without a due intent.
+//
+// The page is settled a stage at a time, every intent of the page at once in each stage, so
+// that each stage's writes coalesce into one batch (see the store's inserter and deleter):
+// a page costs a handful of writes, not a handful per booking. Each booking is still decided
+// by its own outcome insert, and an intent whose stage failed is kept for the next run.
 func (b *Bookings) ExpireDue(ctx context.Context, limit int) (int, error) {
 	b.expiryMu.Lock()
 	defer b.expiryMu.Unlock()
+	ctx = AsBackground(ctx)
+	now := b.now()
+	if limit > 1 && now.Sub(b.expiryFullRead) < expiryFullReadEvery {
+		// Mostly nothing is due: one intent tells, where a page costs a read of hundreds.
+		front, err := b.store.DueIntents(ctx, 1)
+		if err != nil || len(front) == 0 || !now.After(front[0].ExpiresAt) {
+			return 0, err
+		}
+	}
 	page, err := b.store.DueIntents(ctx, limit)
 	if err != nil {
 		return 0, err
 	}
-	now := b.now()
-	var due []Intent
+	b.expiryFullRead = now
+	type meeting struct {
+		in     Intent
+		o      Outcome
+		seats  []string
+		logged <-chan bool
+		err    error
+	}
+	var due []*meeting
 	for _, in := range page {
 		if now.After(in.ExpiresAt) {
-			due = append(due, in)
+			due = append(due, &meeting{in: in, seats: in.Seats})
 		}
 	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-		met   atomic.Int64
-		sem   = make(chan struct{}, expiryConcurrency)
-	)
-	for _, in := range due {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := b.meetIntent(ctx, in); err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-				return
+	if len(due) == 0 {
+		return 0, nil
+	}
+	// stage runs fn on every intent not failed yet, all at once.
+	stage := func(fn func(m *meeting) error) {
+		var wg sync.WaitGroup
+		for _, m := range due {
+			if m.err == nil {
+				wg.Go(func() { m.err = fn(m) })
 			}
-			met.Add(1)
-		})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
-	return int(met.Load()), first
-}
-
-// meetIntent settles one intent whose hold has ended.
-func (b *Bookings) meetIntent(ctx context.Context, in Intent) error {
-	o, won, err := b.decide(ctx, Outcome{BookingID: in.BookingID, Status: BookingExpired, DecidedAt: b.clock()})
-	if err != nil {
-		return err
-	}
-	if won {
-		b.events.Booking("expired")
-	}
-	seats := in.Seats
-	if o.Status == BookingPaid {
-		// Only the seats the booking won are sold: its record says which.
-		bk, err := b.getBooking(ctx, in.BookingID)
+	stage(func(m *meeting) error {
+		o, won, err := b.decide(ctx, Outcome{BookingID: m.in.BookingID, Status: BookingExpired, DecidedAt: b.clock()})
 		if err != nil {
 			return err
 		}
-		seats = bk.Seats
-	}
-	ok, logged := b.settleSeats(ctx, in.ShowID, in.BookingID, seats, o)
-	if !ok || !<-logged {
-		return errs.E(errs.Unavailable, "could not settle booking %s; retrying", in.BookingID)
-	}
-	if len(in.Slots) > 0 {
-		if err := b.store.ReleaseSlots(ctx, in.UserID, in.BookingID, in.Slots); err != nil {
+		if won {
+			b.events.Booking("expired")
+		}
+		m.o = o
+		if o.Status == BookingPaid {
+			// Only the seats the booking won are sold: its record says which.
+			bk, err := b.getBooking(ctx, m.in.BookingID)
+			if err != nil {
+				return err
+			}
+			m.seats = bk.Seats
+		}
+		return nil
+	})
+	stage(func(m *meeting) error {
+		ok, logged := b.settleSeats(ctx, m.in.ShowID, m.in.BookingID, m.seats, m.o)
+		if !ok {
+			return errs.E(errs.Unavailable, "could not settle booking %s; retrying", m.in.BookingID)
+		}
+		m.logged = logged
+		return nil
+	})
+	stage(func(m *meeting) error {
+		if len(m.in.Slots) == 0 {
+			return nil
+		}
+		if err := b.store.ReleaseSlots(ctx, m.in.UserID, m.in.BookingID, m.in.Slots); err != nil {
 			return err
 		}
-		b.slots.seen(in.UserID, in.Slots, false, b.now())
+		b.slots.seen(m.in.UserID, m.in.Slots, false, b.now())
+		return nil
+	})
+	var (
+		settled []string
+		first   error
+	)
+	for _, m := range due {
+		if m.err == nil && !<-m.logged {
+			m.err = errs.E(errs.Unavailable, "could not settle booking %s; retrying", m.in.BookingID)
+		}
+		if m.err != nil {
+			first = cmp.Or(first, m.err)
+			continue
+		}
+		settled = append(settled, m.in.ID)
 	}
-	return b.store.DeleteIntents(ctx, []string{in.ID})
+	if len(settled) > 0 {
+		if err := b.store.DeleteIntents(ctx, settled); err != nil {
+			return 0, err
+		}
+	}
+	return len(settled), first
 }
 
 // expiryBudget bounds the time one run of the expirer spends before it yields to the next

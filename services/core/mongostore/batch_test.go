@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/pkg/devdb"
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // TestInserterDecidesEachKeyOnce: 40 goroutines insert overlapping documents (each key by
@@ -66,5 +68,51 @@ func TestInserterReportsContextEnd(t *testing.T) {
 	cancel()
 	if _, err := in.insert(ctx, bson.M{"_id": "x"}); err == nil {
 		t.Fatal("no error after the context ended")
+	}
+}
+
+// TestRequestWritesPassBackgroundBatches: while the expirer's (background) delete of 499
+// holds is in flight, a request's delete of one hold goes out beside it, not queued behind it.
+func TestRequestWritesPassBackgroundBatches(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := NewBookings(devdb.TestDB(t))
+	if err := s.EnsureIndexes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	holds := make([]core.Hold, 500)
+	seats := make([]string, len(holds))
+	for i := range holds {
+		seats[i] = fmt.Sprintf("S%d", i)
+		holds[i] = core.Hold{ShowID: "show", Seat: seats[i], BookingID: "bk", ExpiresAt: time.Now().Add(time.Hour)}
+	}
+	if won, err := s.InsertHolds(ctx, holds); err != nil || len(won) != len(holds) {
+		t.Fatalf("won %d %v", len(won), err)
+	}
+	bgDone := make(chan error, 1)
+	go func() { bgDone <- s.ReleaseHolds(core.AsBackground(ctx), "show", "bk", seats[1:]) }()
+	for deadline := time.Now().Add(5 * time.Second); !func() bool {
+		d := s.bg.del.holds
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.running
+	}(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the background delete never went out on the background queue")
+		}
+	}
+	if err := s.ReleaseHolds(ctx, "show", "bk", seats[:1]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-bgDone:
+		t.Fatalf("the request's delete waited for the background batch (%v)", err)
+	default:
+	}
+	if err := <-bgDone; err != nil {
+		t.Fatal(err)
+	}
+	if left, err := s.ShowHolds(ctx, "show"); err != nil || len(left) != 0 {
+		t.Fatalf("%d holds left (%v)", len(left), err)
 	}
 }

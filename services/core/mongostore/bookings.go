@@ -58,9 +58,33 @@ type Bookings struct {
 	bookings  *mongo.Collection
 	outcomes  *mongo.Collection
 	payments  *mongo.Collection
-	ins       struct{ holds, slots, intents, seatLog, bookings, outcomes, payments *inserter }
-	del       struct{ holds, slots, intents *deleter }
+	fg, bg    *coalescers // requests' writes, and the background work's (see core.Background)
 	now       func() time.Time
+}
+
+// coalescers are the insert and delete queues of the engine's collections. Requests and
+// background work (the expirer) have a set each, so that a request's write never queues behind
+// a background batch of hundreds: the two go out side by side.
+type coalescers struct {
+	ins struct{ holds, slots, intents, seatLog, bookings, outcomes, payments *inserter }
+	del struct{ holds, slots, intents *deleter }
+}
+
+func (s *Bookings) newCoalescers() *coalescers {
+	q := &coalescers{}
+	q.ins.holds, q.ins.slots, q.ins.intents = newInserter(s.holds), newInserter(s.slots), newInserter(s.intents)
+	q.ins.seatLog, q.ins.bookings = newInserter(s.seatLog), newInserter(s.bookings)
+	q.ins.outcomes, q.ins.payments = newInserter(s.outcomes), newInserter(s.payments)
+	q.del.holds, q.del.slots, q.del.intents = newDeleter(s.holds), newDeleter(s.slots), newDeleter(s.intents)
+	return q
+}
+
+// q returns the queues for a write made under ctx.
+func (s *Bookings) q(ctx context.Context) *coalescers {
+	if core.IsBackground(ctx) {
+		return s.bg
+	}
+	return s.fg
 }
 
 var _ core.BookingStore = (*Bookings)(nil)
@@ -72,10 +96,7 @@ func NewBookings(db *mongo.Database) *Bookings {
 		snaps: db.Collection(SeatSnapsCollection), deletions: db.Collection(DeletionsCollection),
 		bookings: db.Collection(BookingsCollection), outcomes: db.Collection(OutcomesCollection),
 		payments: db.Collection(PaymentsCollection), now: time.Now}
-	s.ins.holds, s.ins.slots, s.ins.intents = newInserter(s.holds), newInserter(s.slots), newInserter(s.intents)
-	s.ins.seatLog, s.ins.bookings = newInserter(s.seatLog), newInserter(s.bookings)
-	s.ins.outcomes, s.ins.payments = newInserter(s.outcomes), newInserter(s.payments)
-	s.del.holds, s.del.slots, s.del.intents = newDeleter(s.holds), newDeleter(s.slots), newDeleter(s.intents)
+	s.fg, s.bg = s.newCoalescers(), s.newCoalescers()
 	return s
 }
 
@@ -130,12 +151,12 @@ func (s *Bookings) InsertHolds(ctx context.Context, holds []core.Hold) ([]string
 		docs[i] = holdDoc{ID: ids[i].(string), SeatKey: h.ShowID + ":" + h.Seat, ShowID: h.ShowID,
 			Seat: h.Seat, BookingID: h.BookingID, ExpiresAt: h.ExpiresAt, Sold: h.Sold, CreatedAt: now}
 	}
-	lost, err := s.ins.holds.insert(ctx, docs...)
+	lost, err := s.q(ctx).ins.holds.insert(ctx, docs...)
 	if err != nil {
 		// Which holds landed is unknown: report none won and release them all (their ids name
 		// this booking, so nobody else's hold can be deleted). If the delete fails too, the
 		// booking's intent still names them: the expirer releases them.
-		_ = s.del.holds.delete(context.WithoutCancel(ctx), ids...)
+		_ = s.q(ctx).del.holds.delete(context.WithoutCancel(ctx), ids...)
 		return nil, dbError(err, "could not hold the seats")
 	}
 	won := make([]string, 0, len(holds))
@@ -184,7 +205,7 @@ func holdIDs(showID, bookingID string, seats []string) []any {
 
 // ReleaseHolds deletes the booking's holds on seats.
 func (s *Bookings) ReleaseHolds(ctx context.Context, showID, bookingID string, seats []string) error {
-	if err := s.del.holds.delete(ctx, holdIDs(showID, bookingID, seats)...); err != nil {
+	if err := s.q(ctx).del.holds.delete(ctx, holdIDs(showID, bookingID, seats)...); err != nil {
 		return dbError(err, "could not release the seats")
 	}
 	return nil
@@ -234,9 +255,9 @@ func (s *Bookings) ClaimSlots(ctx context.Context, userID, bookingID string, slo
 		docs[i] = slotDoc{ID: slotID(userID, k, bookingID), SlotKey: userID + ":" + strconv.Itoa(k), UserID: userID,
 			Slot: k, BookingID: bookingID, CreatedAt: now}
 	}
-	lost, err := s.ins.slots.insert(ctx, docs...)
+	lost, err := s.q(ctx).ins.slots.insert(ctx, docs...)
 	if err != nil {
-		_ = s.del.slots.delete(context.WithoutCancel(ctx), slotIDs(userID, bookingID, slots)...)
+		_ = s.q(ctx).del.slots.delete(context.WithoutCancel(ctx), slotIDs(userID, bookingID, slots)...)
 		return nil, dbError(err, "could not count the open seats")
 	}
 	won := make([]int, 0, len(slots))
@@ -250,7 +271,7 @@ func (s *Bookings) ClaimSlots(ctx context.Context, userID, bookingID string, slo
 
 // ReleaseSlots deletes the booking's slots.
 func (s *Bookings) ReleaseSlots(ctx context.Context, userID, bookingID string, slots []int) error {
-	if err := s.del.slots.delete(ctx, slotIDs(userID, bookingID, slots)...); err != nil {
+	if err := s.q(ctx).del.slots.delete(ctx, slotIDs(userID, bookingID, slots)...); err != nil {
 		return dbError(err, "could not release the open seats")
 	}
 	return nil
@@ -276,7 +297,7 @@ func (d *intentDoc) intent() core.Intent {
 func (s *Bookings) AddIntent(ctx context.Context, in core.Intent) error {
 	d := intentDoc{ID: in.ID, BookingID: in.BookingID, ShowID: in.ShowID, UserID: in.UserID, Seats: in.Seats,
 		Slots: in.Slots, ExpiresAt: in.ExpiresAt, CreatedAt: s.now().UTC()}
-	if _, err := s.ins.intents.insert(ctx, d); err != nil {
+	if _, err := s.q(ctx).ins.intents.insert(ctx, d); err != nil {
 		return dbError(err, "could not record the booking")
 	}
 	return nil
@@ -294,7 +315,7 @@ func (s *Bookings) DeleteIntents(ctx context.Context, ids []string) error {
 	for i, id := range ids {
 		anyIDs[i] = id
 	}
-	if err := s.del.intents.delete(ctx, anyIDs...); err != nil {
+	if err := s.q(ctx).del.intents.delete(ctx, anyIDs...); err != nil {
 		return dbError(err, "could not clear the expiry queue")
 	}
 	return nil
@@ -329,7 +350,7 @@ func (s *Bookings) AppendSeatLog(ctx context.Context, e core.SeatLogEntry) (bool
 	for i, op := range e.Ops {
 		d.Ops[i] = seatOpDoc{Kind: string(op.Kind), BookingID: op.BookingID, Seats: op.Seats, ExpiresAt: op.ExpiresAt}
 	}
-	dup, err := s.ins.seatLog.insert(ctx, d)
+	dup, err := s.q(ctx).ins.seatLog.insert(ctx, d)
 	if err != nil {
 		return false, dbError(err, "could not record the seats")
 	}
@@ -518,7 +539,7 @@ func (s *Bookings) CreateBooking(ctx context.Context, b *core.Booking) error {
 	d := bookingDoc{ID: oid, UserID: b.UserID, TheatreID: b.TheatreID, MovieID: b.MovieID, ShowID: b.ShowID,
 		Timing: b.Timing, NoOfSeats: b.NoOfSeats, Seats: b.Seats, TotalCost: b.TotalCost, Status: string(b.Status),
 		ExpiresAt: b.ExpiresAt, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt, Slots: b.Slots, Rounds: b.Rounds}
-	dup, err := s.ins.bookings.insert(ctx, d)
+	dup, err := s.q(ctx).ins.bookings.insert(ctx, d)
 	if err == nil && dup[0] {
 		err = errors.New("duplicate booking id")
 	}
@@ -605,7 +626,7 @@ func (d *outcomeDoc) outcome() core.Outcome {
 // Decide inserts the outcome unless one exists; it returns the one in force.
 func (s *Bookings) Decide(ctx context.Context, o core.Outcome) (core.Outcome, bool, error) {
 	d := outcomeDoc{BookingID: o.BookingID, Status: string(o.Status), PaymentID: o.PaymentID, DecidedAt: o.DecidedAt}
-	dup, err := s.ins.outcomes.insert(ctx, d)
+	dup, err := s.q(ctx).ins.outcomes.insert(ctx, d)
 	if err != nil {
 		return core.Outcome{}, false, dbError(err, "could not decide the booking")
 	}
@@ -677,7 +698,7 @@ func (s *Bookings) CreatePayment(ctx context.Context, p *core.Payment) error {
 	}
 	d := paymentDoc{ID: oid, BookingID: p.BookingID, UserID: p.UserID, Amount: p.Amount, Status: string(p.Status),
 		Reason: p.Reason, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
-	dup, err := s.ins.payments.insert(ctx, d)
+	dup, err := s.q(ctx).ins.payments.insert(ctx, d)
 	if err == nil && dup[0] {
 		err = errors.New("duplicate payment id")
 	}
