@@ -203,6 +203,25 @@ func BenchmarkIDQueries(b *testing.B) {
 					_, err := c.InsertOne(ctx, bson.M{"_id": fmt.Sprint("new", time.Now().UnixNano(), i)})
 					return err
 				})
+				// Batches, as the booking engine's coalesced writes send them: per document.
+				const batch = 500
+				docs := make([]any, batch)
+				dels := make([]mongo.WriteModel, batch)
+				for i := range docs {
+					id := fmt.Sprint("batch", time.Now().UnixNano(), i)
+					docs[i] = bson.M{"_id": id, "v": i}
+					dels[i] = mongo.NewDeleteOneModel().SetFilter(bson.D{{Key: "_id", Value: id}})
+				}
+				t0 := time.Now()
+				if _, err := c.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false)); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(time.Since(t0).Microseconds())/1000/batch, "insertMany500-ms/doc")
+				t0 = time.Now()
+				if _, err := c.BulkWrite(ctx, dels, options.BulkWrite().SetOrdered(false)); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(time.Since(t0).Microseconds())/1000/batch, "delete500-ms/doc")
 			}
 		})
 	}

@@ -93,23 +93,25 @@ func (b *Bookings) ExpireDue(ctx context.Context, limit int) (int, error) {
 		}
 		return nil
 	})
+	// The seats and the fair-use slots are settled side by side (other collections: the
+	// database reads for one while it writes the other).
 	stage(func(m *meeting) error {
+		var slotsErr error
+		var wg sync.WaitGroup
+		if len(m.in.Slots) > 0 {
+			wg.Go(func() {
+				if slotsErr = b.store.ReleaseSlots(ctx, m.in.UserID, m.in.BookingID, m.in.Slots); slotsErr == nil {
+					b.slots.seen(m.in.UserID, m.in.Slots, false, b.now())
+				}
+			})
+		}
 		ok, logged := b.settleSeats(ctx, m.in.ShowID, m.in.BookingID, m.seats, m.o)
+		wg.Wait()
 		if !ok {
 			return errs.E(errs.Unavailable, "could not settle booking %s; retrying", m.in.BookingID)
 		}
 		m.logged = logged
-		return nil
-	})
-	stage(func(m *meeting) error {
-		if len(m.in.Slots) == 0 {
-			return nil
-		}
-		if err := b.store.ReleaseSlots(ctx, m.in.UserID, m.in.BookingID, m.in.Slots); err != nil {
-			return err
-		}
-		b.slots.seen(m.in.UserID, m.in.Slots, false, b.now())
-		return nil
+		return slotsErr
 	})
 	var (
 		settled []string
