@@ -58,7 +58,7 @@ type Bookings struct {
 	bookings  *mongo.Collection
 	outcomes  *mongo.Collection
 	payments  *mongo.Collection
-	fg, bg    *coalescers // requests' writes, and the background work's (see core.Background)
+	fg, bg    *coalescers // requests' writes, and the background work's (see core.AsBackground)
 	now       func() time.Time
 }
 
