@@ -32,7 +32,8 @@ type outcome struct {
 
 // bookWithRetry books under one Idempotency-Key, retrying (same key) on transport errors, 5xx
 // and "still in progress" answers, as a client should. A key whose first request died with its
-// pod stays "in progress" for a minute; after inProgressLimit the client stops and checks its
+// pod stays "in progress" until the claim's lease (a minute) ends and a retry takes the key
+// over; a client that will not wait that long stops after inProgressLimit and checks its
 // bookings instead (status 0).
 func bookWithRetry(c api, body map[string]any, inProgressLimit time.Duration) outcome {
 	o := outcome{key: randomHex(12)}
