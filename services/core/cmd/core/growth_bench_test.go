@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -428,36 +427,4 @@ func dbNameOf(url string) string {
 		s = s[:i]
 	}
 	return s[strings.LastIndex(s, "/")+1:]
-}
-
-// latencies collects request latencies from many goroutines.
-type latencies struct {
-	mu sync.Mutex
-	d  []time.Duration
-}
-
-func (l *latencies) add(d time.Duration) {
-	l.mu.Lock()
-	l.d = append(l.d, d)
-	l.mu.Unlock()
-}
-
-func (l *latencies) merge(o *latencies) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	l.mu.Lock()
-	l.d = append(l.d, o.d...)
-	l.mu.Unlock()
-}
-
-// p99 returns the 99th percentile of what was collected.
-func (l *latencies) p99() time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.d) == 0 {
-		return 0
-	}
-	s := slices.Clone(l.d)
-	slices.Sort(s)
-	return s[min(len(s)-1, len(s)*99/100)]
 }

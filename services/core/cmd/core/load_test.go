@@ -64,9 +64,46 @@ func runLoad(n, concurrency int, op func(i int) int) loadStats {
 	}
 	slices.Sort(lat)
 	if n > 0 {
-		st.p50, st.p99 = lat[n/2], lat[min(n-1, n*99/100)]
+		st.p50, st.p99 = percentile(lat, 50), percentile(lat, 99)
 	}
 	return st
+}
+
+// percentile returns the q-th percentile (0 to 100) of sorted, which is not empty.
+func percentile(sorted []time.Duration, q int) time.Duration {
+	return sorted[min(len(sorted)-1, len(sorted)*q/100)]
+}
+
+// latencies collects request latencies from many goroutines.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) merge(o *latencies) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	l.mu.Lock()
+	l.d = append(l.d, o.d...)
+	l.mu.Unlock()
+}
+
+// p99 returns the 99th percentile of what was collected.
+func (l *latencies) p99() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return 0
+	}
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	return percentile(s, 99)
 }
 
 // rawClient sends requests without the test harness's checks (for load).
