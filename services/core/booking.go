@@ -101,6 +101,13 @@ type Intent struct {
 	ExpiresAt time.Time
 }
 
+// IntentBucket is a bucket of the expiry queue: the intents whose ExpiresAt is in
+// [Start, End). Once End has passed, every intent in it is due.
+type IntentBucket struct {
+	Name       string
+	Start, End time.Time
+}
+
 // IntentID names the intent of a booking's round.
 func IntentID(bookingID string, round int) string { return bookingID + ":" + strconv.Itoa(round) }
 
@@ -199,13 +206,19 @@ type BookingStore interface {
 	ClaimSlots(ctx context.Context, userID, bookingID string, slots []int) (won []int, err error)
 	ReleaseSlots(ctx context.Context, userID, bookingID string, slots []int) error
 
-	// AddIntent inserts an intent; DueIntents reads up to limit intents from the front of
-	// the queue (oldest first, due or not); DeleteIntents deletes intents by id. ShowIntents
-	// lists a show's intents (it scans the queue, which holds only bookings whose fate is
-	// not yet settled: for deleting a show).
+	// AddIntent inserts an intent into the bucket of the expiry queue its ExpiresAt falls in;
+	// DeleteIntents deletes intents by id from the bucket of expiresAt. IntentBuckets lists the
+	// buckets, earliest first; BucketIntents reads a whole bucket; DropIntentBucket deletes one
+	// with everything in it. ForwardLegacyIntents moves up to limit intents written by earlier
+	// versions (one queue, no buckets) into their buckets. ShowIntents lists a show's intents
+	// (it scans the queue, which holds only bookings whose fate is not yet settled: for
+	// deleting a show).
 	AddIntent(ctx context.Context, in Intent) error
-	DueIntents(ctx context.Context, limit int) ([]Intent, error)
-	DeleteIntents(ctx context.Context, ids []string) error
+	DeleteIntents(ctx context.Context, expiresAt time.Time, ids []string) error
+	IntentBuckets(ctx context.Context) ([]IntentBucket, error)
+	BucketIntents(ctx context.Context, bucket string) ([]Intent, error)
+	DropIntentBucket(ctx context.Context, bucket string) error
+	ForwardLegacyIntents(ctx context.Context, limit int) (int, error)
 	ShowIntents(ctx context.Context, showID string) ([]Intent, error)
 
 	// AppendSeatLog inserts entry e; dup reports that its Seq is taken already.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
@@ -85,9 +86,9 @@ type Bookings struct {
 	recent   map[string]*Booking // bookings this process created, as created
 
 	expiryMu sync.Mutex
-	// expiryFullRead is when the expirer last read a whole page of the queue (under expiryMu).
-	expiryFullRead time.Time
-	bg             sync.WaitGroup // background clean-ups (tests wait for them)
+	released map[string]*releasedBucket // buckets of the expiry queue released, to be cleared (under expiryMu)
+	progress atomic.Pointer[ExpiryProgress]
+	bg       sync.WaitGroup             // background clean-ups (tests wait for them)
 }
 
 // getBooking reads a booking: from memory if this process created it within the last hold
@@ -250,7 +251,8 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, views: map[string]*seatView{}}, proj: newProjector(),
 		slots: slotHints{users: map[string]*slotHint{}},
 		names: map[string]cachedName{}, project: opts.Project, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
-		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
+		released: map[string]*releasedBucket{},
+		store:    store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
 		maxSeats: opts.MaxSeatsPerBooking, maxOpen: opts.MaxOpenSeatsPerUser, events: opts.Events, now: opts.Now,
 		inflight: map[string]map[string]int{}}
 }
@@ -475,7 +477,7 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 			if seatRounds >= b.rounds {
 				return fail(b.noSeats(ctx, show, layout, named, need, start))
 			}
-			free, err := b.freeSeats(ctx, show, layout, since)
+			free, err := b.freeSeats(ctx, show, layout, since, want, named)
 			if err != nil {
 				return fail(err)
 			}
@@ -627,7 +629,7 @@ func (b *Bookings) unclaim(ctx context.Context, bk *Booking, c *claimed) {
 		}
 	}
 	if ok && c.rounds > 0 {
-		_ = b.store.DeleteIntents(ctx, intentIDs(bk.ID, c.rounds))
+		_ = b.store.DeleteIntents(ctx, bk.ExpiresAt, intentIDs(bk.ID, c.rounds))
 	}
 }
 
@@ -643,7 +645,7 @@ func intentIDs(bookingID string, rounds int) []string {
 // made at or after since.
 func (b *Bookings) noSeats(ctx context.Context, show *Show, layout *SeatLayout, named []string, need int, since time.Time) error {
 	var free []string
-	if set, err := b.freeSeats(ctx, show, layout, since); err == nil {
+	if set, err := b.freeSeats(ctx, show, layout, since, need, named); err == nil {
 		free = set.Labels()
 	}
 	return b.conflict(need, named, free)
@@ -720,15 +722,20 @@ func (b *Bookings) pickAndMark(showID string, layout *SeatLayout, free *SeatSet,
 
 // freeSeats returns the show's free seats (see freshView for since). A seat counts as taken if
 // it is sold, held and not past its hold, or found taken by a unique key. An unpaid hold past
-// its expiry is met here: its booking is decided EXPIRED (unless decided otherwise first) and
-// its seats are released. The cost does not grow with how full the show is: the view keeps
-// which seats are occupied, and the holds by the time they end.
-func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout, since time.Time) (*SeatSet, error) {
+// its expiry counts as free once it is met: its booking is decided EXPIRED (unless decided
+// otherwise first) and its seats are released. Only as many are met as the caller needs (want
+// seats, or the named ones): after a storm of expiries a show may have thousands, and the
+// expirer releases them in the background. The cost does not grow with how full the show is:
+// the view keeps which seats are occupied, and the holds by the time they end.
+func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout, since time.Time, want int, named []string) (*SeatSet, error) {
 	v, err := b.freshView(ctx, show.ID, since)
 	if err != nil {
 		return nil, err
 	}
 	now := b.now()
+	b.mu.Lock()
+	busy := len(b.inflight[show.ID]) // free seats other requests of this process are taking
+	b.mu.Unlock()
 	v.mu.Lock()
 	v.useLayout(layout)
 	free := layout.NewSeatSet(false)
@@ -745,11 +752,20 @@ func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout
 	}
 	stale := map[string][]string{} // booking id -> seats of expired, unsold holds
 	var due []expiryItem
-	for v.ends.Len() > 0 && now.After(v.ends[0].at) {
-		it := heap.Pop(&v.ends).(expiryItem)
-		if e, ok := v.eff[it.seat]; ok && !e.sold && e.booking == it.booking && e.expires.Equal(it.at) {
-			due = append(due, it)
-			stale[it.booking] = append(stale[it.booking], it.seat)
+	if len(named) > 0 {
+		for _, s := range named {
+			if e, ok := v.eff[s]; ok && !e.sold && now.After(e.expires) && !free.Has(s) {
+				stale[e.booking] = append(stale[e.booking], s)
+			}
+		}
+	} else {
+		for short := want + busy - free.Len(); short > 0 && v.ends.Len() > 0 && now.After(v.ends[0].at); {
+			it := heap.Pop(&v.ends).(expiryItem)
+			if e, ok := v.eff[it.seat]; ok && !e.sold && e.booking == it.booking && e.expires.Equal(it.at) {
+				due = append(due, it)
+				stale[it.booking] = append(stale[it.booking], it.seat)
+				short--
+			}
 		}
 	}
 	v.mu.Unlock()
@@ -804,22 +820,34 @@ func (b *Bookings) settleSeats(ctx context.Context, showID, bookingID string, se
 		}
 		b.projectSold(ctx, holds)
 	case BookingCancelled, BookingExpired:
-		if len(seats) > 0 {
-			if err := b.store.ReleaseHolds(ctx, showID, bookingID, seats); err != nil {
-				ok = false
-			} else {
-				logged = b.logOp(showID, SeatOp{Kind: SeatOpFreed, BookingID: bookingID, Seats: seats})
-			}
-		}
+		ok, logged = b.releaseSeats(ctx, showID, bookingID, seats)
 	}
 	b.projectBooking(ctx, bookingID, o.Status)
 	if logged == nil {
-		c := make(chan bool, 1)
-		c <- true
-		close(c)
-		logged = c
+		logged = loggedAlready()
 	}
 	return ok, logged
+}
+
+// loggedAlready returns the logged channel of a settlement with nothing to log (one of its
+// own: each yields true once).
+func loggedAlready() <-chan bool {
+	c := make(chan bool, 1)
+	c <- true
+	close(c)
+	return c
+}
+
+// releaseSeats deletes a decided (unpaid) booking's holds on seats and logs them freed; see
+// settleSeats for what it returns.
+func (b *Bookings) releaseSeats(ctx context.Context, showID, bookingID string, seats []string) (bool, <-chan bool) {
+	if len(seats) == 0 {
+		return true, loggedAlready()
+	}
+	if err := b.store.ReleaseHolds(ctx, showID, bookingID, seats); err != nil {
+		return false, loggedAlready()
+	}
+	return true, b.logOp(showID, SeatOp{Kind: SeatOpFreed, BookingID: bookingID, Seats: seats})
 }
 
 // settleBooking applies a decided outcome to a booking: its seats (settleSeats), its fair-use
@@ -848,7 +876,7 @@ func (b *Bookings) settleBooking(ctx context.Context, bk *Booking, o Outcome) {
 			}
 		}
 		if <-logged && bk.Rounds > 0 {
-			_ = b.store.DeleteIntents(ctx, intentIDs(bk.ID, bk.Rounds))
+			_ = b.store.DeleteIntents(ctx, bk.ExpiresAt, intentIDs(bk.ID, bk.Rounds))
 		}
 	})
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
-	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
 // TestOrphanHoldsReleasedByExpirer: a process wrote a booking's intent, won its seats and a
@@ -37,7 +36,7 @@ func TestOrphanHoldsReleasedByExpirer(t *testing.T) {
 		t.Fatalf("slots: %v %v", won, err)
 	}
 	// Before the hold ends the expirer leaves them.
-	if n, err := r.eng.ExpireDue(ctx, 100); err != nil || n != 0 {
+	if n, err := r.eng.ExpireDue(ctx); err != nil || n != 0 {
 		t.Fatalf("expire before the end: %d, %v", n, err)
 	}
 	r.clock.Advance(time.Minute + time.Second)
@@ -49,7 +48,7 @@ func TestOrphanHoldsReleasedByExpirer(t *testing.T) {
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		left, err := r.store.DueIntents(ctx, 100)
+		left, err := r.store.IntentBuckets(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,7 +56,7 @@ func TestOrphanHoldsReleasedByExpirer(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the orphan was never settled: intents %+v", left)
+			t.Fatalf("the orphan was never settled: buckets %+v", left)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -143,7 +142,7 @@ func TestFairUseOpenSeats(t *testing.T) {
 	}
 	// Every hold ends: the expirer frees the customer's slots.
 	r.clock.Advance(2 * time.Minute)
-	if _, err := r.eng.ExpireDue(ctx, 100); err != nil {
+	if _, err := r.eng.ExpireDue(ctx); err != nil {
 		t.Fatal(err)
 	}
 	r.eng.Settled()
@@ -160,7 +159,7 @@ func TestFairUseOpenSeats(t *testing.T) {
 func TestFairUseRace(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, newShow(100, 10))
-	other := r.engine(mongostore.NewBookings(devdb.TestDBNamed(t, r.db.Name())))
+	other := r.engine(newStore(devdb.TestDBNamed(t, r.db.Name())))
 	ctx := context.Background()
 	u := customer(1)
 	var ok, limited atomic.Int32
@@ -196,7 +195,7 @@ func TestFairUseRace(t *testing.T) {
 func TestShowDeletionRace(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, newShow(10, 10))
-	storeB := mongostore.NewBookings(devdb.TestDBNamed(t, r.db.Name()))
+	storeB := newStore(devdb.TestDBNamed(t, r.db.Name()))
 	ctx := context.Background()
 	var deleterWon, bookersWon int
 	for round := range 30 {
@@ -264,7 +263,7 @@ func TestShowDeletionRace(t *testing.T) {
 func TestReplicaViewsConverge(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, newShow(20, 10))
-	other := r.engine(mongostore.NewBookings(devdb.TestDBNamed(t, r.db.Name())))
+	other := r.engine(newStore(devdb.TestDBNamed(t, r.db.Name())))
 	ctx := context.Background()
 	var mine []*core.Booking
 	users := make([]*core.User, 6)
@@ -306,7 +305,7 @@ func TestReplicaViewsConverge(t *testing.T) {
 	}
 	// The other replica books the 10 free seats without losing one to a conflict.
 	conflicts := &countingEvents{}
-	third := core.NewBookings(mongostore.NewBookings(devdb.TestDBNamed(t, r.db.Name())), shows{r.show},
+	third := core.NewBookings(newStore(devdb.TestDBNamed(t, r.db.Name())), shows{r.show},
 		core.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now, Events: conflicts})
 	for i := range 10 {
 		if _, err := third.Book(ctx, customer(100+i), r.req(1)); err != nil {
@@ -356,7 +355,7 @@ func TestSeatViewLoadIsBounded(t *testing.T) {
 			t.Fatalf("entry %d not written", i)
 		}
 	}
-	cs := &countingStore{BookingStore: mongostore.NewBookings(devdb.TestDBNamed(t, r.db.Name()))}
+	cs := &countingStore{BookingStore: newStore(devdb.TestDBNamed(t, r.db.Name()))}
 	fresh := core.NewBookings(cs, shows{r.show}, core.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now})
 	m, err := fresh.SeatMap(ctx, r.show.ID)
 	if err != nil {
@@ -402,7 +401,7 @@ func TestMigrateLegacyStore(t *testing.T) {
 	if done, _ := r.store.Migrated(ctx); !done {
 		t.Fatal("not recorded as migrated")
 	}
-	fresh := r.engine(mongostore.NewBookings(devdb.TestDBNamed(t, r.db.Name())))
+	fresh := r.engine(newStore(devdb.TestDBNamed(t, r.db.Name())))
 	m, err := fresh.SeatMap(ctx, r.show.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -414,7 +413,7 @@ func TestMigrateLegacyStore(t *testing.T) {
 		t.Fatalf("booking a legacy-held seat: %v", err)
 	}
 	r.clock.Advance(2 * time.Minute)
-	if n, err := fresh.ExpireDue(ctx, 100); err != nil || n != 2 {
+	if n, err := fresh.ExpireDue(ctx); err != nil || n != 2 {
 		t.Fatalf("expire: %d, %v; want 2 legacy intents met", n, err)
 	}
 	fresh.Settled()

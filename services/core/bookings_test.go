@@ -91,12 +91,18 @@ func newRig(t testing.TB, show *core.Show) *rig {
 	t.Helper()
 	db := devdb.TestDB(t)
 	r := &rig{db: db, show: show, clock: newClock(), mail: &outbox{}}
-	r.store = mongostore.NewBookings(db)
+	r.store = newStore(db)
 	if err := r.store.EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	r.eng = r.engine(r.store)
 	return r
+}
+
+// newStore is a booking store on db as the rig's engines use it: with the bucket width that
+// suits their hold TTL of a minute.
+func newStore(db *mongo.Database) *mongostore.Bookings {
+	return mongostore.NewBookings(db).SetIntentBucketWidth(mongostore.IntentBucketWidthFor(time.Minute))
 }
 
 // engine is another engine (a replica) on the rig's show and clock.
@@ -321,10 +327,13 @@ func TestHoldExpires(t *testing.T) {
 		t.Fatalf("guard of an open booking: %v", v)
 	}
 	r.clock.Advance(time.Minute + time.Second)
-	// Nobody asks: the expirer releases the seats.
-	n, err := r.eng.ExpireDue(ctx, 100)
+	// Nobody asks: the expirer releases the seats, then clears their holds.
+	n, err := r.eng.ExpireDue(ctx)
 	if err != nil || n != 1 {
 		t.Fatalf("expired %d %v", n, err)
+	}
+	if n, err := r.eng.ExpireDue(ctx); err != nil || n != 1 {
+		t.Fatalf("cleared %d %v", n, err)
 	}
 	if held := r.checkSeats(t); held != 0 {
 		t.Fatalf("%d seats still held after expiry", held)
@@ -345,10 +354,11 @@ func TestHoldExpires(t *testing.T) {
 	}
 }
 
-// TestExpirerSettlesAPageTogether: one run of the expirer meets a page of bookings in every
-// state at once (its stages write the page's outcomes, holds and slots in batches): the unpaid
-// ones end EXPIRED with their seats back on sale, the paid ones stay PAID with their seats
-// sold, the cancelled ones stay CANCELLED, and nothing is left due.
+// TestExpirerSettlesAPageTogether: the expirer meets a bucket of bookings in every state at
+// once (its stages write the outcomes and slots in batches): the unpaid ones end EXPIRED, the
+// paid ones stay PAID with their seats sold, the cancelled ones stay CANCELLED. Released, every
+// customer has their fair-use slots back and the seat map shows the unpaid seats free; cleared,
+// only the sold seats keep holds, the rest are on sale, and nothing is left to do.
 func TestExpirerSettlesAPageTogether(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, newShow(60, 10))
@@ -383,27 +393,34 @@ func TestExpirerSettlesAPageTogether(t *testing.T) {
 			want[m.bk.ID] = core.BookingExpired
 		}
 	}
+	r.eng.Settled()
 	r.clock.Advance(time.Minute + time.Second)
-	if _, err := r.eng.ExpireDue(ctx, core.DefaultExpiryPage); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := r.eng.ExpireDue(ctx, core.DefaultExpiryPage); err != nil || n != 0 {
-		t.Fatalf("a second run met %d (%v): the first left work", n, err)
+	// A fresh replica, so that nothing is known from memory.
+	eng := r.engine(newStore(devdb.TestDBNamed(t, r.db.Name())))
+	if n, err := eng.ExpireDue(ctx); err != nil || n != 10 {
+		t.Fatalf("released %d (%v), want the 10 unpaid bookings", n, err)
 	}
 	for _, m := range all {
-		got, err := r.eng.Get(ctx, m.u, m.bk.ID)
+		got, err := eng.Get(ctx, m.u, m.bk.ID)
 		if err != nil || got.Status != want[m.bk.ID] {
 			t.Fatalf("booking %s: %v %v, want %s", m.bk.ID, got, err, want[m.bk.ID])
 		}
 	}
+	if m, err := eng.SeatMap(ctx, r.show.ID); err != nil || len(m.Free) != 40 || len(m.Sold) != 20 {
+		t.Fatalf("seat map after the release: %d free, %d sold (%v); want 40 and 20", len(m.Free), len(m.Sold), err)
+	}
+	if n, err := eng.ExpireDue(ctx); err != nil || n != 10 {
+		t.Fatalf("cleared %d (%v), want the 10 unpaid bookings' intents", n, err)
+	}
+	if n, err := eng.ExpireDue(ctx); err != nil || n != 0 {
+		t.Fatalf("a third step met %d (%v): the first two left work", n, err)
+	}
+	if b, err := r.store.IntentBuckets(ctx); err != nil || len(b) != 0 {
+		t.Fatalf("buckets left: %+v %v", b, err)
+	}
 	// 10 paid bookings of 2 seats: 20 holds, all sold; the other 40 seats free to book.
 	if held := r.checkSeats(t); held != 20 {
 		t.Fatalf("%d holds after the expirer, want the 20 sold", held)
-	}
-	for i := range 4 {
-		if _, err := r.eng.Book(ctx, customer(100+i), r.req(10)); err != nil {
-			t.Fatalf("the released seats are not on sale: %v", err)
-		}
 	}
 	// Every customer's fair-use slots came back (a decided booking holds no unpaid seat).
 	for _, m := range all {
@@ -412,37 +429,100 @@ func TestExpirerSettlesAPageTogether(t *testing.T) {
 			t.Fatalf("customer of %s (%s) has slots still taken: won %v %v", m.bk.ID, want[m.bk.ID], won, err)
 		}
 	}
+	for i := range 4 {
+		if _, err := r.eng.Book(ctx, customer(100+i), r.req(10)); err != nil {
+			t.Fatalf("the released seats are not on sale: %v", err)
+		}
+	}
 }
 
-// TestExpirerMeetsAnIntentBehindAnOpenOne: the expirer mostly reads only the front intent,
-// yet an intent due sooner behind one not due (a hold TTL shortened between two versions) is
-// still met within expiryFullReadEvery.
-func TestExpirerMeetsAnIntentBehindAnOpenOne(t *testing.T) {
+// TestReleasedSeatsSellBeforeTheClear: between the expirer's release and its clear, the seats
+// of expired bookings still have their holds, yet they sell: a booking meets the old holds it
+// needs (and only those) and releases them itself. The clear that follows deletes only the old
+// bookings' holds, never the new one's.
+func TestReleasedSeatsSellBeforeTheClear(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, newShow(20, 10))
+	ctx := context.Background()
+	a, a2, b := customer(1), customer(2), customer(3)
+	for _, u := range []*core.User{a, a2} {
+		if _, err := r.eng.Book(ctx, u, r.req(10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.clock.Advance(time.Minute + time.Second)
+	if n, err := r.eng.ExpireDue(ctx); err != nil || n != 2 {
+		t.Fatalf("released %d (%v)", n, err)
+	}
+	if held := r.checkSeats(t); held != 20 {
+		t.Fatalf("%d holds after the release, want the 20 old ones still there", held)
+	}
+	bk, err := r.eng.Book(ctx, b, r.req(5))
+	if err != nil {
+		t.Fatalf("a released seat does not sell before the clear: %v", err)
+	}
+	if held := r.checkSeats(t); held != 20 {
+		t.Fatalf("%d holds: the booking of 5 met more old holds than it needed", held)
+	}
+	// The customer whose bookings expired has all ten slots again: a booking of ten seats.
+	if _, err := r.eng.Book(ctx, a, r.req(10)); err != nil {
+		t.Fatalf("slots not back after the release: %v", err)
+	}
+	for {
+		n, err := r.eng.ExpireDue(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	r.eng.Settled()
+	if held := r.checkSeats(t); held != 15 {
+		t.Fatalf("%d holds after the clear, want the 15 of the new bookings", held)
+	}
+	if _, _, err := r.eng.Pay(ctx, b, core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); err != nil {
+		t.Fatalf("the new booking lost its seats to the clear: %v", err)
+	}
+}
+
+// TestExpirerMeetsAnEarlierBucket: an intent that ends before one written earlier (a hold TTL
+// shortened between two versions) is met once its own bucket has passed, while the other's is
+// still open; the open one stays until it ends.
+func TestExpirerMeetsAnEarlierBucket(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, newShow(10, 10))
 	ctx := context.Background()
-	if n, err := r.eng.ExpireDue(ctx, 100); err != nil || n != 0 {
+	if n, err := r.eng.ExpireDue(ctx); err != nil || n != 0 {
 		t.Fatalf("empty queue: %d %v", n, err)
 	}
 	if _, err := r.eng.Book(ctx, customer(1), r.req(1)); err != nil {
 		t.Fatal(err)
 	}
-	early := core.Intent{ID: core.IntentID(bson.NewObjectID().Hex(), 0), BookingID: bson.NewObjectID().Hex(),
-		ShowID: r.show.ID, UserID: customer(2).ID, ExpiresAt: r.clock.Now().Add(-time.Second)}
-	if err := r.store.AddIntent(ctx, early); err != nil {
-		t.Fatal(err)
+	// Two early intents, neither with seats (rounds that claimed only fair-use slots).
+	var early core.Intent
+	for range 2 {
+		id := bson.NewObjectID().Hex()
+		early = core.Intent{ID: core.IntentID(id, 0), BookingID: id, ShowID: r.show.ID, UserID: customer(2).ID,
+			ExpiresAt: r.clock.Now().Add(-2 * time.Second)}
+		if err := r.store.AddIntent(ctx, early); err != nil {
+			t.Fatal(err)
+		}
 	}
-	r.clock.Advance(time.Second)
-	if n, err := r.eng.ExpireDue(ctx, 100); err != nil || n != 0 {
-		t.Fatalf("met %d (%v) on a read of the front alone", n, err)
-	}
-	r.clock.Advance(30 * time.Second)
-	n, err := r.eng.ExpireDue(ctx, 100)
-	if err != nil || n != 1 {
-		t.Fatalf("met %d (%v), want the early intent behind the open one", n, err)
+	if n, err := r.eng.ExpireDue(ctx); err != nil || n != 2 {
+		t.Fatalf("met %d (%v), want the early intents", n, err)
 	}
 	if o, err := r.store.Outcome(ctx, early.BookingID); err != nil || o == nil || o.Status != core.BookingExpired {
 		t.Fatalf("early booking's outcome %+v %v", o, err)
+	}
+	if n, err := r.eng.ExpireDue(ctx); err != nil || n != 2 {
+		t.Fatalf("cleared %d (%v), want the early intents' bucket", n, err)
+	}
+	if n, err := r.eng.ExpireDue(ctx); err != nil || n != 0 {
+		t.Fatalf("met %d (%v) with only an open booking left", n, err)
+	}
+	if b, err := r.store.IntentBuckets(ctx); err != nil || len(b) != 1 {
+		t.Fatalf("buckets %+v %v, want the open booking's", b, err)
 	}
 }
 
@@ -566,7 +646,7 @@ func TestPaymentRacesExpiry(t *testing.T) {
 			})
 			wg.Go(func() {
 				r.clock.Advance(time.Millisecond)
-				if _, err := other.ExpireDue(ctx, 10); err != nil {
+				if _, err := other.ExpireDue(ctx); err != nil {
 					t.Errorf("expire: %v", err)
 				}
 			})
@@ -607,7 +687,7 @@ func TestPaymentRacesExpiry(t *testing.T) {
 func TestTwoReplicas(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, newShow(50, 10))
-	other := r.engine(mongostore.NewBookings(devdb.TestDBNamed(t, r.db.Name())))
+	other := r.engine(newStore(devdb.TestDBNamed(t, r.db.Name())))
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	var ok, conflict atomic.Int32

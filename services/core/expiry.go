@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,70 +12,171 @@ import (
 	"github.com/cineflow/cineflow/pkg/errs"
 )
 
-// expiryFullReadEvery is how often the expirer reads a whole page even when the front intent
-// is not due yet, for an intent due sooner behind it (a hold TTL shortened between two
-// versions, or intents of migrated bookings).
-const expiryFullReadEvery = 30 * time.Second
-
-// DefaultExpiryPage is how many intents the expirer reads from the front of the queue at a
-// time, and settles together.
+// DefaultExpiryPage is how many intents the expirer settles together: each stage of a page
+// coalesces into one batch per collection (see the store's inserter and deleter).
 const DefaultExpiryPage = 500
 
-// ExpireDue meets the intents at the front of the expiry queue whose hold has ended: their
-// booking is decided EXPIRED unless it was decided first, whatever it claimed is settled by
-// the outcome in force (seats released or, for a paid booking, recorded sold; fair-use slots
-// released), and the intent is deleted. It reads at most limit intents and returns how many
-// it met. The queue is ordered by insertion, which is the order holds end in (every booking
-// holds for the same TTL), so it stops at the first page without a due intent.
+// releasedBucket is what the expirer keeps of a bucket of the expiry queue it has released,
+// until it has cleared it: the outcome in force of every intent it met.
+type releasedBucket struct {
+	met map[string]BookingStatus // intent id -> outcome
+}
+
+// ExpireDue does one step of the expirer, in two phases, and returns how many intents the
+// step met (0: nothing is left to do).
 //
-// The page is settled a stage at a time, every intent of the page at once in each stage, so
-// that each stage's writes coalesce into one batch (see the store's inserter and deleter):
-// a page costs a handful of writes, not a handful per booking. Each booking is still decided
-// by its own outcome insert, and an intent whose stage failed is kept for the next run.
-func (b *Bookings) ExpireDue(ctx context.Context, limit int) (int, error) {
+// Release: every bucket of the expiry queue whose span has passed (so every intent in it is
+// due) is read whole, and its bookings are decided EXPIRED unless decided first; a paid
+// booking's seats are recorded sold, and every decided booking's fair-use slots are released.
+// From then on, the customers may book again, and the seats count as free: a booking that
+// needs one meets its old hold and releases it (see freeSeats), and a seat map shows it free.
+//
+// Clear: only when nothing is left to release, one released bucket is read again, the holds of
+// its unpaid bookings are deleted and logged freed, and the bucket is dropped with everything
+// in it.
+//
+// So a storm of expiries releases at the cost of one outcome insert and one slot delete per
+// booking; the hold deletes follow when the storm is over. Each booking is still decided by its
+// own outcome insert, and a bucket whose release or clearing failed in part is met again by
+// the next step (every stage is idempotent).
+func (b *Bookings) ExpireDue(ctx context.Context) (int, error) {
 	b.expiryMu.Lock()
 	defer b.expiryMu.Unlock()
 	ctx = AsBackground(ctx)
 	now := b.now()
-	if limit > 1 && now.Sub(b.expiryFullRead) < expiryFullReadEvery {
-		// Mostly nothing is due: one intent tells, where a page costs a read of hundreds.
-		front, err := b.store.DueIntents(ctx, 1)
-		if err != nil || len(front) == 0 || !now.After(front[0].ExpiresAt) {
-			return 0, err
-		}
-	}
-	page, err := b.store.DueIntents(ctx, limit)
+	_, first := b.store.ForwardLegacyIntents(ctx, DefaultExpiryPage)
+	buckets, err := b.store.IntentBuckets(ctx)
 	if err != nil {
 		return 0, err
 	}
-	b.expiryFullRead = now
-	type meeting struct {
-		in     Intent
-		o      Outcome
-		seats  []string
-		logged <-chan bool
-		err    error
+	listed := make(map[string]bool, len(buckets))
+	for _, bk := range buckets {
+		listed[bk.Name] = true
 	}
-	var due []*meeting
-	for _, in := range page {
-		if now.After(in.ExpiresAt) {
-			due = append(due, &meeting{in: in, seats: in.Seats})
-		}
-	}
-	if len(due) == 0 {
-		return 0, nil
-	}
-	// stage runs fn on every intent not failed yet, all at once.
-	stage := func(fn func(m *meeting) error) {
-		var wg sync.WaitGroup
-		for _, m := range due {
-			if m.err == nil {
-				wg.Go(func() { m.err = fn(m) })
+	defer func() { // what is left, for ExpiryProgress
+		p := ExpiryProgress{Steps: b.ExpiryProgress().Steps + 1, Clear: len(b.released)}
+		for _, bk := range buckets {
+			if _, done := b.released[bk.Name]; !done && !bk.End.After(now) && listed[bk.Name] {
+				p.Release++
 			}
 		}
-		wg.Wait()
+		b.progress.Store(&p)
+	}()
+	for name := range b.released {
+		if !listed[name] { // cleared by another replica
+			delete(b.released, name)
+		}
 	}
-	stage(func(m *meeting) error {
+	met := 0
+	deadline := time.Now().Add(expiryBudget)
+	for _, bk := range buckets {
+		if _, done := b.released[bk.Name]; done || bk.End.After(now) {
+			continue
+		}
+		n, err := b.releaseBucket(ctx, bk.Name, now)
+		met += n
+		first = cmp.Or(first, err)
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	if met > 0 {
+		return met, first
+	}
+	for _, bk := range buckets {
+		if rel, ok := b.released[bk.Name]; ok {
+			n, err := b.clearBucket(ctx, bk.Name, rel)
+			return n, cmp.Or(first, err)
+		}
+	}
+	return 0, first
+}
+
+// ExpiryProgress is what the expirer's last step left to do.
+type ExpiryProgress struct {
+	Steps   int64 // steps run so far
+	Release int   // buckets of the expiry queue due and not released
+	Clear   int   // buckets released and not cleared
+}
+
+// ExpiryProgress reports what the expirer's last step left to do.
+func (b *Bookings) ExpiryProgress() ExpiryProgress {
+	if p := b.progress.Load(); p != nil {
+		return *p
+	}
+	return ExpiryProgress{}
+}
+
+// meeting is one intent met by the expirer.
+type meeting struct {
+	in     Intent
+	o      Outcome
+	logged <-chan bool
+	err    error
+}
+
+// stage runs fn on every meeting not failed yet, all at once (their writes coalesce).
+func stage(ms []*meeting, fn func(m *meeting) error) {
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		if m.err == nil {
+			wg.Go(func() { m.err = fn(m) })
+		}
+	}
+	wg.Wait()
+}
+
+// waitLogged waits for the seat log of every meeting and returns the first failure.
+func waitLogged(ms []*meeting) error {
+	var first error
+	for _, m := range ms {
+		if m.err == nil && m.logged != nil && !<-m.logged {
+			m.err = errs.E(errs.Unavailable, "could not log the seats of booking %s; retrying", m.in.BookingID)
+		}
+		first = cmp.Or(first, m.err)
+	}
+	return first
+}
+
+// releaseBucket runs the release phase over a bucket whose span has passed; it remembers the
+// bucket as released once every intent in it is.
+func (b *Bookings) releaseBucket(ctx context.Context, bucket string, now time.Time) (int, error) {
+	ins, err := b.store.BucketIntents(ctx, bucket)
+	if err != nil {
+		return 0, err
+	}
+	rel := &releasedBucket{met: make(map[string]BookingStatus, len(ins))}
+	var first error
+	met, complete := 0, true
+	for page := range slices.Chunk(ins, DefaultExpiryPage) {
+		var ms []*meeting
+		for _, in := range page {
+			if now.After(in.ExpiresAt) {
+				ms = append(ms, &meeting{in: in})
+			} else { // not due, whatever its bucket says: met by a later step
+				complete = false
+			}
+		}
+		b.meet(ctx, ms, false)
+		first = cmp.Or(first, waitLogged(ms))
+		for _, m := range ms {
+			if m.err == nil {
+				rel.met[m.in.ID] = m.o.Status
+				met++
+			}
+		}
+	}
+	if first == nil && complete {
+		b.released[bucket] = rel
+	}
+	return met, first
+}
+
+// meet decides each meeting's booking (EXPIRED unless decided first), settles a paid one's
+// seats as sold, and releases every decided booking's fair-use slots; with seats, it also
+// releases an unpaid booking's seats (else the clear phase does).
+func (b *Bookings) meet(ctx context.Context, ms []*meeting, seats bool) {
+	stage(ms, func(m *meeting) error {
 		o, won, err := b.decide(ctx, Outcome{BookingID: m.in.BookingID, Status: BookingExpired, DecidedAt: b.clock()})
 		if err != nil {
 			return err
@@ -83,19 +185,11 @@ func (b *Bookings) ExpireDue(ctx context.Context, limit int) (int, error) {
 			b.events.Booking("expired")
 		}
 		m.o = o
-		if o.Status == BookingPaid {
-			// Only the seats the booking won are sold: its record says which.
-			bk, err := b.getBooking(ctx, m.in.BookingID)
-			if err != nil {
-				return err
-			}
-			m.seats = bk.Seats
-		}
 		return nil
 	})
 	// The seats and the fair-use slots are settled side by side (other collections: the
 	// database reads for one while it writes the other).
-	stage(func(m *meeting) error {
+	stage(ms, func(m *meeting) error {
 		var slotsErr error
 		var wg sync.WaitGroup
 		if len(m.in.Slots) > 0 {
@@ -105,51 +199,92 @@ func (b *Bookings) ExpireDue(ctx context.Context, limit int) (int, error) {
 				}
 			})
 		}
-		ok, logged := b.settleSeats(ctx, m.in.ShowID, m.in.BookingID, m.seats, m.o)
+		ok := true
+		switch {
+		case m.o.Status == BookingPaid:
+			// Only the seats the booking won are sold: its record says which.
+			bk, err := b.getBooking(ctx, m.in.BookingID)
+			if err != nil {
+				wg.Wait()
+				return err
+			}
+			ok, m.logged = b.settleSeats(ctx, m.in.ShowID, m.in.BookingID, bk.Seats, m.o)
+		case seats:
+			ok, m.logged = b.settleSeats(ctx, m.in.ShowID, m.in.BookingID, m.in.Seats, m.o)
+		default:
+			b.projectBooking(ctx, m.in.BookingID, m.o.Status)
+		}
 		wg.Wait()
 		if !ok {
-			return errs.E(errs.Unavailable, "could not settle booking %s; retrying", m.in.BookingID)
+			return errs.E(errs.Unavailable, "could not release the seats of booking %s; retrying", m.in.BookingID)
 		}
-		m.logged = logged
 		return slotsErr
 	})
-	var (
-		settled []string
-		first   error
-	)
-	for _, m := range due {
-		if m.err == nil && !<-m.logged {
-			m.err = errs.E(errs.Unavailable, "could not settle booking %s; retrying", m.in.BookingID)
-		}
-		if m.err != nil {
-			first = cmp.Or(first, m.err)
-			continue
-		}
-		settled = append(settled, m.in.ID)
+}
+
+// clearBucket runs the clear phase over a released bucket: the holds of its unpaid bookings
+// are deleted (and logged freed), then the bucket is dropped. An intent the release phase did
+// not meet (written after it, by a process whose clock is far behind) is met in full here.
+func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *releasedBucket) (int, error) {
+	ins, err := b.store.BucketIntents(ctx, bucket)
+	if err != nil {
+		return 0, err
 	}
-	if len(settled) > 0 {
-		if err := b.store.DeleteIntents(ctx, settled); err != nil {
-			return 0, err
+	var first error
+	for page := range slices.Chunk(ins, DefaultExpiryPage) {
+		var known, unknown []*meeting
+		for _, in := range page {
+			if st, ok := rel.met[in.ID]; ok {
+				known = append(known, &meeting{in: in, o: Outcome{BookingID: in.BookingID, Status: st}})
+			} else {
+				unknown = append(unknown, &meeting{in: in})
+			}
 		}
+		b.meet(ctx, unknown, true)
+		stage(known, func(m *meeting) error {
+			if m.o.Status == BookingPaid {
+				return nil // sold when released
+			}
+			ok, logged := b.releaseSeats(ctx, m.in.ShowID, m.in.BookingID, m.in.Seats)
+			if !ok {
+				return errs.E(errs.Unavailable, "could not release the seats of booking %s; retrying", m.in.BookingID)
+			}
+			m.logged = logged
+			return nil
+		})
+		first = cmp.Or(first, waitLogged(unknown), waitLogged(known))
 	}
-	return len(settled), first
+	if first != nil {
+		return len(ins), first
+	}
+	if err := b.store.DropIntentBucket(ctx, bucket); err != nil {
+		return len(ins), err
+	}
+	delete(b.released, bucket)
+	return max(1, len(ins)), nil
 }
 
 // expiryBudget bounds the time one run of the expirer spends before it yields to the next
 // tick, so that a storm of expiries cannot hold the database for long at a stretch.
 const expiryBudget = 5 * time.Second
 
-// expireAll meets due intents page by page until a page has none, the budget is spent, or a
-// page makes no progress.
-func (b *Bookings) expireAll(ctx context.Context) error {
-	deadline := b.now().Add(expiryBudget)
+// expiryPause separates two runs of the expirer when the first left work.
+const expiryPause = 100 * time.Millisecond
+
+// expireAll runs steps of the expirer until one has nothing to do, the budget is spent, or a
+// step fails; more reports that the budget ran out with work left.
+func (b *Bookings) expireAll(ctx context.Context) (more bool, err error) {
+	deadline := time.Now().Add(expiryBudget)
 	for ctx.Err() == nil {
-		n, err := b.ExpireDue(ctx, DefaultExpiryPage)
-		if err != nil || n == 0 || b.now().After(deadline) {
-			return err
+		n, err := b.ExpireDue(ctx)
+		if err != nil || n == 0 {
+			return false, err
+		}
+		if time.Now().After(deadline) {
+			return true, nil
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // projector copies decided fates onto booking, payment and hold documents in the background,
@@ -292,6 +427,21 @@ func (b *Bookings) Run(ctx context.Context, expiryInterval time.Duration, onErr 
 			onErr(err)
 		}
 	}
+	// A run that spent its budget with work left is followed by another shortly (the flushes
+	// between the two keep going), not after a whole interval: a storm of expiries is released
+	// as fast as the expirer's own queues go, whatever HOLD_EXPIRY_INTERVAL says.
+	var again <-chan time.Time
+	expire := func() <-chan time.Time {
+		more, err := b.expireAll(ctx)
+		report(err)
+		now := b.now()
+		b.views.prune(now, 2*b.ttl+expiryInterval)
+		b.slots.prune(now, b.ttl)
+		if more {
+			return time.After(expiryPause)
+		}
+		return nil
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -301,10 +451,9 @@ func (b *Bookings) Run(ctx context.Context, expiryInterval time.Duration, onErr 
 		case <-p.wake:
 			report(b.flush(ctx))
 		case <-expiry.C:
-			report(b.expireAll(ctx))
-			now := b.now()
-			b.views.prune(now, 2*b.ttl+expiryInterval)
-			b.slots.prune(now, b.ttl)
+			again = expire()
+		case <-again:
+			again = expire()
 		}
 	}
 }

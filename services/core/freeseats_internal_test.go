@@ -24,7 +24,7 @@ func BenchmarkFreeSeatsFullShow(b *testing.B) {
 			v.rebuild()
 			ctx := context.Background()
 			for b.Loop() {
-				free, err := bk.freeSeats(ctx, show, layout, time.Time{})
+				free, err := bk.freeSeats(ctx, show, layout, time.Time{}, 1, nil)
 				if err != nil || free.Len() != 5000-held {
 					b.Fatalf("%d free, %v", free.Len(), err)
 				}

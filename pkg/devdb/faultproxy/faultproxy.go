@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,7 @@ func (f Fault) String() string {
 // Rule picks commands by name and collection (and, optionally, by their body).
 type Rule struct {
 	Command    string              // "insert", "update", "delete", "find", ...; "" matches any
-	Collection string              // "" matches any
+	Collection string              // "" matches any; a name ending in "*" matches by prefix
 	Match      func(bson.Raw) bool // optional: also match on the command body (section 0)
 	Fault      Fault
 	Delay      time.Duration
@@ -148,11 +149,19 @@ func (p *Proxy) accept() {
 	}
 }
 
+// collMatches reports whether a rule's collection pattern matches coll.
+func collMatches(pattern, coll string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(coll, prefix)
+	}
+	return pattern == "" || pattern == coll
+}
+
 func (p *Proxy) rule(cmd, coll string, body bson.Raw) *Rule {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, r := range p.rules {
-		if (r.Command == "" || r.Command == cmd) && (r.Collection == "" || r.Collection == coll) &&
+		if (r.Command == "" || r.Command == cmd) && collMatches(r.Collection, coll) &&
 			(r.Match == nil || r.Match(body)) && r.decide() {
 			return r
 		}

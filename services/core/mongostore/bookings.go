@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,22 +61,58 @@ type Bookings struct {
 	payments  *mongo.Collection
 	fg, bg    *coalescers // requests' writes, and the background work's (see core.AsBackground)
 	now       func() time.Time
+
+	bucketWidth time.Duration // of the expiry queue's buckets
 }
 
 // coalescers are the insert and delete queues of the engine's collections. Requests and
 // background work (the expirer) have a set each, so that a request's write never queues behind
 // a background batch of hundreds: the two go out side by side.
 type coalescers struct {
-	ins struct{ holds, slots, intents, seatLog, bookings, outcomes, payments *inserter }
-	del struct{ holds, slots, intents *deleter }
+	ins struct{ holds, slots, seatLog, bookings, outcomes, payments *inserter }
+	del struct{ holds, slots, legacyIntents *deleter }
+
+	bucketsMu sync.Mutex
+	buckets   map[string]*bucketQueues // the expiry queue's buckets, by collection name
+}
+
+type bucketQueues struct {
+	ins *inserter
+	del *deleter
+}
+
+// maxBucketQueues bounds the bucket queues kept; a full map starts over (the queues of a bucket
+// are only a place to coalesce: a new one is as good).
+const maxBucketQueues = 1000
+
+// bucket returns the queues of the named bucket of the expiry queue.
+func (q *coalescers) bucket(db *mongo.Database, name string) *bucketQueues {
+	q.bucketsMu.Lock()
+	defer q.bucketsMu.Unlock()
+	b := q.buckets[name]
+	if b == nil {
+		if len(q.buckets) >= maxBucketQueues {
+			clear(q.buckets)
+		}
+		c := db.Collection(name)
+		b = &bucketQueues{ins: newInserter(c), del: newDeleter(c)}
+		q.buckets[name] = b
+	}
+	return b
+}
+
+func (q *coalescers) forgetBucket(name string) {
+	q.bucketsMu.Lock()
+	delete(q.buckets, name)
+	q.bucketsMu.Unlock()
 }
 
 func (s *Bookings) newCoalescers() *coalescers {
-	q := &coalescers{}
-	q.ins.holds, q.ins.slots, q.ins.intents = newInserter(s.holds), newInserter(s.slots), newInserter(s.intents)
+	q := &coalescers{buckets: map[string]*bucketQueues{}}
+	q.ins.holds, q.ins.slots = newInserter(s.holds), newInserter(s.slots)
 	q.ins.seatLog, q.ins.bookings = newInserter(s.seatLog), newInserter(s.bookings)
 	q.ins.outcomes, q.ins.payments = newInserter(s.outcomes), newInserter(s.payments)
-	q.del.holds, q.del.slots, q.del.intents = newDeleter(s.holds), newDeleter(s.slots), newDeleter(s.intents)
+	q.del.holds, q.del.slots, q.del.legacyIntents = newDeleter(s.holds), newDeleter(s.slots), newDeleter(s.intents)
 	return q
 }
 
@@ -95,7 +132,7 @@ func NewBookings(db *mongo.Database) *Bookings {
 		intents: db.Collection(IntentsCollection), seatLog: db.Collection(SeatLogCollection),
 		snaps: db.Collection(SeatSnapsCollection), deletions: db.Collection(DeletionsCollection),
 		bookings: db.Collection(BookingsCollection), outcomes: db.Collection(OutcomesCollection),
-		payments: db.Collection(PaymentsCollection), now: time.Now}
+		payments: db.Collection(PaymentsCollection), now: time.Now, bucketWidth: DefaultIntentBucketWidth}
 	s.fg, s.bg = s.newCoalescers(), s.newCoalescers()
 	return s
 }
@@ -293,38 +330,169 @@ func (d *intentDoc) intent() core.Intent {
 		Slots: d.Slots, ExpiresAt: d.ExpiresAt.UTC()}
 }
 
-// AddIntent inserts the intent (an intent already there is the same one: success).
+// The expiry queue is kept in buckets: a collection per bucket width of expiry times,
+// named after its span. A bucket is read whole once its span has passed (every intent in it is
+// then due), and dropped as one when everything it names is settled: a storm of expiries costs
+// a read and a drop per bucket, where deleting each intent would cost a write each (and, on
+// the embedded database, a transaction each). IntentsCollection is the single queue of earlier
+// versions: ForwardLegacyIntents moves what they write there into the buckets.
+
+// DefaultIntentBucketWidth is the span of expiry times one bucket of the expiry queue holds,
+// unless SetIntentBucketWidth says otherwise.
+const DefaultIntentBucketWidth = 10 * time.Second
+
+// IntentBucketWidthFor is the bucket width that suits a hold TTL: a sixtieth of it, from 1 s
+// to 10 s. The expirer meets a bucket once its span has passed, so a hold's slots come back up
+// to a width after it ends (its seats count as free at once), and a TTL's worth of bookings
+// keeps about sixty buckets.
+func IntentBucketWidthFor(ttl time.Duration) time.Duration {
+	return min(max(ttl/60, time.Second), DefaultIntentBucketWidth).Truncate(time.Second)
+}
+
+// SetIntentBucketWidth sets the span of the buckets this store writes (whole seconds, at least
+// one; every replica should use the same, else a paid booking's intent written by one is left
+// for the expirer to meet instead of deleted by another). It returns s.
+func (s *Bookings) SetIntentBucketWidth(w time.Duration) *Bookings {
+	s.bucketWidth = max(w.Truncate(time.Second), time.Second)
+	return s
+}
+
+// intentBucketPrefix starts the name of every bucket of the expiry queue.
+const intentBucketPrefix = IntentsCollection + "_"
+
+// IntentBucketName names the bucket holding intents that expire at t.
+func (s *Bookings) IntentBucketName(t time.Time) string {
+	start := t.UTC().Truncate(s.bucketWidth)
+	return fmt.Sprintf("%s%d_%d", intentBucketPrefix, start.Unix(), start.Add(s.bucketWidth).Unix())
+}
+
+// parseIntentBucket reads a bucket's span from its name.
+func parseIntentBucket(name string) (core.IntentBucket, bool) {
+	rest, ok := strings.CutPrefix(name, intentBucketPrefix)
+	if !ok {
+		return core.IntentBucket{}, false
+	}
+	a, b, ok := strings.Cut(rest, "_")
+	if !ok {
+		return core.IntentBucket{}, false
+	}
+	start, err1 := strconv.ParseInt(a, 10, 64)
+	end, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || end <= start {
+		return core.IntentBucket{}, false
+	}
+	return core.IntentBucket{Name: name, Start: time.Unix(start, 0).UTC(), End: time.Unix(end, 0).UTC()}, true
+}
+
+// AddIntent inserts the intent into its bucket (an intent already there is the same one:
+// success).
 func (s *Bookings) AddIntent(ctx context.Context, in core.Intent) error {
 	d := intentDoc{ID: in.ID, BookingID: in.BookingID, ShowID: in.ShowID, UserID: in.UserID, Seats: in.Seats,
 		Slots: in.Slots, ExpiresAt: in.ExpiresAt, CreatedAt: s.now().UTC()}
-	if _, err := s.q(ctx).ins.intents.insert(ctx, d); err != nil {
+	if _, err := s.q(ctx).bucket(s.db, s.IntentBucketName(in.ExpiresAt)).ins.insert(ctx, d); err != nil {
 		return dbError(err, "could not record the booking")
 	}
 	return nil
 }
 
-// DueIntents reads the front of the queue: an empty filter and a limit, which the embedded
-// database answers from the first rows alone (oldest first) and MongoDB in natural order.
-func (s *Bookings) DueIntents(ctx context.Context, limit int) ([]core.Intent, error) {
-	return findAll(ctx, s.intents, bson.D{}, options.Find().SetLimit(int64(limit)), "read the expiry queue", (*intentDoc).intent)
-}
-
-// DeleteIntents deletes intents by id.
-func (s *Bookings) DeleteIntents(ctx context.Context, ids []string) error {
+// DeleteIntents deletes intents by id from the bucket of expiresAt (every intent of a booking
+// expires with the booking).
+func (s *Bookings) DeleteIntents(ctx context.Context, expiresAt time.Time, ids []string) error {
 	anyIDs := make([]any, len(ids))
 	for i, id := range ids {
 		anyIDs[i] = id
 	}
-	if err := s.q(ctx).del.intents.delete(ctx, anyIDs...); err != nil {
+	if err := s.q(ctx).bucket(s.db, s.IntentBucketName(expiresAt)).del.delete(ctx, anyIDs...); err != nil {
 		return dbError(err, "could not clear the expiry queue")
 	}
 	return nil
 }
 
-// ShowIntents lists the show's intents (a scan of the queue, which holds only bookings whose
-// fate is not settled yet).
+// IntentBuckets lists the buckets of the expiry queue, earliest first (the database's list of
+// collection names: no document is read).
+func (s *Bookings) IntentBuckets(ctx context.Context) ([]core.IntentBucket, error) {
+	names, err := s.db.ListCollectionNames(ctx, bson.D{})
+	if err != nil {
+		return nil, dbError(err, "could not read the expiry queue")
+	}
+	var out []core.IntentBucket
+	for _, n := range names {
+		if b, ok := parseIntentBucket(n); ok {
+			out = append(out, b)
+		}
+	}
+	slices.SortFunc(out, func(x, y core.IntentBucket) int { return x.Start.Compare(y.Start) })
+	return out, nil
+}
+
+// BucketIntents reads every intent of a bucket.
+func (s *Bookings) BucketIntents(ctx context.Context, bucket string) ([]core.Intent, error) {
+	return findAll(ctx, s.db.Collection(bucket), bson.D{}, nil, "read the expiry queue", (*intentDoc).intent)
+}
+
+// DropIntentBucket drops a bucket (one that is gone already is dropped).
+func (s *Bookings) DropIntentBucket(ctx context.Context, bucket string) error {
+	if _, ok := parseIntentBucket(bucket); !ok {
+		return errs.E(errs.Internal, "%q is not a bucket of the expiry queue", bucket)
+	}
+	if err := s.db.Collection(bucket).Drop(ctx); err != nil {
+		return dbError(err, "could not clear the expiry queue")
+	}
+	s.fg.forgetBucket(bucket)
+	s.bg.forgetBucket(bucket)
+	return nil
+}
+
+// ForwardLegacyIntents moves up to limit intents from the queue of earlier versions into
+// their buckets, and returns how many it moved: a replica of an earlier version writes its
+// intents there during a rolling upgrade. When that queue is empty it costs one read of
+// nothing.
+func (s *Bookings) ForwardLegacyIntents(ctx context.Context, limit int) (int, error) {
+	ins, err := findAll(ctx, s.intents, bson.D{}, options.Find().SetLimit(int64(limit)), "read the expiry queue", (*intentDoc).intent)
+	if err != nil || len(ins) == 0 {
+		return 0, err
+	}
+	var wg sync.WaitGroup
+	errsOf := make([]error, len(ins))
+	for i, in := range ins {
+		wg.Go(func() { errsOf[i] = s.AddIntent(ctx, in) })
+	}
+	wg.Wait()
+	var moved []any
+	for i, in := range ins {
+		if errsOf[i] == nil {
+			moved = append(moved, in.ID)
+		}
+	}
+	if len(moved) > 0 {
+		if err := s.q(ctx).del.legacyIntents.delete(ctx, moved...); err != nil {
+			return 0, dbError(err, "could not clear the expiry queue")
+		}
+	}
+	return len(moved), errors.Join(errsOf...)
+}
+
+// ShowIntents lists the show's intents: a scan of every bucket (and of the queue of earlier
+// versions), which hold only bookings whose fate is not settled yet. Deleting a show alone
+// uses it.
 func (s *Bookings) ShowIntents(ctx context.Context, showID string) ([]core.Intent, error) {
-	return findAll(ctx, s.intents, bson.M{"showId": showID}, nil, "read the show's bookings", (*intentDoc).intent)
+	buckets, err := s.IntentBuckets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	colls := []*mongo.Collection{s.intents}
+	for _, b := range buckets {
+		colls = append(colls, s.db.Collection(b.Name))
+	}
+	var out []core.Intent
+	for _, c := range colls {
+		got, err := findAll(ctx, c, bson.M{"showId": showID}, nil, "read the show's bookings", (*intentDoc).intent)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, got...)
+	}
+	return out, nil
 }
 
 type seatOpDoc struct {

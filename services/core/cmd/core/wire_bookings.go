@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"time"
@@ -52,11 +53,11 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 		return errors.New("bookings need the catalogue (wireCatalogue first)")
 	}
 	var shows core.ShowFinder = m.Catalogue
-	store := mongostore.NewBookings(db)
+	cfg := m.Config.BookingConfig
+	store := mongostore.NewBookings(db).SetIntentBucketWidth(mongostore.IntentBucketWidthFor(cmp.Or(cfg.HoldTTL, core.DefaultHoldTTL)))
 	if err := store.EnsureIndexes(ctx); err != nil {
 		return err
 	}
-	cfg := m.Config.BookingConfig
 	if cfg.ExpiryInterval == 0 {
 		cfg.ExpiryInterval = 10 * time.Second
 	}
