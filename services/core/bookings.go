@@ -88,7 +88,7 @@ type Bookings struct {
 	expiryMu sync.Mutex
 	released map[string]*releasedBucket // buckets of the expiry queue released, to be cleared (under expiryMu)
 	progress atomic.Pointer[ExpiryProgress]
-	bg       sync.WaitGroup             // background clean-ups (tests wait for them)
+	bg       sync.WaitGroup // background clean-ups (tests wait for them)
 }
 
 // getBooking reads a booking: from memory if this process created it within the last hold
