@@ -87,6 +87,7 @@ type Bookings struct {
 
 	expiryMu sync.Mutex
 	released map[string]*releasedBucket // buckets of the expiry queue released, to be cleared (under expiryMu)
+	lapsed   lapsedSlots                // slots of released bookings not deleted yet
 	progress atomic.Pointer[ExpiryProgress]
 	bg       sync.WaitGroup // background clean-ups (tests wait for them)
 }
@@ -251,8 +252,8 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, views: map[string]*seatView{}}, proj: newProjector(),
 		slots: slotHints{users: map[string]*slotHint{}},
 		names: map[string]cachedName{}, project: opts.Project, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
-		released: map[string]*releasedBucket{},
-		store:    store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
+		released: map[string]*releasedBucket{}, lapsed: lapsedSlots{users: map[string]map[int][]string{}},
+		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
 		maxSeats: opts.MaxSeatsPerBooking, maxOpen: opts.MaxOpenSeatsPerUser, events: opts.Events, now: opts.Now,
 		inflight: map[string]map[string]int{}}
 }
@@ -596,7 +597,7 @@ func (b *Bookings) claim(ctx context.Context, showID string, bk *Booking, seats 
 		wg.Go(func() { wonSeats, seatErr = b.store.InsertHolds(ctx, holds) })
 	}
 	if len(slots) > 0 {
-		wg.Go(func() { wonSlots, slotErr = b.store.ClaimSlots(ctx, bk.UserID, bk.ID, slots) })
+		wg.Go(func() { wonSlots, slotErr = b.claimSlots(ctx, bk, slots) })
 	}
 	wg.Wait()
 	if len(wonSeats) > 0 {
@@ -608,6 +609,38 @@ func (b *Bookings) claim(ctx context.Context, showID string, bk *Booking, seats 
 		return wonSeats, wonSlots, seatErr
 	}
 	return wonSeats, wonSlots, slotErr
+}
+
+// claimSlots claims the booking's fair-use slots. A slot still taken by a booking the expirer
+// has released (decided, its slot not yet deleted: see ExpireDue) is deleted here, by its exact
+// id (never another's), and claimed again: the customer has that room back the moment the
+// expirer decides, not when it clears.
+func (b *Bookings) claimSlots(ctx context.Context, bk *Booking, slots []int) ([]int, error) {
+	won, err := b.store.ClaimSlots(ctx, bk.UserID, bk.ID, slots)
+	if err != nil || len(won) == len(slots) {
+		return won, err
+	}
+	lapsed := b.lapsed.of(bk.UserID, slots, won)
+	if len(lapsed) == 0 {
+		return won, nil
+	}
+	var again []int
+	for holder, ks := range lapsed {
+		if err := b.store.ReleaseSlots(ctx, bk.UserID, holder, ks); err != nil {
+			continue
+		}
+		b.lapsed.drop(bk.UserID, holder, ks)
+		for _, k := range ks {
+			if !slices.Contains(again, k) {
+				again = append(again, k)
+			}
+		}
+	}
+	if len(again) == 0 {
+		return won, nil
+	}
+	more, err := b.store.ClaimSlots(ctx, bk.UserID, bk.ID, again)
+	return append(won, more...), err
 }
 
 // unclaim releases what a booking won before its booking was written (so nobody can have paid

@@ -140,17 +140,34 @@ func TestFairUseOpenSeats(t *testing.T) {
 	if _, err := r.eng.Book(ctx, u, r.req(2)); err != nil {
 		t.Fatalf("after cancelling: %v", err)
 	}
-	// Every hold ends: the expirer frees the customer's slots.
+	// Every hold ends: once the expirer has released them (decided, slots not deleted yet),
+	// the customer has all ten again, taking over the old slots.
 	r.clock.Advance(2 * time.Minute)
 	if _, err := r.eng.ExpireDue(ctx); err != nil {
 		t.Fatal(err)
 	}
 	r.eng.Settled()
-	if got := openSeats(t, r, u); got != 0 {
-		t.Fatalf("%d open seats after every hold ended", got)
-	}
 	if _, err := r.eng.Book(ctx, u, r.req(10)); err != nil {
 		t.Fatalf("10 seats after the expiry: %v", err)
+	}
+	if got := openSeats(t, r, u); got != 10 {
+		t.Fatalf("%d open seats counted after booking 10 again", got)
+	}
+	// The expirer's clear deletes the old bookings' slots, never the new booking's.
+	for {
+		n, err := r.eng.ExpireDue(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if got := openSeats(t, r, u); got != 10 {
+		t.Fatalf("%d open seats after the clear; want the new booking's 10", got)
+	}
+	if _, err := r.eng.Book(ctx, u, r.req(1)); !errs.Is(err, errs.RateLimited) {
+		t.Fatalf("an 11th open seat after the clear: %v; want rate limited", err)
 	}
 }
 

@@ -19,7 +19,16 @@ const DefaultExpiryPage = 500
 // releasedBucket is what the expirer keeps of a bucket of the expiry queue it has released,
 // until it has cleared it: the outcome in force of every intent it met.
 type releasedBucket struct {
-	met map[string]BookingStatus // intent id -> outcome
+	met     map[string]BookingStatus // intent id -> outcome
+	slots   []Intent                 // intents met with fair-use slots (noted lapsed until cleared)
+	cleared map[string]bool          // intents cleared already (a clear stopped for a release)
+}
+
+// forget drops what the bucket noted of lapsed slots (deleted, or the bucket is gone).
+func (r *releasedBucket) forget(l *lapsedSlots) {
+	for _, in := range r.slots {
+		l.drop(in.UserID, in.BookingID, in.Slots)
+	}
 }
 
 // ExpireDue does one step of the expirer, in two phases, and returns how many intents the
@@ -27,16 +36,17 @@ type releasedBucket struct {
 //
 // Release: every bucket of the expiry queue whose span has passed (so every intent in it is
 // due) is read whole, and its bookings are decided EXPIRED unless decided first; a paid
-// booking's seats are recorded sold, and every decided booking's fair-use slots are released.
-// From then on, the customers may book again, and the seats count as free: a booking that
-// needs one meets its old hold and releases it (see freeSeats), and a seat map shows it free.
+// booking's seats are recorded sold. From then on the seats count as free: a booking that
+// needs one meets its old hold and deletes it (see freeSeats), and a seat map shows it free.
+// The customers have their fair-use room back too: their slots are noted lapsed, and a booking
+// of theirs that finds one taken deletes it and takes it (see claimSlots).
 //
 // Clear: only when nothing is left to release, one released bucket is read again, the holds of
-// its unpaid bookings are deleted and logged freed, and the bucket is dropped with everything
-// in it.
+// its unpaid bookings are deleted and logged freed, its bookings' slots are deleted, and the
+// bucket is dropped with everything in it.
 //
-// So a storm of expiries releases at the cost of one outcome insert and one slot delete per
-// booking; the hold deletes follow when the storm is over. Each booking is still decided by its
+// So a storm of expiries is released at the cost of one outcome insert per booking (and a read
+// of its intent); the deletes follow when the storm is over, as background work. Each booking is still decided by its
 // own outcome insert, and a bucket whose release or clearing failed in part is met again by
 // the next step (every stage is idempotent).
 func (b *Bookings) ExpireDue(ctx context.Context) (int, error) {
@@ -62,8 +72,9 @@ func (b *Bookings) ExpireDue(ctx context.Context) (int, error) {
 		}
 		b.progress.Store(&p)
 	}()
-	for name := range b.released {
+	for name, rel := range b.released {
 		if !listed[name] { // cleared by another replica
+			rel.forget(&b.lapsed)
 			delete(b.released, name)
 		}
 	}
@@ -145,7 +156,7 @@ func (b *Bookings) releaseBucket(ctx context.Context, bucket string, now time.Ti
 	if err != nil {
 		return 0, err
 	}
-	rel := &releasedBucket{met: make(map[string]BookingStatus, len(ins))}
+	rel := &releasedBucket{met: make(map[string]BookingStatus, len(ins)), cleared: map[string]bool{}}
 	var first error
 	met, complete := 0, true
 	for page := range slices.Chunk(ins, DefaultExpiryPage) {
@@ -162,20 +173,27 @@ func (b *Bookings) releaseBucket(ctx context.Context, bucket string, now time.Ti
 		for _, m := range ms {
 			if m.err == nil {
 				rel.met[m.in.ID] = m.o.Status
+				if len(m.in.Slots) > 0 {
+					b.lapsed.note(m.in.UserID, m.in.BookingID, m.in.Slots)
+					b.slots.seen(m.in.UserID, m.in.Slots, false, b.now())
+					rel.slots = append(rel.slots, m.in)
+				}
 				met++
 			}
 		}
 	}
 	if first == nil && complete {
 		b.released[bucket] = rel
+	} else {
+		rel.forget(&b.lapsed) // noted again when met again
 	}
 	return met, first
 }
 
-// meet decides each meeting's booking (EXPIRED unless decided first), settles a paid one's
-// seats as sold, and releases every decided booking's fair-use slots; with seats, it also
-// releases an unpaid booking's seats (else the clear phase does).
-func (b *Bookings) meet(ctx context.Context, ms []*meeting, seats bool) {
+// meet decides each meeting's booking (EXPIRED unless decided first) and settles a paid
+// one's seats as sold. In full, it also releases an unpaid booking's seats and every decided
+// booking's fair-use slots (else the clear phase does).
+func (b *Bookings) meet(ctx context.Context, ms []*meeting, full bool) {
 	stage(ms, func(m *meeting) error {
 		o, won, err := b.decide(ctx, Outcome{BookingID: m.in.BookingID, Status: BookingExpired, DecidedAt: b.clock()})
 		if err != nil {
@@ -187,43 +205,53 @@ func (b *Bookings) meet(ctx context.Context, ms []*meeting, seats bool) {
 		m.o = o
 		return nil
 	})
-	// The seats and the fair-use slots are settled side by side (other collections: the
-	// database reads for one while it writes the other).
 	stage(ms, func(m *meeting) error {
-		var slotsErr error
-		var wg sync.WaitGroup
-		if len(m.in.Slots) > 0 {
-			wg.Go(func() {
-				if slotsErr = b.store.ReleaseSlots(ctx, m.in.UserID, m.in.BookingID, m.in.Slots); slotsErr == nil {
-					b.slots.seen(m.in.UserID, m.in.Slots, false, b.now())
-				}
-			})
-		}
-		ok := true
-		switch {
-		case m.o.Status == BookingPaid:
+		if m.o.Status == BookingPaid {
 			// Only the seats the booking won are sold: its record says which.
 			bk, err := b.getBooking(ctx, m.in.BookingID)
 			if err != nil {
-				wg.Wait()
 				return err
 			}
-			ok, m.logged = b.settleSeats(ctx, m.in.ShowID, m.in.BookingID, bk.Seats, m.o)
-		case seats:
-			ok, m.logged = b.settleSeats(ctx, m.in.ShowID, m.in.BookingID, m.in.Seats, m.o)
-		default:
+			m.in.Seats = bk.Seats
+		} else if !full {
 			b.projectBooking(ctx, m.in.BookingID, m.o.Status)
+			return nil
 		}
-		wg.Wait()
-		if !ok {
-			return errs.E(errs.Unavailable, "could not release the seats of booking %s; retrying", m.in.BookingID)
-		}
-		return slotsErr
+		return b.settleMeeting(ctx, m, full, false)
 	})
 }
 
+// settleMeeting settles a decided meeting's seats by its outcome (a paid booking's recorded
+// sold, an unpaid one's released) and, with slots, releases its fair-use slots beside. Known
+// says the release phase settled it already but for its unpaid seats: only those are released.
+func (b *Bookings) settleMeeting(ctx context.Context, m *meeting, slots, known bool) error {
+	var slotsErr error
+	var wg sync.WaitGroup
+	if slots && len(m.in.Slots) > 0 {
+		wg.Go(func() {
+			if slotsErr = b.store.ReleaseSlots(ctx, m.in.UserID, m.in.BookingID, m.in.Slots); slotsErr == nil {
+				b.lapsed.drop(m.in.UserID, m.in.BookingID, m.in.Slots)
+				b.slots.seen(m.in.UserID, m.in.Slots, false, b.now())
+			}
+		})
+	}
+	ok, logged := true, (<-chan bool)(nil)
+	switch {
+	case !known:
+		ok, logged = b.settleSeats(ctx, m.in.ShowID, m.in.BookingID, m.in.Seats, m.o)
+	case m.o.Status != BookingPaid:
+		ok, logged = b.releaseSeats(ctx, m.in.ShowID, m.in.BookingID, m.in.Seats)
+	}
+	wg.Wait()
+	if !ok {
+		return errs.E(errs.Unavailable, "could not release the seats of booking %s; retrying", m.in.BookingID)
+	}
+	m.logged = logged
+	return slotsErr
+}
+
 // clearBucket runs the clear phase over a released bucket: the holds of its unpaid bookings
-// are deleted (and logged freed), then the bucket is dropped. An intent the release phase did
+// are deleted (and logged freed) and its bookings' slots deleted, then the bucket is dropped. An intent the release phase did
 // not meet (written after it, by a process whose clock is far behind) is met in full here.
 func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *releasedBucket) (int, error) {
 	ins, err := b.store.BucketIntents(ctx, bucket)
@@ -231,9 +259,22 @@ func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *released
 		return 0, err
 	}
 	var first error
+	cleared := 0
+	checked := time.Now()
 	for page := range slices.Chunk(ins, DefaultExpiryPage) {
+		if time.Since(checked) >= time.Second {
+			// Releasing comes first: a bucket that fell due meanwhile stops the clear, which
+			// the next step after its release takes up where it stopped.
+			checked = time.Now()
+			if b.releaseDue(ctx) {
+				return max(1, cleared), first
+			}
+		}
 		var known, unknown []*meeting
 		for _, in := range page {
+			if rel.cleared[in.ID] {
+				continue
+			}
 			if st, ok := rel.met[in.ID]; ok {
 				known = append(known, &meeting{in: in, o: Outcome{BookingID: in.BookingID, Status: st}})
 			} else {
@@ -241,27 +282,41 @@ func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *released
 			}
 		}
 		b.meet(ctx, unknown, true)
-		stage(known, func(m *meeting) error {
-			if m.o.Status == BookingPaid {
-				return nil // sold when released
-			}
-			ok, logged := b.releaseSeats(ctx, m.in.ShowID, m.in.BookingID, m.in.Seats)
-			if !ok {
-				return errs.E(errs.Unavailable, "could not release the seats of booking %s; retrying", m.in.BookingID)
-			}
-			m.logged = logged
-			return nil
-		})
+		stage(known, func(m *meeting) error { return b.settleMeeting(ctx, m, true, true) })
 		first = cmp.Or(first, waitLogged(unknown), waitLogged(known))
+		for _, ms := range [][]*meeting{known, unknown} {
+			for _, m := range ms {
+				if m.err == nil {
+					rel.cleared[m.in.ID] = true
+					cleared++
+				}
+			}
+		}
 	}
 	if first != nil {
-		return len(ins), first
+		return max(1, cleared), first
 	}
 	if err := b.store.DropIntentBucket(ctx, bucket); err != nil {
-		return len(ins), err
+		return max(1, cleared), err
 	}
+	rel.forget(&b.lapsed)
 	delete(b.released, bucket)
-	return max(1, len(ins)), nil
+	return max(1, cleared), nil
+}
+
+// releaseDue reports whether a bucket of the expiry queue is due and not released.
+func (b *Bookings) releaseDue(ctx context.Context) bool {
+	buckets, err := b.store.IntentBuckets(ctx)
+	if err != nil {
+		return false
+	}
+	now := b.now()
+	for _, bk := range buckets {
+		if _, done := b.released[bk.Name]; !done && !bk.End.After(now) {
+			return true
+		}
+	}
+	return false
 }
 
 // expiryBudget bounds the time one run of the expirer spends before it yields to the next

@@ -176,3 +176,72 @@ func (h *slotHints) prune(now time.Time, ttl time.Duration) {
 		}
 	}
 }
+
+// lapsedSlots remembers the fair-use slots of bookings the expirer has released but whose
+// slot documents it has not deleted yet (it deletes them when it clears their bucket): a
+// booking of the same customer that finds one taken deletes it and takes it (see claimSlots).
+// Only bookings decided already are noted, so deleting their slots is always right. An intent
+// names the slots its round tried, won or not, so a slot may be noted for several bookings:
+// the one that holds it is among them.
+type lapsedSlots struct {
+	mu    sync.Mutex
+	users map[string]map[int][]string // user -> slot -> bookings that may hold it
+}
+
+// note records that booking, decided, may still have the user's slots.
+func (l *lapsedSlots) note(userID, booking string, slots []int) {
+	if len(slots) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.users[userID]
+	if m == nil {
+		m = map[int][]string{}
+		l.users[userID] = m
+	}
+	for _, k := range slots {
+		if !slices.Contains(m[k], booking) {
+			m[k] = append(m[k], booking)
+		}
+	}
+}
+
+// of returns, by booking, the slots of the user among slots (and not in won) that a released
+// booking may hold.
+func (l *lapsedSlots) of(userID string, slots, won []int) map[string][]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out map[string][]int
+	for _, k := range slots {
+		if slices.Contains(won, k) {
+			continue
+		}
+		for _, holder := range l.users[userID][k] {
+			if out == nil {
+				out = map[string][]int{}
+			}
+			out[holder] = append(out[holder], k)
+		}
+	}
+	return out
+}
+
+// drop forgets the booking's slots (deleted).
+func (l *lapsedSlots) drop(userID, booking string, slots []int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.users[userID]
+	if m == nil {
+		return
+	}
+	for _, k := range slots {
+		m[k] = slices.DeleteFunc(m[k], func(b string) bool { return b == booking })
+		if len(m[k]) == 0 {
+			delete(m, k)
+		}
+	}
+	if len(m) == 0 {
+		delete(l.users, userID)
+	}
+}
