@@ -125,6 +125,10 @@ func (e *env) corePodKilled(t *testing.T) {
 	ackedAtKill := acked.Load()
 	t.Logf("killed core pod %s (SIGKILL) after %d acknowledged bookings", victim.Name, ackedAtKill)
 	wg.Wait()
+	// The checks below sign up and book without an Idempotency-Key, which net/http does not
+	// replay: wait until the Service no longer routes to the dead pod and drop pooled connections
+	// to it, as a client's reconnect would.
+	e.awaitCoreWithout(t, victim.Status.PodIP)
 
 	// Every request ended: booked, or refused for a reason of its own, or (only for claims that
 	// died with the pod) unknown.
@@ -272,6 +276,54 @@ func (e *env) corePodKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.timed("core pod killed under bookings", began)
+}
+
+// awaitCoreWithout waits until the core Service lists no endpoint at ip, closes the pooled
+// connections (some may lead to ip), and waits until 10 fresh connections in a row are answered.
+func (e *env) awaitCoreWithout(t *testing.T, ip string) {
+	t.Helper()
+	ctx := context.Background()
+	const svc = "cineflow-core"
+	err := eventually(60*time.Second, 100*time.Millisecond, func() error {
+		slices, err := e.Cluster.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + svc})
+		if err != nil {
+			return err
+		}
+		for _, sl := range slices.Items {
+			for _, ep := range sl.Endpoints {
+				for _, a := range ep.Addresses {
+					if a == ip {
+						return fmt.Errorf("%s still lists %s", svc, ip)
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpClient.CloseIdleConnections()
+	fresh := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	ok := 0
+	err = eventually(60*time.Second, 100*time.Millisecond, func() error {
+		for ; ok < 10; ok++ {
+			resp, err := fresh.Get(strings.TrimSuffix(e.core.base, "/mba/api/v1") + "/healthz")
+			if err != nil {
+				ok = 0
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				ok = 0
+				return fmt.Errorf("GET /healthz: %d", resp.StatusCode)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s not answering on fresh connections: %v", svc, err)
+	}
 }
 
 // corePods are the ready core pods.
