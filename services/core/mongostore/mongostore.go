@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"golang.org/x/time/rate"
 
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/mongox"
@@ -20,11 +22,15 @@ import (
 const (
 	UsersCollection       = "users"
 	UserChangesCollection = "user_changes"
+	UserEmailsCollection  = "user_emails"
 )
 
 // Users is a core.UserStore on MongoDB. A duplicate email is refused by the unique index on
-// email (never by a read before the insert). Lookups by email scan on the dev database, which
-// only serves {_id: v} from an index; there are few users.
+// email (never by a read before the insert).
+//
+// Sign-in finds a user by email through user_emails, one document per email keyed by it
+// (_id = email, userId), because the embedded database serves only {_id: v} from an index:
+// a find by email scans every user. See Create, GetByEmail and Backfill.
 //
 // Changes are versioned, because an update on the dev database is a read then a write of the
 // whole document (two concurrent updates of a user keep only one). Each change is an insert
@@ -39,14 +45,33 @@ type Users struct {
 	db      *mongo.Database
 	users   *mongo.Collection
 	changes *mongo.Collection
+	emails  *mongo.Collection
 	now     func() time.Time
+
+	// backfilled is set once user_emails is known to list every user an earlier version
+	// created (its marker document exists).
+	backfilled atomic.Bool
+	// scans bounds the finds by email (scans on the embedded database) made after the
+	// backfill, when the email's document is missing: for a user an earlier version created
+	// during a rolling upgrade, or an unknown email. Unknown emails cost no more than that.
+	scans *rate.Limiter
 }
 
 var _ core.UserStore = (*Users)(nil)
 
-// New returns a user store on db. Call EnsureIndexes once at start.
+// backfilledMarker is the _id of user_emails' marker document: not an email (no '@').
+const backfilledMarker = "!backfilled"
+
+// Finds by email after the backfill, per replica: a few a second.
+const (
+	emailScanRate  = 2
+	emailScanBurst = 10
+)
+
+// New returns a user store on db. Call EnsureIndexes once at start, and Backfill.
 func New(db *mongo.Database) *Users {
-	return &Users{db: db, users: db.Collection(UsersCollection), changes: db.Collection(UserChangesCollection), now: time.Now}
+	return &Users{db: db, users: db.Collection(UsersCollection), changes: db.Collection(UserChangesCollection),
+		emails: db.Collection(UserEmailsCollection), now: time.Now, scans: rate.NewLimiter(emailScanRate, emailScanBurst)}
 }
 
 // EnsureIndexes creates the unique index on email.
@@ -135,7 +160,19 @@ func parseID(id string) (bson.ObjectID, error) {
 	return oid, nil
 }
 
+// emailDoc is user_emails' document of one email: the user who has it.
+type emailDoc struct {
+	Email  string        `bson:"_id"`
+	UserID bson.ObjectID `bson:"userId"`
+}
+
 // Create inserts u; a taken email is errs.Conflict.
+//
+// The email's document is inserted first, naming the user's new id, then the user. When the
+// email has a document already, its user decides: one that exists has the email (Conflict);
+// one that does not (a sign-up whose user insert failed, or is still in flight) is taken over,
+// by inserting the user under that id, so the unique _id decides between the two sign-ups.
+// Every user has its email's document from before it exists, so sign-in never misses one.
 func (s *Users) Create(ctx context.Context, u *core.User) error {
 	now := s.now().UTC().Truncate(time.Millisecond)
 	if u.CreatedAt.IsZero() {
@@ -144,7 +181,10 @@ func (s *Users) Create(ctx context.Context, u *core.User) error {
 	if u.UpdatedAt.IsZero() {
 		u.UpdatedAt = u.CreatedAt
 	}
-	oid := bson.NewObjectID()
+	oid, err := s.claimEmail(ctx, u.Email, bson.NewObjectID())
+	if err != nil {
+		return err
+	}
 	d := userDoc{ID: oid, Name: u.Name, Email: u.Email, PasswordHash: u.PasswordHash, Role: string(u.Role),
 		Status: string(u.Status), CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
 	if _, err := s.users.InsertOne(ctx, d); err != nil {
@@ -155,6 +195,30 @@ func (s *Users) Create(ctx context.Context, u *core.User) error {
 	}
 	u.ID = oid.Hex()
 	return nil
+}
+
+// claimEmail inserts email's document naming oid and returns the id the user must take: oid,
+// or the id of an earlier claim whose user does not exist.
+func (s *Users) claimEmail(ctx context.Context, email string, oid bson.ObjectID) (bson.ObjectID, error) {
+	_, err := s.emails.InsertOne(ctx, emailDoc{Email: email, UserID: oid})
+	if err == nil {
+		return oid, nil
+	}
+	if !mongox.IsDuplicateKey(err) {
+		return bson.NilObjectID, dbError(err, "could not create the user")
+	}
+	var cur emailDoc
+	if err := s.emails.FindOne(ctx, bson.D{{Key: "_id", Value: email}}).Decode(&cur); err != nil {
+		return bson.NilObjectID, dbError(err, "could not create the user")
+	}
+	switch _, err := s.findOne(ctx, bson.D{{Key: "_id", Value: cur.UserID}}); {
+	case err == nil:
+		return bson.NilObjectID, errs.E(errs.Conflict, "an account with this email already exists")
+	case errs.Is(err, errs.NotFound):
+		return cur.UserID, nil
+	default:
+		return bson.NilObjectID, err
+	}
 }
 
 func (s *Users) findOne(ctx context.Context, filter bson.D) (*core.User, error) {
@@ -184,9 +248,136 @@ func (s *Users) Get(ctx context.Context, id string) (*core.User, error) {
 	return s.findOne(ctx, bson.D{{Key: "_id", Value: oid}})
 }
 
-// GetByEmail finds a user by lowercased email.
+// GetByEmail finds a user by lowercased email: the email's document, then the user by _id.
+// Without a document naming an existing user, it finds by email (a scan on the embedded
+// database) and writes the document for next time: always until Backfill is done, then at
+// most emailScanRate a second (a user an earlier version created during a rolling upgrade);
+// beyond that an unknown email is simply not found.
 func (s *Users) GetByEmail(ctx context.Context, email string) (*core.User, error) {
-	return s.findOne(ctx, bson.D{{Key: "email", Value: email}})
+	var l emailDoc
+	err := s.emails.FindOne(ctx, bson.D{{Key: "_id", Value: email}}).Decode(&l)
+	switch {
+	case err == nil:
+		u, err := s.findOne(ctx, bson.D{{Key: "_id", Value: l.UserID}})
+		if err == nil && u.Email == email {
+			return u, nil
+		}
+		if err != nil && !errs.Is(err, errs.NotFound) {
+			return nil, err
+		}
+	case !errors.Is(err, mongo.ErrNoDocuments):
+		return nil, dbError(err, "could not read the user")
+	}
+	done, err := s.isBackfilled(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if done && !s.scans.Allow() {
+		_, _ = s.newerChange(ctx, bson.NilObjectID, 0) // the reads of a found user, as findOne
+		return nil, errs.E(errs.NotFound, "user not found")
+	}
+	u, err := s.findOne(ctx, bson.D{{Key: "email", Value: email}})
+	if err != nil {
+		return nil, err
+	}
+	oid, _ := bson.ObjectIDFromHex(u.ID)
+	if err := s.setEmail(ctx, email, oid); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// setEmail makes email's document name user oid, which has that email: the unique index on
+// users' email makes it the only one, so a document naming another id names a user that
+// does not exist (a claim whose insert failed, refused by this user's email).
+func (s *Users) setEmail(ctx context.Context, email string, oid bson.ObjectID) error {
+	_, err := s.emails.InsertOne(ctx, emailDoc{Email: email, UserID: oid})
+	if mongox.IsDuplicateKey(err) {
+		var cur emailDoc
+		err = s.emails.FindOne(ctx, bson.D{{Key: "_id", Value: email}}).Decode(&cur)
+		if err == nil && cur.UserID != oid {
+			_, err = s.emails.UpdateOne(ctx, bson.D{{Key: "_id", Value: email}}, bson.D{{Key: "$set", Value: bson.D{{Key: "userId", Value: oid}}}})
+		}
+	}
+	if err != nil {
+		return dbError(err, "could not index the user's email")
+	}
+	return nil
+}
+
+func (s *Users) isBackfilled(ctx context.Context) (bool, error) {
+	if s.backfilled.Load() {
+		return true, nil
+	}
+	err := s.emails.FindOne(ctx, bson.D{{Key: "_id", Value: backfilledMarker}}).Err()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return false, nil
+	}
+	if err != nil {
+		return false, dbError(err, "could not read the user")
+	}
+	s.backfilled.Store(true)
+	return true, nil
+}
+
+// Backfill gives every user an earlier version created (without user_emails) its email's
+// document, then writes the marker that makes those documents authoritative. It reads the
+// users once, as a cursor, and returns at once when the marker exists; replicas running it
+// at the same time write the same documents. Run it in the background at start.
+func (s *Users) Backfill(ctx context.Context) (indexed int, err error) {
+	if done, err := s.isBackfilled(ctx); done || err != nil {
+		return 0, err
+	}
+	cur, err := s.users.Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: "email", Value: 1}}).SetBatchSize(1000))
+	if err != nil {
+		return 0, dbError(err, "could not list the users")
+	}
+	defer cur.Close(ctx)
+	ins := newInserter(s.emails)
+	page := make([]emailDoc, 0, maxBatchDocs)
+	flush := func() error {
+		docs := make([]any, len(page))
+		for i := range page {
+			docs[i] = page[i]
+		}
+		dup, err := ins.insert(ctx, docs...)
+		if err != nil {
+			return dbError(err, "could not index the users' emails")
+		}
+		for i := range dup { // a document already there: a sign-in or another replica wrote it, or a stale claim
+			if err := s.setEmail(ctx, page[i].Email, page[i].UserID); err != nil {
+				return err
+			}
+		}
+		indexed += len(page)
+		page = page[:0]
+		return nil
+	}
+	for cur.Next(ctx) {
+		var d struct {
+			ID    bson.ObjectID `bson:"_id"`
+			Email string        `bson:"email"`
+		}
+		if err := cur.Decode(&d); err != nil {
+			return indexed, dbError(err, "could not list the users")
+		}
+		if page = append(page, emailDoc{Email: d.Email, UserID: d.ID}); len(page) == maxBatchDocs {
+			if err := flush(); err != nil {
+				return indexed, err
+			}
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return indexed, dbError(err, "could not list the users")
+	}
+	if err := flush(); err != nil {
+		return indexed, err
+	}
+	if _, err := s.emails.InsertOne(ctx, emailDoc{Email: backfilledMarker}); err != nil && !mongox.IsDuplicateKey(err) {
+		return indexed, dbError(err, "could not mark the users' emails indexed")
+	}
+	s.backfilled.Store(true)
+	return indexed, nil
 }
 
 // Change stores u's mutable state as version u.Version+1: the insert of that version decides

@@ -197,6 +197,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.Users.EnsureIndexes(ictx); err != nil {
 		return fmt.Errorf("database %s: %w", mongox.Redact(cfg.DBURL), err)
 	}
+	m.backfillUserEmails(ctx)
 	m.Accounts, err = core.NewAccounts(m.Users, core.AccountsOptions{
 		Secret: []byte(secret), TokenTTL: cfg.JWTTTL, BcryptCost: cfg.BcryptCost})
 	if err != nil {
@@ -257,6 +258,40 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info("core service listening", "addr", m.Server.Addr(), "db", mongox.Redact(cfg.DBURL),
 		"database", dbName, "env", cfg.AppEnv, "version", version)
 	return nil
+}
+
+// backfillUserEmails indexes, in the background, the emails of users an earlier version
+// created, retrying until it is done (sign-in finds them meanwhile by a find on email).
+func (m *Main) backfillUserEmails(ctx context.Context) {
+	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			began := time.Now()
+			n, err := m.Users.Backfill(bctx)
+			if err == nil {
+				if n > 0 {
+					m.Logger.Info("indexed the emails of existing users", "users", n, "took", time.Since(began).String())
+				}
+				return
+			}
+			if bctx.Err() != nil {
+				return
+			}
+			m.Logger.Warn("indexing the emails of existing users failed; retrying", "error", err.Error())
+			select {
+			case <-bctx.Done():
+				return
+			case <-time.After(10 * time.Second):
+			}
+		}
+	}()
+	m.OnClose(func(context.Context) error {
+		stop()
+		<-done
+		return nil
+	})
 }
 
 func main() {
