@@ -3,16 +3,11 @@ package core_test
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
-
-	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/devdb/faultproxy"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
@@ -30,22 +25,8 @@ type faultRig struct {
 func newFaultRig(t *testing.T, show *core.Show) *faultRig {
 	t.Helper()
 	r := newRig(t, show)
-	u, err := url.Parse(devdb.TestURI(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := faultproxy.Start(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	client, err := mongo.Connect(options.Client().ApplyURI("mongodb://" + p.Addr() + "/").SetMaxPoolSize(4).
-		SetServerSelectionTimeout(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Disconnect(context.Background()) })
-	return &faultRig{rig: r, proxy: p, a: r.engine(newStore(client.Database(r.db.Name()))), b: r.eng}
+	p, db := faultproxy.StartTest(t, r.db.Name(), 4)
+	return &faultRig{rig: r, proxy: p, a: r.engine(newStore(db)), b: r.eng}
 }
 
 // faultCase is one write of the booking path failed one way.

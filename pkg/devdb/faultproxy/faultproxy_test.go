@@ -3,13 +3,11 @@ package faultproxy_test
 import (
 	"context"
 	"errors"
-	"net/url"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/devdb/faultproxy"
@@ -19,23 +17,9 @@ import (
 // collection reached directly.
 func proxied(t *testing.T) (*faultproxy.Proxy, *mongo.Collection, *mongo.Collection) {
 	t.Helper()
-	u, err := url.Parse(devdb.TestURI(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := faultproxy.Start(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	client, err := mongo.Connect(options.Client().ApplyURI("mongodb://" + p.Addr() + "/").SetMaxPoolSize(2).
-		SetServerSelectionTimeout(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Disconnect(context.Background()) })
 	name := devdb.TestDatabase(t)
-	return p, client.Database(name).Collection("c"), devdb.TestDBNamed(t, name).Collection("c")
+	p, db := faultproxy.StartTest(t, name, 2)
+	return p, db.Collection("c"), devdb.TestDBNamed(t, name).Collection("c")
 }
 
 func exists(t *testing.T, c *mongo.Collection, id string) bool {

@@ -1,16 +1,12 @@
 package mongostore
 
 import (
-	"context"
 	"fmt"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"golang.org/x/time/rate"
 
 	"github.com/cineflow/cineflow/pkg/devdb"
@@ -292,21 +288,8 @@ func TestSignUpFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	direct.scans = rate.NewLimiter(0, 0)
-	u, err := url.Parse(devdb.TestURI(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := faultproxy.Start(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	client, err := mongo.Connect(options.Client().ApplyURI("mongodb://" + p.Addr() + "/").SetServerSelectionTimeout(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Disconnect(context.Background()) })
-	faulty := New(client.Database(db.Name()))
+	p, proxied := faultproxy.StartTest(t, db.Name(), 4)
+	faulty := New(proxied)
 
 	for _, coll := range []string{UserEmailsCollection, UsersCollection} {
 		for _, fault := range []faultproxy.Fault{faultproxy.DropReply, faultproxy.CutBefore} {
