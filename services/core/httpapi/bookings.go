@@ -260,18 +260,17 @@ func idempotencyKey(c *fiber.Ctx) (string, error) {
 
 // keepsAnswer reports whether an Idempotency-Key keeps an answer of this status, to replay it
 // to every retry with the key and the same body. Stripe's rule for idempotent requests is the
-// model: a result is saved once the endpoint has begun to act, not when the request was
-// refused before anything happened (validation, a conflict with a concurrent request), and a
-// refused request may be retried with its key. Here:
+// model: a result is saved only once the endpoint has begun to act; a request refused before
+// (invalid parameters, a conflict with a concurrent request) saves nothing and may be retried
+// with its key. Here an answer is kept when it reflects an effect or can never change:
 //   - kept: 2xx (the effect happened: a booking held, a payment made), and the refusals that
 //     can never change for the same body: 400 (malformed, invalid, and the payment of a wrong
 //     amount, whose FAILED payment is recorded: a replay records no second one), 410 (a hold
 //     expired: final), 413, 415 and 422;
 //   - not kept, the key given up (the next request with it runs): every refusal that may pass
-//     later while the body stays the same, with nothing done: 401, 403 (an account approved
-//     later), 404 (a show created later), 409 (seats freed, a request with the key still in
-//     progress), 429 (the customer's fair-use room freed), and any other 4xx; and 5xx (a
-//     failure to retry).
+//     later for the same body, having done nothing: 401, 403 (an account approved later), 404
+//     (a show created later), 409 (seats freed by a cancellation or an expiry), 429 (the
+//     customer's fair-use room freed), any other 4xx; and 5xx (a failure to retry).
 func keepsAnswer(status int) bool {
 	switch {
 	case status >= 200 && status < 300:
