@@ -258,10 +258,35 @@ func idempotencyKey(c *fiber.Ctx) (string, error) {
 	return string(raw), nil // a copy: fasthttp reuses its buffers
 }
 
+// keepsAnswer reports whether an Idempotency-Key keeps an answer of this status, to replay it
+// to every retry with the key and the same body. Stripe's rule for idempotent requests is the
+// model: a result is saved only once the endpoint has begun to act; a request refused before
+// (invalid parameters, a conflict with a concurrent request) saves nothing and may be retried
+// with its key. Here an answer is kept when it reflects an effect or can never change:
+//   - kept: 2xx (the effect happened: a booking held, a payment made), and the refusals that
+//     can never change for the same body: 400 (malformed, invalid, and the payment of a wrong
+//     amount, whose FAILED payment is recorded: a replay records no second one), 410 (a hold
+//     expired: final), 413, 415 and 422;
+//   - not kept, the key given up (the next request with it runs): every refusal that may pass
+//     later for the same body, having done nothing: 401, 403 (an account approved later), 404
+//     (a show created later), 409 (seats freed by a cancellation or an expiry), 429 (the
+//     customer's fair-use room freed), any other 4xx; and 5xx (a failure to retry).
+func keepsAnswer(status int) bool {
+	switch {
+	case status >= 200 && status < 300:
+		return true
+	case status == fiber.StatusBadRequest, status == fiber.StatusGone, status == fiber.StatusRequestEntityTooLarge,
+		status == fiber.StatusUnsupportedMediaType, status == fiber.StatusUnprocessableEntity:
+		return true
+	}
+	return false
+}
+
 // idempotent wraps a signed-in POST handler: a repeated Idempotency-Key (per caller and
-// route) with the same body gets the first response again, with Idempotent-Replayed: true; a
-// different body under the key is 422; a 5xx frees the key for a retry, and so does a request
-// that never answered (its process died) once its claim's lease has passed.
+// route) with the same body gets the first kept response again (keepsAnswer), with
+// Idempotent-Replayed: true; a different body under the key is 422; an answer not kept frees
+// the key for a retry, and so does a request that never answered (its process died) once its
+// claim's lease has passed.
 func (a *API) idempotent(route string, h fiber.Handler) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		key, err := idempotencyKey(c)
@@ -291,8 +316,11 @@ func (a *API) idempotent(route string, h fiber.Handler) fiber.Handler {
 			}
 		}
 		status := c.Response().StatusCode()
-		if status >= 500 {
-			_ = a.svc.Idempotency.Abandon(ctx, claim)
+		if !keepsAnswer(status) {
+			if err := a.svc.Idempotency.Abandon(ctx, claim); err != nil {
+				// the claim stays "in progress" until its lease passes; the answer stands
+				a.log.WarnContext(ctx, "idempotency key not freed", "route", route, "error", err.Error())
+			}
 			return nil
 		}
 		body := bytes.Clone(c.Response().Body())
