@@ -548,19 +548,15 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 			c.unsure = true
 			return fail(err)
 		}
-		if lost := len(slotPick) - len(wonSlots); lost > 0 {
-			var taken []int
-			for _, k := range slotPick {
-				if !slices.Contains(wonSlots, k) {
-					taken = append(taken, k)
-				}
-			}
-			b.slots.seen(bk.UserID, taken, true, b.now())
-		}
+		// Every slot tried is taken now: the ones lost by another booking, the ones won by this
+		// one until it is settled (which forgets them), so that the customer's next booking
+		// tries a free one first.
+		b.slots.seen(bk.UserID, slotPick, true, b.now())
 		if extra := len(c.slots) - needSlots; extra > 0 { // a last round tried every slot left
 			back := slices.Clone(c.slots[needSlots:])
 			if err := b.store.ReleaseSlots(context.WithoutCancel(ctx), bk.UserID, bk.ID, back); err == nil {
 				c.slots = c.slots[:needSlots]
+				b.slots.seen(bk.UserID, back, false, b.now())
 			}
 		}
 		if lost := len(pick) - len(wonSeats); lost > 0 {
