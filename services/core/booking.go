@@ -155,6 +155,16 @@ type SeatSnapshot struct {
 	Seats  []SnapSeat // held, unsold
 }
 
+// SeatLogCompaction is how far a show's seat log is compacted: its entries up to Done are
+// deleted, and those up to Mark, which all existed at MarkedAt (by the database's clock), may be
+// deleted once the retention has passed since (see Bookings.CompactSeatLogs).
+type SeatLogCompaction struct {
+	ShowID   string
+	Done     int64
+	Mark     int64
+	MarkedAt time.Time
+}
+
 // BookingFilter selects bookings; empty UserID means everyone's.
 type BookingFilter struct {
 	UserID      string
@@ -229,6 +239,17 @@ type BookingStore interface {
 	// replaces it (any snapshot is valid: a later one only shortens the replay).
 	SeatSnapshot(ctx context.Context, showID string) (*SeatSnapshot, error)
 	SaveSeatSnapshot(ctx context.Context, s SeatSnapshot) error
+	// DeleteSeatLog deletes the show's entries from..to (each by its exact id; missing ones are
+	// no error). SeatLogCompaction reads the show's compaction record (zero but for ShowID when
+	// there is none); SaveSeatLogCompaction replaces it. ClaimSeatLogSweep inserts a claim on
+	// key (false: another holds it); DropSeatLogSweep deletes it. DBTime reads the database's
+	// clock.
+	DeleteSeatLog(ctx context.Context, showID string, from, to int64) error
+	SeatLogCompaction(ctx context.Context, showID string) (SeatLogCompaction, error)
+	SaveSeatLogCompaction(ctx context.Context, c SeatLogCompaction) error
+	ClaimSeatLogSweep(ctx context.Context, key string) (bool, error)
+	DropSeatLogSweep(ctx context.Context, key string) error
+	DBTime(ctx context.Context) (time.Time, error)
 
 	// MarkShowDeleting inserts the show's deletion marker (false: one exists already);
 	// ShowDeleting reads it (when it was inserted, whether there is one); UnmarkShowDeleting

@@ -38,6 +38,11 @@ type BookingsOptions struct {
 	// SeatViewTTL is how long the engine trusts its in-memory view of a show's seats when it
 	// picks seats (default DefaultSeatViewTTL; negative: always read).
 	SeatViewTTL time.Duration
+	// SeatLogRetention is how long a stretch of a show's seat log covered by its snapshot is
+	// kept before it is deleted, by the database's clock (default DefaultSeatLogRetention;
+	// negative: never deleted). A view not read for half of it reloads from the snapshot. See
+	// CompactSeatLogs.
+	SeatLogRetention time.Duration
 	// Project copies each decided fate onto the booking, payment and hold documents (in the
 	// background, batched), for readers of the raw collections. The engine never needs it: it
 	// resolves bookings from their outcome records.
@@ -78,6 +83,8 @@ type Bookings struct {
 	names   map[string]cachedName // movie and theatre names for emails
 
 	project bool
+
+	retention time.Duration // of the seat log (0: never compacted)
 
 	outcomesMu sync.Mutex
 	outcomes   map[string]Outcome // decided outcomes never change: safe to keep
@@ -249,7 +256,12 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 	if opts.SeatViewTTL == 0 {
 		opts.SeatViewTTL = DefaultSeatViewTTL
 	}
-	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, views: map[string]*seatView{}}, proj: newProjector(),
+	if opts.SeatLogRetention == 0 {
+		opts.SeatLogRetention = DefaultSeatLogRetention
+	}
+	retention := max(opts.SeatLogRetention, 0)
+	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, reloadAfter: retention / 2, views: map[string]*seatView{}},
+		retention: retention, proj: newProjector(),
 		slots: slotHints{users: map[string]*slotHint{}},
 		names: map[string]cachedName{}, project: opts.Project, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
 		released: map[string]*releasedBucket{}, lapsed: lapsedSlots{users: map[string]map[int][]string{}},
@@ -548,19 +560,15 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 			c.unsure = true
 			return fail(err)
 		}
-		if lost := len(slotPick) - len(wonSlots); lost > 0 {
-			var taken []int
-			for _, k := range slotPick {
-				if !slices.Contains(wonSlots, k) {
-					taken = append(taken, k)
-				}
-			}
-			b.slots.seen(bk.UserID, taken, true, b.now())
-		}
+		// Every slot tried is taken now: the ones lost by another booking, the ones won by this
+		// one until it is settled (which forgets them), so that the customer's next booking
+		// tries a free one first.
+		b.slots.seen(bk.UserID, slotPick, true, b.now())
 		if extra := len(c.slots) - needSlots; extra > 0 { // a last round tried every slot left
 			back := slices.Clone(c.slots[needSlots:])
 			if err := b.store.ReleaseSlots(context.WithoutCancel(ctx), bk.UserID, bk.ID, back); err == nil {
 				c.slots = c.slots[:needSlots]
+				b.slots.seen(bk.UserID, back, false, b.now())
 			}
 		}
 		if lost := len(pick) - len(wonSeats); lost > 0 {

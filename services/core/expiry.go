@@ -149,8 +149,46 @@ func waitLogged(ms []*meeting) error {
 	return first
 }
 
+// intentGroup is the intents of one booking, met together: in names every seat and fair-use
+// slot they name (its ID is the first one's), ids are their ids.
+type intentGroup struct {
+	in  Intent
+	ids []string
+}
+
+// byBooking groups intents by booking, in the order their bookings first appear, so that the
+// expirer meets a booking once (one outcome insert, one settlement) however many rounds it
+// wrote. A booking whose intents sit in several buckets is met once per bucket, but decided
+// once: its outcome is known by then (see decide).
+func byBooking(ins []Intent) []intentGroup {
+	at := make(map[string]int, len(ins))
+	out := make([]intentGroup, 0, len(ins))
+	for _, in := range ins {
+		i, ok := at[in.BookingID]
+		if !ok {
+			at[in.BookingID] = len(out)
+			in.Seats, in.Slots = slices.Clone(in.Seats), slices.Clone(in.Slots)
+			out = append(out, intentGroup{in: in, ids: []string{in.ID}})
+			continue
+		}
+		g := &out[i]
+		g.ids = append(g.ids, in.ID)
+		for _, s := range in.Seats {
+			if !slices.Contains(g.in.Seats, s) {
+				g.in.Seats = append(g.in.Seats, s)
+			}
+		}
+		for _, k := range in.Slots {
+			if !slices.Contains(g.in.Slots, k) {
+				g.in.Slots = append(g.in.Slots, k)
+			}
+		}
+	}
+	return out
+}
+
 // releaseBucket runs the release phase over a bucket whose span has passed; it remembers the
-// bucket as released once every intent in it is.
+// bucket as released once every intent in it is. The intents are met by booking (byBooking).
 func (b *Bookings) releaseBucket(ctx context.Context, bucket string, now time.Time) (int, error) {
 	ins, err := b.store.BucketIntents(ctx, bucket)
 	if err != nil {
@@ -159,26 +197,32 @@ func (b *Bookings) releaseBucket(ctx context.Context, bucket string, now time.Ti
 	rel := &releasedBucket{met: make(map[string]BookingStatus, len(ins)), cleared: map[string]bool{}}
 	var first error
 	met, complete := 0, true
-	for page := range slices.Chunk(ins, DefaultExpiryPage) {
-		var ms []*meeting
-		for _, in := range page {
-			if now.After(in.ExpiresAt) {
-				ms = append(ms, &meeting{in: in})
-			} else { // not due, whatever its bucket says: met by a later step
-				complete = false
-			}
+	due := make([]Intent, 0, len(ins))
+	for _, in := range ins {
+		if now.After(in.ExpiresAt) {
+			due = append(due, in)
+		} else { // not due, whatever its bucket says: met by a later step
+			complete = false
+		}
+	}
+	for page := range slices.Chunk(byBooking(due), DefaultExpiryPage) {
+		ms := make([]*meeting, len(page))
+		for i, g := range page {
+			ms[i] = &meeting{in: g.in}
 		}
 		b.meet(ctx, ms, false)
 		first = cmp.Or(first, waitLogged(ms))
-		for _, m := range ms {
+		for i, m := range ms {
 			if m.err == nil {
-				rel.met[m.in.ID] = m.o.Status
+				for _, id := range page[i].ids {
+					rel.met[id] = m.o.Status
+				}
 				if len(m.in.Slots) > 0 {
 					b.lapsed.note(m.in.UserID, m.in.BookingID, m.in.Slots)
 					b.slots.seen(m.in.UserID, m.in.Slots, false, b.now())
 					rel.slots = append(rel.slots, m.in)
 				}
-				met++
+				met += len(page[i].ids)
 			}
 		}
 	}
@@ -253,15 +297,22 @@ func (b *Bookings) settleMeeting(ctx context.Context, m *meeting, slots, known b
 // clearBucket runs the clear phase over a released bucket: the holds of its unpaid bookings
 // are deleted (and logged freed) and its bookings' slots deleted, then the bucket is dropped. An intent the release phase did
 // not meet (written after it, by a process whose clock is far behind) is met in full here.
+// Like the release, it meets the intents by booking (byBooking).
 func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *releasedBucket) (int, error) {
 	ins, err := b.store.BucketIntents(ctx, bucket)
 	if err != nil {
 		return 0, err
 	}
+	left := make([]Intent, 0, len(ins))
+	for _, in := range ins {
+		if !rel.cleared[in.ID] {
+			left = append(left, in)
+		}
+	}
 	var first error
 	cleared := 0
 	checked := time.Now()
-	for page := range slices.Chunk(ins, DefaultExpiryPage) {
+	for page := range slices.Chunk(byBooking(left), DefaultExpiryPage) {
 		if time.Since(checked) >= time.Second {
 			// Releasing comes first: a bucket that fell due meanwhile stops the clear, which
 			// the next step after its release takes up where it stopped.
@@ -271,14 +322,21 @@ func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *released
 			}
 		}
 		var known, unknown []*meeting
-		for _, in := range page {
-			if rel.cleared[in.ID] {
-				continue
+		ids := make(map[*meeting][]string, len(page))
+		for _, g := range page {
+			m := &meeting{in: g.in}
+			ids[m] = g.ids
+			st, ok := BookingStatus(""), false
+			for _, id := range g.ids {
+				if st, ok = rel.met[id]; ok {
+					break
+				}
 			}
-			if st, ok := rel.met[in.ID]; ok {
-				known = append(known, &meeting{in: in, o: Outcome{BookingID: in.BookingID, Status: st}})
+			if ok {
+				m.o = Outcome{BookingID: g.in.BookingID, Status: st}
+				known = append(known, m)
 			} else {
-				unknown = append(unknown, &meeting{in: in})
+				unknown = append(unknown, m)
 			}
 		}
 		b.meet(ctx, unknown, true)
@@ -287,8 +345,10 @@ func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *released
 		for _, ms := range [][]*meeting{known, unknown} {
 			for _, m := range ms {
 				if m.err == nil {
-					rel.cleared[m.in.ID] = true
-					cleared++
+					for _, id := range ids[m] {
+						rel.cleared[id] = true
+					}
+					cleared += len(ids[m])
 				}
 			}
 		}

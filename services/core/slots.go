@@ -19,8 +19,10 @@ const DefaultMaxOpenSeatsPerUser = 10
 // cancelled or expires (and, if its process dies first, by the expirer, which finds them in
 // the booking's intent).
 
-// slotHints remembers, per user, the slots this process saw taken, so that a booking tries
-// free ones first. A hint is only a guess: the insert decides.
+// slotHints remembers, per user, the slots this process saw taken: lost to another booking,
+// or won by one of its own bookings (until that booking is settled or released, which forgets
+// them), so that a booking tries free ones first and a customer's bookings in a row each find
+// a free slot in their first round. A hint is only a guess: the insert decides.
 type slotHints struct {
 	mu        sync.Mutex
 	users     map[string]*slotHint

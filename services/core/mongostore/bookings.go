@@ -32,6 +32,10 @@ const (
 	PaymentsCollection  = "payments"
 )
 
+// SeatLogCompactionsCollection holds a compaction record per show (_id: the show id) and the
+// claims on the sweeps under way (_id: show id, mark and lease window).
+const SeatLogCompactionsCollection = "seat_log_compactions"
+
 // Bookings is a core.BookingStore on MongoDB.
 //
 // A seat hold is a document whose unique "seatKey" is (show, seat): the index, not a read,
@@ -55,6 +59,7 @@ type Bookings struct {
 	intents   *mongo.Collection
 	seatLog   *mongo.Collection
 	snaps     *mongo.Collection
+	compacts  *mongo.Collection // seat log compaction records and sweep claims
 	deletions *mongo.Collection
 	bookings  *mongo.Collection
 	outcomes  *mongo.Collection
@@ -133,6 +138,7 @@ func NewBookings(db *mongo.Database) *Bookings {
 		snaps: db.Collection(SeatSnapsCollection), deletions: db.Collection(DeletionsCollection),
 		bookings: db.Collection(BookingsCollection), outcomes: db.Collection(OutcomesCollection),
 		payments: db.Collection(PaymentsCollection), now: time.Now, bucketWidth: DefaultIntentBucketWidth}
+	s.compacts = db.Collection(SeatLogCompactionsCollection)
 	s.fg, s.bg = s.newCoalescers(), s.newCoalescers()
 	return s
 }

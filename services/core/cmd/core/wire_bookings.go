@@ -81,9 +81,19 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 			m.Logger.Warn("booking background work failed; retrying", "error", err.Error())
 		})
 	}()
+	// The seat logs' compaction runs on every replica (each compacts the shows it has seen;
+	// the compaction records keep them from repeating each other's work).
+	compacted := make(chan struct{})
+	go func() {
+		defer close(compacted)
+		m.Bookings.RunCompaction(expCtx, func(err error) {
+			m.Logger.Warn("seat log compaction failed; retrying", "error", err.Error())
+		})
+	}()
 	m.OnClose(func(context.Context) error {
 		stop()
 		<-done
+		<-compacted
 		return nil
 	})
 	return nil
