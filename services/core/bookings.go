@@ -43,6 +43,9 @@ type BookingsOptions struct {
 	// negative: never deleted). A view not read for half of it reloads from the snapshot. See
 	// CompactSeatLogs.
 	SeatLogRetention time.Duration
+	// TraceParent returns the W3C traceparent of the request in ctx, kept with the confirmation
+	// email of a free booking (confirmed by Book; see free.go). Nil: none.
+	TraceParent func(ctx context.Context) string
 	// Project copies each decided fate onto the booking, payment and hold documents (in the
 	// background, batched), for readers of the raw collections. The engine never needs it: it
 	// resolves bookings from their outcome records.
@@ -82,7 +85,8 @@ type Bookings struct {
 	namesMu sync.Mutex
 	names   map[string]cachedName // movie and theatre names for emails
 
-	project bool
+	project     bool
+	traceParent func(ctx context.Context) string
 
 	retention time.Duration // of the seat log (0: never compacted)
 
@@ -263,7 +267,7 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, reloadAfter: retention / 2, views: map[string]*seatView{}},
 		retention: retention, proj: newProjector(),
 		slots: slotHints{users: map[string]*slotHint{}},
-		names: map[string]cachedName{}, project: opts.Project, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
+		names: map[string]cachedName{}, project: opts.Project, traceParent: opts.TraceParent, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
 		released: map[string]*releasedBucket{}, lapsed: lapsedSlots{users: map[string]map[int][]string{}},
 		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
 		maxSeats: opts.MaxSeatsPerBooking, maxOpen: opts.MaxOpenSeatsPerUser, events: opts.Events, now: opts.Now,
@@ -351,7 +355,8 @@ func cents(v float64) int64 { return int64(math.Round(v * 100)) }
 // hold TTL. Under contention it retries other free seats a bounded number of rounds, then
 // answers errs.Conflict with the seats still free in Data. A booking of more seats than
 // MaxSeatsPerBooking, or one that would take the caller past MaxOpenSeatsPerUser seats in
-// unpaid bookings, is errs.RateLimited.
+// unpaid bookings, is errs.RateLimited. A booking of a free show (total 0) is confirmed at once,
+// SUCCESSFULL (see free.go).
 func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (*Booking, error) {
 	if err := mustBeApproved(caller); err != nil {
 		return nil, err
@@ -411,6 +416,9 @@ func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (
 	}
 	b.rememberBooking(bk)
 	b.events.Booking("created")
+	if cents(bk.TotalCost) == 0 {
+		return b.confirmFree(ctx, caller, bk) // a free screening: confirmed at once (free.go)
+	}
 	return bk, nil
 }
 
@@ -1065,8 +1073,8 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 	if !IsID(req.BookingID) {
 		f["bookingId"] = "must be a 24-character hex id"
 	}
-	if math.IsNaN(req.Amount) || math.IsInf(req.Amount, 0) || req.Amount <= 0 || req.Amount > 1e9 {
-		f["amount"] = "must be a positive amount"
+	if math.IsNaN(req.Amount) || math.IsInf(req.Amount, 0) || req.Amount < 0 || req.Amount > 1e9 {
+		f["amount"] = "must be a positive amount (0 for a free booking)"
 	} else if math.Abs(req.Amount*100-math.Round(req.Amount*100)) > 1e-6 {
 		f["amount"] = "must have at most 2 decimals"
 	}

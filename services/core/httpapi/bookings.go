@@ -85,6 +85,9 @@ func (a *API) createBooking(c *fiber.Ctx) error {
 	}
 	a.invalidateSeats(bk.ShowID)
 	c.Location(BasePath + "/bookings/" + bk.ID)
+	if bk.Status == core.BookingPaid { // a free show's booking, confirmed at once
+		return httpx.OK(c, fiber.StatusCreated, bk, "booking confirmed: the show is free")
+	}
 	return httpx.OK(c, fiber.StatusCreated, bk, "seats held until "+bk.ExpiresAt.Format("2006-01-02T15:04:05Z07:00")+"; pay before then")
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/httpapi"
 	"github.com/cineflow/cineflow/services/core/mongostore"
@@ -63,7 +64,7 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	}
 	m.Bookings = core.NewBookings(store, shows, core.BookingsOptions{HoldTTL: cfg.HoldTTL,
 		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, MaxOpenSeatsPerUser: cfg.MaxOpenSeatsPerUser,
-		Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry), Now: m.Now})
+		Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry), TraceParent: httpx.TraceParent, Now: m.Now})
 	// Before serving, like the indexes: a store written by a version without seat logs gets
 	// them (once).
 	if err := m.Bookings.MigrateSeatLogs(ctx); err != nil {
