@@ -190,12 +190,23 @@ func (s *Outbox) retryBuckets(ctx context.Context) ([]retryBucket, error) {
 		return nil, dbError(err, "list the outbox's retry buckets")
 	}
 	var out []retryBucket
+	listed := map[string]bool{}
 	for _, n := range names {
 		if b, ok := parseRetryBucket(n); ok {
 			out = append(out, b)
+			listed[n] = true
 		}
 	}
 	slices.SortFunc(out, func(x, y retryBucket) int { return x.start.Compare(y.start) })
+	// Forget the coalescers of buckets dropped (by any process); one being created meanwhile
+	// gets new ones.
+	s.mu.Lock()
+	for name := range s.queues {
+		if name != OutboxCollection && !listed[name] {
+			delete(s.queues, name)
+		}
+	}
+	s.mu.Unlock()
 	return out, nil
 }
 

@@ -95,7 +95,6 @@ type outboxCount struct {
 	flushMu  sync.Mutex  // one flush at a time
 
 	entryHint, snapHint atomic.Int64 // lower bounds of the heads
-	snapKnown           atomic.Bool  // snapHint was read from the snapshots
 
 	settleMu sync.Mutex
 	empty    struct {
@@ -158,13 +157,20 @@ func (c *outboxCount) flush(ctx context.Context) error {
 	if e == nil {
 		return nil
 	}
-	n, err := c.append(ctx, e, tried)
+	n, upto, err := c.append(ctx, e, tried)
+	if err == nil && n-upto >= 2*countFoldAt {
+		// Many entries since the latest snapshot (the figure is not read, or seldom): fold.
+		_, _, _ = c.read(ctx)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil {
 		c.inflight = nil
 	} else {
 		c.tried = n
+	}
+	if errors.Is(err, mongo.ErrClientDisconnected) {
+		return err // the process is closing: what is left is lost, as in a crash
 	}
 	if (err != nil || c.pending != 0) && c.timer == nil {
 		delay := c.delay
@@ -177,44 +183,45 @@ func (c *outboxCount) flush(ctx context.Context) error {
 }
 
 // append inserts e at the head of the entries; tried is the number an earlier try of e may
-// have landed at (-1: none). It returns the number it last tried.
-func (c *outboxCount) append(ctx context.Context, e *countEntry, tried int64) (int64, error) {
+// have landed at (-1: none). It returns the number it last tried, and the Upto of the latest
+// snapshot.
+func (c *outboxCount) append(ctx context.Context, e *countEntry, tried int64) (int64, int64, error) {
 	if tried >= 0 {
 		var got countEntry
 		found, err := outboxFindByID(ctx, c.entries, countSeqID(tried), &got)
 		if err != nil {
-			return tried, err
+			return tried, 0, err
 		}
 		if found && got.Token == e.Token {
-			return tried, nil // the earlier try landed
+			return tried, 0, nil // the earlier try landed
 		}
 	}
 	snap, err := c.latestSnapshot(ctx)
 	if err != nil {
-		return tried, err
+		return tried, 0, err
 	}
 	raiseHint(&c.entryHint, snap.Upto) // entries below it may be deleted: never write there
 	for {
 		n, err := countHead(ctx, c.entries, &c.entryHint)
 		if err != nil {
-			return tried, err
+			return tried, snap.Upto, err
 		}
 		e.ID, e.Seq, e.At = countSeqID(n), n, c.now().UTC()
 		_, err = c.entries.InsertOne(ctx, e)
 		if err == nil {
 			raiseHint(&c.entryHint, n+1)
-			return n, nil
+			return n, snap.Upto, nil
 		}
 		if !mongox.IsDuplicateKey(err) {
-			return n, err // it may have landed: the next try looks at n first
+			return n, snap.Upto, err // it may have landed: the next try looks at n first
 		}
 		var got countEntry
 		found, ferr := outboxFindByID(ctx, c.entries, countSeqID(n), &got)
 		if ferr != nil {
-			return n, ferr
+			return n, snap.Upto, ferr
 		}
 		if found && got.Token == e.Token {
-			return n, nil
+			return n, snap.Upto, nil
 		}
 		raiseHint(&c.entryHint, n+1) // another process took n
 	}
@@ -287,18 +294,15 @@ func (c *outboxCount) prune(ctx context.Context, prev countSnapshot) {
 
 // latestSnapshot returns the newest snapshot, or a zero one (Seq -1) when there is none.
 func (c *outboxCount) latestSnapshot(ctx context.Context) (countSnapshot, error) {
-	if !c.snapKnown.Load() {
-		// A process starting afresh: the snapshots left by pruning are a gap-free run from
-		// the first of them.
-		var first countSnapshot
-		err := c.snaps.FindOne(ctx, bson.D{}).Decode(&first)
-		switch {
-		case err == nil:
-			raiseHint(&c.snapHint, first.Seq)
-		case !errors.Is(err, mongo.ErrNoDocuments):
-			return countSnapshot{Seq: -1}, dbError(err, "read the outbox count")
-		}
-		c.snapKnown.Store(true)
+	// The snapshots left by pruning are a gap-free run from the first of them (the first row
+	// of the collection): start from it, should pruning have passed this process's hint.
+	var first countSnapshot
+	err := c.snaps.FindOne(ctx, bson.D{}).Decode(&first)
+	switch {
+	case err == nil:
+		raiseHint(&c.snapHint, first.Seq)
+	case !errors.Is(err, mongo.ErrNoDocuments):
+		return countSnapshot{Seq: -1}, dbError(err, "read the outbox count")
 	}
 	n, err := countHead(ctx, c.snaps, &c.snapHint)
 	if err != nil || n == 0 {

@@ -111,6 +111,18 @@ func scanReason(c loggedCommand) string {
 	return "command " + c.name + " " + c.body.String()
 }
 
+// ownCommands counts the commands of cmds that are not the count's own: those are appended
+// by a timer, whenever a delta is due, and may fall into any call.
+func ownCommands(cmds []loggedCommand) int {
+	n := 0
+	for _, c := range cmds {
+		if coll, _ := c.body.Index(0).Value().StringValueOK(); !strings.HasPrefix(coll, OutboxCountCollection) {
+			n++
+		}
+	}
+	return n
+}
+
 // checkNoScan fails the test for every command that may read a whole collection.
 func checkNoScan(t *testing.T, what string, cmds []loggedCommand) {
 	t.Helper()
@@ -380,7 +392,7 @@ func TestOutboxReadsNeverScan(t *testing.T) {
 			}
 			cmds := log.taken()
 			checkNoScan(t, fmt.Sprintf("Pending, round %d, %d queued", round, queued), cmds)
-			pending[queued] = append(pending[queued], len(cmds))
+			pending[queued] = append(pending[queued], ownCommands(cmds))
 			for _, e := range due {
 				if e.NextAttemptAt.After(*now) {
 					t.Fatalf("not due: %+v", e)
