@@ -80,8 +80,8 @@ type OutboxStore interface {
 	// first. Its cost must not grow with the number of emails waiting.
 	Pending(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error)
 	// Reschedule records a failed or postponed attempt of e, an entry Pending returned: it is
-	// due again at next (an email no longer there is not an error: another relay has
-	// delivered it).
+	// due again at next. An email another relay delivered meanwhile is not an error (the
+	// store may queue it again: it is then posted again under its Idempotency-Key).
 	Reschedule(ctx context.Context, e OutboxEntry, attempts int, next time.Time, lastError string) error
 	// Delete removes e, an entry Pending returned (gone already is not an error).
 	Delete(ctx context.Context, e OutboxEntry) error
@@ -154,9 +154,7 @@ type RelayOptions struct {
 	// MinBackoff and doubles per failed probe.
 	BreakAfter int
 	ProbeMax   time.Duration
-	// OnBreaker, if set, is called when the relay pauses (true) and resumes (false).
-	OnBreaker func(open bool)
-	Logger    *slog.Logger
+	Logger     *slog.Logger
 	// GuardedKinds are kinds that must be guarded: their emails wait until a guard of their
 	// kind is registered (a relay starts before the parts of the service that register
 	// guards, and must not send an email whose decision nobody has checked).
@@ -526,11 +524,6 @@ func (r *Relay) noteNotify(up bool, probe bool, cause error) {
 			"failuresInARow", failures, "firstProbeIn", probeIn.String(), "error", cause.Error())
 	case closed:
 		r.log.Info("outbox: the notification service answers again: relay resumed", "pausedFor", pausedFor.String())
-	default:
-		return
-	}
-	if r.opts.OnBreaker != nil {
-		r.opts.OnBreaker(opened)
 	}
 }
 

@@ -64,9 +64,10 @@ const frontPasses = 3
 //     to their bucket as it meets them.
 //
 // Enqueueing a key that has moved to a retry bucket is not seen as a repeat: the email is
-// queued again, and posted twice under its Idempotency-Key (one ticket). The relay moves an
-// email only after an attempt; the emails that are enqueued twice (a payment's confirmation
-// owed, then enqueued again once the payment is decided) are repeated before that.
+// queued a second time, and posted twice under its Idempotency-Key (one ticket), each copy
+// counted in the backlog until delivered. The relay moves an email only after an attempt at
+// it, and the booking engine owes a payment's confirmation once (Owe, then Nudge once the
+// payment is decided), so only a caller that enqueues a key again after an attempt meets this.
 //
 // The number of emails is kept, not counted (see outbox_count.go).
 type Outbox struct {
