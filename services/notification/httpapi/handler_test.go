@@ -40,7 +40,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 type mockStore struct {
 	CreateFn  func(ctx context.Context, t *notification.Ticket) (*notification.Ticket, bool, error)
 	GetFn     func(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error)
-	ListFn    func(ctx context.Context, f notification.ListFilter) ([]notification.Ticket, error)
+	ListFn    func(ctx context.Context, f notification.ListFilter) (notification.Page, error)
 	RequeueFn func(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error)
 	StatsFn   func(ctx context.Context) (notification.Stats, error)
 	PingFn    func(ctx context.Context) error
@@ -61,9 +61,9 @@ func (m *mockStore) Get(ctx context.Context, id bson.ObjectID) (*notification.Ti
 	return m.GetFn(ctx, id)
 }
 
-func (m *mockStore) List(ctx context.Context, f notification.ListFilter) ([]notification.Ticket, error) {
+func (m *mockStore) List(ctx context.Context, f notification.ListFilter) (notification.Page, error) {
 	if m.ListFn == nil {
-		return []notification.Ticket{}, nil
+		return notification.Page{}, nil
 	}
 	return m.ListFn(ctx, f)
 }
@@ -151,8 +151,8 @@ func TestStoreErrorsMapToEnvelope(t *testing.T) {
 		{"unavailable", &mockStore{GetFn: func(context.Context, bson.ObjectID) (*notification.Ticket, error) {
 			return nil, errs.Wrap(errs.Unavailable, secret, "database unavailable: could not read the ticket")
 		}}, "GET", BasePath + "/" + id, "", 503, "database unavailable", "db-password-xyz"},
-		{"unexpected", &mockStore{ListFn: func(context.Context, notification.ListFilter) ([]notification.Ticket, error) {
-			return nil, secret
+		{"unexpected", &mockStore{ListFn: func(context.Context, notification.ListFilter) (notification.Page, error) {
+			return notification.Page{}, secret
 		}}, "GET", BasePath, "", 500, "internal error", "db-password-xyz"},
 		{"unprocessable", &mockStore{CreateFn: func(context.Context, *notification.Ticket) (*notification.Ticket, bool, error) {
 			return nil, false, errs.E(errs.Unprocessable, "Idempotency-Key was already used with a different request")
@@ -304,13 +304,16 @@ func TestListParameters(t *testing.T) {
 	t.Parallel()
 	var got notification.ListFilter
 	ids := []bson.ObjectID{bson.NewObjectID(), bson.NewObjectID()}
-	srv := newTestServer(&mockStore{ListFn: func(_ context.Context, f notification.ListFilter) ([]notification.Ticket, error) {
+	srv := newTestServer(&mockStore{ListFn: func(_ context.Context, f notification.ListFilter) (notification.Page, error) {
 		got = f
-		out := make([]notification.Ticket, 0, f.Limit)
+		var page notification.Page
 		for i := 0; i < f.Limit && i < len(ids); i++ {
-			out = append(out, notification.Ticket{ID: ids[i]})
+			page.Tickets = append(page.Tickets, notification.Ticket{ID: ids[i]})
 		}
-		return out, nil
+		if len(page.Tickets) == f.Limit {
+			page.Next = ids[f.Limit-1].Hex()
+		}
+		return page, nil
 	}})
 	r := call(t, srv, "GET", BasePath, "", nil)
 	if r.status != 200 || got != (notification.ListFilter{Limit: 20}) || r.header.Get(HeaderNextCursor) != "" {

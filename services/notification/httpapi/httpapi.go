@@ -249,17 +249,20 @@ func (a *API) list(c *fiber.Ctx) error {
 			return errs.Fields(map[string]string{"cursor": "must be a ticket id (24 hexadecimal digits)"})
 		}
 	}
-	tickets, err := a.store.List(c.UserContext(), f)
+	page, err := a.store.List(c.UserContext(), f)
 	if err != nil {
 		return err
 	}
-	for i := range tickets {
-		view(&tickets[i])
+	if page.Tickets == nil {
+		page.Tickets = []notification.Ticket{}
 	}
-	if len(tickets) == f.Limit {
-		c.Set(HeaderNextCursor, tickets[len(tickets)-1].ID.Hex())
+	for i := range page.Tickets {
+		view(&page.Tickets[i])
 	}
-	return httpx.OK(c, fiber.StatusOK, tickets, "tickets fetched")
+	if page.Next != "" {
+		c.Set(HeaderNextCursor, page.Next)
+	}
+	return httpx.OK(c, fiber.StatusOK, page.Tickets, "tickets fetched")
 }
 
 func (a *API) get(c *fiber.Ctx) error {

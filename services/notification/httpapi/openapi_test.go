@@ -307,8 +307,8 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 	pending := failed
 	pending.ID, pending.Status, pending.Errors, pending.NextAttemptAt = bson.NewObjectID(), notification.StatusPending, nil, now
 	store := &mockStore{
-		ListFn: func(context.Context, notification.ListFilter) ([]notification.Ticket, error) {
-			return []notification.Ticket{pending, done, failed}, nil
+		ListFn: func(context.Context, notification.ListFilter) (notification.Page, error) {
+			return notification.Page{Tickets: []notification.Ticket{pending, done, failed}}, nil
 		},
 		GetFn: func(_ context.Context, id bson.ObjectID) (*notification.Ticket, error) {
 			if id == done.ID {
@@ -355,8 +355,8 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 		return nil, false, errs.E(errs.Unprocessable, "Idempotency-Key was already used with a different request")
 	}
 	ok(422, "POST", BasePath, nil, validBody, map[string]string{"Authorization": "Bearer " + testToken, HeaderIdempotencyKey: "key-1"})
-	store.ListFn = func(context.Context, notification.ListFilter) ([]notification.Ticket, error) {
-		return nil, errs.E(errs.Unavailable, "database unavailable")
+	store.ListFn = func(context.Context, notification.ListFilter) (notification.Page, error) {
+		return notification.Page{}, errs.E(errs.Unavailable, "database unavailable")
 	}
 	ok(503, "GET", BasePath, nil, "", auth)
 }

@@ -141,10 +141,11 @@ func TestGetAndListOverlayDeliveryRecords(t *testing.T) {
 		byGet[id] = *g
 	}
 	check("Get", byGet)
-	page, err := s.List(ctx, notification.ListFilter{Limit: 10})
+	list, err := s.List(ctx, notification.ListFilter{Limit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
+	page := list.Tickets
 	byList := map[bson.ObjectID]notification.Ticket{}
 	for _, g := range page {
 		byList[g.ID] = g
@@ -192,10 +193,11 @@ func TestListStatusFilterDropsResolvedTicketsAndPagesEveryTicket(t *testing.T) {
 		t.Helper()
 		var seen []notification.Ticket
 		for range 50 {
-			page, err := s.List(ctx, f)
+			list, err := s.List(ctx, f)
 			if err != nil {
 				t.Fatal(err)
 			}
+			page := list.Tickets
 			seen = append(seen, page...)
 			if len(page) < f.Limit {
 				return seen
@@ -239,8 +241,8 @@ func TestListStatusFilterDropsResolvedTicketsAndPagesEveryTicket(t *testing.T) {
 	}
 	// The status filter selects on the stored status: SUCCESS lists the projected ticket.
 	if got, err := s.List(ctx, notification.ListFilter{Status: notification.StatusSuccess, Limit: 10}); err != nil ||
-		len(got) != 1 || got[0].ID != all[12] {
-		t.Errorf("SUCCESS: %v %v", ids(got), err)
+		len(got.Tickets) != 1 || got.Tickets[0].ID != all[12] {
+		t.Errorf("SUCCESS: %v %v", ids(got.Tickets), err)
 	}
 
 	// ListPage: pages may be short (even empty) before the end; next carries on.
@@ -312,7 +314,7 @@ func TestStatsExactWhileProjectionLags(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[notification.Status]int64{}
-	for _, g := range page {
+	for _, g := range page.Tickets {
 		seen[g.Status]++
 	}
 	if fmt.Sprint(seen) != fmt.Sprint(want) {

@@ -418,27 +418,28 @@ func (s *Store) ListPage(ctx context.Context, f notification.ListFilter) (ticket
 
 // List returns tickets newest first, resolved and filtered as ListPage does. Unlike
 // ListPage it reads on past the tickets the status filter dropped until it has f.Limit
-// tickets or the tickets run out, so a page is short only at the end and the id of the last
-// ticket of a full page is where the next page starts (the X-Next-Cursor rule of the API).
-// f.Skip counts stored tickets matching the stored status.
-func (s *Store) List(ctx context.Context, f notification.ListFilter) ([]notification.Ticket, error) {
+// tickets or the tickets run out, so a page is short only at the end; a full page's Next is
+// the id of its last ticket, where the next page starts (ListFilter.Before). f.Skip counts
+// stored tickets matching the stored status.
+func (s *Store) List(ctx context.Context, f notification.ListFilter) (notification.Page, error) {
 	want := f.Limit
 	if want <= 0 {
 		page, _, err := s.ListPage(ctx, f)
-		return page, err
+		return notification.Page{Tickets: page}, err
 	}
 	out := make([]notification.Ticket, 0, want)
 	for {
 		page, next, err := s.ListPage(ctx, f)
 		if err != nil {
-			return nil, err
+			return notification.Page{}, err
 		}
 		out = append(out, page...)
 		if len(out) >= want {
-			return out[:want], nil
+			out = out[:want]
+			return notification.Page{Tickets: out, Next: out[want-1].ID.Hex()}, nil
 		}
 		if next.IsZero() {
-			return out, nil
+			return notification.Page{Tickets: out}, nil
 		}
 		f.Before, f.Skip = next, 0
 		f.Limit = max(want-len(out), min(2*f.Limit, maxListRead))
