@@ -310,26 +310,40 @@ func TestListParameters(t *testing.T) {
 		for i := 0; i < f.Limit && i < len(ids); i++ {
 			page.Tickets = append(page.Tickets, notification.Ticket{ID: ids[i]})
 		}
-		if len(page.Tickets) == f.Limit {
-			page.Next = ids[f.Limit-1].Hex()
+		if f.Limit <= len(ids) {
+			page.Next = "p12.-3~4"
 		}
 		return page, nil
 	}})
 	r := call(t, srv, "GET", BasePath, "", nil)
-	if r.status != 200 || got != (notification.ListFilter{Limit: 20}) || r.header.Get(HeaderNextCursor) != "" {
+	if r.status != 200 || got != (notification.ListFilter{Limit: 20}) || r.header.Get(HeaderNextCursor) != "" || r.header.Get("Link") != "" {
 		t.Errorf("defaults: %d %+v %v", r.status, got, r.header)
 	}
 	if !strings.HasPrefix(string(r.env.Data), "[") {
 		t.Errorf("data %s is not an array", r.env.Data)
 	}
+	// The cursor of earlier versions (a ticket id), and the store's own.
 	cursor := bson.NewObjectID()
 	r = call(t, srv, "GET", BasePath+"?status=failed&limit=2&skip=7&cursor="+cursor.Hex(), "", nil)
 	want := notification.ListFilter{Status: notification.StatusFailed, Limit: 2, Skip: 7, Before: cursor}
 	if r.status != 200 || got != want {
 		t.Errorf("filter %+v, want %+v", got, want)
 	}
-	if r.header.Get(HeaderNextCursor) != ids[1].Hex() {
-		t.Errorf("full page: cursor %q, want %s", r.header.Get(HeaderNextCursor), ids[1].Hex())
+	if r.header.Get(HeaderNextCursor) != "p12.-3~4" {
+		t.Errorf("next page: cursor %q", r.header.Get(HeaderNextCursor))
+	}
+	if link := r.header.Get("Link"); link != `</notiservice/api/v1/notifications?cursor=p12.-3~4&limit=2&status=FAILED>; rel="next"` {
+		t.Errorf("Link %q", link)
+	}
+	r = call(t, srv, "GET", BasePath+"?limit=1&cursor=p12.-3~4", "", nil)
+	if want := (notification.ListFilter{Limit: 1, Cursor: "p12.-3~4"}); r.status != 200 || got != want {
+		t.Errorf("filter %+v, want %+v", got, want)
+	}
+	for _, bad := range []string{"zzzzzzzzzzzzzzzzzzzzzzzz", "a%20b", "t1%3Cx", strings.Repeat("t1", 40)} {
+		r = call(t, srv, "GET", BasePath+"?cursor="+bad, "", nil)
+		if r.status != 400 || !strings.Contains(string(r.env.Error), "cursor") {
+			t.Errorf("cursor %q: %d %s", bad, r.status, r.raw)
+		}
 	}
 	r = call(t, srv, "GET", BasePath+"/", "", nil) // trailing slash: the same route
 	if r.status != 200 {
