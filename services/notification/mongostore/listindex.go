@@ -100,8 +100,8 @@ func (x *listIndex) bottom(ctx context.Context) (int64, error) {
 }
 
 // insertRun appends entries in their order, upward (or downward), and returns the number
-// each took, or alreadyListed for one whose key was listed before. Its ordered insert starts at the
-// first free number; when it stops at a duplicate, the number is read: taken by another
+// each took, or alreadyListed for one whose key was listed before. Its ordered insert starts
+// at the first free number; when it stops at a duplicate, the number is read: taken by another
 // writer, the rest go on from the next free number; free (or holding the same key), it was
 // the key that was taken.
 func (x *listIndex) insertRun(ctx context.Context, down bool, entries []listEntry) ([]int64, error) {
@@ -112,13 +112,18 @@ func (x *listIndex) insertRun(ctx context.Context, down bool, entries []listEntr
 	nums := make([]int64, len(entries))
 	todo := entries
 	done := 0 // entries[:done] have their number
-	for range maxAppendRounds {
+	for round := range maxAppendRounds {
 		if len(todo) == 0 {
 			return nums, nil
 		}
-		k, err := runEnd(ctx, x.coll, hint, slot)
-		if err != nil {
-			return nums, err
+		// The first attempt goes at the number this process knows to be free, without a
+		// read: if another writer took it, the duplicate says so and the head is searched.
+		k := hint.Load()
+		if round > 0 {
+			var err error
+			if k, err = runEnd(ctx, x.coll, hint, slot); err != nil {
+				return nums, err
+			}
 		}
 		docs := make([]any, len(todo))
 		for j := range todo {
@@ -127,7 +132,7 @@ func (x *listIndex) insertRun(ctx context.Context, down bool, entries []listEntr
 			e.ID = seqID(e.Seq)
 			docs[j] = e
 		}
-		_, err = x.coll.InsertMany(ctx, docs) // ordered: stops at the first failure
+		_, err := x.coll.InsertMany(ctx, docs) // ordered: stops at the first failure
 		if err == nil {
 			for j := range todo {
 				nums[done+j] = slot(k + int64(j))

@@ -203,10 +203,11 @@ type listedTicket struct {
 }
 
 // insertTicket stores t (its ID set) as a new PENDING ticket: its entry in the index of all
-// tickets first (so that a stored ticket is always listed), then the ticket, then its queue
-// entry. Should the last insert fail, the ticket is stored but not queued: a replay of its
-// Idempotency-Key queues it (ensureQueued); a request without a key was answered 503 and is
-// not sent. The three inserts are coalesced with those of concurrent creates.
+// tickets first (so that a stored ticket is always listed; an entry whose ticket insert
+// failed is skipped by readers), then the ticket, then its queue entry. Should the last insert
+// fail, the ticket is stored but not queued: a replay of its Idempotency-Key queues it
+// (ensureQueued); a request without a key was answered 503 and is not sent. Each insert is
+// coalesced with those of concurrent creates.
 func (s *Store) insertTicket(ctx context.Context, t *notification.Ticket, now time.Time) error {
 	t.Status = notification.StatusPending
 	t.CreatedAt, t.UpdatedAt, t.NextAttemptAt = now, now, now
