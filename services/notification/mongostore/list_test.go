@@ -130,16 +130,19 @@ func TestListPagesEveryTicketOnceNewestFirst(t *testing.T) {
 	}
 }
 
-func TestListConcurrentCreatesListEachTicketOnce(t *testing.T) {
+// Two replicas create at once, and two sweeps record the same outcomes at once: every ticket
+// is listed once in each list, with no gap in the indexes (a walk would stop at one).
+func TestListConcurrentWritersListEachTicketOnce(t *testing.T) {
 	t.Parallel()
-	s, _, _ := newStore(t)
+	s, _, db := newStore(t)
+	replicas := []*mongostore.Store{s, mongostore.New(db)}
 	const n = 120
 	var mu sync.Mutex
 	var created []bson.ObjectID
 	var wg sync.WaitGroup
-	for range n {
+	for i := range n {
 		wg.Go(func() {
-			tk, _, err := s.Create(context.Background(), &notification.Ticket{Subject: "s", Content: "c",
+			tk, _, err := replicas[i%2].Create(context.Background(), &notification.Ticket{Subject: "s", Content: "c",
 				RecipientEmails: []string{"a@example.com"}})
 			if err != nil {
 				t.Error(err)
@@ -151,19 +154,34 @@ func TestListConcurrentCreatesListEachTicketOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	got, _ := walk(t, s, notification.ListFilter{Limit: 7})
-	if len(got) != n {
-		t.Fatalf("walked %d tickets, want %d", len(got), n)
-	}
-	seen := map[bson.ObjectID]int{}
-	for _, id := range ids(got) {
-		seen[id]++
-	}
-	for _, id := range created {
-		if seen[id] != 1 {
-			t.Errorf("ticket %s listed %d times", id.Hex(), seen[id])
+	once := func(what string, got []notification.Ticket, want []bson.ObjectID) {
+		t.Helper()
+		seen := map[bson.ObjectID]int{}
+		for _, id := range ids(got) {
+			seen[id]++
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s: walked %d tickets, want %d", what, len(got), len(want))
+		}
+		for _, id := range want {
+			if seen[id] != 1 {
+				t.Errorf("%s: ticket %s listed %d times", what, id.Hex(), seen[id])
+			}
 		}
 	}
+	got, _ := walk(t, s, notification.ListFilter{Limit: 7})
+	once("all", got, created)
+	delivered := created[:80]
+	for range 3 { // sweeps racing on the same batches, in chunks of 10
+		for i := 0; i < len(delivered); i += 10 {
+			wg.Go(func() { decideAll(t, replicas[i/10%2], notification.StatusSuccess, delivered[i:i+10]...) })
+		}
+	}
+	wg.Wait()
+	got, _ = walk(t, s, notification.ListFilter{Status: notification.StatusSuccess, Limit: 9})
+	once("SUCCESS", got, delivered)
+	got, _ = walk(t, replicas[1], notification.ListFilter{Status: notification.StatusPending, Limit: 9})
+	once("PENDING", got, created[80:])
 }
 
 // Right after a sweep records outcomes (before any projection onto the ticket documents),

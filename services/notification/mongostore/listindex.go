@@ -61,8 +61,13 @@ var listCollections = [numLists]string{ListCollection, ListRequeuedCollection, L
 // alreadyListed marks an entry whose key was listed before (no number taken).
 const alreadyListed = math.MinInt64
 
-// maxAppendRounds bounds the retries of one append when other writers take its numbers.
-const maxAppendRounds = 64
+// maxAppendConflicts bounds the retries of one append when other writers take its numbers.
+const maxAppendConflicts = 64
+
+// maxOrderedInsert bounds the documents of one ordered insert. The dev database (FerretDB
+// 1.24) inserts a longer list in chunks of 100 and goes on with the next chunk after a
+// failure in one, which would leave a gap; up to 100 it stops at the first failure.
+const maxOrderedInsert = 100
 
 // listEntry is one entry of a list index: ticket Ticket, in generation Gen, at At.
 type listEntry struct {
@@ -103,7 +108,7 @@ func (x *listIndex) bottom(ctx context.Context) (int64, error) {
 // each took, or alreadyListed for one whose key was listed before. Its ordered insert starts
 // at the first free number; when it stops at a duplicate, the number is read: taken by another
 // writer, the rest go on from the next free number; free (or holding the same key), it was
-// the key that was taken.
+// the key that was taken, and the rest go on at that number.
 func (x *listIndex) insertRun(ctx context.Context, down bool, entries []listEntry) ([]int64, error) {
 	hint, slot := &x.top, upward
 	if down {
@@ -112,33 +117,32 @@ func (x *listIndex) insertRun(ctx context.Context, down bool, entries []listEntr
 	nums := make([]int64, len(entries))
 	todo := entries
 	done := 0 // entries[:done] have their number
-	for round := range maxAppendRounds {
-		if len(todo) == 0 {
-			return nums, nil
-		}
-		// The first attempt goes at the number this process knows to be free, without a
-		// read: if another writer took it, the duplicate says so and the head is searched.
-		k := hint.Load()
-		if round > 0 {
+	// The first attempt goes at the number this process knows to be free, without a read: if
+	// another writer took it, the duplicate says so and the end is searched.
+	k, search := hint.Load(), false
+	for conflicts := 0; len(todo) > 0; {
+		if search {
 			var err error
 			if k, err = runEnd(ctx, x.coll, hint, slot); err != nil {
 				return nums, err
 			}
 		}
-		docs := make([]any, len(todo))
-		for j := range todo {
-			e := todo[j]
+		run := todo[:min(len(todo), maxOrderedInsert)]
+		docs := make([]any, len(run))
+		for j := range run {
+			e := run[j]
 			e.Seq = slot(k + int64(j))
 			e.ID = seqID(e.Seq)
 			docs[j] = e
 		}
 		_, err := x.coll.InsertMany(ctx, docs) // ordered: stops at the first failure
 		if err == nil {
-			for j := range todo {
+			for j := range run {
 				nums[done+j] = slot(k + int64(j))
 			}
-			raise(hint, k+int64(len(todo)))
-			return nums, nil
+			raise(hint, k+int64(len(run)))
+			done, todo, k, search = done+len(run), todo[len(run):], k+int64(len(run)), false
+			continue
 		}
 		var bwe mongo.BulkWriteException
 		if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 ||
@@ -146,7 +150,7 @@ func (x *listIndex) insertRun(ctx context.Context, down bool, entries []listEntr
 			return nums, err
 		}
 		j := bwe.WriteErrors[0].Index // the entries before it are in
-		if j < 0 || j >= len(todo) {
+		if j < 0 || j >= len(run) {
 			return nums, err
 		}
 		for i := range j {
@@ -159,19 +163,22 @@ func (x *listIndex) insertRun(ctx context.Context, down bool, entries []listEntr
 			return nums, err
 		}
 		switch {
-		case !found: // the number is free: the key is listed already
+		case !found: // the number is free: the key is listed already; go on at the number
 			nums[done+j] = alreadyListed
-			done, todo = done+j+1, todo[j+1:]
+			done, todo, k, search = done+j+1, todo[j+1:], k+int64(j), false
 		case there.Key == todo[j].Key: // another writer listed the same key there
 			nums[done+j] = alreadyListed
 			raise(hint, k+int64(j)+1)
-			done, todo = done+j+1, todo[j+1:]
+			done, todo, search = done+j+1, todo[j+1:], true
 		default: // another writer took the number: go on from the next free one
+			if conflicts++; conflicts > maxAppendConflicts {
+				return nums, errors.New("list index: too many concurrent appends")
+			}
 			raise(hint, k+int64(j)+1)
-			done, todo = done+j, todo[j:]
+			done, todo, search = done+j, todo[j:], true
 		}
 	}
-	return nums, errors.New("list index: too many concurrent appends")
+	return nums, nil
 }
 
 // read reads the entries of the given numbers (nil where there is none), at most
