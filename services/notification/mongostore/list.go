@@ -24,10 +24,11 @@ import (
 //   - SUCCESS, FAILED: the index of that outcome, each entry shown while its generation is
 //     the ticket's current one with that outcome (a FAILED one until it is re-queued).
 //
-// Most entries left behind by a ticket that moved on cost one read by _id to skip (its
-// generation's outcome, or re-queue, exists). A page examines at most listExamine entries,
-// so its cost does not depend on how many tickets are stored: when it stops early, it is
-// short (even empty) and its Next carries on where it stopped.
+// Every entry examined costs a read by _id, and its ticket's reads as Get does them (one for
+// a ticket projected SUCCESS); an entry of a PENDING list whose generation is decided costs
+// one more instead (its outcome). A page examines at most listExamine entries, so its cost
+// does not depend on how many tickets are stored: when it stops early, it is short (even
+// empty) and its Next carries on where it stopped.
 //
 // A cursor is where each index's walk stands (and how many matching tickets are still to
 // skip): "t<n>" for all tickets, "p<n>.<m>" for PENDING, "s<n>" SUCCESS, "f<n>" FAILED, with
@@ -51,7 +52,7 @@ type source struct {
 	x     *listIndex
 	pos   int64        // entries below pos are still to read
 	buf   []*listEntry // entries read ahead, from pos-1 down
-	floor int64        // the first free downward number, once known (floorKnown)
+	floor int64        // the first free downward number, once known
 	known bool
 	done  bool // no entry below those in buf
 }
@@ -363,12 +364,12 @@ func (s *Store) fill(ctx context.Context, src *source, n int) error {
 // examine reads the tickets of picks (in parallel) and returns each as the list shows it, or
 // nil for an entry to skip.
 func (s *Store) examine(ctx context.Context, q *listQuery, picks []pick) ([]*notification.Ticket, error) {
-	var gone *mongo.Collection // the record that makes an entry of the list stale
-	switch q.status {
-	case notification.StatusPending:
+	// In a PENDING list most entries are of tickets decided since: the outcome of the entry's
+	// generation says so in one read, before the ticket is read. (A FAILED entry is stale
+	// only once re-queued, which is rare; resolving the ticket reads that record anyway.)
+	var gone *mongo.Collection
+	if q.status == notification.StatusPending {
 		gone = s.outcomes
-	case notification.StatusFailed:
-		gone = s.requeues
 	}
 	shown := make([]*notification.Ticket, len(picks))
 	err := pointReads(len(picks), func(i int) error {
