@@ -38,10 +38,10 @@ const (
 	TallySnapshotsCollection = "delivery_tally_snapshots"
 )
 
-// resolveParallel bounds the concurrent point reads of one List page.
+// resolveParallel bounds the concurrent point reads of one call (pointReads, resolveAll).
 const resolveParallel = 8
 
-// maxListRead caps one read of List when it reads on past tickets dropped by the filter.
+// maxListRead caps one read of listScan when it reads on past tickets dropped by the filter.
 const maxListRead = 1000
 
 // maxOpenBatches bounds one read of the open batches (each is up to 100 pending tickets).
