@@ -473,8 +473,9 @@ func (s *Store) finishRequeue(ctx context.Context, t *notification.Ticket, g int
 	return nil
 }
 
-// Project writes a resolved ticket onto its stored document (by exact _id), a convenience
-// for list filters: readers never depend on it. On a database whose updates are not atomic a
+// Project writes a resolved ticket onto its stored document (by exact _id), which spares
+// readers the records' reads (and is what lists select on until the list indexes are
+// complete, see listScan): readers never depend on it. On a database whose updates are not atomic a
 // late writer can put an older state over a newer one, so every write is checked afterwards
 // against the one record that could have moved the ticket past what was written (a FAILED
 // generation's re-queue, a PENDING generation's outcome; SUCCESS is final): if it exists,
