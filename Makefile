@@ -56,6 +56,7 @@ lint: ## gofmt check and go vet on every module
 
 bench: ## benchmarks with figures (req/s, p50/p99, drain time, memory)
 	-cd services/notification && go test -run '^$$' -bench . -benchtime 3000x ./httpapi/
+	-cd services/notification && go test -v -run '^$$' -bench 'ListGrowth' -benchtime 1x -timeout 60m ./mongostore/
 	-cd jobs/sweeper && go test -v -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 	-cd services/core && go test -run '^$$' -bench 'FreeSeats|SeatMap' .
 	-cd services/core && go test -run '^$$' -bench 'SignInLookup' -benchtime 200x ./mongostore/
