@@ -1,0 +1,1046 @@
+package mongostore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/pkg/mongox"
+	"github.com/cineflow/cineflow/services/core"
+)
+
+// ListEntriesCollection holds the index entries of the booking and payment lists.
+const ListEntriesCollection = "list_entries"
+
+// The lists (GET /bookings, /bookings/all, /payments) are read from streams of index entries,
+// because the embedded database serves nothing but a read by exact _id without scanning the
+// whole collection: a filtered, sorted find costs seconds at tens of thousands of bookings.
+//
+// A stream is a gap-free sequence of entries with _ids "<stream>:0", "<stream>:1", ...; each
+// entry names one document (its ref). Four streams: a user's bookings ("b.<user id>"), every
+// booking ("b"), a user's payments ("p.<user id>"), every payment ("p"). An entry is inserted
+// before the document it names (CreateBooking, CreatePayment), so a document never exists
+// without its entries; an entry whose document was never written (its insert failed) is
+// skipped by readers. Each entry also carries a unique key "<stream>|<ref>", so a document is
+// in a stream at most once, however often a lost reply makes its writer try again.
+//
+// Writers take the next position by insert: the first insert of a position wins, the loser
+// learns it from the duplicate key and takes the next. Entries of one stream go out in one
+// ordered insertMany, so position n is only ever inserted once n-1 exists (the positions below
+// a writer's start exist, and an ordered insert stops at its first failure): no writer, even
+// one that dies mid-batch, leaves a gap. Concurrent requests' entries are coalesced, one
+// command per shared stream and one for all the users' streams, so the shared streams cost
+// one round trip per batch of bookings, not per booking.
+//
+// Readers find the first free position (the head) from a per-process hint by galloping and
+// bisection over reads by exact _id, look a few positions beyond it in case of a gap all the
+// same, and read newest first down from it, a bounded number of positions per page. Then they
+// read the stream's older part: the entries the backfill wrote for documents of earlier
+// versions ("o" + stream, oldest first), read down from its own head.
+//
+// A page costs a few dozen reads by _id whatever the number of bookings.
+
+// Streams.
+const (
+	allBookingsStream = "b"
+	allPaymentsStream = "p"
+	legacyPrefix      = "o" // the backfill's part of a stream: legacyPrefix + stream
+)
+
+func userBookingsStream(userID string) string { return "b." + userID }
+func userPaymentsStream(userID string) string { return "p." + userID }
+
+func entryID(stream string, n int64) string { return stream + ":" + strconv.FormatInt(n, 10) }
+
+// entryKey is the unique key of ref in stream (the backfill's part of a stream shares it).
+func entryKey(stream, ref string) string { return strings.TrimPrefix(stream, legacyPrefix) + "|" + ref }
+
+// shared reports whether many writers append to the stream (every booking, every payment).
+func shared(stream string) bool {
+	s := strings.TrimPrefix(stream, legacyPrefix)
+	return s == allBookingsStream || s == allPaymentsStream
+}
+
+type listEntryDoc struct {
+	ID  string    `bson:"_id"` // entryID(stream, position)
+	Key string    `bson:"k"`   // entryKey(stream, ref): unique
+	Ref string    `bson:"r"`   // the document's id
+	At  time.Time `bson:"at"`
+}
+
+// listsMarkerID names the document that records the backfill done (not a stream entry: no
+// stream starts with '!').
+const listsMarkerID = "!lists-backfilled"
+
+type listsMarkerDoc struct {
+	ID   string    `bson:"_id"`
+	Key  string    `bson:"k"`    // the unique index wants a value
+	From time.Time `bson:"from"` // when the pass that wrote it began
+	At   time.Time `bson:"at"`
+}
+
+// Bounds of the lists.
+const (
+	// maxHints bounds the stream heads a process remembers; a full map starts over (a head
+	// forgotten is found again by galloping from 0).
+	maxHints = 50000
+	// headProbe is how many positions past the head a reader looks at, so that a gap (which
+	// writers never leave, but a lost write might) does not hide the entries above it.
+	headProbe = 2
+	// appendTries bounds the rounds an entry fails to land in (another writer took its
+	// position first, or its insert's fate was unknown).
+	appendTries = 16
+	// pageChunk bounds the positions a reader reads at once.
+	pageChunk = 100
+)
+
+// lists keeps the streams of a store.
+type lists struct {
+	coll   *mongo.Collection
+	fg, bg *listWriter // requests' entries, and the backfill's (see core.AsBackground)
+
+	hintsMu sync.Mutex
+	hints   map[string]*atomic.Int64 // stream -> a position every position below which exists
+
+	backfilled atomic.Bool
+}
+
+func newLists(db *mongo.Database) *lists {
+	l := &lists{coll: db.Collection(ListEntriesCollection), hints: map[string]*atomic.Int64{}}
+	l.fg, l.bg = &listWriter{l: l}, &listWriter{l: l}
+	return l
+}
+
+func (l *lists) ensureIndexes(ctx context.Context) error {
+	return mongox.EnsureIndexes(ctx, l.coll, mongo.IndexModel{Keys: bson.D{{Key: "k", Value: 1}},
+		Options: options.Index().SetUnique(true).SetName("key_unique")})
+}
+
+// hint returns the stream's hint, and whether the process knew it already.
+func (l *lists) hint(stream string) (*atomic.Int64, bool) {
+	l.hintsMu.Lock()
+	defer l.hintsMu.Unlock()
+	h, ok := l.hints[stream]
+	if !ok {
+		if len(l.hints) >= maxHints {
+			clear(l.hints)
+		}
+		h = &atomic.Int64{}
+		l.hints[stream] = h
+	}
+	return h, ok
+}
+
+// exists reports whether the stream has an entry at position n.
+func (l *lists) exists(ctx context.Context, stream string, n int64) (bool, error) {
+	err := l.coll.FindOne(ctx, bson.D{{Key: "_id", Value: entryID(stream, n)}},
+		options.FindOne().SetProjection(bson.D{{Key: "_id", Value: 1}})).Err()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// entries reads the stream's entries at the given positions (nil where there is none).
+func (l *lists) entries(ctx context.Context, stream string, pos []int64) ([]*listEntryDoc, error) {
+	out := make([]*listEntryDoc, len(pos))
+	err := eachLimited(ctx, len(pos), func(ctx context.Context, i int) error {
+		var d listEntryDoc
+		err := l.coll.FindOne(ctx, bson.D{{Key: "_id", Value: entryID(stream, pos[i])}}).Decode(&d)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return nil
+		}
+		if err == nil {
+			out[i] = &d
+		}
+		return err
+	})
+	return out, err
+}
+
+// firstFree returns the first free position at or above lo, every position below lo being
+// taken: gallop up while positions exist, then bisect.
+func (l *lists) firstFree(ctx context.Context, stream string, lo int64) (int64, error) {
+	found, err := l.exists(ctx, stream, lo)
+	if err != nil || !found {
+		return lo, err
+	}
+	lo++
+	step := int64(1)
+	hi := lo // the first position not yet known to exist
+	for {
+		found, err := l.exists(ctx, stream, hi)
+		if err != nil {
+			return 0, err
+		}
+		if !found {
+			break
+		}
+		lo = hi + 1
+		step *= 2
+		hi = lo + step - 1
+	}
+	for lo < hi { // positions below lo exist, hi does not
+		mid := lo + (hi-lo)/2
+		found, err := l.exists(ctx, stream, mid)
+		if err != nil {
+			return 0, err
+		}
+		if found {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo, nil
+}
+
+// head returns the stream's head: the first free position, past any gap of fewer than probe
+// positions. Writers pass probe 0: they fill a gap they meet.
+func (l *lists) head(ctx context.Context, stream string, probe int) (int64, error) {
+	hint, _ := l.hint(stream)
+	h, err := l.firstFree(ctx, stream, hint.Load())
+	if err != nil {
+		return 0, err
+	}
+	raise(hint, h)
+	for range 8 {
+		if probe == 0 {
+			break
+		}
+		pos := make([]int64, probe)
+		for i := range pos {
+			pos[i] = h + 1 + int64(i)
+		}
+		found, err := l.entries(ctx, stream, pos)
+		if err != nil {
+			return 0, err
+		}
+		last := -1
+		for i, e := range found {
+			if e != nil {
+				last = i
+			}
+		}
+		if last < 0 {
+			break
+		}
+		// a gap at h: the head is above it (the hint stays below the gap, which a writer fills)
+		if h, err = l.firstFree(ctx, stream, pos[last]+1); err != nil {
+			return 0, err
+		}
+	}
+	return h, nil
+}
+
+// raise sets *v to n if n is greater.
+func raise(v *atomic.Int64, n int64) {
+	for {
+		old := v.Load()
+		if n <= old || v.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// listItem is one entry to append: ref at the head of stream.
+type listItem struct {
+	stream, ref string
+	at          time.Time
+	// expect, when set, is where the entry may be already: the backfill's ordinal of the
+	// document in the stream, which a replica backfilling at the same time (or an earlier run)
+	// gave it too. When that is below the stream's head it is read there first, and not
+	// appended again if it is there (the unique key would refuse it, but one refusal at a
+	// time).
+	expect int64
+	hasExp bool
+
+	req   *appendReq
+	tries int
+	pos   int64 // in the batch being written
+}
+
+type appendReq struct {
+	left   int
+	failed bool
+	done   chan error
+}
+
+// listWriter appends the entries of concurrent callers, coalesced like inserter: while one
+// batch is in flight the next callers queue, and the next batch takes them all.
+type listWriter struct {
+	l       *lists
+	mu      sync.Mutex
+	queue   []*listItem
+	running bool
+}
+
+// append appends every item, each at the head of its stream, and returns once all are in
+// (or one failed: then some may be in, and name a document that will never be written).
+// On ctx's end it returns at once; the items may still be appended.
+func (w *listWriter) append(ctx context.Context, items ...listItem) error {
+	if len(items) == 0 {
+		return nil
+	}
+	req := &appendReq{left: len(items), done: make(chan error, 1)}
+	w.mu.Lock()
+	for i := range items {
+		it := items[i]
+		it.req = req
+		w.queue = append(w.queue, &it)
+	}
+	if !w.running {
+		w.running = true
+		go w.loop()
+	}
+	w.mu.Unlock()
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *listWriter) loop() {
+	for {
+		w.mu.Lock()
+		var batch []*listItem
+		for len(w.queue) > 0 && len(batch) < maxBatchDocs {
+			if it := w.queue[0]; !it.req.failed {
+				batch = append(batch, it)
+			}
+			w.queue = w.queue[1:]
+		}
+		if len(batch) == 0 {
+			w.running = false
+			w.queue = nil
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		again := w.flush(batch)
+		if len(again) > 0 {
+			w.mu.Lock()
+			w.queue = append(again, w.queue...)
+			w.mu.Unlock()
+		}
+	}
+}
+
+func (it *listItem) landed() {
+	if it.req.failed {
+		return
+	}
+	if it.req.left--; it.req.left == 0 {
+		it.req.done <- nil
+	}
+}
+
+func (it *listItem) fail(err error) {
+	if it.req.failed {
+		return
+	}
+	it.req.failed = true
+	it.req.done <- err
+}
+
+// segment is one stream's items of a batch, at consecutive positions.
+type segment struct {
+	stream string
+	items  []*listItem
+}
+
+// flush writes a batch and returns the items to try again. A shared stream's segment is a
+// command of its own, the users' streams' segments share one; the commands run at once.
+func (w *listWriter) flush(batch []*listItem) (again []*listItem) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	// A stream this process has not met yet starts from its head, not from 0 (one that has
+	// entries would lose its first round).
+	var cold []string
+	seen := map[string]bool{}
+	for _, it := range batch {
+		if !seen[it.stream] {
+			seen[it.stream] = true
+			if _, ok := w.l.hint(it.stream); !ok {
+				cold = append(cold, it.stream)
+			}
+		}
+	}
+	if err := eachLimited(ctx, len(cold), func(ctx context.Context, i int) error {
+		_, err := w.l.head(ctx, cold[i], 0)
+		return err
+	}); err != nil {
+		for _, it := range batch {
+			it.fail(err)
+		}
+		return nil
+	}
+	batch, err := w.found(ctx, batch)
+	if err != nil {
+		for _, it := range batch {
+			it.fail(err)
+		}
+		return nil
+	}
+	byStream := map[string]*segment{}
+	var cmds [][]*segment
+	var users []*segment
+	for _, it := range batch {
+		s := byStream[it.stream]
+		if s == nil {
+			s = &segment{stream: it.stream}
+			byStream[it.stream] = s
+			if shared(it.stream) {
+				cmds = append(cmds, []*segment{s})
+			} else {
+				users = append(users, s)
+			}
+		}
+		s.items = append(s.items, it)
+	}
+	if len(users) > 0 {
+		cmds = append(cmds, users)
+	}
+	var mu sync.Mutex
+	_ = eachLimited(ctx, len(cmds), func(ctx context.Context, i int) error {
+		a := w.write(ctx, cmds[i])
+		mu.Lock()
+		again = append(again, a...)
+		mu.Unlock()
+		return nil
+	})
+	kept := again[:0]
+	for _, it := range again {
+		if it.req.failed {
+			continue
+		}
+		if it.tries >= appendTries {
+			it.fail(errors.New("list entry: no free position after many tries"))
+			continue
+		}
+		kept = append(kept, it)
+	}
+	return kept
+}
+
+// found completes the items expected below their stream's head that are there already, and
+// returns the others.
+func (w *listWriter) found(ctx context.Context, batch []*listItem) ([]*listItem, error) {
+	var probe []*listItem
+	for _, it := range batch {
+		if hint, _ := w.l.hint(it.stream); it.hasExp && it.expect < hint.Load() {
+			probe = append(probe, it)
+		}
+		it.hasExp = false
+	}
+	if len(probe) == 0 {
+		return batch, nil
+	}
+	in := make([]bool, len(probe))
+	err := eachLimited(ctx, len(probe), func(ctx context.Context, i int) error {
+		e, err := w.l.entries(ctx, probe[i].stream, []int64{probe[i].expect})
+		in[i] = err == nil && e[0] != nil && e[0].Ref == probe[i].ref
+		return err
+	})
+	if err != nil {
+		return batch, err
+	}
+	for i, it := range probe {
+		if in[i] {
+			it.landed()
+		}
+	}
+	left := batch[:0]
+	for _, it := range batch {
+		if i := slices.Index(probe, it); i < 0 || !in[i] {
+			left = append(left, it)
+		}
+	}
+	return left, nil
+}
+
+// write inserts the segments as one ordered command, each at its stream's hint (every
+// position below which exists: so no writer leaves a gap), and resolves what it did.
+func (w *listWriter) write(ctx context.Context, segs []*segment) (again []*listItem) {
+	var docs []any
+	for _, s := range segs {
+		hint, _ := w.l.hint(s.stream)
+		start := hint.Load()
+		for i, it := range s.items {
+			it.pos = start + int64(i)
+			docs = append(docs, listEntryDoc{ID: entryID(s.stream, it.pos), Key: entryKey(s.stream, it.ref), Ref: it.ref, At: it.at})
+		}
+	}
+	_, err := w.l.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
+	if err == nil {
+		for _, s := range segs {
+			w.landed(s, len(s.items))
+		}
+		return nil
+	}
+	var bwe mongo.BulkWriteException
+	if errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0 {
+		// Ordered: everything before the first error landed, nothing after it was tried.
+		at := bwe.WriteErrors[0].Index
+		for i := range bwe.WriteErrors {
+			at = min(at, bwe.WriteErrors[i].Index)
+		}
+		dup := false
+		for _, we := range bwe.WriteErrors {
+			if we.Index == at {
+				dup = mongo.IsDuplicateKeyError(we)
+				err = we
+			}
+		}
+		for _, s := range segs {
+			switch {
+			case at >= len(s.items):
+				w.landed(s, len(s.items))
+			case at >= 0 && dup:
+				w.landed(s, at)
+				again = append(again, w.readBack(ctx, s, at, true)...)
+			case at >= 0:
+				w.landed(s, at)
+				s.items[at].fail(err)
+				again = append(again, s.items[at+1:]...)
+			default:
+				again = append(again, s.items...)
+			}
+			at -= len(s.items)
+		}
+		return again
+	}
+	// The command's fate is unknown (a lost reply, a cut connection): read what landed.
+	for _, s := range segs {
+		again = append(again, w.readBack(ctx, s, 0, false)...)
+	}
+	return again
+}
+
+// landed completes the first n items of s, which are in at their positions.
+func (w *listWriter) landed(s *segment, n int) {
+	for _, it := range s.items[:n] {
+		it.landed()
+	}
+	if n > 0 {
+		hint, _ := w.l.hint(s.stream)
+		raise(hint, s.items[n-1].pos+1)
+	}
+}
+
+// readBack learns which of s's items from the from-th on are in, by reading their positions:
+// those holding their own ref are in (the front one first; the rest only if it is). At the
+// first position that does not, an entry of another ref means another writer took it (the
+// head is searched again, and the rest tried again at the head); none means the item is not
+// in, unless the insert was refused there (dup): then its key was, so the ref is in the
+// stream already, at another position.
+func (w *listWriter) readBack(ctx context.Context, s *segment, from int, dup bool) (again []*listItem) {
+	pos := make([]int64, len(s.items)-from)
+	for i := range pos {
+		pos[i] = s.items[from+i].pos
+	}
+	got, err := w.l.entries(ctx, s.stream, pos[:1])
+	if err == nil && len(pos) > 1 && got[0] != nil && got[0].Ref == s.items[from].ref {
+		var rest []*listEntryDoc
+		rest, err = w.l.entries(ctx, s.stream, pos[1:])
+		got = append(got, rest...)
+	}
+	if err != nil {
+		for _, it := range s.items[from:] {
+			it.fail(err)
+		}
+		return nil
+	}
+	i := 0
+	for i < len(got) && got[i] != nil && got[i].Ref == s.items[from+i].ref {
+		i++
+	}
+	w.landed(&segment{stream: s.stream, items: s.items[from:]}, i)
+	rest := s.items[from+i:]
+	if len(rest) == 0 {
+		return nil
+	}
+	rest[0].tries++ // the one that did not land where it was sent (those after it were not tried)
+	switch {
+	case i < len(got) && got[i] != nil: // another writer's
+		hint, _ := w.l.hint(s.stream)
+		raise(hint, rest[0].pos+1)
+		if _, err := w.l.head(ctx, s.stream, 0); err != nil {
+			for _, it := range rest {
+				it.fail(err)
+			}
+			return nil
+		}
+		return rest
+	case dup && i == 0: // refused by its key: in the stream already
+		rest[0].landed()
+		return rest[1:]
+	default:
+		return rest
+	}
+}
+
+// cursor is where a page starts: below position pos of the stream (legacy: of its backfilled
+// part), skip items further on; top means from the head.
+type cursor struct {
+	top    bool
+	legacy bool
+	pos    int64
+	skip   int64
+}
+
+// maxCursorNumber bounds the numbers a cursor may carry.
+const maxCursorNumber = 1 << 50
+
+// parseCursor reads a page cursor as pageStream writes them: "" (the first page), "<n>"
+// (below position n), "o<n>" (below position n of the backfilled part), "s<n>" (n items from
+// the first, for pages of a list not yet backfilled).
+func parseCursor(s string) (cursor, error) {
+	if s == "" {
+		return cursor{top: true}, nil
+	}
+	c := cursor{}
+	num := s
+	switch s[0] {
+	case 'o':
+		c.legacy, num = true, s[1:]
+	case 's':
+		c.top, num = true, s[1:]
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > maxCursorNumber || strconv.FormatInt(n, 10) != num {
+		return cursor{}, errs.Fields(map[string]string{"before": "is not a cursor of this list: follow the Link rel=\"next\" of the previous page"})
+	}
+	if c.top {
+		c.skip = n
+	} else {
+		c.pos = n
+	}
+	return c, nil
+}
+
+func (c cursor) String() string {
+	if c.legacy {
+		return "o" + strconv.FormatInt(c.pos, 10)
+	}
+	return strconv.FormatInt(c.pos, 10)
+}
+
+// streamPage is a page read from a stream: the refs, newest first, and the cursor of the next
+// page ("" at the end).
+type streamPage struct {
+	refs []string
+	next string
+}
+
+// page reads up to limit documents of stream, newest first, from the cursor and skip: the
+// entries, then their documents with load (nil for one that does not exist, or that the
+// stream must not show), in chunks. It reads at most 2*(limit+1)+16 positions: a page of many
+// entries without documents stops early, with a next cursor.
+func pageStream[D any](ctx context.Context, l *lists, stream string, c cursor, skip int, limit int,
+	load func(ctx context.Context, refs []string) ([]*D, error)) ([]*D, string, error) {
+	c.skip += int64(skip)
+	pos, legacy := c.pos, c.legacy
+	part := func(legacy bool) string {
+		if legacy {
+			return legacyPrefix + stream
+		}
+		return stream
+	}
+	h, err := l.head(ctx, part(legacy), headProbe)
+	if err != nil {
+		return nil, "", err
+	}
+	if c.top || pos > h {
+		pos = h
+	}
+	pos -= c.skip
+	if pos < 0 && !legacy {
+		left := -pos
+		legacy = true
+		if h, err = l.head(ctx, part(true), headProbe); err != nil {
+			return nil, "", err
+		}
+		pos = h - left
+	}
+	if pos < 0 {
+		return nil, "", nil
+	}
+	want := limit + 1
+	budget := int64(2*want + 16)
+	var (
+		docs []*D
+		at   []cursor // each document's position
+		done bool
+	)
+	for len(docs) < want && budget > 0 {
+		if pos == 0 {
+			if legacy {
+				done = true
+				break
+			}
+			legacy = true
+			if pos, err = l.head(ctx, part(true), headProbe); err != nil {
+				return nil, "", err
+			}
+			continue
+		}
+		n := min(int64(want-len(docs)), budget, pos, pageChunk)
+		ps := make([]int64, n)
+		for i := range ps {
+			ps[i] = pos - 1 - int64(i)
+		}
+		es, err := l.entries(ctx, part(legacy), ps)
+		if err != nil {
+			return nil, "", err
+		}
+		var refs []string
+		var refAt []int64
+		for i, e := range es {
+			if e != nil {
+				refs = append(refs, e.Ref)
+				refAt = append(refAt, ps[i])
+			}
+		}
+		if len(refs) > 0 {
+			got, err := load(ctx, refs)
+			if err != nil {
+				return nil, "", err
+			}
+			for i, d := range got {
+				if d != nil {
+					docs = append(docs, d)
+					at = append(at, cursor{legacy: legacy, pos: refAt[i]})
+				}
+			}
+		}
+		pos -= n
+		budget -= n
+	}
+	switch {
+	case len(docs) > limit:
+		return docs[:limit], at[limit-1].String(), nil
+	case done || legacy && pos == 0:
+		return docs, "", nil
+	default:
+		return docs, cursor{legacy: legacy, pos: pos}.String(), nil
+	}
+}
+
+// isBackfilled reports whether the backfill's marker exists (then the streams list every
+// document).
+func (l *lists) isBackfilled(ctx context.Context) (bool, error) {
+	if l.backfilled.Load() {
+		return true, nil
+	}
+	m, err := l.marker(ctx)
+	if err != nil || m == nil {
+		return false, err
+	}
+	l.backfilled.Store(true)
+	return true, nil
+}
+
+func (l *lists) marker(ctx context.Context) (*listsMarkerDoc, error) {
+	var m listsMarkerDoc
+	err := l.coll.FindOne(ctx, bson.D{{Key: "_id", Value: listsMarkerID}}).Decode(&m)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, dbError(err, "could not read the lists' state")
+	}
+	return &m, nil
+}
+
+// Catch-up passes of the backfill (see BackfillLists).
+const (
+	// ListsCatchUpFor is how long after the backfill's marker the backfill keeps making
+	// catch-up passes: longer than a rolling upgrade takes.
+	ListsCatchUpFor = time.Hour
+	// ListsCatchUpEvery is how often the wiring runs a catch-up pass meanwhile.
+	ListsCatchUpEvery = 5 * time.Minute
+	// listsClockMargin covers the clocks of earlier versions' replicas, whose ids carry their
+	// time.
+	listsClockMargin = 5 * time.Minute
+)
+
+// ListsBackfill is what a BackfillLists run did.
+type ListsBackfill struct {
+	// Indexed counts the bookings and payments indexed by this run.
+	Indexed int
+	// CatchUpUntil: call again every ListsCatchUpEvery until then (zero: nothing left to do).
+	CatchUpUntil time.Time
+}
+
+// BackfillLists indexes the bookings and payments that earlier versions wrote (those without
+// "lx": written without entries) in the older part of their streams, oldest first, then writes
+// the marker that makes the lists answer from the streams: until then they answer from the
+// old query (a scan). It reads each collection once, as a cursor; replicas running it at once
+// write each entry once (the unique key refuses the second), and either's marker does.
+//
+// A replica of an earlier version still serving during a rolling upgrade writes bookings and
+// payments without entries after the pass has gone by: a call after the marker, until
+// CatchUpUntil (ListsCatchUpFor after it), makes a catch-up pass that indexes those of them
+// created since shortly before the pass began. Until it runs, the streams do not list them
+// (GET /bookings/:id finds them, and paying works).
+func (s *Bookings) BackfillLists(ctx context.Context) (ListsBackfill, error) {
+	l := s.lists
+	m, err := l.marker(ctx)
+	if err != nil {
+		return ListsBackfill{}, err
+	}
+	if m != nil {
+		l.backfilled.Store(true)
+		until := m.At.Add(ListsCatchUpFor)
+		if !s.now().Before(until) {
+			return ListsBackfill{}, nil
+		}
+		var since bson.ObjectID // the least id of that second
+		binary.BigEndian.PutUint32(since[:4], uint32(m.From.Add(-listsClockMargin).Unix()))
+		n, err := s.indexLegacy(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: since}}}}, false)
+		return ListsBackfill{Indexed: n, CatchUpUntil: until}, err
+	}
+	from := s.now().UTC()
+	n, err := s.indexLegacy(ctx, nil, true)
+	if err != nil {
+		return ListsBackfill{Indexed: n}, err
+	}
+	at := s.now().UTC()
+	_, err = l.coll.InsertOne(ctx, listsMarkerDoc{ID: listsMarkerID, Key: listsMarkerID, From: from, At: at})
+	if err != nil && !mongox.IsDuplicateKey(err) {
+		return ListsBackfill{Indexed: n}, dbError(err, "could not mark the lists indexed")
+	}
+	l.backfilled.Store(true)
+	return ListsBackfill{Indexed: n, CatchUpUntil: at.Add(ListsCatchUpFor)}, nil
+}
+
+// indexLegacy indexes the bookings, then the payments, that match filter and have no "lx".
+// A full pass (ordinals) expects each document at its ordinal in the streams, where another
+// replica's pass (or an earlier one's) puts it.
+func (s *Bookings) indexLegacy(ctx context.Context, filter bson.D, ordinals bool) (int, error) {
+	total := 0
+	for _, c := range []struct {
+		coll      *mongo.Collection
+		user      func(string) string
+		all, what string
+	}{
+		{s.bookings, userBookingsStream, allBookingsStream, "bookings"},
+		{s.payments, userPaymentsStream, allPaymentsStream, "payments"},
+	} {
+		n, err := s.indexCollection(ctx, c.coll, append(bson.D{{Key: "lx", Value: bson.D{{Key: "$exists", Value: false}}}}, filter...),
+			c.user, c.all, c.what, ordinals)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// indexCollection appends an entry to the backfilled part of the user's and the shared stream
+// for each document of coll matching filter, in the order the collection returns them (its
+// natural order: oldest first).
+func (s *Bookings) indexCollection(ctx context.Context, coll *mongo.Collection, filter bson.D, user func(string) string,
+	all, what string, ordinals bool) (int, error) {
+	cur, err := coll.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "userId", Value: 1}, {Key: "createdAt", Value: 1}}).SetBatchSize(1000))
+	if err != nil {
+		return 0, dbError(err, "could not list the "+what)
+	}
+	defer cur.Close(ctx)
+	n := 0
+	var page []listItem
+	ord := map[string]int64{} // the document's ordinal in each stream, in this pass
+	item := func(stream, ref string, at time.Time) listItem {
+		it := listItem{stream: stream, ref: ref, at: at, expect: ord[stream], hasExp: ordinals}
+		ord[stream]++
+		return it
+	}
+	flush := func() error {
+		if err := s.lists.bg.append(ctx, page...); err != nil {
+			return dbError(err, "could not index the "+what)
+		}
+		n += len(page) / 2
+		page = page[:0]
+		return nil
+	}
+	for cur.Next(ctx) {
+		var d struct {
+			ID        bson.ObjectID `bson:"_id"`
+			UserID    string        `bson:"userId"`
+			CreatedAt time.Time     `bson:"createdAt"`
+		}
+		if err := cur.Decode(&d); err != nil {
+			return n, dbError(err, "could not list the "+what)
+		}
+		ref := d.ID.Hex()
+		page = append(page, item(legacyPrefix+user(d.UserID), ref, d.CreatedAt), item(legacyPrefix+all, ref, d.CreatedAt))
+		if len(page) >= maxBatchDocs {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return n, dbError(err, "could not list the "+what)
+	}
+	if len(page) > 0 {
+		if err := flush(); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// loadByID reads documents of coll by exact _id (nil where there is none).
+func loadByID[D any](ctx context.Context, coll *mongo.Collection, refs []string) ([]*D, error) {
+	out := make([]*D, len(refs))
+	err := eachLimited(ctx, len(refs), func(ctx context.Context, i int) error {
+		oid, err := bson.ObjectIDFromHex(refs[i])
+		if err != nil {
+			return nil // not a document of ours
+		}
+		var d D
+		err = coll.FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&d)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return nil
+		}
+		if err == nil {
+			out[i] = &d
+		}
+		return err
+	})
+	return out, err
+}
+
+// appendEntries writes a new document's entries (its user's stream and the shared one) before
+// the document itself.
+func (s *Bookings) appendEntries(ctx context.Context, user, all, ref string, at time.Time, what string) error {
+	w := s.lists.fg
+	if core.IsBackground(ctx) {
+		w = s.lists.bg
+	}
+	if err := w.append(ctx, listItem{stream: user, ref: ref, at: at}, listItem{stream: all, ref: ref, at: at}); err != nil {
+		return dbError(err, fmt.Sprintf("could not list the %s", what))
+	}
+	return nil
+}
+
+// defaultPageLimit is the page size of a filter without Limit.
+const defaultPageLimit = 50
+
+// PageBookings returns a page of bookings newest first (f.Limit of them, default 50, after
+// f.Skip, from the cursor f.Before) and the cursor of the next page ("" when there is none):
+// a customer's (f.UserID) or everyone's. It reads the lists' streams once the backfill is
+// done, the old query before (ListBookings: a scan). A page costs the same however many
+// bookings there are; f.Skip skips positions (entries whose booking was never written count,
+// which are rare), at no cost.
+func (s *Bookings) PageBookings(ctx context.Context, f core.BookingFilter) ([]core.Booking, string, error) {
+	limit, c, old, err := s.pageStart(ctx, f.Limit, f.Before)
+	if err != nil {
+		return nil, "", err
+	}
+	if old {
+		skip := int(c.skip) + f.Skip
+		list, err := s.ListBookings(ctx, core.BookingFilter{UserID: f.UserID, Limit: limit + 1, Skip: skip})
+		return oldPage(list, limit, skip, err)
+	}
+	stream := allBookingsStream
+	if f.UserID != "" {
+		stream = userBookingsStream(f.UserID)
+	}
+	docs, next, err := pageStream(ctx, s.lists, stream, c, f.Skip, limit, func(ctx context.Context, refs []string) ([]*bookingDoc, error) {
+		ds, err := loadByID[bookingDoc](ctx, s.bookings, refs)
+		for i, d := range ds {
+			if d != nil && f.UserID != "" && d.UserID != f.UserID {
+				ds[i] = nil // cannot happen: the customer's stream names only the customer's
+			}
+		}
+		return ds, err
+	})
+	if err != nil {
+		return nil, "", dbError(err, "could not list the bookings")
+	}
+	out := make([]core.Booking, len(docs))
+	for i, d := range docs {
+		out[i] = d.booking()
+	}
+	return out, next, nil
+}
+
+// PagePayments returns a page of payments newest first, as PageBookings.
+func (s *Bookings) PagePayments(ctx context.Context, f core.PaymentFilter) ([]core.Payment, string, error) {
+	limit, c, old, err := s.pageStart(ctx, f.Limit, f.Before)
+	if err != nil {
+		return nil, "", err
+	}
+	if old {
+		skip := int(c.skip) + f.Skip
+		list, err := s.ListPayments(ctx, core.PaymentFilter{UserID: f.UserID, Limit: limit + 1, Skip: skip})
+		return oldPage(list, limit, skip, err)
+	}
+	stream := allPaymentsStream
+	if f.UserID != "" {
+		stream = userPaymentsStream(f.UserID)
+	}
+	docs, next, err := pageStream(ctx, s.lists, stream, c, f.Skip, limit, func(ctx context.Context, refs []string) ([]*paymentDoc, error) {
+		ds, err := loadByID[paymentDoc](ctx, s.payments, refs)
+		for i, d := range ds {
+			if d != nil && f.UserID != "" && d.UserID != f.UserID {
+				ds[i] = nil
+			}
+		}
+		return ds, err
+	})
+	if err != nil {
+		return nil, "", dbError(err, "could not list the payments")
+	}
+	out := make([]core.Payment, len(docs))
+	for i, d := range docs {
+		out[i] = d.payment()
+	}
+	return out, next, nil
+}
+
+// pageStart reads a page's limit and cursor, and whether the page comes from the old query
+// (the backfill not done, and no cursor of a stream given).
+func (s *Bookings) pageStart(ctx context.Context, limit int, before string) (int, cursor, bool, error) {
+	if limit <= 0 {
+		limit = defaultPageLimit
+	}
+	c, err := parseCursor(before)
+	if err != nil {
+		return 0, c, false, err
+	}
+	if !c.top {
+		return limit, c, false, nil
+	}
+	done, err := s.lists.isBackfilled(ctx)
+	return limit, c, !done, err
+}
+
+// oldPage cuts a page of the old query, read with one item more than limit: the next page's
+// cursor skips the items of this one.
+func oldPage[T any](list []T, limit, skip int, err error) ([]T, string, error) {
+	if err != nil {
+		return nil, "", err
+	}
+	if len(list) > limit {
+		return list[:limit], "s" + strconv.Itoa(skip+limit), nil
+	}
+	return list, "", nil
+}
