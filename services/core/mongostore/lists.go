@@ -647,12 +647,13 @@ type streamPage struct {
 	next string
 }
 
-// page reads up to limit documents of stream, newest first, from the cursor and skip: the
-// entries, then their documents with load (nil for one that does not exist, or that the
-// stream must not show), in chunks. It reads at most 2*(limit+1)+16 positions: a page of many
-// entries without documents stops early, with a next cursor.
+// pageStream reads up to limit documents of stream, newest first, from the cursor and skip:
+// each position's entry, then its document with load (nil for one that does not exist, or
+// that the stream must not show), a chunk of positions at once. It reads at most
+// 2*(limit+1)+16 positions: a page of many entries without documents stops early, with a next
+// cursor.
 func pageStream[D any](ctx context.Context, l *lists, stream string, c cursor, skip int, limit int,
-	load func(ctx context.Context, refs []string) ([]*D, error)) ([]*D, string, error) {
+	load func(ctx context.Context, ref string) (*D, error)) ([]*D, string, error) {
 	c.skip += int64(skip)
 	pos, legacy := c.pos, c.legacy
 	part := func(legacy bool) string {
@@ -661,7 +662,13 @@ func pageStream[D any](ctx context.Context, l *lists, stream string, c cursor, s
 		}
 		return stream
 	}
-	h, err := l.head(ctx, part(legacy), headProbe)
+	probe := func(legacy bool) int { // the backfilled part is written once, by the same protocol
+		if legacy {
+			return 0
+		}
+		return headProbe
+	}
+	h, err := l.head(ctx, part(legacy), probe(legacy))
 	if err != nil {
 		return nil, "", err
 	}
@@ -672,7 +679,7 @@ func pageStream[D any](ctx context.Context, l *lists, stream string, c cursor, s
 	if pos < 0 && !legacy {
 		left := -pos
 		legacy = true
-		if h, err = l.head(ctx, part(true), headProbe); err != nil {
+		if h, err = l.head(ctx, part(true), 0); err != nil {
 			return nil, "", err
 		}
 		pos = h - left
@@ -694,38 +701,33 @@ func pageStream[D any](ctx context.Context, l *lists, stream string, c cursor, s
 				break
 			}
 			legacy = true
-			if pos, err = l.head(ctx, part(true), headProbe); err != nil {
+			if pos, err = l.head(ctx, part(true), 0); err != nil {
 				return nil, "", err
 			}
 			continue
 		}
 		n := min(int64(want-len(docs)), budget, pos, pageChunk)
-		ps := make([]int64, n)
-		for i := range ps {
-			ps[i] = pos - 1 - int64(i)
-		}
-		es, err := l.entries(ctx, part(legacy), ps)
+		got := make([]*D, n)
+		st := part(legacy)
+		err := eachLimited(ctx, int(n), func(ctx context.Context, i int) error {
+			var e listEntryDoc
+			err := l.coll.FindOne(ctx, bson.D{{Key: "_id", Value: entryID(st, pos-1-int64(i))}}).Decode(&e)
+			if errors.Is(err, mongo.ErrNoDocuments) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			got[i], err = load(ctx, e.Ref)
+			return err
+		})
 		if err != nil {
 			return nil, "", err
 		}
-		var refs []string
-		var refAt []int64
-		for i, e := range es {
-			if e != nil {
-				refs = append(refs, e.Ref)
-				refAt = append(refAt, ps[i])
-			}
-		}
-		if len(refs) > 0 {
-			got, err := load(ctx, refs)
-			if err != nil {
-				return nil, "", err
-			}
-			for i, d := range got {
-				if d != nil {
-					docs = append(docs, d)
-					at = append(at, cursor{legacy: legacy, pos: refAt[i]})
-				}
+		for i, d := range got {
+			if d != nil {
+				docs = append(docs, d)
+				at = append(at, cursor{legacy: legacy, pos: pos - 1 - int64(i)})
 			}
 		}
 		pos -= n
@@ -906,25 +908,21 @@ func (s *Bookings) indexCollection(ctx context.Context, coll *mongo.Collection, 
 	return n, nil
 }
 
-// loadByID reads documents of coll by exact _id (nil where there is none).
-func loadByID[D any](ctx context.Context, coll *mongo.Collection, refs []string) ([]*D, error) {
-	out := make([]*D, len(refs))
-	err := eachLimited(ctx, len(refs), func(ctx context.Context, i int) error {
-		oid, err := bson.ObjectIDFromHex(refs[i])
-		if err != nil {
-			return nil // not a document of ours
-		}
-		var d D
-		err = coll.FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&d)
-		if errors.Is(err, mongo.ErrNoDocuments) {
-			return nil
-		}
-		if err == nil {
-			out[i] = &d
-		}
-		return err
-	})
-	return out, err
+// loadByID reads a document of coll by exact _id (nil when there is none).
+func loadByID[D any](ctx context.Context, coll *mongo.Collection, ref string) (*D, error) {
+	oid, err := bson.ObjectIDFromHex(ref)
+	if err != nil {
+		return nil, nil // not a document of ours
+	}
+	var d D
+	err = coll.FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &d, nil
 }
 
 // appendEntries writes a new document's entries (its user's stream and the shared one) before
@@ -963,14 +961,12 @@ func (s *Bookings) PageBookings(ctx context.Context, f core.BookingFilter) ([]co
 	if f.UserID != "" {
 		stream = userBookingsStream(f.UserID)
 	}
-	docs, next, err := pageStream(ctx, s.lists, stream, c, f.Skip, limit, func(ctx context.Context, refs []string) ([]*bookingDoc, error) {
-		ds, err := loadByID[bookingDoc](ctx, s.bookings, refs)
-		for i, d := range ds {
-			if d != nil && f.UserID != "" && d.UserID != f.UserID {
-				ds[i] = nil // cannot happen: the customer's stream names only the customer's
-			}
+	docs, next, err := pageStream(ctx, s.lists, stream, c, f.Skip, limit, func(ctx context.Context, ref string) (*bookingDoc, error) {
+		d, err := loadByID[bookingDoc](ctx, s.bookings, ref)
+		if d != nil && f.UserID != "" && d.UserID != f.UserID {
+			d = nil // cannot happen: the customer's stream names only the customer's
 		}
-		return ds, err
+		return d, err
 	})
 	if err != nil {
 		return nil, "", dbError(err, "could not list the bookings")
@@ -997,14 +993,12 @@ func (s *Bookings) PagePayments(ctx context.Context, f core.PaymentFilter) ([]co
 	if f.UserID != "" {
 		stream = userPaymentsStream(f.UserID)
 	}
-	docs, next, err := pageStream(ctx, s.lists, stream, c, f.Skip, limit, func(ctx context.Context, refs []string) ([]*paymentDoc, error) {
-		ds, err := loadByID[paymentDoc](ctx, s.payments, refs)
-		for i, d := range ds {
-			if d != nil && f.UserID != "" && d.UserID != f.UserID {
-				ds[i] = nil
-			}
+	docs, next, err := pageStream(ctx, s.lists, stream, c, f.Skip, limit, func(ctx context.Context, ref string) (*paymentDoc, error) {
+		d, err := loadByID[paymentDoc](ctx, s.payments, ref)
+		if d != nil && f.UserID != "" && d.UserID != f.UserID {
+			d = nil
 		}
-		return ds, err
+		return d, err
 	})
 	if err != nil {
 		return nil, "", dbError(err, "could not list the payments")
