@@ -50,7 +50,8 @@ const ListEntriesCollection = "list_entries"
 // read the stream's older part: the entries the backfill wrote for documents of earlier
 // versions ("o" + stream, oldest first), read down from its own head.
 //
-// A page costs a few dozen reads by _id whatever the number of bookings.
+// A page costs a few dozen reads by _id whatever the number of bookings, fewer when read
+// again: the process keeps the entries and documents it has read (see lists.entryCache).
 
 // Streams.
 const (
@@ -104,6 +105,10 @@ const (
 	appendTries = 16
 	// pageChunk bounds the positions a reader reads at once.
 	pageChunk = 100
+	// maxCachedEntries and maxCachedDocs bound the entries and the listed documents a process
+	// keeps (a full cache starts over).
+	maxCachedEntries = 100000
+	maxCachedDocs    = 20000
 )
 
 // lists keeps the streams of a store.
@@ -114,11 +119,43 @@ type lists struct {
 	hintsMu sync.Mutex
 	hints   map[string]*atomic.Int64 // stream -> a position every position below which exists
 
+	// Entries never change once written, and a listed document changes only by the status
+	// projected onto it, which the engine resolves from the booking's outcome anyway: both are
+	// kept, so that pages read again (a client polling its list) cost the head search alone.
+	entryCache *cache[string]
+	docCache   *cache[any]
+
 	backfilled atomic.Bool
 }
 
+// cache is a bounded map; a full one starts over.
+type cache[V any] struct {
+	mu  sync.Mutex
+	m   map[string]V
+	max int
+}
+
+func newCache[V any](max int) *cache[V] { return &cache[V]{m: map[string]V{}, max: max} }
+
+func (c *cache[V]) get(k string) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[k]
+	return v, ok
+}
+
+func (c *cache[V]) put(k string, v V) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	c.m[k] = v
+}
+
 func newLists(db *mongo.Database) *lists {
-	l := &lists{coll: db.Collection(ListEntriesCollection), hints: map[string]*atomic.Int64{}}
+	l := &lists{coll: db.Collection(ListEntriesCollection), hints: map[string]*atomic.Int64{},
+		entryCache: newCache[string](maxCachedEntries), docCache: newCache[any](maxCachedDocs)}
 	l.fg, l.bg = &listWriter{l: l}, &listWriter{l: l}
 	return l
 }
@@ -710,15 +747,22 @@ func pageStream[D any](ctx context.Context, l *lists, stream string, c cursor, s
 		got := make([]*D, n)
 		st := part(legacy)
 		err := eachLimited(ctx, int(n), func(ctx context.Context, i int) error {
-			var e listEntryDoc
-			err := l.coll.FindOne(ctx, bson.D{{Key: "_id", Value: entryID(st, pos-1-int64(i))}}).Decode(&e)
-			if errors.Is(err, mongo.ErrNoDocuments) {
-				return nil
+			id := entryID(st, pos-1-int64(i))
+			ref, ok := l.entryCache.get(id)
+			if !ok {
+				var e listEntryDoc
+				err := l.coll.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&e)
+				if errors.Is(err, mongo.ErrNoDocuments) {
+					return nil // a gap (a writer may fill it: not kept)
+				}
+				if err != nil {
+					return err
+				}
+				ref = e.Ref
+				l.entryCache.put(id, ref)
 			}
-			if err != nil {
-				return err
-			}
-			got[i], err = load(ctx, e.Ref)
+			var err error
+			got[i], err = load(ctx, ref)
 			return err
 		})
 		if err != nil {
@@ -908,8 +952,14 @@ func (s *Bookings) indexCollection(ctx context.Context, coll *mongo.Collection, 
 	return n, nil
 }
 
-// loadByID reads a document of coll by exact _id (nil when there is none).
-func loadByID[D any](ctx context.Context, coll *mongo.Collection, ref string) (*D, error) {
+// loadCached reads a listed document of coll by exact _id (nil when there is none), from the
+// process's cache when it is there. The copy returned is the caller's (the cache keeps its
+// own; the documents' slices are only ever read).
+func loadCached[D any](ctx context.Context, l *lists, coll *mongo.Collection, kind, ref string) (*D, error) {
+	if v, ok := l.docCache.get(kind + ref); ok {
+		d := *v.(*D)
+		return &d, nil
+	}
 	oid, err := bson.ObjectIDFromHex(ref)
 	if err != nil {
 		return nil, nil // not a document of ours
@@ -917,11 +967,13 @@ func loadByID[D any](ctx context.Context, coll *mongo.Collection, ref string) (*
 	var d D
 	err = coll.FindOne(ctx, bson.D{{Key: "_id", Value: oid}}).Decode(&d)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, nil
+		return nil, nil // an entry whose document was never written (not kept: it may be late)
 	}
 	if err != nil {
 		return nil, err
 	}
+	kept := d
+	l.docCache.put(kind+ref, &kept)
 	return &d, nil
 }
 
@@ -962,7 +1014,7 @@ func (s *Bookings) PageBookings(ctx context.Context, f core.BookingFilter) ([]co
 		stream = userBookingsStream(f.UserID)
 	}
 	docs, next, err := pageStream(ctx, s.lists, stream, c, f.Skip, limit, func(ctx context.Context, ref string) (*bookingDoc, error) {
-		d, err := loadByID[bookingDoc](ctx, s.bookings, ref)
+		d, err := loadCached[bookingDoc](ctx, s.lists, s.bookings, "b:", ref)
 		if d != nil && f.UserID != "" && d.UserID != f.UserID {
 			d = nil // cannot happen: the customer's stream names only the customer's
 		}
@@ -974,6 +1026,7 @@ func (s *Bookings) PageBookings(ctx context.Context, f core.BookingFilter) ([]co
 	out := make([]core.Booking, len(docs))
 	for i, d := range docs {
 		out[i] = d.booking()
+		out[i].Seats, out[i].Slots = slices.Clone(out[i].Seats), slices.Clone(out[i].Slots) // the cache's are its own
 	}
 	return out, next, nil
 }
@@ -994,7 +1047,7 @@ func (s *Bookings) PagePayments(ctx context.Context, f core.PaymentFilter) ([]co
 		stream = userPaymentsStream(f.UserID)
 	}
 	docs, next, err := pageStream(ctx, s.lists, stream, c, f.Skip, limit, func(ctx context.Context, ref string) (*paymentDoc, error) {
-		d, err := loadByID[paymentDoc](ctx, s.payments, ref)
+		d, err := loadCached[paymentDoc](ctx, s.lists, s.payments, "p:", ref)
 		if d != nil && f.UserID != "" && d.UserID != f.UserID {
 			d = nil
 		}
