@@ -40,9 +40,8 @@ const ListEntriesCollection = "list_entries"
 // learns it from the duplicate key and takes the next. Entries of one stream go out in one
 // ordered insertMany, so position n is only ever inserted once n-1 exists (the positions below
 // a writer's start exist, and an ordered insert stops at its first failure): no writer, even
-// one that dies mid-batch, leaves a gap. Concurrent requests' entries are coalesced, one
-// command per shared stream and one for all the users' streams, so the shared streams cost
-// one round trip per batch of bookings, not per booking.
+// one that dies mid-batch, leaves a gap. Concurrent requests' entries are coalesced into one
+// command, so the shared streams cost one round trip per batch of bookings, not per booking.
 //
 // Readers find the first free position (the head) from a per-process hint by galloping and
 // bisection over reads by exact _id, look a few positions beyond it in case of a gap all the
@@ -400,8 +399,7 @@ type segment struct {
 	items  []*listItem
 }
 
-// flush writes a batch and returns the items to try again. A shared stream's segment is a
-// command of its own, the users' streams' segments share one; the commands run at once.
+// flush writes a batch and returns the items to try again.
 func (w *listWriter) flush(batch []*listItem) (again []*listItem) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
@@ -433,33 +431,26 @@ func (w *listWriter) flush(batch []*listItem) (again []*listItem) {
 		}
 		return nil
 	}
+	// One ordered command: the users' segments first, then the shared streams' (most often
+	// the ones to lose a position to another replica: then only they are tried again).
 	byStream := map[string]*segment{}
-	var cmds [][]*segment
-	var users []*segment
+	var users, shareds []*segment
 	for _, it := range batch {
 		s := byStream[it.stream]
 		if s == nil {
 			s = &segment{stream: it.stream}
 			byStream[it.stream] = s
 			if shared(it.stream) {
-				cmds = append(cmds, []*segment{s})
+				shareds = append(shareds, s)
 			} else {
 				users = append(users, s)
 			}
 		}
 		s.items = append(s.items, it)
 	}
-	if len(users) > 0 {
-		cmds = append(cmds, users)
+	if segs := append(users, shareds...); len(segs) > 0 {
+		again = w.write(ctx, segs)
 	}
-	var mu sync.Mutex
-	_ = eachLimited(ctx, len(cmds), func(ctx context.Context, i int) error {
-		a := w.write(ctx, cmds[i])
-		mu.Lock()
-		again = append(again, a...)
-		mu.Unlock()
-		return nil
-	})
 	kept := again[:0]
 	for _, it := range again {
 		if it.req.failed {
