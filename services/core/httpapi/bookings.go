@@ -125,7 +125,7 @@ func linkNext(c *fiber.Ctx, pg core.ListPage, next string, keep ...string) {
 	}
 	q.Set("limit", strconv.Itoa(pg.Limit))
 	q.Set("before", next)
-	c.Set(fiber.HeaderLink, "<"+c.Path()+"?"+q.Encode()+`>; rel="next"`)
+	c.Set(fiber.HeaderLink, "<"+c.Route().Path+"?"+q.Encode()+`>; rel="next"`) // the route's own path, as mounted
 }
 
 func (a *API) listBookings(all bool) fiber.Handler {

@@ -49,8 +49,9 @@ const ListEntriesCollection = "list_entries"
 // read the stream's older part: the entries the backfill wrote for documents of earlier
 // versions ("o" + stream, oldest first), read down from its own head.
 //
-// A page costs a few dozen reads by _id whatever the number of bookings, fewer when read
-// again: the process keeps the entries and documents it has read (see lists.entryCache).
+// A page costs about two reads by _id per item (its entry, its document) and a few for the
+// head, whatever the number of bookings; fewer when read again: the process keeps the entries
+// and documents it has read (see lists.entryCache).
 
 // Streams.
 const (
@@ -106,8 +107,8 @@ const (
 	pageChunk = 100
 	// maxCachedEntries and maxCachedDocs bound the entries and the listed documents a process
 	// keeps (a full cache starts over).
-	maxCachedEntries = 100000
-	maxCachedDocs    = 20000
+	maxCachedEntries = 50000
+	maxCachedDocs    = 10000
 )
 
 // lists keeps the streams of a store.
@@ -666,13 +667,6 @@ func (c cursor) String() string {
 		return "o" + strconv.FormatInt(c.pos, 10)
 	}
 	return strconv.FormatInt(c.pos, 10)
-}
-
-// streamPage is a page read from a stream: the refs, newest first, and the cursor of the next
-// page ("" at the end).
-type streamPage struct {
-	refs []string
-	next string
 }
 
 // pageStream reads up to limit documents of stream, newest first, from the cursor and skip:
