@@ -98,8 +98,10 @@ const (
 	// forgotten is found again by galloping from 0).
 	maxHints = 50000
 	// headProbe is how many positions past the head a reader looks at, so that a gap (which
-	// writers never leave, but a lost write might) does not hide the entries above it.
-	headProbe = 2
+	// writers never leave, but a lost write might) does not hide the entries above it;
+	// headProbeEvery is how often (per stream and process; a writer fills a gap it meets).
+	headProbe      = 2
+	headProbeEvery = time.Second
 	// appendTries bounds the rounds an entry fails to land in (another writer took its
 	// position first, or its insert's fate was unknown).
 	appendTries = 16
@@ -117,7 +119,7 @@ type lists struct {
 	fg, bg *listWriter // requests' entries, and the backfill's (see core.AsBackground)
 
 	hintsMu sync.Mutex
-	hints   map[string]*atomic.Int64 // stream -> a position every position below which exists
+	hints   map[string]*streamHint
 
 	// Entries never change once written, and a listed document changes only by the status
 	// projected onto it, which the engine resolves from the booking's outcome anyway: both are
@@ -126,6 +128,12 @@ type lists struct {
 	docCache   *cache[any]
 
 	backfilled atomic.Bool
+}
+
+// streamHint is what a process knows of a stream's head.
+type streamHint struct {
+	pos    atomic.Int64 // every position below it exists
+	probed atomic.Int64 // when a reader last looked past the head (Unix nanoseconds)
 }
 
 // cache is a bounded map; a full one starts over.
@@ -154,7 +162,7 @@ func (c *cache[V]) put(k string, v V) {
 }
 
 func newLists(db *mongo.Database) *lists {
-	l := &lists{coll: db.Collection(ListEntriesCollection), hints: map[string]*atomic.Int64{},
+	l := &lists{coll: db.Collection(ListEntriesCollection), hints: map[string]*streamHint{},
 		entryCache: newCache[string](maxCachedEntries), docCache: newCache[any](maxCachedDocs)}
 	l.fg, l.bg = &listWriter{l: l}, &listWriter{l: l}
 	return l
@@ -166,7 +174,7 @@ func (l *lists) ensureIndexes(ctx context.Context) error {
 }
 
 // hint returns the stream's hint, and whether the process knew it already.
-func (l *lists) hint(stream string) (*atomic.Int64, bool) {
+func (l *lists) hint(stream string) (*streamHint, bool) {
 	l.hintsMu.Lock()
 	defer l.hintsMu.Unlock()
 	h, ok := l.hints[stream]
@@ -174,7 +182,7 @@ func (l *lists) hint(stream string) (*atomic.Int64, bool) {
 		if len(l.hints) >= maxHints {
 			clear(l.hints)
 		}
-		h = &atomic.Int64{}
+		h = &streamHint{}
 		l.hints[stream] = h
 	}
 	return h, ok
@@ -245,14 +253,20 @@ func (l *lists) firstFree(ctx context.Context, stream string, lo int64) (int64, 
 }
 
 // head returns the stream's head: the first free position, past any gap of fewer than probe
-// positions. Writers pass probe 0: they fill a gap they meet.
+// positions (looked for at most every headProbeEvery per stream and process). Writers pass
+// probe 0: they fill a gap they meet.
 func (l *lists) head(ctx context.Context, stream string, probe int) (int64, error) {
 	hint, _ := l.hint(stream)
-	h, err := l.firstFree(ctx, stream, hint.Load())
+	h, err := l.firstFree(ctx, stream, hint.pos.Load())
 	if err != nil {
 		return 0, err
 	}
-	raise(hint, h)
+	raise(&hint.pos, h)
+	if now := time.Now().UnixNano(); probe > 0 && now-hint.probed.Load() >= int64(headProbeEvery) {
+		hint.probed.Store(now)
+	} else {
+		probe = 0
+	}
 	for range 8 {
 		if probe == 0 {
 			break
@@ -471,7 +485,7 @@ func (w *listWriter) flush(batch []*listItem) (again []*listItem) {
 func (w *listWriter) found(ctx context.Context, batch []*listItem) ([]*listItem, error) {
 	var probe []*listItem
 	for _, it := range batch {
-		if hint, _ := w.l.hint(it.stream); it.hasExp && it.expect < hint.Load() {
+		if hint, _ := w.l.hint(it.stream); it.hasExp && it.expect < hint.pos.Load() {
 			probe = append(probe, it)
 		}
 		it.hasExp = false
@@ -508,7 +522,7 @@ func (w *listWriter) write(ctx context.Context, segs []*segment) (again []*listI
 	var docs []any
 	for _, s := range segs {
 		hint, _ := w.l.hint(s.stream)
-		start := hint.Load()
+		start := hint.pos.Load()
 		for i, it := range s.items {
 			it.pos = start + int64(i)
 			docs = append(docs, listEntryDoc{ID: entryID(s.stream, it.pos), Key: entryKey(s.stream, it.ref), Ref: it.ref, At: it.at})
@@ -567,7 +581,7 @@ func (w *listWriter) landed(s *segment, n int) {
 	}
 	if n > 0 {
 		hint, _ := w.l.hint(s.stream)
-		raise(hint, s.items[n-1].pos+1)
+		raise(&hint.pos, s.items[n-1].pos+1)
 	}
 }
 
@@ -607,7 +621,7 @@ func (w *listWriter) readBack(ctx context.Context, s *segment, from int, dup boo
 	switch {
 	case i < len(got) && got[i] != nil: // another writer's
 		hint, _ := w.l.hint(s.stream)
-		raise(hint, rest[0].pos+1)
+		raise(&hint.pos, rest[0].pos+1)
 		if _, err := w.l.head(ctx, s.stream, 0); err != nil {
 			for _, it := range rest {
 				it.fail(err)
@@ -694,8 +708,14 @@ func pageStream[D any](ctx context.Context, l *lists, stream string, c cursor, s
 	if err != nil {
 		return nil, "", err
 	}
-	if c.top || pos > h {
+	if c.top {
 		pos = h
+	} else if pos > h { // a cursor past the head seen: real if its position's entry exists
+		if ok, err := l.exists(ctx, part(legacy), pos-1); err != nil {
+			return nil, "", err
+		} else if !ok {
+			pos = h
+		}
 	}
 	pos -= c.skip
 	if pos < 0 && !legacy {
