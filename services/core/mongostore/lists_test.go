@@ -408,3 +408,35 @@ func BenchmarkListPage(b *testing.B) {
 		})
 	}
 }
+
+// TestListEntryOnce: appending a document's entry again (a writer that could not tell whether
+// its first insert landed, another process) finds it in the stream by its unique key, at
+// whatever position it went: the stream holds it once, and the next entry follows it.
+func TestListEntryOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := newListsStore(t)
+	u := bson.NewObjectID().Hex()
+	now := time.Now().UTC()
+	stream := userBookingsStream(u)
+	ref := s.NewID()
+	if err := s.lists.fg.append(ctx, listItem{stream: stream, ref: ref, at: now}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // fresh processes: each starts at the head, where the key refuses it
+		if err := NewBookings(s.db).lists.fg.append(ctx, listItem{stream: stream, ref: ref, at: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := s.NewID()
+	if err := NewBookings(s.db).lists.fg.append(ctx, listItem{stream: stream, ref: next, at: now}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.lists.entries(ctx, stream, []int64{0, 1, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] == nil || got[0].Ref != ref || got[1] == nil || got[1].Ref != next || got[2] != nil {
+		t.Fatalf("stream: %+v %+v %+v; want %s then %s, nothing after", got[0], got[1], got[2], ref, next)
+	}
+}
