@@ -988,21 +988,22 @@ func (b *Bookings) Get(ctx context.Context, caller *User, id string) (*Booking, 
 	return bk, b.resolve(ctx, bk, nil)
 }
 
-// List returns the caller's bookings, or everyone's when all is set (admins only).
-func (b *Bookings) List(ctx context.Context, caller *User, all bool, limit, skip int) ([]Booking, error) {
+// List returns a page of the caller's bookings, or of everyone's when all is set (admins
+// only), newest first, and the cursor of the next page ("" when there is none).
+func (b *Bookings) List(ctx context.Context, caller *User, all bool, pg ListPage) ([]Booking, string, error) {
 	if err := mustBeApproved(caller); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	f := BookingFilter{UserID: caller.ID, Limit: limit, Skip: skip}
+	f := BookingFilter{UserID: caller.ID, Limit: pg.Limit, Skip: pg.Skip, Before: pg.Before}
 	if all {
 		if !caller.Is(RoleAdmin) {
-			return nil, errs.E(errs.Forbidden, "only an approved admin can list every booking")
+			return nil, "", errs.E(errs.Forbidden, "only an approved admin can list every booking")
 		}
 		f.UserID = ""
 	}
-	list, err := b.store.ListBookings(ctx, f)
+	list, next, err := b.store.PageBookings(ctx, f)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var open []string
 	for _, bk := range list {
@@ -1011,11 +1012,11 @@ func (b *Bookings) List(ctx context.Context, caller *User, all bool, limit, skip
 		}
 	}
 	if len(open) == 0 {
-		return list, nil
+		return list, next, nil
 	}
 	outcomes, err := b.outcomesOf(ctx, open)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	for i := range list {
 		var o *Outcome
@@ -1023,10 +1024,10 @@ func (b *Bookings) List(ctx context.Context, caller *User, all bool, limit, skip
 			o = &v
 		}
 		if err := b.resolve(ctx, &list[i], o); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	return list, nil
+	return list, next, nil
 }
 
 // Cancel cancels an unpaid booking and releases its seats at once. Cancelling a cancelled
@@ -1276,28 +1277,41 @@ func (b *Bookings) GetPayment(ctx context.Context, caller *User, id string) (*Pa
 	return p, b.resolvePayment(ctx, p)
 }
 
-// ListPayments returns the caller's payments (everyone's for an admin who asks for all).
-func (b *Bookings) ListPayments(ctx context.Context, caller *User, all bool, limit, skip int) ([]Payment, error) {
+// ListPayments returns a page of the caller's payments (everyone's for an admin who asks for
+// all), newest first, and the cursor of the next page, as List.
+func (b *Bookings) ListPayments(ctx context.Context, caller *User, all bool, pg ListPage) ([]Payment, string, error) {
 	if err := mustBeApproved(caller); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	f := PaymentFilter{UserID: caller.ID, Limit: limit, Skip: skip}
+	f := PaymentFilter{UserID: caller.ID, Limit: pg.Limit, Skip: pg.Skip, Before: pg.Before}
 	if all {
 		if !caller.Is(RoleAdmin) {
-			return nil, errs.E(errs.Forbidden, "only an approved admin can list every payment")
+			return nil, "", errs.E(errs.Forbidden, "only an approved admin can list every payment")
 		}
 		f.UserID = ""
 	}
-	list, err := b.store.ListPayments(ctx, f)
+	list, next, err := b.store.PagePayments(ctx, f)
 	if err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	// The pending payments' outcomes at once (a read by id each), then each resolved.
+	var pending []string
+	for _, p := range list {
+		if p.Status == PaymentPending {
+			pending = append(pending, p.BookingID)
+		}
+	}
+	if len(pending) > 1 {
+		if _, err := b.outcomesOf(ctx, pending); err != nil {
+			return nil, "", err
+		}
 	}
 	for i := range list {
 		if err := b.resolvePayment(ctx, &list[i]); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	return list, nil
+	return list, next, nil
 }
 
 func (b *Bookings) resolvePayment(ctx context.Context, p *Payment) error {

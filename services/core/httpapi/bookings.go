@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,27 +93,58 @@ func (a *API) createBooking(c *fiber.Ctx) error {
 	return httpx.OK(c, fiber.StatusCreated, bk, "seats held until "+bk.ExpiresAt.Format("2006-01-02T15:04:05Z07:00")+"; pay before then")
 }
 
-func page(c *fiber.Ctx) (limit, skip int, err error) {
-	if limit, err = httpx.QueryInt(c, "limit", defaultListLimit, 1, maxListLimit); err != nil {
-		return 0, 0, err
+// listPage reads a list's page: limit (1 to 500, default 50), skip (as the original took it)
+// and before, the cursor a Link rel="next" carries.
+func listPage(c *fiber.Ctx) (core.ListPage, error) {
+	limit, err := httpx.QueryInt(c, "limit", defaultListLimit, 1, maxListLimit)
+	if err != nil {
+		return core.ListPage{}, err
 	}
-	skip, err = httpx.QueryInt(c, "skip", 0, 0, maxListSkip)
-	return limit, skip, err
+	skip, err := httpx.QueryInt(c, "skip", 0, 0, maxListSkip)
+	if err != nil {
+		return core.ListPage{}, err
+	}
+	before := c.Query("before")
+	if len(before) > maxCursor || strings.IndexFunc(before, func(r rune) bool { return !('a' <= r && r <= 'z' || '0' <= r && r <= '9') }) >= 0 {
+		return core.ListPage{}, errs.Fields(map[string]string{"before": "is not a cursor of this list: follow the Link rel=\"next\" of the previous page"})
+	}
+	return core.ListPage{Limit: limit, Skip: skip, Before: strings.Clone(before)}, nil
+}
+
+// maxCursor bounds the before parameter (the cursors the lists write are short).
+const maxCursor = 32
+
+// linkNext sets the Link header (RFC 8288) to the next page of the list when there is one:
+// the same route and limit, from the cursor next (skip is spent: the cursor is past it).
+func linkNext(c *fiber.Ctx, pg core.ListPage, next string, keep ...string) {
+	if next == "" {
+		return
+	}
+	q := url.Values{}
+	for _, k := range keep {
+		if v := c.Query(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	q.Set("limit", strconv.Itoa(pg.Limit))
+	q.Set("before", next)
+	c.Set(fiber.HeaderLink, "<"+c.Route().Path+"?"+q.Encode()+`>; rel="next"`) // the route's own path, as mounted
 }
 
 func (a *API) listBookings(all bool) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		limit, skip, err := page(c)
+		pg, err := listPage(c)
 		if err != nil {
 			return err
 		}
-		list, err := a.svc.Bookings.List(c.UserContext(), Caller(c), all, limit, skip)
+		list, next, err := a.svc.Bookings.List(c.UserContext(), Caller(c), all, pg)
 		if err != nil {
 			return err
 		}
 		if list == nil {
 			list = []core.Booking{}
 		}
+		linkNext(c, pg, next)
 		return httpx.OK(c, fiber.StatusOK, list, "bookings")
 	}
 }
@@ -192,18 +225,19 @@ func (a *API) pay(c *fiber.Ctx) error {
 }
 
 func (a *API) listPayments(c *fiber.Ctx) error {
-	limit, skip, err := page(c)
+	pg, err := listPage(c)
 	if err != nil {
 		return err
 	}
 	all := c.QueryBool("all", false)
-	list, err := a.svc.Bookings.ListPayments(c.UserContext(), Caller(c), all, limit, skip)
+	list, next, err := a.svc.Bookings.ListPayments(c.UserContext(), Caller(c), all, pg)
 	if err != nil {
 		return err
 	}
 	if list == nil {
 		list = []core.Payment{}
 	}
+	linkNext(c, pg, next, "all")
 	return httpx.OK(c, fiber.StatusOK, list, "payments")
 }
 

@@ -59,6 +59,7 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	if err := store.EnsureIndexes(ctx); err != nil {
 		return err
 	}
+	m.backfillLists(ctx, store)
 	if cfg.ExpiryInterval == 0 {
 		cfg.ExpiryInterval = 10 * time.Second
 	}
