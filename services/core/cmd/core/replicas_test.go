@@ -17,7 +17,9 @@ import (
 // expired hold itself.
 func TestJobsLedByOneReplica(t *testing.T) {
 	t.Parallel()
-	edit := func(c *Config) { c.HoldTTL, c.ExpiryInterval, c.TakeoverMargin = time.Second, 100*time.Millisecond, 100*time.Millisecond }
+	edit := func(c *Config) {
+		c.HoldTTL, c.ExpiryInterval, c.TakeoverMargin = time.Second, 100*time.Millisecond, 100*time.Millisecond
+	}
 	a := startService(t, edit)
 	b := startService(t, func(c *Config) { edit(c); c.DBURL = a.cfg.DBURL; c.AdminEmail, c.AdminPassword = "", "" })
 	for _, job := range []string{JobExpiry, JobOutboxRelay} {
