@@ -135,9 +135,11 @@ func newID() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 }
 
-// Job is the elector's job name; ID names it in the records.
+// Job is the elector's job name.
 func (e *Elector) Job() string { return e.job }
-func (e *Elector) ID() string  { return e.opts.ID }
+
+// ID names the elector in the records.
+func (e *Elector) ID() string { return e.opts.ID }
 
 // window returns the window t falls in and how far into it t is.
 func (e *Elector) window(t time.Time) (int64, time.Duration) {
@@ -311,8 +313,8 @@ func (e *Elector) Run(ctx context.Context, onErr func(error)) {
 }
 
 // Release gives the job up for good: Leader answers false from now on, and the records of the
-// windows held are deleted, so that another elector takes over at its next poll. Call it once
-// Run has returned.
+// windows held are deleted, so that another elector takes over at its next poll (a claim in
+// flight meanwhile is deleted too). Releasing again does nothing.
 func (e *Elector) Release(ctx context.Context) error {
 	e.mu.Lock()
 	e.released = true
