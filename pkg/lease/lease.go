@@ -292,12 +292,14 @@ func (e *Elector) sweep(ctx context.Context) error {
 }
 
 // Run polls every Poll (and at once when Leader finds the clock in a window not looked at)
-// until ctx ends, reporting failures to onErr. It does not release: call Release after.
+// until ctx ends, reporting failures to onErr. It does not release: call Release after. A poll
+// may take up to a window (a slow database): a claim that lands late still makes its window
+// ours, so it is not cut short at the next tick.
 func (e *Elector) Run(ctx context.Context, onErr func(error)) {
 	t := time.NewTicker(e.opts.Poll)
 	defer t.Stop()
 	for {
-		pctx, cancel := context.WithTimeout(ctx, e.opts.Poll)
+		pctx, cancel := context.WithTimeout(ctx, e.opts.Window)
 		_, err := e.Poll(pctx)
 		cancel()
 		if err != nil && ctx.Err() == nil && onErr != nil {

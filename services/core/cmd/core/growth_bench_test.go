@@ -422,7 +422,7 @@ func storm(b *testing.B, holds, replicas int) {
 		steps0[i] = r.Bookings.ExpiryProgress().Steps
 	}
 	store := mongostore.NewBookings(connectBench(b, testDBURLOfMain(b, m)))
-	deadline := time.Now().Add(10 * time.Minute)
+	deadline, trace := time.Now().Add(10*time.Minute), time.Now()
 	var took time.Duration
 	var atRelease wireCounts
 	var releaseCancels int64
@@ -454,7 +454,17 @@ func storm(b *testing.B, holds, replicas int) {
 			}
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("the storm still not over after 10 minutes")
+			var state []string
+			for i, r := range mains {
+				state = append(state, fmt.Sprintf("replica %d: %+v, leads %v", i, r.Bookings.ExpiryProgress(), r.Electors[JobExpiry].Leader()))
+			}
+			b.Fatalf("the storm still not over after 10 minutes: %s", strings.Join(state, "; "))
+		}
+		if os.Getenv("BENCH_STORM_TRACE") != "" && time.Now().After(trace) {
+			trace = time.Now().Add(5 * time.Second)
+			for i, r := range mains {
+				b.Logf("%v: replica %d: %+v, leads %v", time.Since(start).Round(time.Second), i, r.Bookings.ExpiryProgress(), r.Electors[JobExpiry].Leader())
+			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -140,6 +140,7 @@ type Main struct {
 	// job (JobExpiry...).
 	Electors map[string]*lease.Elector
 	leases   *lease.MongoStore
+	coord    *mongo.Database // the database through the clock's and leases' client
 
 	Registry  *prometheus.Registry
 	Client    *mongo.Client
@@ -205,6 +206,20 @@ func (m *Main) Run(ctx context.Context) error {
 	})
 	dbName := mongox.DatabaseName(cfg.DBURL, "mba")
 	m.DB = client.Database(dbName)
+	// The clock and the leases have a client of their own with a small pool: a clock's round
+	// trip queued behind the service's requests would measure the queue, and a lease's renewal
+	// queued behind its holder's own work (the expirer in a storm) would lose the lease.
+	coord, err := mongox.ConnectPool(ctx, cfg.DBURL, cfg.DBConnectTimeout, 2)
+	if err != nil {
+		return err
+	}
+	m.OnClose(func(ctx context.Context) error {
+		if err := coord.Disconnect(ctx); err != nil {
+			return fmt.Errorf("database disconnect: %w", err)
+		}
+		return nil
+	})
+	m.coord = coord.Database(dbName)
 	m.wireClock(ctx)
 	m.Users = mongostore.New(m.DB)
 	ictx, cancel := context.WithTimeout(ctx, cfg.DBConnectTimeout+10*time.Second)

@@ -50,7 +50,7 @@ func (c ReplicaConfig) Validate() error {
 	return nil
 }
 
-// wireClock builds m.Clock on m.Client (the local clock is m.Now) and, unless
+// wireClock builds m.Clock on the clock's client (the local clock is m.Now) and, unless
 // CLOCK_SYNC_INTERVAL is negative, measures its offset now and then every interval (stopped by
 // Close). It never fails the start: until a measure succeeds, the offset is 0.
 func (m *Main) wireClock(ctx context.Context) {
@@ -59,7 +59,7 @@ func (m *Main) wireClock(ctx context.Context) {
 	if local == nil {
 		local = time.Now
 	}
-	m.Clock = mongox.NewClock(m.Client, mongox.ClockOptions{Local: local, Interval: cfg.ClockSyncInterval,
+	m.Clock = mongox.NewClock(m.coord.Client(), mongox.ClockOptions{Local: local, Interval: cfg.ClockSyncInterval,
 		Warn: cfg.ClockOffsetWarn, Logger: m.Logger})
 	if cfg.ClockSyncInterval < 0 {
 		m.Logger.Info("CLOCK_SYNC_INTERVAL is negative: hold ends and leases follow this process's clock, unchecked")
@@ -115,7 +115,7 @@ func (m *Main) elect(ctx context.Context, job string) *lease.Elector {
 		return e
 	}
 	if m.leases == nil {
-		m.leases = lease.NewMongoStore(m.DB.Collection(lease.DefaultCollection))
+		m.leases = lease.NewMongoStore(m.coord.Collection(lease.DefaultCollection))
 	}
 	log := m.Logger.With("job", job)
 	e := lease.New(m.leases, job, lease.Options{Window: m.Config.ReplicaConfig.LeaseWindow, Now: m.now,
