@@ -53,53 +53,49 @@ func parseLapseNote(s string) (core.LapsedSlot, bool) {
 	return core.LapsedSlot{Slot: k, BookingID: b, ExpiresAt: time.UnixMilli(ms).UTC()}, true
 }
 
-// NoteLapsed adds the notes, one update per user (upserted), all in one command.
+// NoteLapsed adds the notes: one update per user (upserted), a few at a time. (Not one bulk
+// write: on the embedded database an update command of a hundred statements on existing
+// documents was measured never to return.)
 func (s *Lapses) NoteLapsed(ctx context.Context, notes map[string][]core.LapsedSlot) error {
 	return s.update(ctx, notes, "$addToSet", true)
 }
 
-// ForgetLapsed removes the notes, one update per user, all in one command.
+// ForgetLapsed removes the notes, one update per user, a few at a time.
 func (s *Lapses) ForgetLapsed(ctx context.Context, notes map[string][]core.LapsedSlot) error {
 	return s.update(ctx, notes, "$pullAll", false)
 }
 
 func (s *Lapses) update(ctx context.Context, notes map[string][]core.LapsedSlot, op string, upsert bool) error {
-	var models []mongo.WriteModel
-	for user, ns := range notes {
+	users := make([]string, 0, len(notes))
+	for u := range notes {
+		users = append(users, u)
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	return eachLimited(ctx, len(users), func(ctx context.Context, i int) error {
+		ns := notes[users[i]]
 		vals := make([]string, len(ns))
-		for i, n := range ns {
-			vals[i] = lapseNote(n)
+		for k, n := range ns {
+			vals[k] = lapseNote(n)
 		}
 		var arg any = vals
 		if op == "$addToSet" {
 			arg = bson.D{{Key: "$each", Value: vals}}
 		}
-		models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: user}}).
-			SetUpdate(bson.D{{Key: op, Value: bson.D{{Key: "n", Value: arg}}}}).SetUpsert(upsert))
-	}
-	if len(models) == 0 {
+		filter := bson.D{{Key: "_id", Value: users[i]}}
+		update := bson.D{{Key: op, Value: bson.D{{Key: "n", Value: arg}}}}
+		_, err := s.c.UpdateOne(ctx, filter, update, options.UpdateOne().SetUpsert(upsert))
+		if mongox.IsDuplicateKey(err) {
+			// Two upserts of one new document at once: one inserts it, the other meets its
+			// key; once more, the document exists and the update applies.
+			_, err = s.c.UpdateOne(ctx, filter, update, options.UpdateOne().SetUpsert(upsert))
+		}
+		if err != nil {
+			return dbError(err, "could not share the lapsed slots")
+		}
 		return nil
-	}
-	for attempt := 0; ; attempt++ {
-		_, err := s.c.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
-		var bwe mongo.BulkWriteException
-		if err == nil || attempt > 0 || !errors.As(err, &bwe) || bwe.WriteConcernError != nil {
-			if err != nil {
-				return dbError(err, "could not share the lapsed slots")
-			}
-			return nil
-		}
-		// Two upserts of one new document at once: one inserts it, the other meets its
-		// key; once more, the document exists and the update applies.
-		var again []mongo.WriteModel
-		for _, we := range bwe.WriteErrors {
-			if !mongox.IsDuplicateKey(mongo.WriteException{WriteErrors: []mongo.WriteError{we.WriteError}}) {
-				return dbError(err, "could not share the lapsed slots")
-			}
-			again = append(again, models[we.Index])
-		}
-		models = again
-	}
+	})
 }
 
 // Lapsed reads the user's notes by exact _id.
