@@ -64,3 +64,28 @@ func TestLapsesNoteReadForget(t *testing.T) {
 		t.Fatal("no note of the concurrent ones kept")
 	}
 }
+
+// TestLapsesManyCustomers: a bucket's notes for 150 customers whose documents exist already
+// are written in well under the time limit (as one bulk write of 150 updates, the embedded
+// database never answered).
+func TestLapsesManyCustomers(t *testing.T) {
+	t.Parallel()
+	s := NewLapses(devdb.TestDB(t))
+	at := time.Date(2030, 6, 1, 18, 30, 0, 0, time.UTC)
+	for round := range 2 {
+		notes := map[string][]core.LapsedSlot{}
+		for u := range 150 {
+			user := fmt.Sprintf("user%d", u)
+			notes[user] = []core.LapsedSlot{{Slot: round, BookingID: fmt.Sprintf("b%d-%d", round, u), ExpiresAt: at}}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := s.NoteLapsed(ctx, notes)
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+	if got, err := s.Lapsed(context.Background(), "user149"); err != nil || len(got) != 2 {
+		t.Fatalf("user149: %v %v", got, err)
+	}
+}
