@@ -3,7 +3,6 @@ package core
 import (
 	"cmp"
 	"context"
-	"maps"
 	"slices"
 	"time"
 )
@@ -17,38 +16,41 @@ type LapsedSlot struct {
 }
 
 // LapseStore shares the expirer's notes of lapsed fair-use slots among replicas: the expirer
-// runs on one replica (see BookingsOptions.Leads), its customers book on any.
+// runs on one replica (see BookingsOptions.Leads), its customers book on any. The notes are kept
+// by bucket of the expiry queue: written once when the bucket is released, dropped with it when
+// it is cleared.
 //
 // Every note is a true fact for good: "booking X is decided, and may hold slot k". A booking's
 // fate never changes once decided, and a slot is deleted by its exact id, which names its
 // booking; so deleting the slot a note names is always right (it is X's, and X holds no unpaid
 // seat), or does nothing (X never held it, or it is gone). Hence the store needs no atomic
-// update: a note lost to a concurrent write only leaves that slot taken until the expirer
-// clears it (the customer may get 429 meanwhile, as without sharing), a note kept too long (a
-// removal lost) only names a slot long gone, and two expirers noting at once note the same
-// facts.
+// update: a note lost (a write that failed, or two expirers writing a bucket's notes at once at a
+// change of leader) only leaves that slot taken until the expirer clears it (the customer may
+// get 429 meanwhile, as without sharing), and a note kept too long (a bucket's notes written
+// again by an expirer that lost the lead after the clear) only names a slot long gone.
 type LapseStore interface {
-	// NoteLapsed adds notes, by user.
-	NoteLapsed(ctx context.Context, notes map[string][]LapsedSlot) error
-	// Lapsed reads the user's notes (one read by the user's exact key).
+	// NoteLapsed records the notes of a released bucket of the expiry queue, by user (notes
+	// recorded for the bucket already are kept).
+	NoteLapsed(ctx context.Context, bucket string, notes map[string][]LapsedSlot) error
+	// Lapsed reads the user's notes in every bucket noted (a read by the user's exact key per
+	// bucket).
 	Lapsed(ctx context.Context, userID string) ([]LapsedSlot, error)
-	// ForgetLapsed removes notes, by user.
-	ForgetLapsed(ctx context.Context, notes map[string][]LapsedSlot) error
+	// ForgetLapsed drops a bucket's notes.
+	ForgetLapsed(ctx context.Context, bucket string) error
 }
 
-// shareLapses shares the notes of the buckets released since the last call, and unshares
-// those of the buckets cleared since (by this process or another). Call it with expiryMu held.
-// A failure leaves the work for the next call.
+// shareLapses shares the notes of the buckets released since the last call, and drops those of
+// the buckets cleared since (by this process or another). Call it with expiryMu held. A failure
+// leaves the work for the next call.
 func (b *Bookings) shareLapses(ctx context.Context) error {
 	l := &b.lapsed
 	if l.store == nil {
 		return nil
 	}
 	if l.shared == nil {
-		l.shared = map[string]map[string][]LapsedSlot{}
+		l.shared = map[string]bool{}
 	}
-	add := map[string][]LapsedSlot{}
-	fresh := map[string]map[string][]LapsedSlot{}
+	var first error
 	for name, rel := range b.released {
 		if _, ok := l.shared[name]; ok {
 			continue
@@ -56,37 +58,27 @@ func (b *Bookings) shareLapses(ctx context.Context) error {
 		notes := map[string][]LapsedSlot{}
 		for _, in := range rel.slots {
 			for _, k := range in.Slots {
-				n := LapsedSlot{Slot: k, BookingID: in.BookingID, ExpiresAt: in.ExpiresAt}
-				notes[in.UserID] = append(notes[in.UserID], n)
-				add[in.UserID] = append(add[in.UserID], n)
+				notes[in.UserID] = append(notes[in.UserID], LapsedSlot{Slot: k, BookingID: in.BookingID, ExpiresAt: in.ExpiresAt})
 			}
 		}
-		fresh[name] = notes
+		if len(notes) > 0 {
+			if err := l.store.NoteLapsed(ctx, name, notes); err != nil {
+				first = cmp.Or(first, err)
+				continue
+			}
+		}
+		l.shared[name] = len(notes) > 0
 	}
-	var first error
-	if len(add) > 0 {
-		first = l.store.NoteLapsed(ctx, add)
-	}
-	if first == nil {
-		maps.Copy(l.shared, fresh)
-	}
-	gone := map[string][]LapsedSlot{}
-	var cleared []string
-	for name, notes := range l.shared {
+	for name, wrote := range l.shared {
 		if _, ok := b.released[name]; ok {
 			continue
 		}
-		cleared = append(cleared, name)
-		for user, ns := range notes {
-			gone[user] = append(gone[user], ns...)
+		if wrote {
+			if err := l.store.ForgetLapsed(ctx, name); err != nil {
+				first = cmp.Or(first, err)
+				continue
+			}
 		}
-	}
-	if len(gone) > 0 {
-		if err := l.store.ForgetLapsed(ctx, gone); err != nil {
-			return cmp.Or(first, err)
-		}
-	}
-	for _, name := range cleared {
 		delete(l.shared, name)
 	}
 	return first

@@ -192,7 +192,7 @@ type lapsedSlots struct {
 	users map[string]map[int][]string // user -> slot -> bookings that may hold it
 
 	store  LapseStore
-	shared map[string]map[string][]LapsedSlot // bucket -> user -> notes shared, unshared once it is cleared (under expiryMu)
+	shared map[string]bool // buckets released whose notes are shared (true: some were written), until cleared (under expiryMu)
 }
 
 // note records that booking, decided, may still have the user's slots.

@@ -3,6 +3,7 @@ package mongostore
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,27 +12,28 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
-	"github.com/cineflow/cineflow/pkg/mongox"
 	"github.com/cineflow/cineflow/services/core"
 )
 
-// LapsedSlotsCollection keeps the expirer's shared notes of lapsed fair-use slots.
-const LapsedSlotsCollection = "lapsed_slots"
+// lapsedSlotsPrefix starts the name of each collection of lapsed slots' notes: one per bucket
+// of the expiry queue, named after it ("lapsed_slots_" + bucket name).
+const lapsedSlotsPrefix = "lapsed_slots_"
 
-// Lapses is a core.LapseStore on MongoDB: one document per customer, keyed by the user id,
-// whose array n holds the notes as strings "<slot>:<booking id>:<hold end, Unix ms>" (plain
-// values: $addToSet with $each and $pullAll of plain values work on the embedded database as on
-// MongoDB). Every read and write is by that exact _id. Updates of one document by two writers
-// at once may lose one of them on the embedded database, which core.LapseStore says is
-// harmless.
+// Lapses is a core.LapseStore on MongoDB. A bucket's notes live in a collection of their own,
+// one document per customer keyed by the user id, whose array n holds the notes as strings
+// "<slot>:<booking id>:<hold end, Unix ms>": written by one insert command when the bucket is
+// released (a customer's document written already is kept), dropped as one when it is cleared.
+// A customer's notes are read by exact _id in each of those collections, found in the
+// database's list of collection names (no document is read to find them). So a storm costs a
+// command per bucket to note and one to forget, not a write per customer.
 type Lapses struct {
-	c *mongo.Collection
+	db *mongo.Database
 }
 
 var _ core.LapseStore = (*Lapses)(nil)
 
 // NewLapses returns the store on db.
-func NewLapses(db *mongo.Database) *Lapses { return &Lapses{c: db.Collection(LapsedSlotsCollection)} }
+func NewLapses(db *mongo.Database) *Lapses { return &Lapses{db: db} }
 
 type lapseDoc struct {
 	ID    string   `bson:"_id"`
@@ -53,65 +55,82 @@ func parseLapseNote(s string) (core.LapsedSlot, bool) {
 	return core.LapsedSlot{Slot: k, BookingID: b, ExpiresAt: time.UnixMilli(ms).UTC()}, true
 }
 
-// NoteLapsed adds the notes: one update per user (upserted), a few at a time. (Not one bulk
-// write: on the embedded database an update command of a hundred statements on existing
-// documents was measured never to return.)
-func (s *Lapses) NoteLapsed(ctx context.Context, notes map[string][]core.LapsedSlot) error {
-	return s.update(ctx, notes, "$addToSet", true)
-}
+// lapseBatch bounds the documents of one insert command.
+const lapseBatch = 1000
 
-// ForgetLapsed removes the notes, one update per user, a few at a time.
-func (s *Lapses) ForgetLapsed(ctx context.Context, notes map[string][]core.LapsedSlot) error {
-	return s.update(ctx, notes, "$pullAll", false)
-}
-
-func (s *Lapses) update(ctx context.Context, notes map[string][]core.LapsedSlot, op string, upsert bool) error {
-	users := make([]string, 0, len(notes))
-	for u := range notes {
-		users = append(users, u)
-	}
-	if len(users) == 0 {
-		return nil
-	}
-	return eachLimited(ctx, len(users), func(ctx context.Context, i int) error {
-		ns := notes[users[i]]
+// NoteLapsed inserts the bucket's notes, a document per customer, unordered (documents there
+// already are kept: the same bucket's notes, written by an earlier release).
+func (s *Lapses) NoteLapsed(ctx context.Context, bucket string, notes map[string][]core.LapsedSlot) error {
+	docs := make([]any, 0, len(notes))
+	for user, ns := range notes {
 		vals := make([]string, len(ns))
-		for k, n := range ns {
-			vals[k] = lapseNote(n)
+		for i, n := range ns {
+			vals[i] = lapseNote(n)
 		}
-		var arg any = vals
-		if op == "$addToSet" {
-			arg = bson.D{{Key: "$each", Value: vals}}
-		}
-		filter := bson.D{{Key: "_id", Value: users[i]}}
-		update := bson.D{{Key: op, Value: bson.D{{Key: "n", Value: arg}}}}
-		_, err := s.c.UpdateOne(ctx, filter, update, options.UpdateOne().SetUpsert(upsert))
-		if mongox.IsDuplicateKey(err) {
-			// Two upserts of one new document at once: one inserts it, the other meets its
-			// key; once more, the document exists and the update applies.
-			_, err = s.c.UpdateOne(ctx, filter, update, options.UpdateOne().SetUpsert(upsert))
+		docs = append(docs, lapseDoc{ID: user, Notes: vals})
+	}
+	c := s.db.Collection(lapsedSlotsPrefix + bucket)
+	for batch := range slices.Chunk(docs, lapseBatch) {
+		_, err := c.InsertMany(ctx, batch, options.InsertMany().SetOrdered(false))
+		var bwe mongo.BulkWriteException
+		if err != nil && errors.As(err, &bwe) && bwe.WriteConcernError == nil {
+			dupsOnly := true
+			for _, we := range bwe.WriteErrors {
+				dupsOnly = dupsOnly && we.Code == 11000
+			}
+			if dupsOnly {
+				err = nil
+			}
 		}
 		if err != nil {
 			return dbError(err, "could not share the lapsed slots")
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
-// Lapsed reads the user's notes by exact _id.
-func (s *Lapses) Lapsed(ctx context.Context, userID string) ([]core.LapsedSlot, error) {
-	var d lapseDoc
-	err := s.c.FindOne(ctx, bson.D{{Key: "_id", Value: userID}}).Decode(&d)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, nil
+// ForgetLapsed drops the bucket's collection of notes.
+func (s *Lapses) ForgetLapsed(ctx context.Context, bucket string) error {
+	if err := s.db.Collection(lapsedSlotsPrefix + bucket).Drop(ctx); err != nil {
+		return dbError(err, "could not drop the lapsed slots")
 	}
+	return nil
+}
+
+// Lapsed reads the user's document in every bucket's collection of notes.
+func (s *Lapses) Lapsed(ctx context.Context, userID string) ([]core.LapsedSlot, error) {
+	names, err := s.db.ListCollectionNames(ctx, bson.D{})
 	if err != nil {
 		return nil, dbError(err, "could not read the lapsed slots")
 	}
-	out := make([]core.LapsedSlot, 0, len(d.Notes))
-	for _, s := range d.Notes {
-		if n, ok := parseLapseNote(s); ok {
-			out = append(out, n)
+	var colls []string
+	for _, n := range names {
+		if strings.HasPrefix(n, lapsedSlotsPrefix) {
+			colls = append(colls, n)
+		}
+	}
+	found := make([][]string, len(colls))
+	err = eachLimited(ctx, len(colls), func(ctx context.Context, i int) error {
+		var d lapseDoc
+		err := s.db.Collection(colls[i]).FindOne(ctx, bson.D{{Key: "_id", Value: userID}}).Decode(&d)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return nil
+		}
+		if err != nil {
+			return dbError(err, "could not read the lapsed slots")
+		}
+		found[i] = d.Notes
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []core.LapsedSlot
+	for _, ns := range found {
+		for _, str := range ns {
+			if n, ok := parseLapseNote(str); ok {
+				out = append(out, n)
+			}
 		}
 	}
 	return out, nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,9 +11,9 @@ import (
 	"github.com/cineflow/cineflow/services/core"
 )
 
-// TestLapsesNoteReadForget: notes are kept per customer (a note given twice is kept once),
-// read back as given, and removed exactly; a customer without notes has none. Concurrent notes
-// of one new customer (upserts of one document at once) all succeed.
+// TestLapsesNoteReadForget: notes are kept per bucket and customer (noting a bucket again keeps
+// what it has), read back across buckets, and dropped with their bucket; a customer without
+// notes has none.
 func TestLapsesNoteReadForget(t *testing.T) {
 	t.Parallel()
 	s := NewLapses(devdb.TestDB(t))
@@ -24,68 +23,64 @@ func TestLapsesNoteReadForget(t *testing.T) {
 	if got, err := s.Lapsed(ctx, "nobody"); err != nil || len(got) != 0 {
 		t.Fatalf("nobody: %v %v", got, err)
 	}
-	if err := s.NoteLapsed(ctx, map[string][]core.LapsedSlot{"u": {n(1, "b1"), n(2, "b1")}, "v": {n(0, "b9")}}); err != nil {
+	if err := s.NoteLapsed(ctx, "b1", map[string][]core.LapsedSlot{"u": {n(1, "x1"), n(2, "x1")}, "v": {n(0, "x9")}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.NoteLapsed(ctx, map[string][]core.LapsedSlot{"u": {n(2, "b1"), n(3, "b2")}}); err != nil {
+	if err := s.NoteLapsed(ctx, "b1", map[string][]core.LapsedSlot{"u": {n(2, "x1")}, "w": {n(4, "x4")}}); err != nil {
+		t.Fatalf("noting a bucket again: %v", err)
+	}
+	if err := s.NoteLapsed(ctx, "b2", map[string][]core.LapsedSlot{"u": {n(3, "x2")}}); err != nil {
 		t.Fatal(err)
+	}
+	sortNotes := func(ns []core.LapsedSlot) []core.LapsedSlot {
+		slices.SortFunc(ns, func(a, b core.LapsedSlot) int { return a.Slot - b.Slot })
+		return ns
 	}
 	got, err := s.Lapsed(ctx, "u")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []core.LapsedSlot{n(1, "b1"), n(2, "b1"), n(3, "b2")}
-	if !slices.Equal(got, want) {
+	if want := []core.LapsedSlot{n(1, "x1"), n(2, "x1"), n(3, "x2")}; !slices.Equal(sortNotes(got), want) {
 		t.Fatalf("u: %v, want %v", got, want)
 	}
-	if err := s.ForgetLapsed(ctx, map[string][]core.LapsedSlot{"u": {n(1, "b1"), n(2, "b1")}, "w": {n(5, "b5")}}); err != nil {
+	if got, _ := s.Lapsed(ctx, "w"); !slices.Equal(got, []core.LapsedSlot{n(4, "x4")}) {
+		t.Fatalf("w: %v", got)
+	}
+	if err := s.ForgetLapsed(ctx, "b1"); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.Lapsed(ctx, "u"); !slices.Equal(got, []core.LapsedSlot{n(3, "b2")}) {
-		t.Fatalf("u after forgetting b1: %v", got)
+	if got, _ := s.Lapsed(ctx, "u"); !slices.Equal(got, []core.LapsedSlot{n(3, "x2")}) {
+		t.Fatalf("u after dropping b1: %v", got)
 	}
-	if got, _ := s.Lapsed(ctx, "v"); !slices.Equal(got, []core.LapsedSlot{n(0, "b9")}) {
-		t.Fatalf("v: %v", got)
+	if got, _ := s.Lapsed(ctx, "v"); len(got) != 0 {
+		t.Fatalf("v after dropping b1: %v", got)
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, 8)
-	for i := range errs {
-		wg.Go(func() {
-			errs[i] = s.NoteLapsed(ctx, map[string][]core.LapsedSlot{"new": {n(i, fmt.Sprintf("c%d", i))}})
-		})
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("concurrent note %d: %v", i, err)
-		}
-	}
-	if got, _ := s.Lapsed(ctx, "new"); len(got) == 0 {
-		t.Fatal("no note of the concurrent ones kept")
+	if err := s.ForgetLapsed(ctx, "b1"); err != nil {
+		t.Fatalf("dropping again: %v", err)
 	}
 }
 
-// TestLapsesManyCustomers: a bucket's notes for 150 customers whose documents exist already
-// are written in well under the time limit (as one bulk write of 150 updates, the embedded
-// database never answered).
+// TestLapsesManyCustomers: a bucket's notes for 1,500 customers are written in one go, well
+// under the time limit (as a bulk write of an update per customer, the embedded database never
+// answered past about a hundred).
 func TestLapsesManyCustomers(t *testing.T) {
 	t.Parallel()
 	s := NewLapses(devdb.TestDB(t))
 	at := time.Date(2030, 6, 1, 18, 30, 0, 0, time.UTC)
 	for round := range 2 {
 		notes := map[string][]core.LapsedSlot{}
-		for u := range 150 {
+		for u := range 1500 {
 			user := fmt.Sprintf("user%d", u)
 			notes[user] = []core.LapsedSlot{{Slot: round, BookingID: fmt.Sprintf("b%d-%d", round, u), ExpiresAt: at}}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		err := s.NoteLapsed(ctx, notes)
+		err := s.NoteLapsed(ctx, fmt.Sprintf("bucket%d", round), notes)
 		cancel()
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
 	}
-	if got, err := s.Lapsed(context.Background(), "user149"); err != nil || len(got) != 2 {
-		t.Fatalf("user149: %v %v", got, err)
+	if got, err := s.Lapsed(context.Background(), "user1499"); err != nil || len(got) != 2 {
+		t.Fatalf("user1499: %v %v", got, err)
 	}
 }

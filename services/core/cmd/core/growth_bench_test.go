@@ -310,7 +310,11 @@ func storm(b *testing.B, holds, replicas int) {
 		if i > 0 {
 			cfg.AdminEmail, cfg.AdminPassword = "", ""
 		}
-		m := &Main{Config: cfg, Logger: logging.NewTo(&syncBuffer{}, "error", "core"), SetupTelemetry: sharedTelemetry,
+		logger := logging.NewTo(&syncBuffer{}, "error", "core")
+		if os.Getenv("BENCH_STORM_TRACE") != "" {
+			logger = logging.NewTo(os.Stderr, "warn", fmt.Sprintf("core%d", i))
+		}
+		m := &Main{Config: cfg, Logger: logger, SetupTelemetry: sharedTelemetry,
 			Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }}
 		if err := m.Run(b.Context()); err != nil {
 			m.Close()
