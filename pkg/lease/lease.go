@@ -14,7 +14,8 @@
 //   - a holder that stops (Release) deletes its records: another replica takes over at its next
 //     poll; one that dies without a word leads nobody once its windows end, at most 4/3 of a
 //     window after its death, and another takes over at its next poll after that;
-//   - the holder deletes records of windows older than the one before the current.
+//   - a holder deletes, once per window, the records of windows that ended more than a window
+//     ago, from the front of the store (any job's: the store's records stay a few per job).
 //
 // What leadership promises, and what not: it is an efficiency device, not a safety one. Every
 // piece of work a holder does must still be decided by its own insert (a booking's outcome, a

@@ -107,6 +107,9 @@ func (b *Bookings) ExpireDue(ctx context.Context) (_ int, err error) {
 	for _, bk := range buckets {
 		if rel, ok := b.released[bk.Name]; ok {
 			n, err := b.clearBucket(ctx, bk.Name, rel)
+			if _, still := b.released[bk.Name]; !still {
+				listed[bk.Name] = false // dropped: not left to release (ExpiryProgress)
+			}
 			return n, cmp.Or(first, err)
 		}
 	}

@@ -21,8 +21,9 @@ const lapsedSlotsPrefix = "lapsed_slots_"
 
 // Lapses is a core.LapseStore on MongoDB. A bucket's notes live in a collection of their own,
 // one document per customer keyed by the user id, whose array n holds the notes as strings
-// "<slot>:<booking id>:<hold end, Unix ms>": written by one insert command when the bucket is
-// released (a customer's document written already is kept), dropped as one when it is cleared.
+// "<slot>:<booking id>:<hold end, Unix ms>": inserted when the bucket is released (an insert
+// command per 1,000 customers; a customer's document written already is kept), dropped as one
+// when it is cleared.
 // A customer's notes are read by exact _id in each of those collections, found in the
 // database's list of collection names (no document is read to find them). So a storm costs a
 // command per bucket to note and one to forget, not a write per customer.
