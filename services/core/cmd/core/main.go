@@ -303,7 +303,11 @@ func (m *Main) backfillUserEmails(ctx context.Context) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		defer func() { _ = e.Release(context.WithoutCancel(bctx)) }() // done, or stopping
+		defer func() { // done, or stopping
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(bctx), time.Second)
+			defer cancel()
+			_ = e.Release(rctx)
+		}()
 		for {
 			wait := 10 * time.Second
 			if e.Leader() {
