@@ -50,7 +50,21 @@ type BookingsOptions struct {
 	// background, batched), for readers of the raw collections. The engine never needs it: it
 	// resolves bookings from their outcome records.
 	Project bool
-	Now     func() time.Time
+	// Now is the engine's clock (default time.Now). Hold ends are decided by it: give every
+	// replica the same one, the database's (see mongox.Clock).
+	Now func() time.Time
+	// TakeoverMargin is how long past a hold's end the engine waits before another booking
+	// takes its seats or the expirer decides it EXPIRED (default 0). The booking's owner is held
+	// to the end itself: a payment after it is errs.Gone. So a payment made just before the end
+	// is not beaten by a replica whose clock runs up to the margin ahead, nor by one that meets
+	// the hold while the payment is on its way to its outcome insert.
+	TakeoverMargin time.Duration
+	// Leads, if set, says whether this replica runs the expirer (see ExpireDue) now; nil: it
+	// always does. Requests on every replica still meet the expired holds they need.
+	Leads func() bool
+	// Lapses, if set, shares the expirer's notes of lapsed fair-use slots with every replica
+	// (see LapseStore); nil: only the replica whose expirer released them knows them.
+	Lapses LapseStore
 }
 
 // Bookings is the booking engine: holds seats, takes payments, cancels and expires
@@ -71,6 +85,8 @@ type Bookings struct {
 	maxOpen  int
 	events   BookingEvents
 	now      func() time.Time
+	margin   time.Duration // see BookingsOptions.TakeoverMargin
+	leads    func() bool   // see BookingsOptions.Leads
 
 	outboxMu sync.RWMutex
 	outbox   Outbox
@@ -268,7 +284,8 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 		retention: retention, proj: newProjector(),
 		slots: slotHints{users: map[string]*slotHint{}},
 		names: map[string]cachedName{}, project: opts.Project, traceParent: opts.TraceParent, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
-		released: map[string]*releasedBucket{}, lapsed: lapsedSlots{users: map[string]map[int][]string{}},
+		released: map[string]*releasedBucket{}, lapsed: lapsedSlots{users: map[string]map[int][]string{}, store: opts.Lapses},
+		margin: max(opts.TakeoverMargin, 0), leads: opts.Leads,
 		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
 		maxSeats: opts.MaxSeatsPerBooking, maxOpen: opts.MaxOpenSeatsPerUser, events: opts.Events, now: opts.Now,
 		inflight: map[string]map[string]int{}}
@@ -294,6 +311,10 @@ func (b *Bookings) HoldTTL() time.Duration { return b.ttl }
 func (b *Bookings) Settled() { b.bg.Wait() }
 
 func (b *Bookings) clock() time.Time { return b.now().UTC().Truncate(time.Millisecond) }
+
+// takeoverNow is the time by which another booking's hold is judged ended, to take its seats
+// or decide it EXPIRED: the engine's clock less the takeover margin.
+func (b *Bookings) takeoverNow() time.Time { return b.now().Add(-b.margin) }
 
 func mustBeApproved(u *User) error {
 	if u == nil {
@@ -630,13 +651,16 @@ func (b *Bookings) claim(ctx context.Context, showID string, bk *Booking, seats 
 // claimSlots claims the booking's fair-use slots. A slot still taken by a booking the expirer
 // has released (decided, its slot not yet deleted: see ExpireDue) is deleted here, by its exact
 // id (never another's), and claimed again: the customer has that room back the moment the
-// expirer decides, not when it clears.
+// expirer decides, not when it clears. The expirer's notes are read from this process's memory
+// and, for what that does not cover, from the shared notes (when a LapseStore is set: the
+// expirer runs on one replica, its customers book on any).
 func (b *Bookings) claimSlots(ctx context.Context, bk *Booking, slots []int) ([]int, error) {
 	won, err := b.store.ClaimSlots(ctx, bk.UserID, bk.ID, slots)
 	if err != nil || len(won) == len(slots) {
 		return won, err
 	}
 	lapsed := b.lapsed.of(bk.UserID, slots, won)
+	lapsed = b.lapsed.withShared(ctx, bk.UserID, slots, won, lapsed)
 	if len(lapsed) == 0 {
 		return won, nil
 	}
@@ -781,7 +805,7 @@ func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout
 	if err != nil {
 		return nil, err
 	}
-	now := b.now()
+	now := b.takeoverNow()
 	b.mu.Lock()
 	busy := len(b.inflight[show.ID]) // free seats other requests of this process are taking
 	b.mu.Unlock()
@@ -1229,8 +1253,8 @@ func (b *Bookings) confirmation(ctx context.Context, caller *User, bk *Booking, 
 }
 
 // PaidGuard tells the outbox relay whether a booking's confirmation may be sent: only once
-// the booking's outcome is paid. An undecided booking waits; one that is past its hold is
-// decided EXPIRED here and its email dropped.
+// the booking's outcome is paid. An undecided booking waits; one that is past its hold (and
+// the takeover margin) is decided EXPIRED here and its email dropped.
 func (b *Bookings) PaidGuard(ctx context.Context, bookingID string) (GuardVerdict, error) {
 	o, err := b.outcome(ctx, bookingID)
 	if err != nil {
@@ -1243,6 +1267,9 @@ func (b *Bookings) PaidGuard(ctx context.Context, bookingID string) (GuardVerdic
 		}
 		if err != nil {
 			return GuardWait, err
+		}
+		if !b.takeoverNow().After(bk.ExpiresAt) {
+			return GuardWait, nil // a payment may be on its way to its outcome insert
 		}
 		if err := b.resolve(ctx, bk, nil); err != nil {
 			return GuardWait, err
@@ -1370,7 +1397,7 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 		}
 	}
 	v.mu.Unlock()
-	now := b.now()
+	now := b.takeoverNow() // a hold counts as held until others may take it
 	// A hold past its expiry and not known sold may belong to a booking that was paid (and
 	// whose sale the log does not have yet): its outcome, if any, says which.
 	var unsure []string
@@ -1408,7 +1435,7 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 			sold++
 		}
 	}
-	m := &SeatMap{ShowID: show.ID, NoOfSeats: show.NoOfSeats, SeatsPerRow: layout.PerRow, At: now.UTC(),
+	m := &SeatMap{ShowID: show.ID, NoOfSeats: show.NoOfSeats, SeatsPerRow: layout.PerRow, At: b.now().UTC(),
 		Free: make([]string, 0, layout.Seats-held-sold), Held: make([]string, 0, held), Sold: make([]string, 0, sold),
 		Seats: make([]SeatEntry, layout.Seats)}
 	for i, s := range layout.labels {
@@ -1484,7 +1511,7 @@ func (b *Bookings) showInUse(ctx context.Context, showID string, since time.Time
 	if err != nil {
 		return false, err
 	}
-	now := b.now()
+	now := b.takeoverNow()
 	bookings := map[string][]string{} // undecided-looking booking -> seats
 	for s, e := range st.seats {
 		if e.sold {

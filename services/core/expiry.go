@@ -49,11 +49,20 @@ func (r *releasedBucket) forget(l *lapsedSlots) {
 // of its intent); the deletes follow when the storm is over, as background work. Each booking is still decided by its
 // own outcome insert, and a bucket whose release or clearing failed in part is met again by
 // the next step (every stage is idempotent).
-func (b *Bookings) ExpireDue(ctx context.Context) (int, error) {
+//
+// Only the replica that leads the expiry (BookingsOptions.Leads) runs it; on the others a step
+// does nothing (their requests still meet the expired holds they need, see freeSeats). Two
+// replicas running it at once (at a change of leader) stay correct, each booking being decided
+// by its outcome insert: only the work is done twice. A bucket is due once its end is past by
+// the takeover margin, and with a LapseStore the lapsed slots' notes are shared (shareLapses).
+func (b *Bookings) ExpireDue(ctx context.Context) (_ int, err error) {
+	if b.leads != nil && !b.leads() {
+		return 0, nil
+	}
 	b.expiryMu.Lock()
 	defer b.expiryMu.Unlock()
 	ctx = AsBackground(ctx)
-	now := b.now()
+	now := b.takeoverNow()
 	_, first := b.store.ForwardLegacyIntents(ctx, DefaultExpiryPage)
 	buckets, err := b.store.IntentBuckets(ctx)
 	if err != nil {
@@ -64,6 +73,7 @@ func (b *Bookings) ExpireDue(ctx context.Context) (int, error) {
 		listed[bk.Name] = true
 	}
 	defer func() { // what is left, for ExpiryProgress
+		err = cmp.Or(err, b.shareLapses(ctx))
 		p := ExpiryProgress{Steps: b.ExpiryProgress().Steps + 1, Clear: len(b.released)}
 		for _, bk := range buckets {
 			if _, done := b.released[bk.Name]; !done && !bk.End.After(now) && listed[bk.Name] {
@@ -97,6 +107,9 @@ func (b *Bookings) ExpireDue(ctx context.Context) (int, error) {
 	for _, bk := range buckets {
 		if rel, ok := b.released[bk.Name]; ok {
 			n, err := b.clearBucket(ctx, bk.Name, rel)
+			if _, still := b.released[bk.Name]; !still {
+				listed[bk.Name] = false // dropped: not left to release (ExpiryProgress)
+			}
 			return n, cmp.Or(first, err)
 		}
 	}

@@ -185,9 +185,16 @@ func (h *slotHints) prune(now time.Time, ttl time.Duration) {
 // Only bookings decided already are noted, so deleting their slots is always right. An intent
 // names the slots its round tried, won or not, so a slot may be noted for several bookings:
 // the one that holds it is among them.
+//
+// The notes in users are this process's. With a store, the expirer also shares the notes of
+// every bucket it has released (see shareLapses), so that a customer's booking on another
+// replica finds them too (withShared).
 type lapsedSlots struct {
 	mu    sync.Mutex
 	users map[string]map[int][]string // user -> slot -> bookings that may hold it
+
+	store  LapseStore
+	shared map[string]bool // buckets released whose notes are shared (true: some were written), until cleared (under expiryMu)
 }
 
 // note records that booking, decided, may still have the user's slots.

@@ -339,6 +339,9 @@ func (s *Users) isBackfilled(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
+// Backfilled reports whether Backfill is done (by any replica): one read by exact _id.
+func (s *Users) Backfilled(ctx context.Context) (bool, error) { return s.isBackfilled(ctx) }
+
 // Backfill gives every user an earlier version created (without user_emails) its email's
 // document, then writes the marker that makes those documents authoritative. It reads the
 // users once, as a cursor, and returns at once when the marker exists; replicas running it

@@ -13,14 +13,30 @@ const listsBackfillRetry = 10 * time.Second
 // backfillLists indexes, in the background, the bookings and payments an earlier version
 // wrote, so that the lists answer from their streams (they answer from the old query until
 // then); then it makes a catch-up pass every mongostore.ListsCatchUpEvery for as long as the
-// store asks (a rolling upgrade's earlier replicas may still write). Every replica runs it:
-// their passes write each entry once.
+// store asks (a rolling upgrade's earlier replicas may still write). The replica that leads
+// JobListsBackfill does it (two at once, during a change of leader, still write each entry
+// once); the others wait, and take it up if the leader goes away first. A replica that takes it
+// up after it is done finds the marker and stops after one pass.
 func (m *Main) backfillLists(ctx context.Context, store *mongostore.Bookings) {
+	e := m.elect(ctx, JobListsBackfill)
 	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer func() { // done, or stopping: another replica may lead at once
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(bctx), time.Second)
+			defer cancel()
+			_ = e.Release(rctx)
+		}()
 		for {
+			if !e.Leader() {
+				select {
+				case <-bctx.Done():
+					return
+				case <-time.After(listsBackfillRetry):
+				}
+				continue
+			}
 			began := time.Now()
 			r, err := store.BackfillLists(bctx)
 			wait := listsBackfillRetry

@@ -67,7 +67,7 @@ func (m *Main) wireOutbox(ctx context.Context, db *mongo.Database) error {
 		return err
 	}
 	metrics := newOutboxMetrics(store, 5*time.Second)
-	relay := core.NewRelay(store, client, core.RelayOptions{
+	relay := core.NewRelay(ledOutbox{OutboxStore: store, leads: m.elect(ctx, JobOutboxRelay).Leader}, client, core.RelayOptions{
 		Interval:   cfg.RelayInterval,
 		MaxBackoff: cfg.RelayMaxBackoff,
 		Logger:     m.Logger,
@@ -89,6 +89,23 @@ func (m *Main) wireOutbox(ctx context.Context, db *mongo.Database) error {
 	relay.Start()
 	m.OnClose(relay.Stop)
 	return nil
+}
+
+// ledOutbox is the outbox store as the relay sees it: only on the replica that leads
+// JobOutboxRelay does Pending find due emails, so only that one relays (every replica stores
+// the emails it owes). An email owed on another replica is relayed by the leader at its next
+// round (RELAY_INTERVAL); two relays at once (a change of leader) stay correct, each POST
+// carrying the email's Idempotency-Key.
+type ledOutbox struct {
+	core.OutboxStore
+	leads func() bool
+}
+
+func (o ledOutbox) Pending(ctx context.Context, now time.Time, limit int) ([]core.OutboxEntry, error) {
+	if !o.leads() {
+		return nil, nil
+	}
+	return o.OutboxStore.Pending(ctx, now, limit)
 }
 
 // outboxRelay is the relay wireOutbox started (nil before, or if m.Outbox is something else):
