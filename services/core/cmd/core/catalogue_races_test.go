@@ -63,10 +63,20 @@ func runDeletionRace(t *testing.T, a, b *service, admin string, deletePath func(
 		r.statuses = make([]int, showsPerRound)
 		shows := make([]core.Show, showsPerRound)
 		start := make(chan struct{})
+		firstAnswer := make(chan struct{}) // closed when the first creation has answered
+		var once sync.Once
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			<-start
-			time.Sleep(time.Duration(i%4) * time.Millisecond) // some rounds give the creations a head start
+			// Most rounds race, some giving the creations a head start of a few milliseconds;
+			// every eighth round lets one creation answer first, so that on a fast machine,
+			// where a deletion always overtakes the longer creation, the creations still win
+			// some rounds and both sides of the protocol run.
+			if i%8 == 7 {
+				<-firstAnswer
+			} else {
+				time.Sleep(time.Duration(i%4) * time.Millisecond)
+			}
 			d := a.do(req{method: "DELETE", path: deletePath(r.theatre, r.movie), token: admin})
 			r.deleted = d.status
 		})
@@ -76,6 +86,7 @@ func runDeletionRace(t *testing.T, a, b *service, admin string, deletePath func(
 				c := b.do(req{method: "POST", path: base + "/shows", token: admin, body: map[string]any{
 					"theatreId": r.theatre, "movieId": r.movie, "timing": fmt.Sprintf("2030-07-%02dT20:00:00Z", k+1),
 					"noOfSeats": 10, "price": 100}})
+				once.Do(func() { close(firstAnswer) })
 				r.statuses[k] = c.status
 				if c.status == 201 {
 					shows[k] = data[core.Show](t, c)

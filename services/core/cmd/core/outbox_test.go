@@ -377,6 +377,9 @@ func TestOutboxTraceContinues(t *testing.T) {
 func outboxStore(t *testing.T, s *service) *mongostore.Outbox {
 	t.Helper()
 	st, ok := s.m.outboxRelay().Store().(*mongostore.Outbox)
+	if led, isLed := s.m.outboxRelay().Store().(ledOutbox); isLed {
+		st, ok = led.OutboxStore.(*mongostore.Outbox)
+	}
 	if !ok {
 		t.Fatal("the relay's store is not a *mongostore.Outbox")
 	}
