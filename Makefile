@@ -17,7 +17,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # development database builds without cgo too.
 GO_BUILD := CGO_ENABLED=0 go build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/
 
-.PHONY: help build run sweep test test-short lint bench fmt deps k8s e2e cluster cluster-down
+.PHONY: help build run sweep test test-short lint bench fmt deps k8s e2e cluster cluster-down images tools
 
 build: ## compile every binary into ./bin (core, notification, sweeper, devstack, devdb)
 	@mkdir -p $(BIN)
@@ -49,7 +49,9 @@ deps: ## install the Debian packages the tests need (etcd, Prometheus, Pushgatew
 		echo "== apt-get install$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
 	else echo "note: not installed:$$missing (run as root: apt-get install$$missing); the tests that need them are skipped"; fi
 
-lint: ## gofmt check and go vet on every module
+lint: ## gofmt check, go vet on every module, actionlint on the GitHub workflows
+	cd k8s/tools && GOWORK=off go build -o $(BIN)/actionlint github.com/rhysd/actionlint/cmd/actionlint
+	$(BIN)/actionlint .github/workflows/*.yaml
 	@unformatted=$$(gofmt -l $(MODULES) $(TOOL_MODULES)); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	@set -e; for m in $(MODULES); do echo "== go vet $$m"; (cd $$m && go vet ./...); done
 	@set -e; for m in $(TOOL_MODULES); do echo "== go vet $$m (GOWORK=off)"; (cd $$m && GOWORK=off go vet ./...); done
@@ -75,6 +77,13 @@ cluster: ## try it: a local single-node cluster with the chart installed and the
 cluster-down: ## stop what an interrupted `make cluster` or `make e2e` left running
 	cd k8s/local && GOWORK=off go build -o $(BIN)/localcluster ./cmd/localcluster
 	$(BIN)/localcluster down
+
+tools: ## build the release tools (ko, actionlint) into ./bin from k8s/tools, a module of their own (GOWORK=off)
+	@mkdir -p $(BIN)
+	cd k8s/tools && GOWORK=off go build -o $(BIN)/ github.com/google/ko github.com/rhysd/actionlint/cmd/actionlint
+
+images: tools ## the images with ko for linux/amd64 and linux/arm64: OCI layouts in dist/, or pushed with REGISTRY=<registry>/<owner>
+	VERSION=$(VERSION) KO=$(BIN)/ko k8s/images.sh
 
 k8s: ## render the chart into the plain manifests k8s/cineflow.yaml (for users without Helm)
 	k8s/render.sh
