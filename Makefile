@@ -6,8 +6,10 @@ MODULES := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p'
 # the services'. Always run with GOWORK=off.
 TOOL_MODULES := charts/test k8s/skaffold k8s/local
 # Debian packages the tests run for real: etcd (store of the API server), Prometheus and its
-# Pushgateway (dashboard and alert queries).
+# Pushgateway (dashboard and alert queries). Node.js and npm (the chart README's parameters
+# tables, charts/readme.sh) come from Debian too, unless the machine already has npm.
 DEBIAN_PACKAGES := etcd-server prometheus prometheus-pushgateway
+NODE_PACKAGES := nodejs npm
 BIN := $(CURDIR)/bin
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
 E2E_TIMEOUT ?= 45m
@@ -17,7 +19,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # development database builds without cgo too.
 GO_BUILD := CGO_ENABLED=0 go build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/
 
-.PHONY: help build run sweep test test-short lint bench fmt deps k8s e2e cluster cluster-down images tools
+.PHONY: help build run sweep test test-short lint bench fmt deps k8s chart-readme e2e cluster cluster-down images tools
 
 build: ## compile every binary into ./bin (core, notification, sweeper, devstack, devdb)
 	@mkdir -p $(BIN)
@@ -42,8 +44,9 @@ test-short: ## the fast inner loop (no API server, no Prometheus, no end-to-end 
 	@set -e; for m in $(MODULES); do (cd $$m && go test -short -count=1 ./...); done
 	@set -e; for m in $(TOOL_MODULES); do (cd $$m && GOWORK=off go test -short -count=1 ./...); done
 
-deps: ## install the Debian packages the tests need (etcd, Prometheus, Pushgateway) when missing
+deps: ## install the Debian packages the tests need (etcd, Prometheus, Pushgateway; Node.js and npm unless the machine has npm) when missing
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null || missing="$$missing $(NODE_PACKAGES)"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "== apt-get install$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
@@ -88,8 +91,11 @@ images: tools ## the images with ko for linux/amd64 and linux/arm64: OCI layouts
 k8s: ## render the chart into the plain manifests k8s/cineflow.yaml (for users without Helm)
 	k8s/render.sh
 
+chart-readme: ## regenerate the parameters tables of charts/cineflow/README.md from values.yaml (npm: bitnami's readme-generator-for-helm)
+	charts/readme.sh
+
 fmt: ## gofmt every module
 	gofmt -w $(MODULES) $(TOOL_MODULES)
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
