@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := etcd-server prometheus prometheus-pushgateway
 NODE_PACKAGES := nodejs npm
 BIN := $(CURDIR)/bin
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
-E2E_TIMEOUT ?= 45m
+E2E_TIMEOUT ?= 60m
 # Stamped into every binary (main.version): the commit, "-dirty" with local changes.
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Static binaries everywhere: FerretDB's SQLite (modernc.org/sqlite) is pure Go, so the
