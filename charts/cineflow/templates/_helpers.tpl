@@ -278,7 +278,7 @@ Validation: fail rendering with a message that names the value to set.
 {{- if has (int .Values.metrics.port) (list 3000 3001) -}}
 {{- fail (printf "metrics.port (%d) must differ from the services' API ports (core 3000, notification 3001)" (int .Values.metrics.port)) -}}
 {{- end -}}
-{{- if and .Values.admin.password (not .Values.admin.email) -}}
+{{- if and .Values.admin.password (not (include "cineflow.admin.email" .)) -}}
 {{- fail "admin.password is set without admin.email: set both (or neither)" -}}
 {{- end -}}
 {{- if and (eq .Values.appEnv "production") (lt (int .Values.core.config.bcryptCost) 10) -}}
