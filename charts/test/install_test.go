@@ -60,6 +60,13 @@ func TestInstall(t *testing.T) {
 		t.Fatalf("CRD files %v (%v): want the ServiceMonitor and PrometheusRule CRDs", crds, err)
 	}
 	c.installCRDs(t, crds...)
+	// The server reports its real version (stamped in at build), which the chart's kubeVersion
+	// constraint is checked against.
+	if v, err := c.Clientset.Discovery().ServerVersion(); err != nil || !strings.HasPrefix(v.GitVersion, "v1.") {
+		t.Fatalf("server version %v (%v): want v1.x (the chart's kubeVersion refuses anything else)", v, err)
+	} else {
+		t.Logf("server version %s", v.GitVersion)
+	}
 
 	valuesFile := filepath.Join(t.TempDir(), "values.yaml")
 	apiWriteFile(t, valuesFile, installValues)
