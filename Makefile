@@ -6,18 +6,20 @@ MODULES := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1/p'
 # the services'. Always run with GOWORK=off.
 TOOL_MODULES := charts/test k8s/skaffold k8s/local
 # Debian packages the tests run for real: etcd (store of the API server), Prometheus and its
-# Pushgateway (dashboard and alert queries).
+# Pushgateway (dashboard and alert queries). Node.js and npm (the chart README's parameters
+# tables, charts/readme.sh) come from Debian too, unless the machine already has npm.
 DEBIAN_PACKAGES := etcd-server prometheus prometheus-pushgateway
+NODE_PACKAGES := nodejs npm
 BIN := $(CURDIR)/bin
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
-E2E_TIMEOUT ?= 45m
+E2E_TIMEOUT ?= 60m
 # Stamped into every binary (main.version): the commit, "-dirty" with local changes.
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Static binaries everywhere: FerretDB's SQLite (modernc.org/sqlite) is pure Go, so the
 # development database builds without cgo too.
 GO_BUILD := CGO_ENABLED=0 go build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/
 
-.PHONY: help build run sweep test test-short lint bench fmt deps k8s e2e cluster cluster-down
+.PHONY: help build run sweep test test-short lint bench fmt deps k8s chart-readme e2e cluster cluster-down images tools
 
 build: ## compile every binary into ./bin (core, notification, sweeper, devstack, devdb)
 	@mkdir -p $(BIN)
@@ -42,14 +44,17 @@ test-short: ## the fast inner loop (no API server, no Prometheus, no end-to-end 
 	@set -e; for m in $(MODULES); do (cd $$m && go test -short -count=1 ./...); done
 	@set -e; for m in $(TOOL_MODULES); do (cd $$m && GOWORK=off go test -short -count=1 ./...); done
 
-deps: ## install the Debian packages the tests need (etcd, Prometheus, Pushgateway) when missing
+deps: ## install the Debian packages the tests need (etcd, Prometheus, Pushgateway; Node.js and npm unless the machine has npm) when missing
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null || missing="$$missing $(NODE_PACKAGES)"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "== apt-get install$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
 	else echo "note: not installed:$$missing (run as root: apt-get install$$missing); the tests that need them are skipped"; fi
 
-lint: ## gofmt check and go vet on every module
+lint: ## gofmt check, go vet on every module, actionlint on the GitHub workflows
+	cd k8s/tools && GOWORK=off go build -o $(BIN)/actionlint github.com/rhysd/actionlint/cmd/actionlint
+	$(BIN)/actionlint .github/workflows/*.yaml
 	@unformatted=$$(gofmt -l $(MODULES) $(TOOL_MODULES)); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	@set -e; for m in $(MODULES); do echo "== go vet $$m"; (cd $$m && go vet ./...); done
 	@set -e; for m in $(TOOL_MODULES); do echo "== go vet $$m (GOWORK=off)"; (cd $$m && GOWORK=off go vet ./...); done
@@ -81,11 +86,21 @@ cluster-down: ## stop what an interrupted `make cluster` or `make e2e` left runn
 	cd k8s/local && GOWORK=off go build -o $(BIN)/localcluster ./cmd/localcluster
 	$(BIN)/localcluster down
 
+tools: ## build the release tools (ko, actionlint) into ./bin from k8s/tools, a module of their own (GOWORK=off)
+	@mkdir -p $(BIN)
+	cd k8s/tools && GOWORK=off go build -o $(BIN)/ github.com/google/ko github.com/rhysd/actionlint/cmd/actionlint
+
+images: tools ## the images with ko for linux/amd64 and linux/arm64: OCI layouts in dist/, or pushed with REGISTRY=<registry>/<owner>
+	VERSION=$(VERSION) KO=$(BIN)/ko k8s/images.sh
+
 k8s: ## render the chart into the plain manifests k8s/cineflow.yaml (for users without Helm)
 	k8s/render.sh
+
+chart-readme: ## regenerate the parameters tables of charts/cineflow/README.md from values.yaml (npm: bitnami's readme-generator-for-helm)
+	charts/readme.sh
 
 fmt: ## gofmt every module
 	gofmt -w $(MODULES) $(TOOL_MODULES)
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'

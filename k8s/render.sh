@@ -4,23 +4,29 @@
 #
 #   k8s/render.sh [OUT]   write to OUT instead of k8s/cineflow.yaml ("-": standard output)
 #
-# Helm is the one of charts/test's tool dependency; HELM=/path/to/helm uses that binary instead
-# (the test passes the one it has built).
+# Helm is the one of charts/test's tool dependency, built with the Kubernetes version it assumes
+# without a cluster set to its client-go's (as Helm's release builds do; a plain build assumes
+# 1.20, which the chart's kubeVersion refuses); HELM=/path/to/helm uses that binary instead (the
+# test passes the one it has built the same way).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/k8s/cineflow.yaml}"
 
-if [[ -n "${HELM:-}" ]]; then
-	helm=("$HELM")
-else
-	helm=(env -C "$root/charts/test" GOWORK=off go tool helm)
-fi
-
-# Helm state in a temporary home: nothing of the user's Helm configuration (repositories,
-# plugins) reaches the output.
+# Helm state (and the Helm we build) in a temporary home: nothing of the user's Helm
+# configuration (repositories, plugins) reaches the output.
 home="$(mktemp -d)"
 trap 'rm -rf "$home"' EXIT
 export HELM_CACHE_HOME="$home/cache" HELM_CONFIG_HOME="$home/config" HELM_DATA_HOME="$home/data"
+
+if [[ -n "${HELM:-}" ]]; then
+	helm=("$HELM")
+else
+	client_go="$(env -C "$root/charts/test" GOWORK=off go list -m -f '{{.Version}}' k8s.io/client-go)" # v0.X.Y
+	minor="$(cut -d. -f2 <<<"$client_go")"
+	ldflags="-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+	env -C "$root/charts/test" GOWORK=off go build -ldflags "$ldflags" -o "$home/helm" helm.sh/helm/v3/cmd/helm
+	helm=("$home/helm")
+fi
 
 rendered="$("${helm[@]}" template cineflow "$root/charts/cineflow" \
 	--namespace cineflow --skip-tests -f "$root/k8s/values-plain.yaml")"
@@ -47,9 +53,10 @@ header='# CineFlow as plain Kubernetes manifests, for users without Helm. GENERA
 #     --from-literal=resend-api-key='"'"'re_...'"'"'
 #   kubectl apply -f k8s/cineflow.yaml
 #
-# The images are ghcr.io/cineflow/{core,notification,sweeper} at the chart'"'"'s appVersion. For
-# anything else (replicas, autoscaling, network policies, monitoring, a first admin) use the
-# chart, or render your own copy: helm template cineflow charts/cineflow -f my-values.yaml.'
+# The images are ghcr.io/cineflow/cineflow-{core,notification,sweeper} at the chart'"'"'s
+# appVersion. For anything else (replicas, autoscaling, an Ingress, network policies, monitoring,
+# a first admin) use the chart, or render your own copy:
+#   helm template cineflow charts/cineflow -f my-values.yaml'
 
 if [[ "$out" == "-" ]]; then
 	printf '%s\n%s\n' "$header" "$rendered"

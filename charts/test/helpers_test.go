@@ -6,17 +6,21 @@ package charttest
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
 
 // repoRoot is the repository's root directory.
 func repoRoot(t testing.TB) string {
-	t.Helper()
+	if t != nil {
+		t.Helper()
+	}
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
@@ -41,7 +45,7 @@ func helmBin(t testing.TB) string {
 			return
 		}
 		helmPath = filepath.Join(dir, "helm")
-		cmd := exec.Command("go", "build", "-o", helmPath, "helm.sh/helm/v3/cmd/helm")
+		cmd := exec.Command("go", "build", "-ldflags", helmLDFlags(), "-o", helmPath, "helm.sh/helm/v3/cmd/helm")
 		cmd.Dir = filepath.Join(repoRoot(t), "charts", "test")
 		cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -52,6 +56,27 @@ func helmBin(t testing.TB) string {
 		t.Fatalf("build helm: %v", helmErr)
 	}
 	return helmPath
+}
+
+// kubeMinor is the Kubernetes minor version of this module's client-go (v0.X.Y is Kubernetes 1.X).
+var kubeMinor = sync.OnceValue(func() string {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "k8s.io/client-go")
+	cmd.Dir, cmd.Env = filepath.Join(repoRoot(nil), "charts", "test"), append(os.Environ(), "GOWORK=off")
+	out, err := cmd.Output()
+	parts := strings.Split(strings.TrimPrefix(strings.TrimSpace(string(out)), "v"), ".")
+	if err != nil || len(parts) != 3 || parts[0] != "0" {
+		panic(fmt.Sprintf("the version of k8s.io/client-go: %q, %v", out, err))
+	}
+	return parts[1]
+})
+
+// helmLDFlags set the Kubernetes version Helm assumes without a cluster (helm template, lint,
+// client-only dry runs) to the client-go version it is built with, as Helm's own release builds
+// do (its Makefile); a plain `go build` would leave it at 1.20, which the chart's kubeVersion
+// refuses.
+func helmLDFlags() string {
+	return fmt.Sprintf("-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=%[1]s "+
+		"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=%[1]s", kubeMinor())
 }
 
 type buildError struct {

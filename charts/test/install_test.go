@@ -3,7 +3,9 @@ package charttest
 // The chart installed on a real Kubernetes API server (see apiserver_test.go): helm install with
 // monitoring on, every object of the release on the server, the CronJob controller creating a
 // sweeper Job on a one-minute schedule, helm upgrade keeping the generated secrets, helm
-// uninstall removing everything. Not in -short mode.
+// uninstall removing everything; then the trial (devDatabase.enabled) with every optional object
+// the chart has (Ingress, volume claim, network policies, a LoadBalancer Service) accepted by the
+// server as rendered. Not in -short mode.
 
 import (
 	"context"
@@ -58,6 +60,13 @@ func TestInstall(t *testing.T) {
 		t.Fatalf("CRD files %v (%v): want the ServiceMonitor and PrometheusRule CRDs", crds, err)
 	}
 	c.installCRDs(t, crds...)
+	// The server reports its real version (stamped in at build), which the chart's kubeVersion
+	// constraint is checked against.
+	if v, err := c.Clientset.Discovery().ServerVersion(); err != nil || !strings.HasPrefix(v.GitVersion, "v1.") {
+		t.Fatalf("server version %v (%v): want v1.x (the chart's kubeVersion refuses anything else)", v, err)
+	} else {
+		t.Logf("server version %s", v.GitVersion)
+	}
 
 	valuesFile := filepath.Join(t.TempDir(), "values.yaml")
 	apiWriteFile(t, valuesFile, installValues)
@@ -214,6 +223,49 @@ func TestInstall(t *testing.T) {
 			t.Errorf("%d Helm release records remain after uninstall", len(secrets.Items))
 		}
 	})
+
+	// The trial, with every optional object, in a namespace of its own.
+	const trialNS = "cineflow-trial"
+	th := func(args ...string) string {
+		t.Helper()
+		args = append(args, "--kubeconfig", c.Kubeconfig, "--namespace", trialNS)
+		out, errOut, err := helm(t, args...)
+		if err != nil {
+			t.Fatalf("helm %s: %v\n%s\n%s", strings.Join(args, " "), err, errOut, out)
+		}
+		return out
+	}
+	th("install", installRelease, chartDir(t), "--create-namespace", "--timeout", "2m",
+		"--set", "devDatabase.enabled=true", "--set", "devDatabase.persistence.enabled=true",
+		"--set", "ingress.enabled=true", "--set", "ingress.tls=true", "--set", "ingress.extraHosts[0].name=api.example.com",
+		"--set", "networkPolicy.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
+		"--set", "core.service.type=LoadBalancer", "--set", "core.service.externalTrafficPolicy=Local",
+		"--set", "core.service.nodePorts.http=30080", "--set", "core.service.loadBalancerSourceRanges[0]=198.51.100.0/24")
+	t.Run("trial objects exist", func(t *testing.T) {
+		objs := apiDecodeObjects(t, []byte(th("get", "manifest", installRelease)))
+		kinds := map[string]int{}
+		for _, obj := range objs {
+			kinds[obj.GetKind()]++
+			if _, found := c.get(t, obj, trialNS); !found {
+				t.Errorf("%s %s of the trial's manifest is not on the server", obj.GetKind(), obj.GetName())
+			}
+		}
+		t.Logf("trial objects: %v", kinds)
+		for kind, want := range map[string]int{"Deployment": 3, "Service": 5, "Ingress": 1, "PersistentVolumeClaim": 1,
+			"NetworkPolicy": 4, "ServiceMonitor": 2, "PodDisruptionBudget": 2} {
+			if kinds[kind] != want {
+				t.Errorf("the trial has %d %s, want %d", kinds[kind], kind, want)
+			}
+		}
+		svc, err := c.Clientset.CoreV1().Services(trialNS).Get(ctx, installRelease+"-cineflow-core", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if svc.Spec.Ports[0].NodePort != 30080 || string(svc.Spec.ExternalTrafficPolicy) != "Local" || svc.Spec.HealthCheckNodePort == 0 {
+			t.Errorf("core Service %+v: want node port 30080, externalTrafficPolicy Local (with its health check port)", svc.Spec)
+		}
+	})
+	th("uninstall", installRelease, "--wait", "--timeout", "2m")
 }
 
 // installOwnedJob returns a Job owned by the CronJob named cronJob, or nil.

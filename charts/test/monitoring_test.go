@@ -432,7 +432,8 @@ func TestMonitoringTemplates(t *testing.T) {
 
 	objs := monRenderObjects(t, monMonitoringValues...)
 
-	// ServiceMonitors: one per service, its Service's http port on /metrics.
+	// ServiceMonitors: one per service, its metrics Service's metrics port on /metrics (never the
+	// API Service: its port answers 404 on /metrics).
 	services := map[string]monObject{}
 	for _, s := range monOfKind(objs, "Service") {
 		services[s.Metadata.Name] = s
@@ -467,8 +468,8 @@ func TestMonitoringTemplates(t *testing.T) {
 		if err := json.Unmarshal(sm.Spec, &spec); err != nil {
 			t.Fatal(err)
 		}
-		if len(spec.Endpoints) != 1 || spec.Endpoints[0].Port != "http" || spec.Endpoints[0].Path != "/metrics" {
-			t.Errorf("%s: endpoints %+v, want port http path /metrics", name, spec.Endpoints)
+		if len(spec.Endpoints) != 1 || spec.Endpoints[0].Port != "metrics" || spec.Endpoints[0].Path != "/metrics" {
+			t.Errorf("%s: endpoints %+v, want port metrics path /metrics", name, spec.Endpoints)
 		}
 		if !slices.Equal(spec.NamespaceSelector.MatchNames, []string{"shop"}) {
 			t.Errorf("%s: namespaceSelector %v", name, spec.NamespaceSelector.MatchNames)
@@ -476,16 +477,21 @@ func TestMonitoringTemplates(t *testing.T) {
 		if len(spec.Selector.MatchLabels) == 0 {
 			t.Errorf("%s: empty selector", name)
 		}
-		// The selector picks exactly its own Service (when the chart renders Services).
-		if len(services) > 0 {
-			var picked []string
-			for sname, svc := range services {
-				if monLabelsMatch(spec.Selector.MatchLabels, svc.Metadata.Labels) {
-					picked = append(picked, sname)
-				}
+		// The selector picks exactly its own metrics Service, which has the metrics port.
+		var picked []string
+		for sname, svc := range services {
+			if monLabelsMatch(spec.Selector.MatchLabels, svc.Metadata.Labels) {
+				picked = append(picked, sname)
 			}
-			if !slices.Equal(picked, []string{name}) {
-				t.Errorf("%s selects Services %v, want [%s]", name, picked, name)
+		}
+		if !slices.Equal(picked, []string{name + "-metrics"}) {
+			t.Errorf("%s selects Services %v, want [%s-metrics]", name, picked, name)
+		} else {
+			var svcSpec struct {
+				Ports []struct{ Name string } `json:"ports"`
+			}
+			if err := json.Unmarshal(services[picked[0]].Spec, &svcSpec); err != nil || len(svcSpec.Ports) != 1 || svcSpec.Ports[0].Name != "metrics" {
+				t.Errorf("Service %s: ports %+v (%v), want the metrics port alone", picked[0], svcSpec.Ports, err)
 			}
 		}
 	}

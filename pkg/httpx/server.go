@@ -3,8 +3,10 @@ package httpx
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -43,6 +45,10 @@ type Options struct {
 	Ready func(ctx context.Context) error
 	// Registry receives the HTTP and Go runtime metrics; /metrics serves it. Nil makes one.
 	Registry *prometheus.Registry
+	// MetricsAddr, when set (host:port), serves /metrics on a listener of its own instead of
+	// the API's port, so that nothing routed to the API (an Ingress, a public Service) reaches
+	// it. Empty: /metrics is served on the API's port.
+	MetricsAddr string
 }
 
 // Server is a Fiber app with the shared middleware and endpoints.
@@ -53,6 +59,8 @@ type Server struct {
 	log            *slog.Logger
 	opts           Options
 	ln             net.Listener
+	metrics        *http.Server // /metrics on MetricsAddr (nil: on the API's port)
+	metricsLn      net.Listener
 	draining       atomic.Bool
 	requests       *prometheus.CounterVec
 	duration       *prometheus.HistogramVec
@@ -120,7 +128,15 @@ func NewServer(opts Options) *Server {
 
 	s.App.Get("/healthz", func(c *fiber.Ctx) error { return OK(c, 200, fiber.Map{"status": "ok"}, "alive") })
 	s.App.Get("/readyz", s.readyz)
-	s.App.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry})))
+	metrics := promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry})
+	if opts.MetricsAddr == "" {
+		s.App.Get("/metrics", adaptor.HTTPHandler(metrics))
+	} else {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics)
+		s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: opts.ReadTimeout,
+			WriteTimeout: opts.WriteTimeout, IdleTimeout: opts.IdleTimeout}
+	}
 	return s
 }
 
@@ -210,6 +226,14 @@ func (s *Server) Listen(addr string) error {
 	if err != nil {
 		return err
 	}
+	if s.metrics != nil {
+		mln, err := net.Listen("tcp", s.opts.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("metrics: %w", err)
+		}
+		s.metricsLn = mln
+	}
 	s.ln = &lingerListener{Listener: ln, discard: int64(s.opts.DiscardLimit), timeout: s.opts.ReadTimeout}
 	return nil
 }
@@ -217,8 +241,26 @@ func (s *Server) Listen(addr string) error {
 // Addr is the bound address, after Listen.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Serve serves until Shutdown.
-func (s *Server) Serve() error { return s.App.Listener(s.ln) }
+// MetricsAddr is the address /metrics is served on, after Listen: Addr unless
+// Options.MetricsAddr gave it a listener of its own.
+func (s *Server) MetricsAddr() string {
+	if s.metricsLn != nil {
+		return s.metricsLn.Addr().String()
+	}
+	return s.Addr()
+}
+
+// Serve serves until Shutdown (and /metrics on its own listener, if it has one).
+func (s *Server) Serve() error {
+	if s.metricsLn != nil {
+		go func() {
+			if err := s.metrics.Serve(s.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("metrics listener stopped", "error", err.Error())
+			}
+		}()
+	}
+	return s.App.Listener(s.ln)
+}
 
 // Shutdown fails readiness, waits delay (so load balancers stop sending), then stops
 // accepting connections and waits for in-flight requests until ctx ends.
@@ -230,5 +272,10 @@ func (s *Server) Shutdown(ctx context.Context, delay time.Duration) error {
 		case <-ctx.Done():
 		}
 	}
-	return s.App.ShutdownWithContext(ctx)
+	err := s.App.ShutdownWithContext(ctx)
+	if s.metricsLn != nil {
+		// Scraped to the end: the metrics stop with the API, not before.
+		err = errors.Join(err, s.metrics.Shutdown(ctx))
+	}
+	return err
 }

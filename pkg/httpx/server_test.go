@@ -203,3 +203,72 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// get returns the status and body of a GET.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestMetricsOnTheirOwnPort: with MetricsAddr, /metrics answers there and not on the API's
+// port (which an Ingress or a public Service reaches); without it, on the API's port.
+func TestMetricsOnTheirOwnPort(t *testing.T) {
+	s := httpx.NewServer(httpx.Options{Name: "test", Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		MetricsAddr: "127.0.0.1:0"})
+	if err := s.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	if s.MetricsAddr() == s.Addr() {
+		t.Fatalf("metrics share the API's address %s", s.Addr())
+	}
+	if code, _ := get(t, "http://"+s.Addr()+"/healthz"); code != 200 {
+		t.Fatalf("/healthz on the API port: %d", code)
+	}
+	if code, _ := get(t, "http://"+s.Addr()+"/metrics"); code != 404 {
+		t.Fatalf("/metrics on the API port answered %d, want 404", code)
+	}
+	code, body := get(t, "http://"+s.MetricsAddr()+"/metrics")
+	if code != 200 || !strings.Contains(body, "test_http_internal_errors_total") {
+		t.Fatalf("/metrics on the metrics port: %d\n%.300s", code, body)
+	}
+	if code, _ := get(t, "http://"+s.MetricsAddr()+"/healthz"); code != 404 {
+		t.Fatalf("the metrics port serves more than /metrics: /healthz answered %d", code)
+	}
+	if err := s.Shutdown(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := http.Get("http://" + s.MetricsAddr() + "/metrics"); err == nil {
+		t.Fatal("the metrics listener still answers after Shutdown")
+	}
+
+	_, url, _ := newServer(t, nil)
+	if code, body := get(t, url+"/metrics"); code != 200 || !strings.Contains(body, "test_http_internal_errors_total") {
+		t.Fatalf("/metrics on the API port without MetricsAddr: %d", code)
+	}
+}
+
+func TestSettingsMetricsPort(t *testing.T) {
+	s := httpx.Settings{BodyLimit: 1, MetricsPort: 9090}
+	if err := s.Validate(3000); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Options().MetricsAddr; got != ":9090" {
+		t.Fatalf("MetricsAddr %q", got)
+	}
+	if err := s.Validate(9090); err == nil {
+		t.Fatal("METRICS_PORT equal to PORT accepted")
+	}
+	if err := (httpx.Settings{BodyLimit: 1, MetricsPort: 70000}).Validate(3000); err == nil {
+		t.Fatal("METRICS_PORT 70000 accepted")
+	}
+	if got := (httpx.Settings{BodyLimit: 1}).Options().MetricsAddr; got != "" {
+		t.Fatalf("default MetricsAddr %q, want the API's port", got)
+	}
+}

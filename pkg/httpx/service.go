@@ -27,6 +27,9 @@ type Settings struct {
 	ReadTimeout     time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"10s"`
 	WriteTimeout    time.Duration `env:"HTTP_WRITE_TIMEOUT" envDefault:"10s"`
 	IdleTimeout     time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"60s"`
+	// MetricsPort serves /metrics on a port of its own (on Host), so that nothing that reaches
+	// the API reaches the metrics; 0 serves them on the API's port.
+	MetricsPort int `env:"METRICS_PORT" envDefault:"0"`
 }
 
 // Validate checks the settings and the service's port.
@@ -37,13 +40,23 @@ func (s Settings) Validate(port int) error {
 	if s.BodyLimit <= 0 {
 		return errors.New("BODY_LIMIT must be a positive number of bytes")
 	}
+	if s.MetricsPort < 0 || s.MetricsPort > 65535 {
+		return fmt.Errorf("METRICS_PORT must be from 0 to 65535, not %d", s.MetricsPort)
+	}
+	if s.MetricsPort != 0 && s.MetricsPort == port {
+		return fmt.Errorf("METRICS_PORT must differ from PORT (%d): 0 serves the metrics on PORT", port)
+	}
 	return nil
 }
 
 // Options returns server options with these limits (name, logger and readiness are the
 // service's).
 func (s Settings) Options() Options {
-	return Options{BodyLimit: s.BodyLimit, ReadTimeout: s.ReadTimeout, WriteTimeout: s.WriteTimeout, IdleTimeout: s.IdleTimeout}
+	o := Options{BodyLimit: s.BodyLimit, ReadTimeout: s.ReadTimeout, WriteTimeout: s.WriteTimeout, IdleTimeout: s.IdleTimeout}
+	if s.MetricsPort != 0 {
+		o.MetricsAddr = net.JoinHostPort(s.Host, fmt.Sprint(s.MetricsPort))
+	}
+	return o
 }
 
 // Start listens on host:port, serves in the background and returns once the server

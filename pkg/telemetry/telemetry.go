@@ -62,3 +62,11 @@ func Transport(base http.RoundTripper) http.RoundTripper {
 	}
 	return otelhttp.NewTransport(base)
 }
+
+// Env lists the standard OpenTelemetry variables that matter here, for a binary's --help.
+var Env = [][2]string{
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", "(unset) OTLP/HTTP collector, e.g. http://otel-collector:4318; unset: no traces are exported"},
+	{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "(unset) the same, for traces only"},
+	{"OTEL_SDK_DISABLED", "(unset) true: export nothing"},
+	{"OTEL_*", "every other standard OpenTelemetry SDK variable (headers, sampler, resource attributes)"},
+}

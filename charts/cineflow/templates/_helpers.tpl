@@ -53,13 +53,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/*
-An image reference from {registry, repository, tag, digest}: the digest wins over the tag, the
-tag defaults to the chart's appVersion. Call: include "cineflow.image" (dict "ctx" $ "image" .Values.core.image)
+An image reference from {registry, repository, tag, digest}: global.imageRegistry, when set, wins
+over the image's registry (bitnami's common.images.image), the digest wins over the tag, the tag
+defaults to the chart's appVersion. Call: include "cineflow.image" (dict "ctx" $ "image" .Values.core.image)
 */}}
 {{- define "cineflow.image" -}}
+{{- $registry := default .image.registry (.ctx.Values.global).imageRegistry -}}
 {{- $repo := .image.repository -}}
-{{- if .image.registry -}}
-{{- $repo = printf "%s/%s" (trimSuffix "/" .image.registry) .image.repository -}}
+{{- if $registry -}}
+{{- $repo = printf "%s/%s" (trimSuffix "/" $registry) .image.repository -}}
 {{- end -}}
 {{- if .image.digest -}}
 {{- printf "%s@%s" $repo .image.digest -}}
@@ -80,12 +82,95 @@ The ServiceAccount the pods run as.
 {{- end -}}
 
 {{/*
-imagePullSecrets of every pod.
+imagePullSecrets of every pod: global.imagePullSecrets, then imagePullSecrets, each name once.
 */}}
 {{- define "cineflow.imagePullSecrets" -}}
-{{- range .Values.imagePullSecrets }}
+{{- range concat ((.Values.global).imagePullSecrets | default list) .Values.imagePullSecrets | uniq }}
 - name: {{ . }}
 {{- end }}
+{{- end -}}
+
+{{/* ---------------------------------------------------------------------------------------------
+The development database (devDatabase.enabled): one pod, its Service "<fullname>-devdb" on 27017,
+and both database URLs pointing at it.
+--------------------------------------------------------------------------------------------- */}}
+{{- define "cineflow.devDatabase.name" -}}
+{{- printf "%s-devdb" (include "cineflow.fullname" .) -}}
+{{- end -}}
+
+{{/* DB_URL of the core: database.coreURL, or the development database's mba. */}}
+{{- define "cineflow.database.coreURL" -}}
+{{- if .Values.devDatabase.enabled -}}
+{{- printf "mongodb://%s:27017/mba" (include "cineflow.devDatabase.name" .) -}}
+{{- else -}}
+{{- .Values.database.coreURL -}}
+{{- end -}}
+{{- end -}}
+
+{{/* DB_URL of the notification service and the sweeper: database.notificationURL, or the development database's noti. */}}
+{{- define "cineflow.database.notificationURL" -}}
+{{- if .Values.devDatabase.enabled -}}
+{{- printf "mongodb://%s:27017/noti" (include "cineflow.devDatabase.name" .) -}}
+{{- else -}}
+{{- .Values.database.notificationURL -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Whether the sweeper runs with the dev mailer in the trial case (devDatabase.enabled and no Resend
+key): its APP_ENV is then development, whatever appEnv says, and it logs e-mails instead of
+sending them.
+*/}}
+{{- define "cineflow.sweeper.devMailer" -}}
+{{- if and .Values.devDatabase.enabled (not (include "cineflow.resend.enabled" .)) }}true{{ end -}}
+{{- end -}}
+
+{{/*
+The StorageClass line of the development database's claim (bitnami's common.storage.class):
+devDatabase.persistence.storageClass, else global.defaultStorageClass; "-" means storageClassName
+"" (no dynamic provisioning); nothing at all leaves the cluster's default.
+*/}}
+{{- define "cineflow.devDatabase.storageClass" -}}
+{{- $class := .Values.devDatabase.persistence.storageClass | default (.Values.global).defaultStorageClass | default "" -}}
+{{- if eq $class "-" -}}
+storageClassName: ""
+{{- else if $class -}}
+storageClassName: {{ $class | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Whether a component (core, notification) gets a PodDisruptionBudget: pdb.create and more than one
+pod (replicaCount, or hpa.minReplicas under an HPA). A budget over a single pod would only block
+node drains. Call: include "cineflow.pdb.enabled" (dict "ctx" $ "component" "core")
+*/}}
+{{- define "cineflow.pdb.enabled" -}}
+{{- $v := index .ctx.Values .component -}}
+{{- $replicas := ternary $v.hpa.minReplicas $v.replicaCount $v.hpa.enabled -}}
+{{- if and $v.pdb.create (gt (int $replicas) 1) }}true{{ end -}}
+{{- end -}}
+
+{{/*
+Name of a component's metrics Service, "<fullname>-<component>-metrics", at most 63 characters (a
+Service name is a DNS label): the full name is shortened for it when it must be.
+Call: include "cineflow.metricsServiceName" (dict "ctx" $ "component" "core")
+*/}}
+{{- define "cineflow.metricsServiceName" -}}
+{{- $suffix := printf "-%s-metrics" .component -}}
+{{- printf "%s%s" (include "cineflow.fullname" .ctx | trunc (int (sub 63 (len $suffix))) | trimSuffix "-") $suffix -}}
+{{- end -}}
+
+{{/*
+Name of the sweeper's CronJob, "<fullname>-sweeper", at most 52 characters: the CronJob controller
+appends 11 to name each Job, whose name must fit in a 63-character label.
+*/}}
+{{- define "cineflow.sweeper.cronJobName" -}}
+{{- printf "%s-sweeper" (include "cineflow.fullname" . | trunc 44 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The API port of a component (core 3000, notification 3001). */}}
+{{- define "cineflow.port" -}}
+{{- ternary 3000 3001 (eq . "core") -}}
 {{- end -}}
 
 {{/* ---------------------------------------------------------------------------------------------
@@ -153,27 +238,47 @@ An env var from a Secret key. Call: include "cineflow.secretEnv" (dict "name" "J
 {{- if or .Values.resend.apiKey .Values.resend.existingSecret }}true{{ end -}}
 {{- end -}}
 
+{{/*
+ADMIN_EMAIL stored by the chart: admin.email, or in the trial case (devDatabase.enabled, no
+admin.email and no admin.existingSecret) admin@cineflow.local, so that a trial has an admin who
+can add movies, theatres and shows.
+*/}}
+{{- define "cineflow.admin.email" -}}
+{{- if .Values.admin.email -}}
+{{- .Values.admin.email -}}
+{{- else if and .Values.devDatabase.enabled (not .Values.admin.existingSecret) -}}
+admin@cineflow.local
+{{- end -}}
+{{- end -}}
+
 {{/* Whether the core gets ADMIN_EMAIL and ADMIN_PASSWORD. */}}
 {{- define "cineflow.admin.enabled" -}}
-{{- if or .Values.admin.email .Values.admin.existingSecret }}true{{ end -}}
+{{- if or (include "cineflow.admin.email" .) .Values.admin.existingSecret }}true{{ end -}}
 {{- end -}}
 
 {{/* ---------------------------------------------------------------------------------------------
 Validation: fail rendering with a message that names the value to set.
 --------------------------------------------------------------------------------------------- */}}
 {{- define "cineflow.validate" -}}
-{{- if not .Values.database.existingSecret -}}
+{{- if .Values.devDatabase.enabled -}}
+{{- if or .Values.database.coreURL .Values.database.notificationURL .Values.database.existingSecret -}}
+{{- fail "devDatabase.enabled=true points both services at the in-cluster development database: leave database.coreURL, database.notificationURL and database.existingSecret empty (or set devDatabase.enabled=false to use your MongoDB)" -}}
+{{- end -}}
+{{- else if not .Values.database.existingSecret -}}
 {{- if not .Values.database.coreURL -}}
-{{- fail "database.coreURL is required (the core's MongoDB URL, database mba, e.g. mongodb://user:pass@mongo:27017/mba?authSource=admin), or set database.existingSecret" -}}
+{{- fail "database.coreURL is required (the core's MongoDB URL, database mba, e.g. mongodb://user:pass@mongo:27017/mba?authSource=admin), or set database.existingSecret (to try the chart without a MongoDB: devDatabase.enabled=true)" -}}
 {{- end -}}
 {{- if not .Values.database.notificationURL -}}
 {{- fail "database.notificationURL is required (the notification service's and sweeper's MongoDB URL, database noti, e.g. mongodb://user:pass@mongo:27017/noti?authSource=admin), or set database.existingSecret" -}}
 {{- end -}}
 {{- end -}}
-{{- if and (eq .Values.appEnv "production") .Values.sweeper.enabled (not (include "cineflow.resend.enabled" .)) -}}
+{{- if and (eq .Values.appEnv "production") .Values.sweeper.enabled (not (include "cineflow.resend.enabled" .)) (not .Values.devDatabase.enabled) -}}
 {{- fail "resend.apiKey or resend.existingSecret is required when appEnv=production: the sweeper refuses to run without RESEND_API_KEY (set appEnv=development to log emails instead of sending them)" -}}
 {{- end -}}
-{{- if and .Values.admin.password (not .Values.admin.email) -}}
+{{- if has (int .Values.metrics.port) (list 3000 3001) -}}
+{{- fail (printf "metrics.port (%d) must differ from the services' API ports (core 3000, notification 3001)" (int .Values.metrics.port)) -}}
+{{- end -}}
+{{- if and .Values.admin.password (not (include "cineflow.admin.email" .)) -}}
 {{- fail "admin.password is set without admin.email: set both (or neither)" -}}
 {{- end -}}
 {{- if and (eq .Values.appEnv "production") (lt (int .Values.core.config.bcryptCost) 10) -}}
@@ -280,12 +385,16 @@ HTTP_WRITE_TIMEOUT: {{ .writeTimeout | quote }}
 HTTP_IDLE_TIMEOUT: {{ .idleTimeout | quote }}
 {{- end -}}
 
-{{/* Settings every binary shares, as ConfigMap data. */}}
+{{/*
+Settings every binary shares, as ConfigMap data; appEnv overrides APP_ENV (the sweeper's dev
+mailer in the trial case). Call: include "cineflow.commonConfig" (dict "ctx" $ "appEnv" "")
+*/}}
 {{- define "cineflow.commonConfig" -}}
-APP_ENV: {{ .Values.appEnv | quote }}
-LOG_LEVEL: {{ .Values.logLevel | quote }}
-DB_CONNECT_TIMEOUT: {{ .Values.database.connectTimeout | quote }}
-{{- with .Values.tracing.otlpEndpoint }}
+{{- $ctx := .ctx -}}
+APP_ENV: {{ .appEnv | default .ctx.Values.appEnv | quote }}
+LOG_LEVEL: {{ $ctx.Values.logLevel | quote }}
+DB_CONNECT_TIMEOUT: {{ $ctx.Values.database.connectTimeout | quote }}
+{{- with $ctx.Values.tracing.otlpEndpoint }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ . | quote }}
 {{- end }}
 {{- end -}}
@@ -296,10 +405,11 @@ A component's ConfigMap data. Call: include "cineflow.configData" (dict "ctx" $ 
 {{- define "cineflow.configData" -}}
 {{- $ctx := .ctx -}}
 {{- $v := $ctx.Values -}}
-{{- include "cineflow.commonConfig" $ctx }}
+{{- include "cineflow.commonConfig" (dict "ctx" $ctx "appEnv" (ternary "development" "" (and (eq .component "sweeper") (eq (include "cineflow.sweeper.devMailer" $ctx) "true")))) }}
 {{- if eq .component "core" }}
 {{- $c := $v.core.config }}
 PORT: "3000"
+METRICS_PORT: {{ $v.metrics.port | int | toString | quote }}
 {{ include "cineflow.httpConfig" $v.core.http }}
 JWT_TTL: {{ $c.jwtTTL | quote }}
 BCRYPT_COST: {{ $c.bcryptCost | int | toString | quote }}
@@ -330,6 +440,7 @@ RELAY_INTERVAL: {{ $c.relayInterval | quote }}
 RELAY_MAX_BACKOFF: {{ $c.relayMaxBackoff | quote }}
 {{- else if eq .component "notification" }}
 PORT: "3001"
+METRICS_PORT: {{ $v.metrics.port | int | toString | quote }}
 {{ include "cineflow.httpConfig" $v.notification.http }}
 METRICS_STATS_TTL: {{ $v.notification.config.metricsStatsTTL | quote }}
 {{- else if eq .component "sweeper" }}
@@ -365,7 +476,7 @@ only in the first install's rendering, and must not roll the pods on the first u
 {{- define "cineflow.podAnnotations" -}}
 checksum/config: {{ include "cineflow.configData" (dict "ctx" .ctx "component" .component) | sha256sum }}
 {{- $kinds := dict "core" (list "database" "jwt" "notificationToken" "admin") "notification" (list "database" "notificationToken") "sweeper" (list "database" "resend") }}
-{{- $secrets := dict }}
+{{- $secrets := dict "devDatabase" .ctx.Values.devDatabase.enabled }}
 {{- range (index $kinds .component) }}{{ $_ := set $secrets . (index $.ctx.Values .) }}{{ end }}
 checksum/secrets: {{ $secrets | toJson | sha256sum }}
 {{- with .annotations }}

@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -46,18 +47,49 @@ func ModuleKey(modDir string) (string, error) {
 
 // BuildModuleTools builds the main packages pkgs of the module in modDir (outside go.work) into
 // CacheRoot()/<ModuleKey>/, unless they are there already, and returns that directory. Each
-// binary is named after its package's last element.
+// binary is named after its package's last element. A module that builds Kubernetes gets its
+// version stamped in (see kubeVersionLDFlags), in CacheRoot()/<ModuleKey>-<version>/.
 func BuildModuleTools(modDir string, pkgs []string, logf func(string, ...any)) (string, error) {
 	key, err := ModuleKey(modDir)
 	if err != nil {
 		return "", err
+	}
+	ldflags, version := kubeVersionLDFlags(modDir)
+	if version != "" {
+		key += "-" + version
 	}
 	dir := filepath.Join(CacheRoot(), key)
 	missing := missingBinaries(dir, pkgs)
 	if len(missing) == 0 {
 		return dir, nil
 	}
-	return dir, goBuildInto(dir, modDir, missing, logf)
+	return dir, goBuildInto(dir, modDir, missing, ldflags, logf)
+}
+
+// kubeVersionLDFlags are the -X flags that stamp Kubernetes' version (the module's
+// k8s.io/kubernetes, e.g. v1.34.4) into its programs, as Kubernetes' own build does
+// (hack/lib/version.sh). Without them the API server reports v0.0.0-master+$Format:%H$, which a
+// chart's kubeVersion constraint (the CineFlow chart's ">=1.27.0-0") refuses. Both are empty for a
+// module that does not build Kubernetes.
+func kubeVersionLDFlags(modDir string) (ldflags, version string) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "k8s.io/kubernetes")
+	cmd.Dir = modDir
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	out, err := cmd.Output()
+	if err != nil { // not a dependency of this module
+		return "", ""
+	}
+	version = strings.TrimSpace(string(out))
+	parts := strings.SplitN(strings.TrimPrefix(version, "v"), ".", 3)
+	if len(parts) != 3 {
+		return "", ""
+	}
+	var flags []string
+	for _, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
+		flags = append(flags, "-X "+pkg+".gitVersion="+version, "-X "+pkg+".gitMajor="+parts[0],
+			"-X "+pkg+".gitMinor="+parts[1], "-X "+pkg+".gitTreeState=clean")
+	}
+	return strings.Join(flags, " "), version
 }
 
 // GoInstall builds module@version's main packages (CGO off) into
@@ -85,13 +117,13 @@ func GoInstall(module, version string, pkgs []string, logf func(string, ...any))
 	if out, err := get.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go get %s@%s: %w\n%s", module, version, err, out)
 	}
-	return dir, goBuildInto(dir, tmp, missing, logf)
+	return dir, goBuildInto(dir, tmp, missing, "", logf)
 }
 
-// goBuildInto runs `go build` in modDir, writing into a
+// goBuildInto runs `go build` (with ldflags, when given) in modDir, writing into a
 // temporary directory beside dir, then moves each binary into dir: a run that is interrupted
 // leaves no half-written binary in the cache.
-func goBuildInto(dir, modDir string, pkgs []string, logf func(string, ...any)) error {
+func goBuildInto(dir, modDir string, pkgs []string, ldflags string, logf func(string, ...any)) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -103,8 +135,13 @@ func goBuildInto(dir, modDir string, pkgs []string, logf func(string, ...any)) e
 	began := time.Now()
 	logf("building %v into %s (minutes the first time; cached after)", pkgs, dir)
 	// No -trimpath: the same flags as `go build` and `go tool` elsewhere in the repository (the
-	// chart tests build Helm and the API server so), so the Go build cache is shared.
-	cmd := exec.Command("go", append([]string{"build", "-o", tmp + string(filepath.Separator)}, pkgs...)...)
+	// chart tests build Helm and the API server so), so the Go build cache is shared (-ldflags
+	// changes only the link).
+	args := []string{"build", "-o", tmp + string(filepath.Separator)}
+	if ldflags != "" {
+		args = append(args, "-ldflags", ldflags)
+	}
+	cmd := exec.Command("go", append(args, pkgs...)...)
 	cmd.Dir = modDir
 	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {

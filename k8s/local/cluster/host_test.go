@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -144,6 +145,35 @@ func TestModuleKey(t *testing.T) {
 			t.Errorf("ModuleKey without go.sum = %q, nil; want an error", k)
 		}
 	})
+}
+
+// TestKubeVersionLDFlags: the module that builds Kubernetes (k8s/apiserver) gets its version
+// stamped in, for component-base's and client-go's version packages; another module gets none.
+func TestKubeVersionLDFlags(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	apiserver := filepath.Join(filepath.Dir(file), "..", "..", "apiserver")
+	b, err := os.ReadFile(filepath.Join(apiserver, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*k8s\.io/kubernetes (v1\.([0-9]+)\.[0-9]+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("k8s/apiserver/go.mod requires no k8s.io/kubernetes")
+	}
+	ldflags, version := kubeVersionLDFlags(apiserver)
+	if version != string(m[1]) {
+		t.Errorf("version %q, want %q (k8s/apiserver/go.mod)", version, m[1])
+	}
+	for _, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
+		for _, want := range []string{pkg + ".gitVersion=" + version, pkg + ".gitMajor=1", pkg + ".gitMinor=" + string(m[2])} {
+			if !strings.Contains(ldflags, "-X "+want) {
+				t.Errorf("ldflags %q lack -X %s", ldflags, want)
+			}
+		}
+	}
+	if ldflags, version := kubeVersionLDFlags(fakeModule(t, fakeGoMod, fakeGoSum)); ldflags != "" || version != "" {
+		t.Errorf("a module without Kubernetes: ldflags %q, version %q; want none", ldflags, version)
+	}
 }
 
 func TestCacheRoot(t *testing.T) {

@@ -350,6 +350,9 @@ func RolledOut(d *appsv1.Deployment) bool {
 		s.ReadyReplicas == want && s.AvailableReplicas == want
 }
 
+// DescribePods summarizes ns's pods (phase, readiness, waiting reasons) for error messages.
+func (e *Env) DescribePods(ctx context.Context, ns string) string { return e.describePods(ctx, ns) }
+
 // describePods summarizes ns's pods (phase, readiness, waiting reasons) for error messages.
 func (e *Env) describePods(ctx context.Context, ns string) string {
 	pods, err := e.Cluster.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})

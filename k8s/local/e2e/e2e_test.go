@@ -3,9 +3,11 @@
 // from the sources into a local registry, deploys the dev pieces and installs the chart, then
 // proves, in order: that nothing listens outside 127.0.0.1 and the pods' bridge; the user's story through the core Service with the CronJob's sweeper
 // delivering; a core pod killed during bookings; a sweeper pod killed in the middle of a backlog;
-// a helm upgrade under load; the monitoring targets and the Pushgateway; `skaffold run`; and a
-// clean `helm uninstall`. Every process it started is stopped by its PID at the end, also when a
-// step fails or the test is interrupted (SIGINT/SIGTERM).
+// a helm upgrade under load; the monitoring targets and the Pushgateway; `skaffold run`; a
+// clean `helm uninstall`; and the trial a new user starts with: `make images` into the cluster's
+// registry and `helm install --set devDatabase.enabled=true` with the image values it printed,
+// nothing else, up to a booking's e-mail. Every process it started is stopped by its PID at the
+// end, also when a step fails or the test is interrupted (SIGINT/SIGTERM).
 package e2e
 
 import (
@@ -124,6 +126,7 @@ func TestE2E(t *testing.T) {
 	t.Run("monitoring", e.monitoring)
 	t.Run("skaffold-run", e.skaffoldRun)
 	t.Run("uninstall", e.uninstall)
+	t.Run("trial", e.trial)
 }
 
 // install builds the images, deploys the dev pieces and installs the chart.

@@ -30,17 +30,23 @@ func (s show) booking(n int) map[string]any {
 // newShow creates a movie, a theatre and a show of seats seats.
 func (e *env) newShow(t *testing.T, movieName string, seats int) show {
 	t.Helper()
+	return newShowBy(t, e.admin, movieName, seats)
+}
+
+// newShowBy creates, as the signed-in admin, a movie, a theatre and a show of seats seats.
+func newShowBy(t *testing.T, admin api, movieName string, seats int) show {
+	t.Helper()
 	n := showSeq.Add(1)
 	var movie, theatre, sh struct {
 		ID string `json:"_id"`
 	}
-	e.admin.must(t, 201, "POST", "/movies", map[string]any{"name": movieName, "description": "End-to-end test film",
+	admin.must(t, 201, "POST", "/movies", map[string]any{"name": movieName, "description": "End-to-end test film",
 		"casts": []string{"Al Pacino"}, "trailerUrl": "https://example.com/trailer", "releaseDate": "1995-12-15",
 		"director": "Michael Mann", "releaseStatus": "RELEASED"}, &movie)
-	e.admin.must(t, 201, "POST", "/theatres", map[string]any{"name": fmt.Sprintf("Odeon %d", n), "description": "Downtown",
+	admin.must(t, 201, "POST", "/theatres", map[string]any{"name": fmt.Sprintf("Odeon %d", n), "description": "Downtown",
 		"city": "Pune", "pinCode": 411001, "address": "1 Main Road"}, &theatre)
 	timing := time.Date(2031, 1, 1, 18, 0, 0, 0, time.UTC).Add(time.Duration(n) * time.Hour).Format(time.RFC3339)
-	e.admin.must(t, 201, "POST", "/shows", map[string]any{"theatreId": theatre.ID, "movieId": movie.ID, "timing": timing,
+	admin.must(t, 201, "POST", "/shows", map[string]any{"theatreId": theatre.ID, "movieId": movie.ID, "timing": timing,
 		"noOfSeats": seats, "price": 250}, &sh)
 	return show{ID: sh.ID, Theatre: theatre.ID, Movie: movie.ID, Timing: timing, Price: 250}
 }
@@ -48,10 +54,16 @@ func (e *env) newShow(t *testing.T, movieName string, seats int) show {
 // customer signs up and in; it returns the signed-in client.
 func (e *env) customer(t *testing.T, name, email string) api {
 	t.Helper()
-	e.core.must(t, 201, "POST", "/auth/signup", map[string]any{"name": name, "email": email, "password": name + "-password-1"}, nil)
+	return customerOf(t, e.core, name, email)
+}
+
+// customerOf signs up and in through the core API core; it returns the signed-in client.
+func customerOf(t *testing.T, core api, name, email string) api {
+	t.Helper()
+	core.must(t, 201, "POST", "/auth/signup", map[string]any{"name": name, "email": email, "password": name + "-password-1"}, nil)
 	var in struct{ Token string }
-	e.core.must(t, 200, "POST", "/auth/signin", map[string]any{"email": email, "password": name + "-password-1"}, &in)
-	return e.core.with("x-access-token", in.Token)
+	core.must(t, 200, "POST", "/auth/signin", map[string]any{"email": email, "password": name + "-password-1"}, &in)
+	return core.with("x-access-token", in.Token)
 }
 
 func randomHex(n int) string {

@@ -94,7 +94,19 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// program describes the binary for --help and --version.
+func program() config.Program {
+	return config.Program{Name: "sweeper", Version: version, Config: []any{&Config{}}, Env: telemetry.Env, Summary: `
+The CineFlow sweeper: runs one sweep over the notification database (DB_URL) and exits. A sweep
+delivers the PENDING e-mail tickets through the Resend API (RESEND_API_KEY; without it, a dev
+mailer logs each e-mail and writes it to OUTBOX_DIR) and marks them SUCCESS or FAILED. A
+Kubernetes CronJob runs it every 2 minutes. Exit 0 when the sweep ran, 1 when it could not.`}
+}
+
 func main() {
+	if done, code := config.ParseArgs(program(), nil, os.Args[1:], os.Stdout, os.Stderr); done {
+		os.Exit(code)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Stderr))

@@ -22,6 +22,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/cineflow/cineflow/pkg/config/configtest"
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/resendfake"
 	"github.com/cineflow/cineflow/services/notification"
@@ -517,4 +518,9 @@ func TestImageRunsInProduction(t *testing.T) {
 	if strings.Contains(string(dockerfile), "APP_ENV") {
 		t.Error("jobs/sweeper/Dockerfile mentions APP_ENV: the image must run in production mode, the binary's default")
 	}
+}
+
+// TestCommandLine: sweeper --version, --help and an unknown flag.
+func TestCommandLine(t *testing.T) {
+	configtest.CheckCommandLine(t, binary(t), "sweeper", "RESEND_API_KEY", "SWEEP_DEADLINE", "90s", "PUSHGATEWAY_URL")
 }

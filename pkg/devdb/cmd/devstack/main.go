@@ -27,6 +27,7 @@ import (
 
 	"github.com/joho/godotenv"
 
+	"github.com/cineflow/cineflow/pkg/config"
 	"github.com/cineflow/cineflow/pkg/devdb"
 )
 
@@ -153,6 +154,30 @@ func sweeperEnv(s settings) map[string]string {
 	return map[string]string{"DB_URL": s.DBURL, "OUTBOX_DIR": s.OutboxDir, "APP_ENV": s.AppEnv}
 }
 
+// program describes devstack for --help and --version: it reads its settings with lookup (below),
+// not through config structs, so they are listed here.
+var program = config.Program{Name: "devstack", Version: version, Summary: `
+What make run runs: the whole CineFlow system on this machine. It starts the embedded database
+(unless DB_URL names one), the notification service and the core service as child processes,
+waiting for each one's /readyz, then runs the sweeper now and every SWEEP_INTERVAL. Every other
+variable passes through to the children (see their --help). Ctrl-C stops everything.`,
+	Env: [][2]string{
+		{"DB_URL", "(unset) a MongoDB to use instead of the embedded database"},
+		{"DEVDB_ADDR", "127.0.0.1:27017 (or --db-addr)"},
+		{"DEVDB_DIR", ".data/devdb (or --db-dir)"},
+		{"SWEEP_INTERVAL", "2m"},
+		{"PORT", "3001 (the notification service's port)"},
+		{"NOTIFICATION_API_TOKEN", devToken},
+		{"NOTIFICATION_SERVICE_URL", "http://127.0.0.1:<PORT>" + notificationAPI},
+		{"JWT_SECRET", "a development key"},
+		{"ADMIN_EMAIL", devAdminEmail},
+		{"ADMIN_PASSWORD", devAdminPass},
+		{"OUTBOX_DIR", ".outbox"},
+		{"RESEND_API_KEY", "(unset) set: the sweeper sends real e-mail"},
+		{"BOOKING_PROJECTION", "false on the embedded database"},
+		{"APP_ENV", "development"},
+	}}
+
 func main() {
 	dotenv, err := godotenv.Read() // .env in the working directory, as every binary reads it
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -171,12 +196,15 @@ func main() {
 		}
 		return v
 	}
-	dbAddr := flag.String("db-addr", or(lookup("DEVDB_ADDR"), "127.0.0.1:27017"), "embedded database listen address (env DEVDB_ADDR)")
-	dbDir := flag.String("db-dir", or(lookup("DEVDB_DIR"), ".data/devdb"), "embedded database data directory (env DEVDB_DIR)")
-	notificationBin := flag.String("notification", "./bin/notification", "notification service binary")
-	coreBin := flag.String("core", "./bin/core", "core service binary (skipped if missing)")
-	sweeperBin := flag.String("sweeper", "./bin/sweeper", "sweeper binary")
-	flag.Parse()
+	fs := flag.NewFlagSet("devstack", flag.ContinueOnError)
+	dbAddr := fs.String("db-addr", or(lookup("DEVDB_ADDR"), "127.0.0.1:27017"), "embedded database listen address (env DEVDB_ADDR)")
+	dbDir := fs.String("db-dir", or(lookup("DEVDB_DIR"), ".data/devdb"), "embedded database data directory (env DEVDB_DIR)")
+	notificationBin := fs.String("notification", "./bin/notification", "notification service binary")
+	coreBin := fs.String("core", "./bin/core", "core service binary (skipped if missing)")
+	sweeperBin := fs.String("sweeper", "./bin/sweeper", "sweeper binary")
+	if done, code := config.ParseArgs(program, fs, os.Args[1:], os.Stdout, os.Stderr); done {
+		os.Exit(code)
+	}
 
 	s, err := loadSettings(lookup)
 	if err != nil {

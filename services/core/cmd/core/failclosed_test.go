@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"github.com/cineflow/cineflow/pkg/config/configtest"
 	"net/http"
 	"os"
 	"os/exec"
@@ -184,4 +185,12 @@ func TestImageRunsInProduction(t *testing.T) {
 	if strings.Contains(string(dockerfile), "APP_ENV") {
 		t.Error("services/core/Dockerfile mentions APP_ENV: the image must run in production mode, the binary's default")
 	}
+}
+
+// TestCommandLine: core --version, --help (what it is, the variables with their defaults) and an
+// unknown flag.
+func TestCommandLine(t *testing.T) {
+	t.Parallel()
+	configtest.CheckCommandLine(t, buildBinary(t), "core", "PORT", "3000", "DB_URL", "JWT_SECRET", "BOOKING_HOLD_TTL", "5m",
+		"METRICS_PORT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 }

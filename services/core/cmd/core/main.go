@@ -342,7 +342,19 @@ func (m *Main) backfillUserEmails(ctx context.Context) {
 	})
 }
 
+// program describes the binary for --help and --version.
+func program() config.Program {
+	return config.Program{Name: "core", Version: version, Config: []any{&Config{}}, Env: telemetry.Env, Summary: `
+The CineFlow core service: the REST API (base /mba/api/v1) for sign-up and JWT sign-in,
+theatres, movies, shows, seat booking that never oversells, expiring holds and payments. It
+keeps its data in MongoDB (DB_URL) and hands the e-mails it owes to the notification service
+(NOTIFICATION_SERVICE_URL) through an outbox.`}
+}
+
 func main() {
+	if done, code := config.ParseArgs(program(), nil, os.Args[1:], os.Stdout, os.Stderr); done {
+		os.Exit(code)
+	}
 	cfg, err := LoadConfig()
 	log := logging.New(cfg.LogLevel, "core")
 	if err != nil {

@@ -264,7 +264,18 @@ func (m *Main) cleanupIdempotency(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// program describes the binary for --help and --version.
+func program() config.Program {
+	return config.Program{Name: "notification", Version: version, Config: []any{&Config{}}, Env: telemetry.Env, Summary: `
+The CineFlow notification service: the REST API (base /notiservice/api/v1/notifications)
+that accepts e-mail tickets and stores them PENDING in MongoDB (DB_URL) for the sweeper to
+deliver. Every route needs Authorization: Bearer NOTIFICATION_API_TOKEN.`}
+}
+
 func main() {
+	if done, code := config.ParseArgs(program(), nil, os.Args[1:], os.Stdout, os.Stderr); done {
+		os.Exit(code)
+	}
 	cfg, err := LoadConfig()
 	log := logging.New(cfg.LogLevel, "notification")
 	if err != nil {

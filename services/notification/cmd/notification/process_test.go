@@ -19,6 +19,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/cineflow/cineflow/pkg/config/configtest"
 	"github.com/cineflow/cineflow/pkg/logging"
 	"github.com/cineflow/cineflow/pkg/mongox"
 )
@@ -425,4 +426,10 @@ func TestImageRunsInProduction(t *testing.T) {
 	if strings.Contains(string(dockerfile), "APP_ENV") {
 		t.Error("services/notification/Dockerfile mentions APP_ENV: the image must run in production mode, the binary's default")
 	}
+}
+
+// TestCommandLine: notification --version, --help and an unknown flag.
+func TestCommandLine(t *testing.T) {
+	t.Parallel()
+	configtest.CheckCommandLine(t, buildBinary(t), "notification", "PORT", "3001", "NOTIFICATION_API_TOKEN", "METRICS_PORT")
 }
