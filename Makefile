@@ -56,12 +56,17 @@ lint: ## gofmt check and go vet on every module
 
 bench: ## benchmarks with figures (req/s, p50/p99, drain time, memory)
 	-cd services/notification && go test -run '^$$' -bench . -benchtime 3000x ./httpapi/
+	-cd services/notification && go test -v -run '^$$' -bench 'ListGrowth' -benchtime 1x -timeout 60m ./mongostore/
 	-cd jobs/sweeper && go test -v -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 	-cd services/core && go test -run '^$$' -bench 'FreeSeats|SeatMap' .
 	-cd services/core && go test -run '^$$' -bench 'SignInLookup' -benchtime 200x ./mongostore/
 	-cd services/core && go test -run '^$$' -bench 'Movie' -benchtime 5000x ./cmd/core/
 	-cd services/core && go test -run '^$$' -bench 'BookingHTTP|Contention|CoreMemory' -benchtime 1x -timeout 30m ./cmd/core/
 	-cd services/core && go test -v -run '^$$' -bench 'BookingGrowth|ExpiryStorm' -benchtime 1x -timeout 90m ./cmd/core/
+	-cd services/core && go test -v -run '^$$' -bench 'OutboxOutage|OutboxRelayRound' -benchtime 1x -timeout 30m ./cmd/core/
+	-cd services/core && go test -run '^$$' -bench 'ListPage' -benchtime 200x ./mongostore/
+	-cd services/core && go test -run '^$$' -bench 'BookingSerial' -benchtime 1x ./cmd/core/
+	-cd services/core && go test -v -run '^$$' -bench 'ListGrowth' -benchtime 1x -timeout 30m ./cmd/core/
 	-cd pkg/devdb/cmd/devstack && go test -v -run '^$$' -bench 'BookingBesideSweep' -benchtime 1x -timeout 30m .
 	-cd pkg/devdb && go test -run '^$$' -bench 'IDQueries' -benchtime 1x .
 

@@ -515,3 +515,57 @@ func TestLaterSweepProjectsWhatAnEarlierOneCouldNot(t *testing.T) {
 	}
 	e.assertExactlyOnce()
 }
+
+// Right after a sweep, before any projection onto the ticket documents, the notification
+// service's status lists hold the tickets as delivered: SUCCESS the sent ones, FAILED the
+// rejected one, PENDING none; every ticket once in the list of all.
+func TestStatusListsRightAfterASweep(t *testing.T) {
+	e := newEnv(t, resendfake.Options{Reject: []string{"bounce@example.com"}})
+	e.seed(45, func(i int) string {
+		if i == 11 {
+			return "bounce@example.com"
+		}
+		return fmt.Sprintf("c%d@example.com", i)
+	})
+	rep, err := e.sweeper(sweeper.Config{ProjectFor: time.Nanosecond}).Run(context.Background())
+	if err != nil || rep.Sent != 44 || rep.Failed != 1 || rep.Projected != 0 {
+		t.Fatalf("sweep: %+v, %v", rep, err)
+	}
+	list := func(st notification.Status) map[bson.ObjectID]notification.Status {
+		t.Helper()
+		out := map[bson.ObjectID]notification.Status{}
+		f := notification.ListFilter{Status: st, Limit: 10}
+		for range 100 {
+			page, err := e.notes.List(context.Background(), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tk := range page.Tickets {
+				if _, twice := out[tk.ID]; twice {
+					t.Fatalf("%s list shows %s twice", st, tk.ID.Hex())
+				}
+				out[tk.ID] = tk.Status
+			}
+			if page.Next == "" {
+				return out
+			}
+			f.Cursor = page.Next
+		}
+		t.Fatalf("%s list does not end", st)
+		return nil
+	}
+	all, success, failed := list(""), list(notification.StatusSuccess), list(notification.StatusFailed)
+	if len(all) != 45 || len(success) != 44 || len(failed) != 1 || len(list(notification.StatusPending)) != 0 {
+		t.Fatalf("lists: %d tickets, %d SUCCESS, %d FAILED", len(all), len(success), len(failed))
+	}
+	for id, st := range failed {
+		if st != notification.StatusFailed || e.ticket(id).RecipientEmails[0] != "bounce@example.com" {
+			t.Errorf("FAILED list shows %s (%s)", id.Hex(), st)
+		}
+	}
+	for id, st := range success {
+		if st != notification.StatusSuccess || e.fake.DeliveredCount(id.Hex()) != 1 {
+			t.Errorf("SUCCESS list shows %s (%s)", id.Hex(), st)
+		}
+	}
+}

@@ -1003,8 +1003,9 @@ const projectionPage = 16
 
 // project copies the outcomes of decided batches onto their tickets' documents, with what
 // time is left, paced by ProjectShare: the batches this sweep decided and any an earlier
-// sweep left in the projection queue. It is only a convenience for list filters: readers
-// resolve tickets from the delivery records anyway.
+// sweep left in the projection queue. It is only a convenience for readers of the raw ticket
+// documents: the service resolves tickets from the delivery records, and its status lists are
+// indexed when an outcome is decided, before projection.
 func (r *run) project(ctx context.Context) {
 	st := r.s.project
 	skip := map[string]bool{}

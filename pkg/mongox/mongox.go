@@ -26,7 +26,17 @@ const DefaultURL = "mongodb://127.0.0.1:27017/"
 // Connect opens a client and checks that the server answers within timeout (or the URI's
 // serverSelectionTimeoutMS). Errors never contain the password of the URI.
 func Connect(ctx context.Context, uri string, timeout time.Duration) (*mongo.Client, error) {
+	return ConnectPool(ctx, uri, timeout, 0)
+}
+
+// ConnectPool is Connect with a pool of at most pool connections (0: the URI's maxPoolSize,
+// else 64), whatever the URI says: e.g. a client of its own for small, latency-sensitive work
+// (a clock's round trips, leases) that must not queue behind the application's.
+func ConnectPool(ctx context.Context, uri string, timeout time.Duration, pool uint64) (*mongo.Client, error) {
 	opts := options.Client().ApplyURI(uri)
+	if pool > 0 {
+		opts.SetMaxPoolSize(pool)
+	}
 	if t := opts.ServerSelectionTimeout; t != nil && *t > 0 {
 		timeout = *t // serverSelectionTimeoutMS in the URI wins
 	}

@@ -27,6 +27,9 @@ const DefaultTokenTTL = 24 * time.Hour
 const (
 	MsgBadCredentials = "invalid email or password"
 	MsgBadToken       = "invalid or expired token"
+	// MsgSessionEnded answers a token of a session that a password reset or an admin's change
+	// of role or status ended.
+	MsgSessionEnded = "this session has ended (the password, or the account's role or status, was changed): sign in again"
 	// MsgOldPasswordMismatch is the oldPassword field error of a password change whose old
 	// password is wrong.
 	MsgOldPasswordMismatch = "does not match the current password"
@@ -37,16 +40,17 @@ type AccountsOptions struct {
 	Secret     []byte        // HS256 key; required
 	TokenTTL   time.Duration // default DefaultTokenTTL
 	BcryptCost int           // default DefaultBcryptCost (tests lower it)
-	// UserCacheTTL is how long Authenticate trusts a user it read (default
-	// DefaultUserCacheTTL; negative: always read). A change of role, status or password made
-	// through this process takes effect at once; one made through another replica within it.
+	// UserCacheTTL is how long Authenticate keeps a user it read, unused (default
+	// DefaultUserCacheTTL; negative: keep none). A kept user is never trusted as it is: each
+	// request checks that no newer version of it exists (UserStore.Refresh, one read by exact
+	// _id), so a change made through any replica takes effect at once. Keeping it saves the
+	// read of the user document.
 	UserCacheTTL time.Duration
 	Now          func() time.Time
 }
 
-// DefaultUserCacheTTL bounds how long a signed-in user's role and status may be stale on a
-// replica that did not make the change.
-const DefaultUserCacheTTL = time.Second
+// DefaultUserCacheTTL is how long a user unused stays in Authenticate's cache.
+const DefaultUserCacheTTL = time.Minute
 
 // maxCachedUsers bounds the user cache; a full cache starts over.
 const maxCachedUsers = 10000
@@ -177,7 +181,7 @@ func (a *Accounts) SignIn(ctx context.Context, email, password string) (*Session
 	if !a.checkPassword(u, password) {
 		return nil, errs.E(errs.Unauthorized, MsgBadCredentials)
 	}
-	tok, err := a.IssueToken(u.ID)
+	tok, err := a.IssueToken(u)
 	if err != nil {
 		return nil, err
 	}
@@ -200,16 +204,24 @@ func (a *Accounts) checkPassword(u *User, password string) bool {
 	return ok && u != nil && len(password) <= MaxPasswordBytes
 }
 
-// IssueToken signs an HS256 token for the user id.
-func (a *Accounts) IssueToken(userID string) (string, error) {
+// sessionClaims are a token's claims: the registered ones and the session generation of the
+// user when the token was issued (absent in tokens of earlier versions: generation 0).
+type sessionClaims struct {
+	jwt.RegisteredClaims
+	SessionGen int64 `json:"sgen"`
+}
+
+// IssueToken signs an HS256 token for u, at u's session generation (u as read: a sign-in that
+// read u before a concurrent reset issues a token of the generation the reset ends).
+func (a *Accounts) IssueToken(u *User) (string, error) {
 	now := a.now()
-	claims := jwt.RegisteredClaims{
+	claims := sessionClaims{RegisteredClaims: jwt.RegisteredClaims{
 		Issuer:    TokenIssuer,
-		Subject:   userID,
+		Subject:   u.ID,
 		IssuedAt:  jwt.NewNumericDate(now),
 		NotBefore: jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(a.ttl)),
-	}
+	}, SessionGen: u.SessionGen}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(a.secret)
 	if err != nil {
 		return "", errs.Wrap(errs.Internal, err, "could not sign the token")
@@ -217,35 +229,52 @@ func (a *Accounts) IssueToken(userID string) (string, error) {
 	return s, nil
 }
 
-// Authenticate checks a token (HS256 only, issuer, expiry) and loads its user from the store,
-// so a role or status change takes effect at once. Any failure is errs.Unauthorized.
+// Authenticate checks a token (HS256 only, issuer, expiry) and its user's latest version,
+// read on every request (a kept user is refreshed: see UserCacheTTL), so a change made through
+// any replica takes effect at once. Any failure is errs.Unauthorized.
+//
+// A token is accepted only while its session generation ("sgen"; none: 0) equals the user's
+// exactly. A change that ends the user's sessions stores a new generation with the change, in
+// the insert that decides it: once it is acknowledged, no earlier token works, whatever the
+// timing, on any replica; a sign-in that read the user before it issued a token of the
+// generation it ended. A generation is the number of the version that set it, so it is never
+// reused, even after a change written by an earlier version (which stores none: generation 0).
+// At generation 0 the earlier rule applies too: a token issued (in whole seconds) before the
+// last password change is refused, for the resets earlier versions made.
 func (a *Accounts) Authenticate(ctx context.Context, token string) (*User, error) {
 	if token == "" {
 		return nil, errs.E(errs.Unauthorized, "missing token: send x-access-token or Authorization: Bearer <token>")
 	}
-	var claims jwt.RegisteredClaims
+	var claims sessionClaims
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return a.secret, nil },
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(TokenIssuer), jwt.WithExpirationRequired(),
 		jwt.WithTimeFunc(a.now))
 	if err != nil || claims.Subject == "" {
 		return nil, errs.Wrap(errs.Unauthorized, err, MsgBadToken)
 	}
-	u := a.cached(claims.Subject)
-	if u == nil {
-		if u, err = a.store.Get(ctx, claims.Subject); errs.Is(err, errs.NotFound) || errs.Is(err, errs.Invalid) {
-			return nil, errs.E(errs.Unauthorized, MsgBadToken)
-		}
-		if err != nil {
-			return nil, err
-		}
-		a.remember(u)
+	var u *User
+	if kept := a.cached(claims.Subject); kept != nil {
+		u, err = a.store.Refresh(ctx, kept)
+	} else {
+		u, err = a.store.Get(ctx, claims.Subject)
 	}
-	// A password reset ends every session begun before it (iat has whole seconds).
-	if claims.IssuedAt == nil || claims.IssuedAt.Time.Before(u.PasswordChangedAt.Truncate(time.Second)) {
-		return nil, errs.E(errs.Unauthorized, "token issued before the password was changed: sign in again")
+	if errs.Is(err, errs.NotFound) || errs.Is(err, errs.Invalid) {
+		return nil, errs.E(errs.Unauthorized, MsgBadToken)
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.remember(u)
+	if claims.SessionGen != u.SessionGen || u.SessionGen == 0 &&
+		(claims.IssuedAt == nil || claims.IssuedAt.Time.Before(u.PasswordChangedAt.Truncate(time.Second))) {
+		return nil, errs.E(errs.Unauthorized, MsgSessionEnded)
 	}
 	return u, nil
 }
+
+// endSessions makes u, about to be stored as the next version (UserStore.Change), end every
+// session begun before: its generation becomes that version's number.
+func endSessions(u *User) { u.SessionGen = u.Version + 1 }
 
 func (a *Accounts) cached(id string) *User {
 	if a.cacheTTL <= 0 {
@@ -317,10 +346,10 @@ func (a *Accounts) change(ctx context.Context, id string, edit func(u *User, att
 	}
 }
 
-// ResetPassword replaces the caller's password after checking the old one. Every session
-// begun before the reset ends (see Authenticate). A reset that lost its version to a
-// concurrent change is redone on the winner's version if the old password still matches it,
-// else it is errs.Conflict (another reset won).
+// ResetPassword replaces the caller's password after checking the old one. Once it is
+// acknowledged, every session begun before it has ended, on every replica (see Authenticate).
+// A reset that lost its version to a concurrent change is redone on the winner's version if
+// the old password still matches it, else it is errs.Conflict (another reset won).
 func (a *Accounts) ResetPassword(ctx context.Context, caller *User, oldPassword, newPassword string) error {
 	if err := CheckReset(oldPassword, newPassword); err != nil {
 		return err
@@ -345,12 +374,25 @@ func (a *Accounts) ResetPassword(ctx context.Context, caller *User, oldPassword,
 		}
 		u.PasswordHash = newHash
 		u.PasswordChangedAt = a.now().UTC().Truncate(time.Millisecond)
+		endSessions(u)
 		return nil
 	})
 	return err
 }
 
 // UpdateUser changes a user's role and/or status. Only an APPROVED ADMIN may.
+//
+// A change of role or status ends the user's sessions (one that changes nothing ends none):
+//   - a status that leaves APPROVED is how an account is suspended, usually for abuse or a
+//     compromise: whatever happens next, the tokens of before must not work again (a stolen
+//     token would, at the next approval, if the suspension only hid it);
+//   - a role change, and an approval, change the account's powers, after which a session
+//     starts over (OWASP's session management rule at a privilege change): a demotion undone
+//     later does not revive earlier tokens, a token issued while the account was pending or
+//     rejected never gains powers it was not issued with, and the sign-in that follows tells
+//     the client the new role and status;
+//   - between PENDING and REJECTED (neither has powers) ending them costs nothing, and the
+//     rule stays one a user and an admin can remember.
 func (a *Accounts) UpdateUser(ctx context.Context, caller *User, id string, role *Role, status *Status) (*User, error) {
 	if !caller.Is(RoleAdmin) {
 		return nil, errs.E(errs.Forbidden, "only an approved admin can change users")
@@ -369,11 +411,15 @@ func (a *Accounts) UpdateUser(ctx context.Context, caller *User, id string, role
 		return nil, errs.Fields(fields)
 	}
 	return a.change(ctx, id, func(u *User, _ int) error {
+		before := *u
 		if role != nil {
 			u.Role = *role
 		}
 		if status != nil {
 			u.Status = *status
+		}
+		if u.Role != before.Role || u.Status != before.Status {
+			endSessions(u)
 		}
 		return nil
 	})

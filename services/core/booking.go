@@ -155,16 +155,37 @@ type SeatSnapshot struct {
 	Seats  []SnapSeat // held, unsold
 }
 
-// BookingFilter selects bookings; empty UserID means everyone's.
+// SeatLogCompaction is how far a show's seat log is compacted: its entries up to Done are
+// deleted, and those up to Mark, which all existed at MarkedAt (by the database's clock), may be
+// deleted once the retention has passed since (see Bookings.CompactSeatLogs).
+type SeatLogCompaction struct {
+	ShowID   string
+	Done     int64
+	Mark     int64
+	MarkedAt time.Time
+}
+
+// BookingFilter selects bookings; empty UserID means everyone's. A page is Limit bookings
+// after the first Skip, from the cursor Before: "" for the first page, else the next cursor of
+// the page before (opaque; the store writes it).
 type BookingFilter struct {
 	UserID      string
 	Limit, Skip int
+	Before      string
 }
 
-// PaymentFilter selects payments; empty UserID means everyone's.
+// PaymentFilter selects payments, as BookingFilter.
 type PaymentFilter struct {
 	UserID      string
 	Limit, Skip int
+	Before      string
+}
+
+// ListPage asks for a page of a list: Limit items after the first Skip, from the cursor Before
+// (the Next of an earlier page; "" for the first).
+type ListPage struct {
+	Limit, Skip int
+	Before      string
 }
 
 type backgroundKey struct{}
@@ -229,6 +250,17 @@ type BookingStore interface {
 	// replaces it (any snapshot is valid: a later one only shortens the replay).
 	SeatSnapshot(ctx context.Context, showID string) (*SeatSnapshot, error)
 	SaveSeatSnapshot(ctx context.Context, s SeatSnapshot) error
+	// DeleteSeatLog deletes the show's entries from..to (each by its exact id; missing ones are
+	// no error). SeatLogCompaction reads the show's compaction record (zero but for ShowID when
+	// there is none); SaveSeatLogCompaction replaces it. ClaimSeatLogSweep inserts a claim on
+	// key (false: another holds it); DropSeatLogSweep deletes it. DBTime reads the database's
+	// clock.
+	DeleteSeatLog(ctx context.Context, showID string, from, to int64) error
+	SeatLogCompaction(ctx context.Context, showID string) (SeatLogCompaction, error)
+	SaveSeatLogCompaction(ctx context.Context, c SeatLogCompaction) error
+	ClaimSeatLogSweep(ctx context.Context, key string) (bool, error)
+	DropSeatLogSweep(ctx context.Context, key string) error
+	DBTime(ctx context.Context) (time.Time, error)
 
 	// MarkShowDeleting inserts the show's deletion marker (false: one exists already);
 	// ShowDeleting reads it (when it was inserted, whether there is one); UnmarkShowDeleting
@@ -247,7 +279,12 @@ type BookingStore interface {
 	CreateBooking(ctx context.Context, b *Booking) error
 	// GetBooking reads a booking as stored (its Status may lag its outcome).
 	GetBooking(ctx context.Context, id string) (*Booking, error)
+	// ListBookings lists bookings by a filtered, sorted find (a scan; Limit 0: all of them).
 	ListBookings(ctx context.Context, f BookingFilter) ([]Booking, error)
+	// PageBookings returns a page of bookings, newest first, and the cursor of the next page
+	// ("" when there is none). It costs the same however many bookings are stored (once the
+	// store's backfill is done); a page may stop short of Limit and still have a next cursor.
+	PageBookings(ctx context.Context, f BookingFilter) (page []Booking, next string, err error)
 	// ProjectStatus copies a decided status onto the bookings.
 	ProjectStatus(ctx context.Context, status BookingStatus, ids []string) error
 
@@ -261,7 +298,10 @@ type BookingStore interface {
 
 	CreatePayment(ctx context.Context, p *Payment) error
 	GetPayment(ctx context.Context, id string) (*Payment, error)
+	// ListPayments lists payments by a filtered, sorted find (a scan); PagePayments returns a
+	// page of them, as PageBookings.
 	ListPayments(ctx context.Context, f PaymentFilter) ([]Payment, error)
+	PagePayments(ctx context.Context, f PaymentFilter) (page []Payment, next string, err error)
 	// ProjectPayments copies a resolved status onto payments.
 	ProjectPayments(ctx context.Context, status PaymentStatus, reason string, ids []string) error
 }

@@ -38,11 +38,33 @@ type BookingsOptions struct {
 	// SeatViewTTL is how long the engine trusts its in-memory view of a show's seats when it
 	// picks seats (default DefaultSeatViewTTL; negative: always read).
 	SeatViewTTL time.Duration
+	// SeatLogRetention is how long a stretch of a show's seat log covered by its snapshot is
+	// kept before it is deleted, by the database's clock (default DefaultSeatLogRetention;
+	// negative: never deleted). A view not read for half of it reloads from the snapshot. See
+	// CompactSeatLogs.
+	SeatLogRetention time.Duration
+	// TraceParent returns the W3C traceparent of the request in ctx, kept with the confirmation
+	// email of a free booking (confirmed by Book; see free.go). Nil: none.
+	TraceParent func(ctx context.Context) string
 	// Project copies each decided fate onto the booking, payment and hold documents (in the
 	// background, batched), for readers of the raw collections. The engine never needs it: it
 	// resolves bookings from their outcome records.
 	Project bool
-	Now     func() time.Time
+	// Now is the engine's clock (default time.Now). Hold ends are decided by it: give every
+	// replica the same one, the database's (see mongox.Clock).
+	Now func() time.Time
+	// TakeoverMargin is how long past a hold's end the engine waits before another booking
+	// takes its seats or the expirer decides it EXPIRED (default 0). The booking's owner is held
+	// to the end itself: a payment after it is errs.Gone. So a payment made just before the end
+	// is not beaten by a replica whose clock runs up to the margin ahead, nor by one that meets
+	// the hold while the payment is on its way to its outcome insert.
+	TakeoverMargin time.Duration
+	// Leads, if set, says whether this replica runs the expirer (see ExpireDue) now; nil: it
+	// always does. Requests on every replica still meet the expired holds they need.
+	Leads func() bool
+	// Lapses, if set, shares the expirer's notes of lapsed fair-use slots with every replica
+	// (see LapseStore); nil: only the replica whose expirer released them knows them.
+	Lapses LapseStore
 }
 
 // Bookings is the booking engine: holds seats, takes payments, cancels and expires
@@ -63,6 +85,8 @@ type Bookings struct {
 	maxOpen  int
 	events   BookingEvents
 	now      func() time.Time
+	margin   time.Duration // see BookingsOptions.TakeoverMargin
+	leads    func() bool   // see BookingsOptions.Leads
 
 	outboxMu sync.RWMutex
 	outbox   Outbox
@@ -77,7 +101,10 @@ type Bookings struct {
 	namesMu sync.Mutex
 	names   map[string]cachedName // movie and theatre names for emails
 
-	project bool
+	project     bool
+	traceParent func(ctx context.Context) string
+
+	retention time.Duration // of the seat log (0: never compacted)
 
 	outcomesMu sync.Mutex
 	outcomes   map[string]Outcome // decided outcomes never change: safe to keep
@@ -249,10 +276,16 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 	if opts.SeatViewTTL == 0 {
 		opts.SeatViewTTL = DefaultSeatViewTTL
 	}
-	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, views: map[string]*seatView{}}, proj: newProjector(),
+	if opts.SeatLogRetention == 0 {
+		opts.SeatLogRetention = DefaultSeatLogRetention
+	}
+	retention := max(opts.SeatLogRetention, 0)
+	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, reloadAfter: retention / 2, views: map[string]*seatView{}},
+		retention: retention, proj: newProjector(),
 		slots: slotHints{users: map[string]*slotHint{}},
-		names: map[string]cachedName{}, project: opts.Project, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
-		released: map[string]*releasedBucket{}, lapsed: lapsedSlots{users: map[string]map[int][]string{}},
+		names: map[string]cachedName{}, project: opts.Project, traceParent: opts.TraceParent, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
+		released: map[string]*releasedBucket{}, lapsed: lapsedSlots{users: map[string]map[int][]string{}, store: opts.Lapses},
+		margin: max(opts.TakeoverMargin, 0), leads: opts.Leads,
 		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
 		maxSeats: opts.MaxSeatsPerBooking, maxOpen: opts.MaxOpenSeatsPerUser, events: opts.Events, now: opts.Now,
 		inflight: map[string]map[string]int{}}
@@ -278,6 +311,10 @@ func (b *Bookings) HoldTTL() time.Duration { return b.ttl }
 func (b *Bookings) Settled() { b.bg.Wait() }
 
 func (b *Bookings) clock() time.Time { return b.now().UTC().Truncate(time.Millisecond) }
+
+// takeoverNow is the time by which another booking's hold is judged ended, to take its seats
+// or decide it EXPIRED: the engine's clock less the takeover margin.
+func (b *Bookings) takeoverNow() time.Time { return b.now().Add(-b.margin) }
 
 func mustBeApproved(u *User) error {
 	if u == nil {
@@ -339,7 +376,8 @@ func cents(v float64) int64 { return int64(math.Round(v * 100)) }
 // hold TTL. Under contention it retries other free seats a bounded number of rounds, then
 // answers errs.Conflict with the seats still free in Data. A booking of more seats than
 // MaxSeatsPerBooking, or one that would take the caller past MaxOpenSeatsPerUser seats in
-// unpaid bookings, is errs.RateLimited.
+// unpaid bookings, is errs.RateLimited. A booking of a free show (total 0) is confirmed at once,
+// SUCCESSFULL (see free.go).
 func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (*Booking, error) {
 	if err := mustBeApproved(caller); err != nil {
 		return nil, err
@@ -399,6 +437,9 @@ func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (
 	}
 	b.rememberBooking(bk)
 	b.events.Booking("created")
+	if cents(bk.TotalCost) == 0 {
+		return b.confirmFree(ctx, caller, bk) // a free screening: confirmed at once (free.go)
+	}
 	return bk, nil
 }
 
@@ -548,19 +589,15 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 			c.unsure = true
 			return fail(err)
 		}
-		if lost := len(slotPick) - len(wonSlots); lost > 0 {
-			var taken []int
-			for _, k := range slotPick {
-				if !slices.Contains(wonSlots, k) {
-					taken = append(taken, k)
-				}
-			}
-			b.slots.seen(bk.UserID, taken, true, b.now())
-		}
+		// Every slot tried is taken now: the ones lost by another booking, the ones won by this
+		// one until it is settled (which forgets them), so that the customer's next booking
+		// tries a free one first.
+		b.slots.seen(bk.UserID, slotPick, true, b.now())
 		if extra := len(c.slots) - needSlots; extra > 0 { // a last round tried every slot left
 			back := slices.Clone(c.slots[needSlots:])
 			if err := b.store.ReleaseSlots(context.WithoutCancel(ctx), bk.UserID, bk.ID, back); err == nil {
 				c.slots = c.slots[:needSlots]
+				b.slots.seen(bk.UserID, back, false, b.now())
 			}
 		}
 		if lost := len(pick) - len(wonSeats); lost > 0 {
@@ -614,13 +651,16 @@ func (b *Bookings) claim(ctx context.Context, showID string, bk *Booking, seats 
 // claimSlots claims the booking's fair-use slots. A slot still taken by a booking the expirer
 // has released (decided, its slot not yet deleted: see ExpireDue) is deleted here, by its exact
 // id (never another's), and claimed again: the customer has that room back the moment the
-// expirer decides, not when it clears.
+// expirer decides, not when it clears. The expirer's notes are read from this process's memory
+// and, for what that does not cover, from the shared notes (when a LapseStore is set: the
+// expirer runs on one replica, its customers book on any).
 func (b *Bookings) claimSlots(ctx context.Context, bk *Booking, slots []int) ([]int, error) {
 	won, err := b.store.ClaimSlots(ctx, bk.UserID, bk.ID, slots)
 	if err != nil || len(won) == len(slots) {
 		return won, err
 	}
 	lapsed := b.lapsed.of(bk.UserID, slots, won)
+	lapsed = b.lapsed.withShared(ctx, bk.UserID, slots, won, lapsed)
 	if len(lapsed) == 0 {
 		return won, nil
 	}
@@ -765,7 +805,7 @@ func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout
 	if err != nil {
 		return nil, err
 	}
-	now := b.now()
+	now := b.takeoverNow()
 	b.mu.Lock()
 	busy := len(b.inflight[show.ID]) // free seats other requests of this process are taking
 	b.mu.Unlock()
@@ -972,21 +1012,22 @@ func (b *Bookings) Get(ctx context.Context, caller *User, id string) (*Booking, 
 	return bk, b.resolve(ctx, bk, nil)
 }
 
-// List returns the caller's bookings, or everyone's when all is set (admins only).
-func (b *Bookings) List(ctx context.Context, caller *User, all bool, limit, skip int) ([]Booking, error) {
+// List returns a page of the caller's bookings, or of everyone's when all is set (admins
+// only), newest first, and the cursor of the next page ("" when there is none).
+func (b *Bookings) List(ctx context.Context, caller *User, all bool, pg ListPage) ([]Booking, string, error) {
 	if err := mustBeApproved(caller); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	f := BookingFilter{UserID: caller.ID, Limit: limit, Skip: skip}
+	f := BookingFilter{UserID: caller.ID, Limit: pg.Limit, Skip: pg.Skip, Before: pg.Before}
 	if all {
 		if !caller.Is(RoleAdmin) {
-			return nil, errs.E(errs.Forbidden, "only an approved admin can list every booking")
+			return nil, "", errs.E(errs.Forbidden, "only an approved admin can list every booking")
 		}
 		f.UserID = ""
 	}
-	list, err := b.store.ListBookings(ctx, f)
+	list, next, err := b.store.PageBookings(ctx, f)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var open []string
 	for _, bk := range list {
@@ -995,11 +1036,11 @@ func (b *Bookings) List(ctx context.Context, caller *User, all bool, limit, skip
 		}
 	}
 	if len(open) == 0 {
-		return list, nil
+		return list, next, nil
 	}
 	outcomes, err := b.outcomesOf(ctx, open)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	for i := range list {
 		var o *Outcome
@@ -1007,10 +1048,10 @@ func (b *Bookings) List(ctx context.Context, caller *User, all bool, limit, skip
 			o = &v
 		}
 		if err := b.resolve(ctx, &list[i], o); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	return list, nil
+	return list, next, nil
 }
 
 // Cancel cancels an unpaid booking and releases its seats at once. Cancelling a cancelled
@@ -1057,8 +1098,8 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 	if !IsID(req.BookingID) {
 		f["bookingId"] = "must be a 24-character hex id"
 	}
-	if math.IsNaN(req.Amount) || math.IsInf(req.Amount, 0) || req.Amount <= 0 || req.Amount > 1e9 {
-		f["amount"] = "must be a positive amount"
+	if math.IsNaN(req.Amount) || math.IsInf(req.Amount, 0) || req.Amount < 0 || req.Amount > 1e9 {
+		f["amount"] = "must be a positive amount (0 for a free booking)"
 	} else if math.Abs(req.Amount*100-math.Round(req.Amount*100)) > 1e-6 {
 		f["amount"] = "must have at most 2 decimals"
 	}
@@ -1212,8 +1253,8 @@ func (b *Bookings) confirmation(ctx context.Context, caller *User, bk *Booking, 
 }
 
 // PaidGuard tells the outbox relay whether a booking's confirmation may be sent: only once
-// the booking's outcome is paid. An undecided booking waits; one that is past its hold is
-// decided EXPIRED here and its email dropped.
+// the booking's outcome is paid. An undecided booking waits; one that is past its hold (and
+// the takeover margin) is decided EXPIRED here and its email dropped.
 func (b *Bookings) PaidGuard(ctx context.Context, bookingID string) (GuardVerdict, error) {
 	o, err := b.outcome(ctx, bookingID)
 	if err != nil {
@@ -1226,6 +1267,9 @@ func (b *Bookings) PaidGuard(ctx context.Context, bookingID string) (GuardVerdic
 		}
 		if err != nil {
 			return GuardWait, err
+		}
+		if !b.takeoverNow().After(bk.ExpiresAt) {
+			return GuardWait, nil // a payment may be on its way to its outcome insert
 		}
 		if err := b.resolve(ctx, bk, nil); err != nil {
 			return GuardWait, err
@@ -1260,28 +1304,41 @@ func (b *Bookings) GetPayment(ctx context.Context, caller *User, id string) (*Pa
 	return p, b.resolvePayment(ctx, p)
 }
 
-// ListPayments returns the caller's payments (everyone's for an admin who asks for all).
-func (b *Bookings) ListPayments(ctx context.Context, caller *User, all bool, limit, skip int) ([]Payment, error) {
+// ListPayments returns a page of the caller's payments (everyone's for an admin who asks for
+// all), newest first, and the cursor of the next page, as List.
+func (b *Bookings) ListPayments(ctx context.Context, caller *User, all bool, pg ListPage) ([]Payment, string, error) {
 	if err := mustBeApproved(caller); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	f := PaymentFilter{UserID: caller.ID, Limit: limit, Skip: skip}
+	f := PaymentFilter{UserID: caller.ID, Limit: pg.Limit, Skip: pg.Skip, Before: pg.Before}
 	if all {
 		if !caller.Is(RoleAdmin) {
-			return nil, errs.E(errs.Forbidden, "only an approved admin can list every payment")
+			return nil, "", errs.E(errs.Forbidden, "only an approved admin can list every payment")
 		}
 		f.UserID = ""
 	}
-	list, err := b.store.ListPayments(ctx, f)
+	list, next, err := b.store.PagePayments(ctx, f)
 	if err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	// The pending payments' outcomes at once (a read by id each), then each resolved.
+	var pending []string
+	for _, p := range list {
+		if p.Status == PaymentPending {
+			pending = append(pending, p.BookingID)
+		}
+	}
+	if len(pending) > 1 {
+		if _, err := b.outcomesOf(ctx, pending); err != nil {
+			return nil, "", err
+		}
 	}
 	for i := range list {
 		if err := b.resolvePayment(ctx, &list[i]); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
-	return list, nil
+	return list, next, nil
 }
 
 func (b *Bookings) resolvePayment(ctx context.Context, p *Payment) error {
@@ -1340,7 +1397,7 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 		}
 	}
 	v.mu.Unlock()
-	now := b.now()
+	now := b.takeoverNow() // a hold counts as held until others may take it
 	// A hold past its expiry and not known sold may belong to a booking that was paid (and
 	// whose sale the log does not have yet): its outcome, if any, says which.
 	var unsure []string
@@ -1378,7 +1435,7 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 			sold++
 		}
 	}
-	m := &SeatMap{ShowID: show.ID, NoOfSeats: show.NoOfSeats, SeatsPerRow: layout.PerRow, At: now.UTC(),
+	m := &SeatMap{ShowID: show.ID, NoOfSeats: show.NoOfSeats, SeatsPerRow: layout.PerRow, At: b.now().UTC(),
 		Free: make([]string, 0, layout.Seats-held-sold), Held: make([]string, 0, held), Sold: make([]string, 0, sold),
 		Seats: make([]SeatEntry, layout.Seats)}
 	for i, s := range layout.labels {
@@ -1454,7 +1511,7 @@ func (b *Bookings) showInUse(ctx context.Context, showID string, since time.Time
 	if err != nil {
 		return false, err
 	}
-	now := b.now()
+	now := b.takeoverNow()
 	bookings := map[string][]string{} // undecided-looking booking -> seats
 	for s, e := range st.seats {
 		if e.sold {

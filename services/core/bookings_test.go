@@ -232,7 +232,7 @@ func TestBookPayAndEmail(t *testing.T) {
 		t.Fatalf("get %+v %v", got, err)
 	}
 	// Payments resolve: one SUCCESS, one FAILED.
-	list, err := r.eng.ListPayments(ctx, c, false, 10, 0)
+	list, _, err := r.eng.ListPayments(ctx, c, false, core.ListPage{Limit: 10})
 	if err != nil || len(list) != 2 {
 		t.Fatalf("payments %+v %v", list, err)
 	}

@@ -198,6 +198,18 @@ type TheatreStore interface {
 	RemoveMovieEverywhere(ctx context.Context, movieID string, at time.Time) error
 }
 
+// DeletionStore keeps the markers of theatres and movies being deleted (see
+// Catalogue.DeleteTheatre). A marker's key is unique: the store's unique key decides which of
+// two inserts of one key wins, never a read.
+type DeletionStore interface {
+	// Mark inserts the marker key, made at at; false if the key exists already.
+	Mark(ctx context.Context, key string, at time.Time) (bool, error)
+	// Marks returns when each of the keys that exist was made.
+	Marks(ctx context.Context, keys []string) (map[string]time.Time, error)
+	// Unmark deletes the marker key (one that does not exist is no error).
+	Unmark(ctx context.Context, key string) error
+}
+
 // ShowStore keeps shows. (theatreId, movieId, timing) is unique: a second show of the same
 // identity answers errs.Conflict, decided by the store's unique index.
 type ShowStore interface {

@@ -18,9 +18,10 @@ const DefaultShowCacheTTL = time.Second
 
 // CatalogueStores are the stores of the catalogue.
 type CatalogueStores struct {
-	Movies   MovieStore
-	Theatres TheatreStore
-	Shows    ShowStore
+	Movies    MovieStore
+	Theatres  TheatreStore
+	Shows     ShowStore
+	Deletions DeletionStore // required: see catalogue_deletion.go
 }
 
 // CatalogueOptions configure the Catalogue.
@@ -54,14 +55,17 @@ type CatalogueOptions struct {
 //     required). Its theatre and movie never change; its seats may grow but not shrink and
 //     its row length is fixed, so no sold seat ever disappears or is relabelled.
 //   - Deleting a movie or a theatre that still has shows is refused (409: delete the shows
-//     first, they carry bookings); deleting a movie takes it off every theatre's list.
+//     first, they carry bookings); deleting a movie takes it off every theatre's list. A
+//     deletion racing the creation of a show (or the listing of the movie by a theatre) is
+//     decided by inserts: see catalogue_deletion.go. No show outlives its theatre or movie.
 type Catalogue struct {
-	movies   MovieStore
-	theatres TheatreStore
-	shows    ShowStore
-	opts     CatalogueOptions
-	outbox   atomic.Pointer[outboxRef]
-	showTTL  time.Duration
+	movies    MovieStore
+	theatres  TheatreStore
+	shows     ShowStore
+	deletions DeletionStore
+	opts      CatalogueOptions
+	outbox    atomic.Pointer[outboxRef]
+	showTTL   time.Duration
 
 	mu        sync.Mutex
 	showCache map[showKey]cachedShow
@@ -99,7 +103,10 @@ func NewCatalogue(s CatalogueStores, opts CatalogueOptions) *Catalogue {
 	if opts.ShowCacheEntries <= 0 {
 		opts.ShowCacheEntries = 10000
 	}
-	c := &Catalogue{movies: s.Movies, theatres: s.Theatres, shows: s.Shows, opts: opts,
+	if s.Deletions == nil {
+		panic("core.NewCatalogue: CatalogueStores.Deletions is required")
+	}
+	c := &Catalogue{movies: s.Movies, theatres: s.Theatres, shows: s.Shows, deletions: s.Deletions, opts: opts,
 		showTTL: opts.ShowCacheTTL, showCache: map[showKey]cachedShow{}}
 	if opts.Outbox != nil {
 		c.SetOutbox(opts.Outbox)
@@ -202,7 +209,8 @@ func (c *Catalogue) changeMovie(ctx context.Context, caller *User, id string, p 
 	return c.movies.Update(ctx, id, p, c.now())
 }
 
-// DeleteMovie deletes a movie that no show plays, and takes it off every theatre.
+// DeleteMovie deletes a movie that no show plays, and takes it off every theatre. It is
+// decided against concurrent show creations by its deletion marker (catalogue_deletion.go).
 func (c *Catalogue) DeleteMovie(ctx context.Context, caller *User, id string) (*Movie, error) {
 	if err := canEdit(caller); err != nil {
 		return nil, err
@@ -214,17 +222,19 @@ func (c *Catalogue) DeleteMovie(ctx context.Context, caller *User, id string) (*
 	if err != nil {
 		return nil, err
 	}
-	n, err := c.shows.Count(ctx, ShowFilter{MovieID: id})
+	err = c.deleting(ctx, markMovie, id, func(ctx context.Context) error {
+		n, err := c.shows.Count(ctx, ShowFilter{MovieID: id})
+		if err == nil && n > 0 {
+			err = errs.E(errs.Conflict, "the movie has %d show(s): delete them first", n)
+		}
+		return err
+	}, func(ctx context.Context) error {
+		if err := c.movies.Delete(ctx, id); err != nil {
+			return err
+		}
+		return c.theatres.RemoveMovieEverywhere(ctx, id, c.now())
+	})
 	if err != nil {
-		return nil, err
-	}
-	if n > 0 {
-		return nil, errs.E(errs.Conflict, "the movie has %d show(s): delete them first", n)
-	}
-	if err := c.movies.Delete(ctx, id); err != nil {
-		return nil, err
-	}
-	if err := c.theatres.RemoveMovieEverywhere(ctx, id, c.now()); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -352,20 +362,21 @@ func (c *Catalogue) changeTheatre(ctx context.Context, caller *User, id string, 
 	return c.theatres.Update(ctx, id, p, c.now())
 }
 
-// DeleteTheatre deletes a theatre that has no shows.
+// DeleteTheatre deletes a theatre that has no shows. It is decided against concurrent show
+// creations by its deletion marker (catalogue_deletion.go).
 func (c *Catalogue) DeleteTheatre(ctx context.Context, caller *User, id string) (*Theatre, error) {
 	t, err := c.managed(ctx, caller, "id", id)
 	if err != nil {
 		return nil, err
 	}
-	n, err := c.shows.Count(ctx, ShowFilter{TheatreID: id})
+	err = c.deleting(ctx, markTheatre, id, func(ctx context.Context) error {
+		n, err := c.shows.Count(ctx, ShowFilter{TheatreID: id})
+		if err == nil && n > 0 {
+			err = errs.E(errs.Conflict, "the theatre has %d show(s): delete them first", n)
+		}
+		return err
+	}, func(ctx context.Context) error { return c.theatres.Delete(ctx, id) })
 	if err != nil {
-		return nil, err
-	}
-	if n > 0 {
-		return nil, errs.E(errs.Conflict, "the theatre has %d show(s): delete them first", n)
-	}
-	if err := c.theatres.Delete(ctx, id); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -400,9 +411,12 @@ func (c *Catalogue) ListTheatres(ctx context.Context, f TheatreFilter) ([]*Theat
 }
 
 // UpdateTheatreMovies adds the movies (insert true; each must exist) to the theatre or
-// removes them from it (insert false), and returns the theatre.
+// removes them from it (insert false), and returns the theatre. A movie added while it is
+// being deleted is taken off again (errs.Conflict, or errs.NotFound once it is gone): the
+// movies are added first, then checked (see catalogue_deletion.go); the others stay added.
 func (c *Catalogue) UpdateTheatreMovies(ctx context.Context, caller *User, id string, movieIDs []string, insert bool) (*Theatre, error) {
-	if _, err := c.managed(ctx, caller, "id", id); err != nil {
+	t, err := c.managed(ctx, caller, "id", id)
+	if err != nil {
 		return nil, err
 	}
 	switch {
@@ -440,7 +454,14 @@ func (c *Catalogue) UpdateTheatreMovies(ctx context.Context, caller *User, id st
 			}
 		}
 	}
-	return c.theatres.AddMovies(ctx, id, ids, c.now())
+	out, err := c.theatres.AddMovies(ctx, id, ids, c.now())
+	if lerr := c.moviesLost(ctx, t, ids); err == nil {
+		err = lerr // a failed change may have landed all the same: checked either way
+	}
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // TheatreMovies returns the movies the theatre runs.
@@ -484,7 +505,8 @@ func (c *Catalogue) TheatreRunsMovie(ctx context.Context, theatreID, movieID str
 // CreateShow validates s, checks that the caller manages its theatre and that its movie
 // exists, adds the movie to the theatre (errs.Conflict if other changes of its movies keep
 // winning), and stores the show. A show of the same theatre, movie and timing is
-// errs.Conflict.
+// errs.Conflict. A show stored while its theatre or movie is being deleted is removed again:
+// errs.Conflict, or errs.NotFound once it is gone (see catalogue_deletion.go).
 func (c *Catalogue) CreateShow(ctx context.Context, caller *User, s NewShow) (*Show, error) {
 	if err := canEdit(caller); err != nil {
 		return nil, err
@@ -516,12 +538,21 @@ func (c *Catalogue) CreateShow(ctx context.Context, caller *User, s NewShow) (*S
 	// The movie joins the theatre's list before the show is stored: if this fails, there is no
 	// show without its movie listed (a retry makes both); if the show then fails, the link
 	// stays, which is harmless (PATCH /theatres/:id/movies can take it off).
-	if !hasID(t.Movies, s.MovieID) {
+	linked := !hasID(t.Movies, s.MovieID)
+	if linked {
 		if _, err := c.theatres.AddMovies(ctx, t.ID, []string{s.MovieID}, now); err != nil {
 			return nil, err
 		}
 	}
-	if err := c.shows.Create(ctx, sh); err != nil {
+	err = c.shows.Create(ctx, sh)
+	if errs.Is(err, errs.Conflict) { // another show has this identity: nothing of this one was stored
+		return nil, err
+	}
+	// The show is stored (or its insert failed, yet may have landed): did it lose to a deletion?
+	if lerr := c.showLost(ctx, sh, err == nil, linked); lerr != nil {
+		return nil, lerr
+	}
+	if err != nil {
 		return nil, err
 	}
 	return sh, nil
@@ -596,16 +627,7 @@ func (c *Catalogue) DeleteShow(ctx context.Context, caller *User, id string) (*S
 	if err != nil {
 		return nil, err
 	}
-	abort := func(context.Context) {}
-	if f := c.reserveDeletion.Load(); f != nil {
-		if abort, err = (*f)(ctx, id); err != nil {
-			return nil, err
-		}
-	}
-	err = c.shows.Delete(ctx, id)
-	c.forgetShow(sh)
-	if err != nil {
-		abort(ctx)
+	if err := c.removeShow(ctx, sh); err != nil {
 		return nil, err
 	}
 	return sh, nil
@@ -640,7 +662,9 @@ func (c *Catalogue) ListShows(ctx context.Context, f ShowFilter) ([]*Show, int64
 }
 
 // FindShow finds the show of a theatre and movie at timing (the booking engine's lookup). A
-// show found is kept in memory for ShowCacheTTL; a change in this process forgets it at once.
+// show whose theatre or movie is gone is not found, nor is a young one whose theatre or movie
+// is being deleted (errs.Conflict): see showStands. A show found is kept in memory for
+// ShowCacheTTL; a change in this process forgets it at once.
 func (c *Catalogue) FindShow(ctx context.Context, theatreID, movieID, timing string) (*Show, error) {
 	fe := fieldErrs{}
 	if !IsID(theatreID) {
@@ -668,6 +692,11 @@ func (c *Catalogue) FindShow(ctx context.Context, theatreID, movieID, timing str
 	}
 	gen := c.showGen.Load()
 	sh, err := c.shows.Find(ctx, theatreID, movieID, timing)
+	if err == nil {
+		if err = c.showStands(ctx, sh); err != nil {
+			sh = nil
+		}
+	}
 	if err != nil || c.showTTL <= 0 {
 		return sh, err
 	}

@@ -55,8 +55,8 @@ type User struct {
 	Name         string `json:"name"`
 	Email        string `json:"email"`
 	PasswordHash string `json:"-"`
-	// PasswordChangedAt is when the password was last reset: tokens issued before it are
-	// refused.
+	// PasswordChangedAt is when the password was last reset. At session generation 0, tokens
+	// issued before it are refused (the resets of earlier versions set no generation).
 	PasswordChangedAt time.Time `json:"-"`
 	Role              Role      `json:"role"`
 	Status            Status    `json:"status"`
@@ -65,6 +65,11 @@ type User struct {
 	// Version counts the changes made to the user (0: as created). A change is stored as the
 	// next version, and only the first change of a version is kept (see UserStore.Change).
 	Version int64 `json:"-"`
+	// SessionGen is the user's session generation. Every token carries the generation it was
+	// issued at (claim "sgen"; none: 0) and is accepted only while it equals the user's: a
+	// password reset, and an admin's change of role or status, store a new generation with
+	// the change (see Accounts.Authenticate).
+	SessionGen int64 `json:"-"`
 }
 
 // Is reports whether u is an APPROVED user of role r.
@@ -217,11 +222,16 @@ type UserStore interface {
 	// GetByEmail finds a user by (lowercased) email, at its latest version: errs.NotFound if
 	// none.
 	GetByEmail(ctx context.Context, email string) (*User, error)
-	// Change stores u's role, status, password hash, PasswordChangedAt and UpdatedAt as the
-	// version after u.Version, the version u was read at, and sets u.Version to it. The
-	// version is decided by an insert into a unique key: when another change took it first,
-	// Change is errs.Conflict and stores nothing (read the user again and redo the change).
+	// Change stores u's role, status, password hash, PasswordChangedAt, SessionGen and
+	// UpdatedAt as the version after u.Version, the version u was read at, and sets u.Version
+	// to it. The version is decided by an insert into a unique key: when another change took it
+	// first, Change is errs.Conflict and stores nothing (read the user again and redo the
+	// change).
 	Change(ctx context.Context, u *User) error
+	// Refresh returns u if it is still its user's latest version, else the latest version: a
+	// change acknowledged before Refresh began is seen. It costs one read by exact _id when
+	// nothing changed.
+	Refresh(ctx context.Context, u *User) (*User, error)
 	// Ping checks that the store answers.
 	Ping(ctx context.Context) error
 }

@@ -49,11 +49,20 @@ func (r *releasedBucket) forget(l *lapsedSlots) {
 // of its intent); the deletes follow when the storm is over, as background work. Each booking is still decided by its
 // own outcome insert, and a bucket whose release or clearing failed in part is met again by
 // the next step (every stage is idempotent).
-func (b *Bookings) ExpireDue(ctx context.Context) (int, error) {
+//
+// Only the replica that leads the expiry (BookingsOptions.Leads) runs it; on the others a step
+// does nothing (their requests still meet the expired holds they need, see freeSeats). Two
+// replicas running it at once (at a change of leader) stay correct, each booking being decided
+// by its outcome insert: only the work is done twice. A bucket is due once its end is past by
+// the takeover margin, and with a LapseStore the lapsed slots' notes are shared (shareLapses).
+func (b *Bookings) ExpireDue(ctx context.Context) (_ int, err error) {
+	if b.leads != nil && !b.leads() {
+		return 0, nil
+	}
 	b.expiryMu.Lock()
 	defer b.expiryMu.Unlock()
 	ctx = AsBackground(ctx)
-	now := b.now()
+	now := b.takeoverNow()
 	_, first := b.store.ForwardLegacyIntents(ctx, DefaultExpiryPage)
 	buckets, err := b.store.IntentBuckets(ctx)
 	if err != nil {
@@ -64,6 +73,7 @@ func (b *Bookings) ExpireDue(ctx context.Context) (int, error) {
 		listed[bk.Name] = true
 	}
 	defer func() { // what is left, for ExpiryProgress
+		err = cmp.Or(err, b.shareLapses(ctx))
 		p := ExpiryProgress{Steps: b.ExpiryProgress().Steps + 1, Clear: len(b.released)}
 		for _, bk := range buckets {
 			if _, done := b.released[bk.Name]; !done && !bk.End.After(now) && listed[bk.Name] {
@@ -97,6 +107,9 @@ func (b *Bookings) ExpireDue(ctx context.Context) (int, error) {
 	for _, bk := range buckets {
 		if rel, ok := b.released[bk.Name]; ok {
 			n, err := b.clearBucket(ctx, bk.Name, rel)
+			if _, still := b.released[bk.Name]; !still {
+				listed[bk.Name] = false // dropped: not left to release (ExpiryProgress)
+			}
 			return n, cmp.Or(first, err)
 		}
 	}
@@ -149,8 +162,46 @@ func waitLogged(ms []*meeting) error {
 	return first
 }
 
+// intentGroup is the intents of one booking, met together: in names every seat and fair-use
+// slot they name (its ID is the first one's), ids are their ids.
+type intentGroup struct {
+	in  Intent
+	ids []string
+}
+
+// byBooking groups intents by booking, in the order their bookings first appear, so that the
+// expirer meets a booking once (one outcome insert, one settlement) however many rounds it
+// wrote. A booking whose intents sit in several buckets is met once per bucket, but decided
+// once: its outcome is known by then (see decide).
+func byBooking(ins []Intent) []intentGroup {
+	at := make(map[string]int, len(ins))
+	out := make([]intentGroup, 0, len(ins))
+	for _, in := range ins {
+		i, ok := at[in.BookingID]
+		if !ok {
+			at[in.BookingID] = len(out)
+			in.Seats, in.Slots = slices.Clone(in.Seats), slices.Clone(in.Slots)
+			out = append(out, intentGroup{in: in, ids: []string{in.ID}})
+			continue
+		}
+		g := &out[i]
+		g.ids = append(g.ids, in.ID)
+		for _, s := range in.Seats {
+			if !slices.Contains(g.in.Seats, s) {
+				g.in.Seats = append(g.in.Seats, s)
+			}
+		}
+		for _, k := range in.Slots {
+			if !slices.Contains(g.in.Slots, k) {
+				g.in.Slots = append(g.in.Slots, k)
+			}
+		}
+	}
+	return out
+}
+
 // releaseBucket runs the release phase over a bucket whose span has passed; it remembers the
-// bucket as released once every intent in it is.
+// bucket as released once every intent in it is. The intents are met by booking (byBooking).
 func (b *Bookings) releaseBucket(ctx context.Context, bucket string, now time.Time) (int, error) {
 	ins, err := b.store.BucketIntents(ctx, bucket)
 	if err != nil {
@@ -159,26 +210,32 @@ func (b *Bookings) releaseBucket(ctx context.Context, bucket string, now time.Ti
 	rel := &releasedBucket{met: make(map[string]BookingStatus, len(ins)), cleared: map[string]bool{}}
 	var first error
 	met, complete := 0, true
-	for page := range slices.Chunk(ins, DefaultExpiryPage) {
-		var ms []*meeting
-		for _, in := range page {
-			if now.After(in.ExpiresAt) {
-				ms = append(ms, &meeting{in: in})
-			} else { // not due, whatever its bucket says: met by a later step
-				complete = false
-			}
+	due := make([]Intent, 0, len(ins))
+	for _, in := range ins {
+		if now.After(in.ExpiresAt) {
+			due = append(due, in)
+		} else { // not due, whatever its bucket says: met by a later step
+			complete = false
+		}
+	}
+	for page := range slices.Chunk(byBooking(due), DefaultExpiryPage) {
+		ms := make([]*meeting, len(page))
+		for i, g := range page {
+			ms[i] = &meeting{in: g.in}
 		}
 		b.meet(ctx, ms, false)
 		first = cmp.Or(first, waitLogged(ms))
-		for _, m := range ms {
+		for i, m := range ms {
 			if m.err == nil {
-				rel.met[m.in.ID] = m.o.Status
+				for _, id := range page[i].ids {
+					rel.met[id] = m.o.Status
+				}
 				if len(m.in.Slots) > 0 {
 					b.lapsed.note(m.in.UserID, m.in.BookingID, m.in.Slots)
 					b.slots.seen(m.in.UserID, m.in.Slots, false, b.now())
 					rel.slots = append(rel.slots, m.in)
 				}
-				met++
+				met += len(page[i].ids)
 			}
 		}
 	}
@@ -253,15 +310,22 @@ func (b *Bookings) settleMeeting(ctx context.Context, m *meeting, slots, known b
 // clearBucket runs the clear phase over a released bucket: the holds of its unpaid bookings
 // are deleted (and logged freed) and its bookings' slots deleted, then the bucket is dropped. An intent the release phase did
 // not meet (written after it, by a process whose clock is far behind) is met in full here.
+// Like the release, it meets the intents by booking (byBooking).
 func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *releasedBucket) (int, error) {
 	ins, err := b.store.BucketIntents(ctx, bucket)
 	if err != nil {
 		return 0, err
 	}
+	left := make([]Intent, 0, len(ins))
+	for _, in := range ins {
+		if !rel.cleared[in.ID] {
+			left = append(left, in)
+		}
+	}
 	var first error
 	cleared := 0
 	checked := time.Now()
-	for page := range slices.Chunk(ins, DefaultExpiryPage) {
+	for page := range slices.Chunk(byBooking(left), DefaultExpiryPage) {
 		if time.Since(checked) >= time.Second {
 			// Releasing comes first: a bucket that fell due meanwhile stops the clear, which
 			// the next step after its release takes up where it stopped.
@@ -271,14 +335,21 @@ func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *released
 			}
 		}
 		var known, unknown []*meeting
-		for _, in := range page {
-			if rel.cleared[in.ID] {
-				continue
+		ids := make(map[*meeting][]string, len(page))
+		for _, g := range page {
+			m := &meeting{in: g.in}
+			ids[m] = g.ids
+			st, ok := BookingStatus(""), false
+			for _, id := range g.ids {
+				if st, ok = rel.met[id]; ok {
+					break
+				}
 			}
-			if st, ok := rel.met[in.ID]; ok {
-				known = append(known, &meeting{in: in, o: Outcome{BookingID: in.BookingID, Status: st}})
+			if ok {
+				m.o = Outcome{BookingID: g.in.BookingID, Status: st}
+				known = append(known, m)
 			} else {
-				unknown = append(unknown, &meeting{in: in})
+				unknown = append(unknown, m)
 			}
 		}
 		b.meet(ctx, unknown, true)
@@ -287,8 +358,10 @@ func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *released
 		for _, ms := range [][]*meeting{known, unknown} {
 			for _, m := range ms {
 				if m.err == nil {
-					rel.cleared[m.in.ID] = true
-					cleared++
+					for _, id := range ids[m] {
+						rel.cleared[id] = true
+					}
+					cleared += len(ids[m])
 				}
 			}
 		}

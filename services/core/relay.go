@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -59,6 +60,9 @@ type OutboxEntry struct {
 	Attempts      int
 	NextAttemptAt time.Time
 	LastError     string
+	// Queue says where the store keeps the email (set by Pending, opaque to the relay): the
+	// entry is handed back to Reschedule and Delete as Pending returned it.
+	Queue string
 }
 
 // OutboxBacklog is what the outbox holds: how many emails and since when (Oldest is zero
@@ -72,14 +76,17 @@ type OutboxBacklog struct {
 // Outbox) is an insert keyed by Email.Key: a duplicate key is success and keeps the first.
 type OutboxStore interface {
 	Outbox
-	// Pending lists up to limit emails due at now (NextAttemptAt <= now), oldest first.
+	// Pending lists up to limit emails due at now (NextAttemptAt <= now), the longest due
+	// first. Its cost must not grow with the number of emails waiting.
 	Pending(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error)
-	// Reschedule records a failed or postponed attempt of the email keyed key (a key no
-	// longer there is not an error: another relay has delivered it).
-	Reschedule(ctx context.Context, key string, attempts int, next time.Time, lastError string) error
-	// Delete removes the email keyed key (gone already is not an error).
-	Delete(ctx context.Context, key string) error
-	// Backlog counts the emails and finds the oldest.
+	// Reschedule records a failed or postponed attempt of e, an entry Pending returned: it is
+	// due again at next. An email another relay delivered meanwhile is not an error (the
+	// store may queue it again: it is then posted again under its Idempotency-Key).
+	Reschedule(ctx context.Context, e OutboxEntry, attempts int, next time.Time, lastError string) error
+	// Delete removes e, an entry Pending returned (gone already is not an error).
+	Delete(ctx context.Context, e OutboxEntry) error
+	// Backlog counts the emails and finds the oldest, at a cost that does not grow with
+	// their number (the count may be an estimate: see the store).
 	Backlog(ctx context.Context) (OutboxBacklog, error)
 }
 
@@ -141,7 +148,13 @@ type RelayOptions struct {
 	// StoreTimeout bounds each store write after an attempt (default 5s); those writes are
 	// made even while the relay stops, so a sent email is not sent again needlessly.
 	StoreTimeout time.Duration
-	Logger       *slog.Logger
+	// BreakAfter is how many notifier failures in a row (refused connections, timeouts, 5xx,
+	// 429, 401/403) pause the relay (default 5): see Relay. ProbeMax caps the interval between
+	// its probes while paused (default 30s, at most MaxBackoff); the interval starts at
+	// MinBackoff and doubles per failed probe.
+	BreakAfter int
+	ProbeMax   time.Duration
+	Logger     *slog.Logger
 	// GuardedKinds are kinds that must be guarded: their emails wait until a guard of their
 	// kind is registered (a relay starts before the parts of the service that register
 	// guards, and must not send an email whose decision nobody has checked).
@@ -160,6 +173,14 @@ type RelayOptions struct {
 // which is safe because each POST carries the email's Key as Idempotency-Key, and the
 // notification service answers a repeated key with the same ticket.
 //
+// A circuit breaker keeps an outage cheap, whatever the number of emails waiting: after
+// BreakAfter notifier failures in a row the relay pauses (logged once, at WARN): its rounds
+// read nothing and send nothing, except one email (the probe) per probe interval, which grows
+// from MinBackoff to ProbeMax while the probes fail. The emails not tried are left untouched
+// (still due, their attempts not counted). The first success resumes it (logged once, at
+// INFO), and the same round drains the outbox at full speed. The breaker is per relay, so per
+// replica.
+//
 // Relay is an Outbox too: its Enqueue stores the email and wakes the relay.
 type Relay struct {
 	store    OutboxStore
@@ -173,9 +194,24 @@ type Relay struct {
 	guards  map[string]OutboxGuard
 	guarded map[string]bool
 
+	br breaker
+	// more is set by a RunOnce that stopped at maxRoundsPerRun with emails still due;
+	// storeFailed by a store write that failed during it.
+	more, storeFailed atomic.Bool
+
 	runMu  sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
+}
+
+// breaker is the relay's circuit breaker state (see Relay).
+type breaker struct {
+	mu       sync.Mutex
+	failures int       // notifier failures in a row
+	open     bool      // paused
+	openedAt time.Time // when it opened
+	probes   int       // failed probes since it opened
+	probeAt  time.Time // while open: when the next probe may start
 }
 
 var _ Outbox = (*Relay)(nil)
@@ -207,6 +243,13 @@ func NewRelay(store OutboxStore, n Notifier, opts RelayOptions) *Relay {
 	if opts.StoreTimeout <= 0 {
 		opts.StoreTimeout = 5 * time.Second
 	}
+	if opts.BreakAfter <= 0 {
+		opts.BreakAfter = 5
+	}
+	if opts.ProbeMax <= 0 {
+		opts.ProbeMax = 30 * time.Second
+	}
+	opts.ProbeMax = max(min(opts.ProbeMax, opts.MaxBackoff), opts.MinBackoff)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -323,6 +366,15 @@ func (r *Relay) run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		r.RunOnce(ctx)
+		if r.more.Load() {
+			// Stopped at its bound with emails still due (a backlog draining): go on.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(nudgeGather):
+			}
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -341,16 +393,39 @@ func (r *Relay) run(ctx context.Context) {
 const maxRoundsPerRun = 20
 
 // RunOnce relays every email due now, Parallel at a time, and returns how many it tried.
-// Run by Start's loop; tests call it directly.
+// While the breaker is open it reads nothing, or tries only a probe (see Relay). Run by
+// Start's loop; tests call it directly.
 func (r *Relay) RunOnce(ctx context.Context) int {
 	tried := 0
+	r.more.Store(false)
+	r.storeFailed.Store(false)
 	for round := 0; round < maxRoundsPerRun && ctx.Err() == nil; round++ {
-		due, err := r.store.Pending(ctx, r.opts.Now(), r.opts.Batch)
+		now := r.opts.Now()
+		probe, ok := r.admitRound(now)
+		if !ok {
+			return tried // paused, and no probe due yet
+		}
+		limit := r.opts.Batch
+		if probe {
+			limit = 1
+		}
+		due, err := r.store.Pending(ctx, now, limit)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("outbox: cannot read due emails", "error", err.Error())
 			}
 			return tried
+		}
+		if probe {
+			if len(due) == 0 {
+				return tried
+			}
+			// One email, alone. If it reached the notification service, its answer closed the
+			// breaker (go on at full speed) or set the next probe (the next round stops); if
+			// its guard kept it from being sent, the next round probes with the next email.
+			tried++
+			r.relay(ctx, due[0], true)
+			continue
 		}
 		sem := make(chan struct{}, r.opts.Parallel)
 		var wg sync.WaitGroup
@@ -359,25 +434,102 @@ func (r *Relay) RunOnce(ctx context.Context) int {
 				break
 			}
 			sem <- struct{}{}
+			if r.BreakerOpen() { // opened by the attempts in flight: leave the rest untouched
+				<-sem
+				break
+			}
 			wg.Add(1)
 			tried++
 			go func(e OutboxEntry) {
 				defer func() { <-sem; wg.Done() }()
-				r.relay(ctx, e)
+				r.relay(ctx, e, false)
 			}(e)
 		}
 		wg.Wait()
 		// A full batch may have more behind it. Each attempt either deleted its email or
 		// moved it into the future, so the next query does not see it again.
-		if len(due) < r.opts.Batch {
+		if len(due) < r.opts.Batch || r.BreakerOpen() {
 			return tried
 		}
 	}
+	r.more.Store(ctx.Err() == nil && !r.storeFailed.Load() && !r.BreakerOpen())
 	return tried
 }
 
-// relay makes one attempt at e in the trace of the request that owed it.
-func (r *Relay) relay(ctx context.Context, e OutboxEntry) {
+// BreakerOpen reports whether the relay is paused by its circuit breaker (see Relay).
+func (r *Relay) BreakerOpen() bool {
+	r.br.mu.Lock()
+	defer r.br.mu.Unlock()
+	return r.br.open
+}
+
+// admitRound says whether a round may run at now (ok), and whether it is a probe (the breaker
+// is open and its probe is due).
+func (r *Relay) admitRound(now time.Time) (probe, ok bool) {
+	r.br.mu.Lock()
+	defer r.br.mu.Unlock()
+	switch {
+	case !r.br.open:
+		return false, true
+	case !now.Before(r.br.probeAt):
+		return true, true
+	}
+	return false, false
+}
+
+// probeDelay is the interval before the k-th probe: MinBackoff doubled per failed probe,
+// capped at ProbeMax, jittered like Backoff.
+func (r *Relay) probeDelay(k int) time.Duration {
+	d := r.opts.MinBackoff
+	for i := 1; i < k && d < r.opts.ProbeMax; i++ {
+		d *= 2
+	}
+	d = min(d, r.opts.ProbeMax)
+	return d/2 + time.Duration(r.opts.Rand()*float64(d-d/2))
+}
+
+// noteNotify feeds the breaker the notification service's answer to one attempt: up (a
+// success, or a refusal of the email itself) or down (any other error).
+func (r *Relay) noteNotify(up bool, probe bool, cause error) {
+	now := r.opts.Now()
+	r.br.mu.Lock()
+	var opened, closed bool
+	var pausedFor, probeIn time.Duration
+	failures := 0
+	switch {
+	case up:
+		r.br.failures = 0
+		if r.br.open {
+			r.br.open, closed, pausedFor = false, true, now.Sub(r.br.openedAt)
+		}
+	case r.br.open:
+		if probe {
+			r.br.probes++
+			probeIn = r.probeDelay(r.br.probes + 1)
+			r.br.probeAt = now.Add(probeIn)
+		}
+	default:
+		r.br.failures++
+		failures = r.br.failures
+		if r.br.failures >= r.opts.BreakAfter {
+			r.br.open, opened, r.br.openedAt, r.br.probes = true, true, now, 0
+			probeIn = r.probeDelay(1)
+			r.br.probeAt = now.Add(probeIn)
+		}
+	}
+	r.br.mu.Unlock()
+	switch {
+	case opened:
+		r.log.Warn("outbox: the notification service is failing: relay paused, probing with one email at a time",
+			"failuresInARow", failures, "firstProbeIn", probeIn.String(), "error", cause.Error())
+	case closed:
+		r.log.Info("outbox: the notification service answers again: relay resumed", "pausedFor", pausedFor.String())
+	}
+}
+
+// relay makes one attempt at e in the trace of the request that owed it; probe says it is the
+// breaker's probe.
+func (r *Relay) relay(ctx context.Context, e OutboxEntry, probe bool) {
 	if e.TraceParent != "" {
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": e.TraceParent})
 	}
@@ -385,7 +537,7 @@ func (r *Relay) relay(ctx context.Context, e OutboxEntry) {
 		trace.WithAttributes(attribute.String("outbox.kind", e.Kind), attribute.String("outbox.key", e.Key),
 			attribute.Int("outbox.attempt", e.Attempts+1)))
 	defer span.End()
-	result := r.attempt(ctx, e)
+	result := r.attempt(ctx, e, probe)
 	span.SetAttributes(attribute.String("outbox.result", string(result)))
 	if result == RelayRetry || result == RelayFailed {
 		span.SetStatus(codes.Error, string(result))
@@ -395,7 +547,7 @@ func (r *Relay) relay(ctx context.Context, e OutboxEntry) {
 	}
 }
 
-func (r *Relay) attempt(ctx context.Context, e OutboxEntry) RelayResult {
+func (r *Relay) attempt(ctx context.Context, e OutboxEntry, probe bool) RelayResult {
 	g, required := r.guard(e.Kind)
 	if g == nil && required {
 		r.log.Warn("outbox: no guard registered for this kind yet: the email waits", "kind", e.Kind, "key", e.Key)
@@ -407,7 +559,7 @@ func (r *Relay) attempt(ctx context.Context, e OutboxEntry) RelayResult {
 		case err != nil:
 			return r.retry(ctx, e, fmt.Errorf("guard: %w", err), 0, false)
 		case v == GuardDrop:
-			if err := r.delete(ctx, e.Key); err != nil {
+			if err := r.delete(ctx, e); err != nil {
 				r.log.Warn("outbox: cannot delete a dropped email (it will be dropped again)",
 					"kind", e.Kind, "ref", e.Ref, "key", e.Key, "error", err.Error())
 			}
@@ -420,18 +572,22 @@ func (r *Relay) attempt(ctx context.Context, e OutboxEntry) RelayResult {
 		}
 	}
 	err := r.notifier.Notify(ctx, e.Email)
+	var ne *NotifyError
+	errors.As(err, &ne)
+	up := err == nil || (ne != nil && ne.Permanent) // the service answered
+	if up || ctx.Err() == nil {                     // a cut-short attempt (stopping) tells nothing
+		r.noteNotify(up, probe, err)
+	}
 	if err == nil {
-		if err := r.delete(ctx, e.Key); err != nil {
+		if err := r.delete(ctx, e); err != nil {
 			// Posted again later under the same Idempotency-Key: the same ticket.
 			r.log.Warn("outbox: email relayed but not deleted from the outbox",
 				"kind", e.Kind, "ref", e.Ref, "key", e.Key, "error", err.Error())
 		}
 		return RelaySent
 	}
-	var ne *NotifyError
-	errors.As(err, &ne)
 	if ne != nil && ne.Permanent {
-		if derr := r.delete(ctx, e.Key); derr != nil {
+		if derr := r.delete(ctx, e); derr != nil {
 			r.log.Warn("outbox: cannot delete a refused email", "kind", e.Kind, "key", e.Key, "error", derr.Error())
 		}
 		r.log.Error("outbox: the notification service refused an email for good: not sent",
@@ -463,7 +619,8 @@ func (r *Relay) retry(ctx context.Context, e OutboxEntry, cause error, atLeast t
 	next := r.opts.Now().Add(delay)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.StoreTimeout)
 	defer cancel()
-	if err := r.store.Reschedule(wctx, e.Key, attempts, next, cause.Error()); err != nil {
+	if err := r.store.Reschedule(wctx, e, attempts, next, cause.Error()); err != nil {
+		r.storeFailed.Store(true)
 		r.log.Warn("outbox: cannot record a failed attempt", "kind", e.Kind, "key", e.Key, "error", err.Error())
 	}
 	if wait {
@@ -476,10 +633,14 @@ func (r *Relay) retry(ctx context.Context, e OutboxEntry, cause error, atLeast t
 	return RelayRetry
 }
 
-func (r *Relay) delete(ctx context.Context, key string) error {
+func (r *Relay) delete(ctx context.Context, e OutboxEntry) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.StoreTimeout)
 	defer cancel()
-	return r.store.Delete(wctx, key)
+	err := r.store.Delete(wctx, e)
+	if err != nil {
+		r.storeFailed.Store(true)
+	}
+	return err
 }
 
 // Backoff is the delay after the attempt-th failed attempt: MinBackoff doubled per attempt,

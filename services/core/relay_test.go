@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -23,6 +24,8 @@ type memOutbox struct {
 	mu   sync.Mutex
 	now  func() time.Time
 	docs map[string]*OutboxEntry
+	// reads counts the calls of Pending.
+	reads int
 
 	PendingFn func(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error)
 }
@@ -47,6 +50,7 @@ func (s *memOutbox) Pending(ctx context.Context, now time.Time, limit int) ([]Ou
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.reads++
 	var out []OutboxEntry
 	for _, d := range s.docs {
 		if !d.NextAttemptAt.After(now) {
@@ -60,19 +64,19 @@ func (s *memOutbox) Pending(ctx context.Context, now time.Time, limit int) ([]Ou
 	return out, nil
 }
 
-func (s *memOutbox) Reschedule(_ context.Context, key string, attempts int, next time.Time, lastError string) error {
+func (s *memOutbox) Reschedule(_ context.Context, e OutboxEntry, attempts int, next time.Time, lastError string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d, ok := s.docs[key]; ok {
+	if d, ok := s.docs[e.Key]; ok {
 		d.Attempts, d.NextAttemptAt, d.LastError = attempts, next, lastError
 	}
 	return nil
 }
 
-func (s *memOutbox) Delete(_ context.Context, key string) error {
+func (s *memOutbox) Delete(_ context.Context, e OutboxEntry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.docs, key)
+	delete(s.docs, e.Key)
 	return nil
 }
 
@@ -603,5 +607,190 @@ func TestRelayGuardedKindWaitsForItsGuard(t *testing.T) {
 	f.relay.RunOnce(t.Context())
 	if got := f.notifier.calls(); !slices.Equal(got, []string{"k1"}) {
 		t.Fatalf("sent %v once guarded, want k1", got)
+	}
+}
+
+// downError is what the notifier answers while the notification service is down.
+func downError() error {
+	return &NotifyError{Err: errors.New("notification service unreachable: connection refused")}
+}
+
+// outage runs a notification-service outage of the given length against a relay of n emails,
+// one RunOnce a second as Start's loop does, and returns the notifier's calls during it.
+func outage(t *testing.T, n int, length time.Duration) (*relayFixture, int) {
+	t.Helper()
+	f := newRelayFixture(t, func(o *RelayOptions) { o.Parallel, o.Batch = 4, 100 })
+	f.notifier.NotifyFn = func(context.Context, Email) error { return downError() }
+	for i := range n {
+		if err := f.store.Enqueue(t.Context(), testEmail(fmt.Sprintf("k%06d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for s := time.Duration(0); s < length; s += time.Second {
+		f.relay.RunOnce(t.Context())
+		f.clock.Add(time.Second)
+	}
+	return f, len(f.notifier.calls())
+}
+
+// TestRelayBreakerBoundsAttemptsWhileDown: while the notification service is down, the relay
+// stops after BreakAfter failures in a row, reads and sends nothing between probes, probes
+// with one email per interval (growing to ProbeMax), and the number of attempts does not grow
+// with the number of emails waiting. The pause and the resumption are logged once each.
+func TestRelayBreakerBoundsAttemptsWhileDown(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, func(o *RelayOptions) { o.Parallel, o.Batch = 4, 100 })
+	ctx := t.Context()
+	var down atomic.Bool
+	down.Store(true)
+	var sentOK sync.Map
+	var dupSends atomic.Int32
+	f.notifier.NotifyFn = func(_ context.Context, e Email) error {
+		if down.Load() {
+			return downError()
+		}
+		if _, again := sentOK.LoadOrStore(e.Key, true); again {
+			dupSends.Add(1)
+		}
+		return nil
+	}
+	const emails = 1000
+	for i := range emails {
+		if err := f.store.Enqueue(ctx, testEmail(fmt.Sprintf("k%04d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.relay.RunOnce(ctx)
+	first := len(f.notifier.calls())
+	if first < 5 || first > 5+4-1 {
+		t.Fatalf("the first round met the outage with %d attempts, want BreakAfter (5) to BreakAfter+Parallel-1 (8)", first)
+	}
+	if !f.relay.BreakerOpen() {
+		t.Fatal("the breaker did not open")
+	}
+	// Paused: rounds before the probe is due read nothing and send nothing.
+	reads := f.store.reads
+	for range 10 {
+		if n := f.relay.RunOnce(ctx); n != 0 {
+			t.Fatalf("a paused round tried %d emails", n)
+		}
+	}
+	if f.store.reads != reads || len(f.notifier.calls()) != first {
+		t.Fatalf("paused rounds read %d times and sent %d", f.store.reads-reads, len(f.notifier.calls())-first)
+	}
+	// Ten minutes of outage, a round a second: one probe per interval at most.
+	perSecond := 0
+	for range 600 {
+		f.clock.Add(time.Second)
+		before := len(f.notifier.calls())
+		f.relay.RunOnce(ctx)
+		perSecond = max(perSecond, len(f.notifier.calls())-before)
+	}
+	probes := len(f.notifier.calls()) - first
+	// Intervals of 0.75 x (1, 2, 4, 8, 16, 30, 30, ...) s with this Rand: 5 to reach the cap,
+	// then 600 s / 22.5 s.
+	if perSecond > 1 || probes < 20 || probes > 40 {
+		t.Fatalf("%d probes in 600 s (at most %d in a second), want 20..40, one at a time", probes, perSecond)
+	}
+	if n := strings.Count(f.log(), "relay paused"); n != 1 || !strings.Contains(f.log(), "level=WARN msg=\"outbox: the notification service is failing: relay paused") {
+		t.Fatalf("the pause is logged %d times, want once at WARN:\n%s", n, f.log())
+	}
+
+	// The service is back: the next probe succeeds and the relay drains everything, each
+	// email once.
+	down.Store(false)
+	f.clock.Add(30 * time.Second)
+	f.relay.RunOnce(ctx)
+	if f.relay.BreakerOpen() {
+		t.Fatal("a successful probe did not close the breaker")
+	}
+	f.clock.Add(10 * time.Minute) // the emails tried during the outage are due again
+	f.relay.RunOnce(ctx)
+	if b, _ := f.store.Backlog(ctx); b.Pending != 0 {
+		t.Fatalf("%d emails left after the recovery", b.Pending)
+	}
+	n := 0
+	sentOK.Range(func(any, any) bool { n++; return true })
+	if n != emails || dupSends.Load() != 0 {
+		t.Fatalf("delivered %d distinct emails (%d twice), want %d once each", n, dupSends.Load(), emails)
+	}
+	if n := strings.Count(f.log(), "relay resumed"); n != 1 || !strings.Contains(f.log(), "level=INFO msg=\"outbox: the notification service answers again: relay resumed") {
+		t.Fatalf("the resumption is logged %d times, want once at INFO:\n%s", n, f.log())
+	}
+}
+
+// TestRelayBreakerCostSameAtAnyBacklog: an outage costs the same number of attempts with 100
+// emails waiting as with 5,000.
+func TestRelayBreakerCostSameAtAnyBacklog(t *testing.T) {
+	t.Parallel()
+	_, small := outage(t, 100, 5*time.Minute)
+	_, big := outage(t, 5000, 5*time.Minute)
+	if small != big || big > 30 {
+		t.Fatalf("5 minutes of outage: %d attempts with 100 emails waiting, %d with 5,000; want the same, a few dozen", small, big)
+	}
+}
+
+// TestRelayBreakerCountsTheServiceOnly: failures in a row open the breaker, a success in
+// between starts the count again; refusals of an email (permanent 4xx) mean the service is
+// up; emails kept by their guard do not reach the service and count for nothing.
+func TestRelayBreakerCountsTheServiceOnly(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, func(o *RelayOptions) { o.Parallel = 1 })
+	ctx := t.Context()
+	answers := make(chan error, 100)
+	f.notifier.NotifyFn = func(context.Context, Email) error { return <-answers }
+	send := func(errs ...error) {
+		t.Helper()
+		for i, err := range errs {
+			answers <- err
+			if err := f.store.Enqueue(ctx, testEmail(fmt.Sprintf("c%d-%d", len(f.notifier.calls()), i))); err != nil {
+				t.Fatal(err)
+			}
+			f.relay.RunOnce(ctx)
+		}
+	}
+	refused := &NotifyError{Err: errors.New("notification service answered 400"), Permanent: true}
+	send(downError(), downError(), downError(), downError(), nil, downError(), downError(), downError(), downError(),
+		refused, downError(), downError(), downError(), downError())
+	if f.relay.BreakerOpen() {
+		t.Fatal("the breaker opened without 5 failures in a row")
+	}
+	f.relay.Guard("booking-paid", func(context.Context, string, string) (GuardVerdict, error) { return GuardWait, nil })
+	for i := range 10 {
+		f.store.Enqueue(ctx, testEmail(fmt.Sprintf("w%d", i)))
+	}
+	f.relay.RunOnce(ctx)
+	if f.relay.BreakerOpen() {
+		t.Fatal("emails waiting for their decision opened the breaker")
+	}
+	f.relay.Guard("booking-paid", nil)
+	send(downError())
+	if !f.relay.BreakerOpen() {
+		t.Fatal("the fifth failure in a row did not open the breaker")
+	}
+}
+
+// TestRelayDrainsABacklogWithoutWaitingForTheTick: a backlog larger than one RunOnce takes
+// (20 batches) is drained at once, not a RunOnce per Interval.
+func TestRelayDrainsABacklogWithoutWaitingForTheTick(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixture(t, func(o *RelayOptions) { o.Interval = time.Hour; o.Batch = 10; o.Now = time.Now })
+	ctx := t.Context()
+	const emails = 500 // 20 rounds of 10 take 200
+	for i := range emails {
+		f.store.Enqueue(ctx, testEmail(fmt.Sprintf("d%03d", i)))
+	}
+	f.relay.Start()
+	defer f.relay.Stop(context.Background())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := f.store.Backlog(ctx)
+		if b.Pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d emails still waiting after 10 s (the next tick is an hour away)", b.Pending, emails)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/cineflow/cineflow/pkg/errs"
 )
 
 // DefaultSeatViewTTL is how long a process trusts its view of a show's seats before it reads
@@ -76,6 +78,11 @@ type seatView struct {
 	unknown map[string]time.Time // seats a unique key showed taken although the view had them free, and when
 	used    time.Time
 	snapSeq int64 // seq of the newest snapshot this process knows of
+
+	// When the compaction of the show's log needs looking at again, as this process last saw
+	// its record (see CompactSeatLogs): once seq reaches compactSeq and not before compactNext.
+	compactSeq  int64
+	compactNext time.Time
 
 	queue   []queuedOp // operations waiting to be written
 	writing bool
@@ -200,10 +207,39 @@ func (v *seatView) rebuild() {
 
 // seatViews keeps the views of the shows this process books.
 type seatViews struct {
-	ttl   time.Duration
-	mu    sync.Mutex
-	views map[string]*seatView
-	sf    singleflight.Group
+	ttl time.Duration
+	// reloadAfter is half the seat log's retention (zero: the log is never compacted): a view
+	// whose last read of the log's head is older reloads from the snapshot instead of tailing,
+	// and a read of the log that takes more than a quarter of it is not trusted (see
+	// CompactSeatLogs).
+	reloadAfter time.Duration
+	mu          sync.Mutex
+	views       map[string]*seatView
+	sf          singleflight.Group
+}
+
+// behind reports whether the view's last read of the log's head is too old for it to tail the
+// log, write after its head or save a snapshot of it: the log may have been compacted past its
+// head since; call with v.mu held.
+func (vs *seatViews) behind(v *seatView, now time.Time) bool {
+	return vs.reloadAfter > 0 && now.Sub(v.readAt) >= vs.reloadAfter
+}
+
+// slow reports whether a read of the log begun at start took too long to be trusted (entries
+// it had still to read may have been deleted meanwhile).
+func (vs *seatViews) slow(start, now time.Time) bool {
+	return vs.reloadAfter > 0 && now.Sub(start) >= vs.reloadAfter/4
+}
+
+// list returns the views kept.
+func (vs *seatViews) list() []*seatView {
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	out := make([]*seatView, 0, len(vs.views))
+	for _, v := range vs.views {
+		out = append(out, v)
+	}
+	return out
 }
 
 func (vs *seatViews) get(showID string) *seatView {
@@ -245,14 +281,15 @@ type seatState struct {
 }
 
 // freshView returns the show's view. With since zero the view will do: it is used from
-// memory, and a view older than the TTL is refreshed in the background. With since set it
-// rests on a read of the log's head begun at or after since: a 409 rests on it.
+// memory, and a view older than the TTL is refreshed in the background (one behind the log's
+// compaction is reloaded at once). With since set it rests on a read of the log's head begun
+// at or after since: a 409 rests on it.
 func (b *Bookings) freshView(ctx context.Context, showID string, since time.Time) (*seatView, error) {
 	v := b.views.get(showID)
 	now := b.now()
 	v.mu.Lock()
 	v.used = now
-	fresh := v.loaded && (since.IsZero() || !v.readAt.Before(since))
+	fresh := v.loaded && (since.IsZero() || !v.readAt.Before(since)) && !b.views.behind(v, now)
 	stale := v.loaded && now.Sub(v.readAt) >= b.views.ttl
 	v.mu.Unlock()
 	if !fresh {
@@ -303,10 +340,15 @@ func (b *Bookings) refresh(ctx context.Context, v *seatView) error {
 }
 
 // tail loads the view if it is not loaded, then applies the log's entries after seq, reading
-// each by its exact id until the first that does not exist yet.
+// each by its exact id until the first that does not exist yet. A view behind the log's
+// compaction (see seatViews.behind) is loaded afresh instead: the entries after its head may be
+// deleted, and reading up to the first missing one would stop in the hole.
 func (b *Bookings) tail(ctx context.Context, v *seatView) error {
 	start := b.now()
 	v.mu.Lock()
+	if v.loaded && b.views.behind(v, start) {
+		v.loaded = false
+	}
 	loaded, seq := v.loaded, v.seq
 	v.mu.Unlock()
 	if !loaded {
@@ -323,6 +365,9 @@ func (b *Bookings) tail(ctx context.Context, v *seatView) error {
 		}
 		entries = append(entries, e)
 		seq++
+	}
+	if b.views.slow(start, b.now()) {
+		return b.untrusted(v)
 	}
 	v.mu.Lock()
 	var touched []string
@@ -382,11 +427,14 @@ func (b *Bookings) load(ctx context.Context, v *seatView, start time.Time) error
 		}
 		seq = e.Seq
 	}
+	if b.views.slow(start, b.now()) {
+		return b.untrusted(v)
+	}
 	v.mu.Lock()
 	if !v.loaded {
 		v.log, v.seq, v.loaded = m, seq, true
 		if snap != nil {
-			v.snapSeq = snap.Seq
+			v.snapSeq = max(v.snapSeq, snap.Seq)
 		}
 		v.rebuild()
 	}
@@ -401,6 +449,14 @@ func (b *Bookings) load(ctx context.Context, v *seatView, start time.Time) error
 	return nil
 }
 
+// untrusted answers a read of the log that took too long: the view is loaded afresh next time.
+func (b *Bookings) untrusted(v *seatView) error {
+	v.mu.Lock()
+	v.loaded = false
+	v.mu.Unlock()
+	return errs.E(errs.Unavailable, "reading the seats took too long; try again")
+}
+
 // snapshotSoon writes a snapshot in the background, unless one is being written.
 func (b *Bookings) snapshotSoon(v *seatView) {
 	if v.snapping.CompareAndSwap(false, true) {
@@ -412,9 +468,15 @@ func (b *Bookings) snapshotSoon(v *seatView) {
 }
 
 // saveSnapshot writes the view's log state as the show's snapshot (failures are harmless: the
-// log has everything).
+// log has everything). A view behind the log's compaction writes none (it could replace a
+// snapshot the compaction relies on with an older one), and the write is given up after a
+// quarter of the view's trust (see CompactSeatLogs).
 func (b *Bookings) saveSnapshot(ctx context.Context, v *seatView) {
 	v.mu.Lock()
+	if !v.loaded || b.views.behind(v, b.now()) {
+		v.mu.Unlock()
+		return
+	}
 	snap := SeatSnapshot{ShowID: v.showID, Seq: v.seq}
 	for s, e := range v.log {
 		if e.sold {
@@ -424,6 +486,11 @@ func (b *Bookings) saveSnapshot(ctx context.Context, v *seatView) {
 		}
 	}
 	v.mu.Unlock()
+	if b.views.reloadAfter > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.views.reloadAfter/4)
+		defer cancel()
+	}
 	if err := b.store.SaveSeatSnapshot(ctx, snap); err == nil {
 		v.mu.Lock()
 		v.snapSeq = max(v.snapSeq, snap.Seq)
@@ -472,20 +539,24 @@ func (b *Bookings) writeLog(v *seatView) {
 			v.mu.Unlock()
 			return
 		}
-		loaded := v.loaded
 		v.mu.Unlock()
 		ops := make([]SeatOp, len(batch))
 		for i, q := range batch {
 			ops[i] = q.op
 		}
 		landed := false
-		if !loaded {
-			_ = b.refresh(ctx, v)
-		}
 		for attempt := 0; attempt < maxAppendAttempts; attempt++ {
 			v.mu.Lock()
-			seq := v.seq + 1
+			seq, ready := v.seq+1, v.loaded && !b.views.behind(v, b.now())
 			v.mu.Unlock()
+			if !ready {
+				// Never write after a head that may be behind the log's compaction: the number
+				// after it may be one deleted, free to insert again but never read again.
+				if err := b.refresh(ctx, v); err != nil {
+					break
+				}
+				continue
+			}
 			dup, err := b.store.AppendSeatLog(ctx, SeatLogEntry{ShowID: v.showID, Seq: seq, Ops: ops})
 			if err != nil {
 				break

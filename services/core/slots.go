@@ -19,8 +19,10 @@ const DefaultMaxOpenSeatsPerUser = 10
 // cancelled or expires (and, if its process dies first, by the expirer, which finds them in
 // the booking's intent).
 
-// slotHints remembers, per user, the slots this process saw taken, so that a booking tries
-// free ones first. A hint is only a guess: the insert decides.
+// slotHints remembers, per user, the slots this process saw taken: lost to another booking,
+// or won by one of its own bookings (until that booking is settled or released, which forgets
+// them), so that a booking tries free ones first and a customer's bookings in a row each find
+// a free slot in their first round. A hint is only a guess: the insert decides.
 type slotHints struct {
 	mu        sync.Mutex
 	users     map[string]*slotHint
@@ -183,9 +185,16 @@ func (h *slotHints) prune(now time.Time, ttl time.Duration) {
 // Only bookings decided already are noted, so deleting their slots is always right. An intent
 // names the slots its round tried, won or not, so a slot may be noted for several bookings:
 // the one that holds it is among them.
+//
+// The notes in users are this process's. With a store, the expirer also shares the notes of
+// every bucket it has released (see shareLapses), so that a customer's booking on another
+// replica finds them too (withShared).
 type lapsedSlots struct {
 	mu    sync.Mutex
 	users map[string]map[int][]string // user -> slot -> bookings that may hold it
+
+	store  LapseStore
+	shared map[string]bool // buckets released whose notes are shared (true: some were written), until cleared (under expiryMu)
 }
 
 // note records that booking, decided, may still have the user's slots.

@@ -22,9 +22,10 @@ import (
 // with the tickets delivered before.
 //
 // Ticket documents are written on create, then only by projection: a copy of the resolved
-// state, for list filters. Readers never depend on it; they overlay the document with the
-// records (Resolve), so they see the truth before projection, and a stale projection is
-// repaired by whoever notices it.
+// state, which spares readers the records' reads (a SUCCESS document is final). Readers never
+// depend on it; they overlay the document with the records (Resolve), so they see the truth
+// before projection, and a stale projection is repaired by whoever notices it. Lists find
+// tickets through list indexes written with the records (see mongostore/listindex.go).
 
 // AssignmentKey is the unique key of a ticket generation: of its queue entry, assignment,
 // outcome and generation record.

@@ -160,12 +160,24 @@ func ValidEmail(s string) bool {
 		!strings.HasSuffix(domain, ".") && !strings.Contains(domain, "..")
 }
 
-// ListFilter selects tickets for the list endpoint, newest first.
+// ListFilter selects a page of tickets for the list endpoint, newest first: every ticket in
+// the order it was created, or the tickets of one status in the order they entered it.
 type ListFilter struct {
-	Status Status        // "" for all
-	Before bson.ObjectID // cursor: only tickets older than this id (zero: from the newest)
+	Status Status // "" for all
+	// Cursor is where the page starts: the Next of the page before (the store's own format).
+	Cursor string
+	// Before is the cursor of earlier versions, a ticket id: only tickets older than it.
+	Before bson.ObjectID
 	Skip   int
 	Limit  int
+}
+
+// Page is one page of a list. Next, when not empty, is the Cursor of the following page:
+// more tickets may follow. A page may be short, even empty, and still have a Next (the store
+// bounds the work of one page); a client follows Next until there is none.
+type Page struct {
+	Tickets []Ticket
+	Next    string
 }
 
 // Stats are the backlog figures exported as metrics.
@@ -180,7 +192,8 @@ type TicketStore interface {
 	// existing ticket and created=false (Unprocessable if the request differs).
 	Create(ctx context.Context, t *Ticket) (saved *Ticket, created bool, err error)
 	Get(ctx context.Context, id bson.ObjectID) (*Ticket, error)
-	List(ctx context.Context, f ListFilter) ([]Ticket, error)
+	// List returns one page of tickets as Get shows them (Invalid for a bad f.Cursor).
+	List(ctx context.Context, f ListFilter) (Page, error)
 	// Requeue puts a FAILED ticket back to PENDING, keeping its history (Conflict if it is
 	// not FAILED or someone else re-queued it first).
 	Requeue(ctx context.Context, id bson.ObjectID) (*Ticket, error)

@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,30 +87,64 @@ func (a *API) createBooking(c *fiber.Ctx) error {
 	}
 	a.invalidateSeats(bk.ShowID)
 	c.Location(BasePath + "/bookings/" + bk.ID)
+	if bk.Status == core.BookingPaid { // a free show's booking, confirmed at once
+		return httpx.OK(c, fiber.StatusCreated, bk, "booking confirmed: the show is free")
+	}
 	return httpx.OK(c, fiber.StatusCreated, bk, "seats held until "+bk.ExpiresAt.Format("2006-01-02T15:04:05Z07:00")+"; pay before then")
 }
 
-func page(c *fiber.Ctx) (limit, skip int, err error) {
-	if limit, err = httpx.QueryInt(c, "limit", defaultListLimit, 1, maxListLimit); err != nil {
-		return 0, 0, err
+// listPage reads a list's page: limit (1 to 500, default 50), skip (as the original took it)
+// and before, the cursor a Link rel="next" carries.
+func listPage(c *fiber.Ctx) (core.ListPage, error) {
+	limit, err := httpx.QueryInt(c, "limit", defaultListLimit, 1, maxListLimit)
+	if err != nil {
+		return core.ListPage{}, err
 	}
-	skip, err = httpx.QueryInt(c, "skip", 0, 0, maxListSkip)
-	return limit, skip, err
+	skip, err := httpx.QueryInt(c, "skip", 0, 0, maxListSkip)
+	if err != nil {
+		return core.ListPage{}, err
+	}
+	before := c.Query("before")
+	if len(before) > maxCursor || strings.IndexFunc(before, func(r rune) bool { return !('a' <= r && r <= 'z' || '0' <= r && r <= '9') }) >= 0 {
+		return core.ListPage{}, errs.Fields(map[string]string{"before": "is not a cursor of this list: follow the Link rel=\"next\" of the previous page"})
+	}
+	return core.ListPage{Limit: limit, Skip: skip, Before: strings.Clone(before)}, nil
+}
+
+// maxCursor bounds the before parameter (the cursors the lists write are short).
+const maxCursor = 32
+
+// linkNext sets the Link header (RFC 8288) to the next page of the list when there is one:
+// the same route and limit, from the cursor next (skip is spent: the cursor is past it).
+func linkNext(c *fiber.Ctx, pg core.ListPage, next string, keep ...string) {
+	if next == "" {
+		return
+	}
+	q := url.Values{}
+	for _, k := range keep {
+		if v := c.Query(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	q.Set("limit", strconv.Itoa(pg.Limit))
+	q.Set("before", next)
+	c.Set(fiber.HeaderLink, "<"+c.Route().Path+"?"+q.Encode()+`>; rel="next"`) // the route's own path, as mounted
 }
 
 func (a *API) listBookings(all bool) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		limit, skip, err := page(c)
+		pg, err := listPage(c)
 		if err != nil {
 			return err
 		}
-		list, err := a.svc.Bookings.List(c.UserContext(), Caller(c), all, limit, skip)
+		list, next, err := a.svc.Bookings.List(c.UserContext(), Caller(c), all, pg)
 		if err != nil {
 			return err
 		}
 		if list == nil {
 			list = []core.Booking{}
 		}
+		linkNext(c, pg, next)
 		return httpx.OK(c, fiber.StatusOK, list, "bookings")
 	}
 }
@@ -189,18 +225,19 @@ func (a *API) pay(c *fiber.Ctx) error {
 }
 
 func (a *API) listPayments(c *fiber.Ctx) error {
-	limit, skip, err := page(c)
+	pg, err := listPage(c)
 	if err != nil {
 		return err
 	}
 	all := c.QueryBool("all", false)
-	list, err := a.svc.Bookings.ListPayments(c.UserContext(), Caller(c), all, limit, skip)
+	list, next, err := a.svc.Bookings.ListPayments(c.UserContext(), Caller(c), all, pg)
 	if err != nil {
 		return err
 	}
 	if list == nil {
 		list = []core.Payment{}
 	}
+	linkNext(c, pg, next, "all")
 	return httpx.OK(c, fiber.StatusOK, list, "payments")
 }
 
@@ -258,10 +295,35 @@ func idempotencyKey(c *fiber.Ctx) (string, error) {
 	return string(raw), nil // a copy: fasthttp reuses its buffers
 }
 
+// keepsAnswer reports whether an Idempotency-Key keeps an answer of this status, to replay it
+// to every retry with the key and the same body. Stripe's rule for idempotent requests is the
+// model: a result is saved only once the endpoint has begun to act; a request refused before
+// (invalid parameters, a conflict with a concurrent request) saves nothing and may be retried
+// with its key. Here an answer is kept when it reflects an effect or can never change:
+//   - kept: 2xx (the effect happened: a booking held, a payment made), and the refusals that
+//     can never change for the same body: 400 (malformed, invalid, and the payment of a wrong
+//     amount, whose FAILED payment is recorded: a replay records no second one), 410 (a hold
+//     expired: final), 413, 415 and 422;
+//   - not kept, the key given up (the next request with it runs): every refusal that may pass
+//     later for the same body, having done nothing: 401, 403 (an account approved later), 404
+//     (a show created later), 409 (seats freed by a cancellation or an expiry), 429 (the
+//     customer's fair-use room freed), any other 4xx; and 5xx (a failure to retry).
+func keepsAnswer(status int) bool {
+	switch {
+	case status >= 200 && status < 300:
+		return true
+	case status == fiber.StatusBadRequest, status == fiber.StatusGone, status == fiber.StatusRequestEntityTooLarge,
+		status == fiber.StatusUnsupportedMediaType, status == fiber.StatusUnprocessableEntity:
+		return true
+	}
+	return false
+}
+
 // idempotent wraps a signed-in POST handler: a repeated Idempotency-Key (per caller and
-// route) with the same body gets the first response again, with Idempotent-Replayed: true; a
-// different body under the key is 422; a 5xx frees the key for a retry, and so does a request
-// that never answered (its process died) once its claim's lease has passed.
+// route) with the same body gets the first kept response again (keepsAnswer), with
+// Idempotent-Replayed: true; a different body under the key is 422; an answer not kept frees
+// the key for a retry, and so does a request that never answered (its process died) once its
+// claim's lease has passed.
 func (a *API) idempotent(route string, h fiber.Handler) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		key, err := idempotencyKey(c)
@@ -291,8 +353,11 @@ func (a *API) idempotent(route string, h fiber.Handler) fiber.Handler {
 			}
 		}
 		status := c.Response().StatusCode()
-		if status >= 500 {
-			_ = a.svc.Idempotency.Abandon(ctx, claim)
+		if !keepsAnswer(status) {
+			if err := a.svc.Idempotency.Abandon(ctx, claim); err != nil {
+				// the claim stays "in progress" until its lease passes; the answer stands
+				a.log.WarnContext(ctx, "idempotency key not freed", "route", route, "error", err.Error())
+			}
 			return nil
 		}
 		body := bytes.Clone(c.Response().Body())

@@ -96,7 +96,7 @@ func newBookingFuzz(tb testing.TB) *bookingFuzz {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	token, err := acc.IssueToken(customer.ID)
+	token, err := acc.IssueToken(customer)
 	if err != nil {
 		tb.Fatal(err)
 	}

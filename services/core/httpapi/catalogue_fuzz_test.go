@@ -35,7 +35,7 @@ func catalogueTestServer(tb testing.TB) (srv *httpx.Server, token string, cat *c
 	if err != nil {
 		tb.Fatal(err)
 	}
-	token, err = acc.IssueToken(admin.ID)
+	token, err = acc.IssueToken(admin)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func openAPITestServer(t *testing.T) (srv *httpx.Server, adminToken string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if adminToken, err = acc.IssueToken(admin.ID); err != nil {
+	if adminToken, err = acc.IssueToken(admin); err != nil {
 		t.Fatal(err)
 	}
 	cat := core.NewCatalogue(stores.Stores(), core.CatalogueOptions{})

@@ -116,3 +116,29 @@ func TestRequestWritesPassBackgroundBatches(t *testing.T) {
 		t.Fatalf("%d holds left (%v)", len(left), err)
 	}
 }
+
+// TestSetByIDsManyAtOnce: a projection batch (up to projectionBatch ids) sets every document.
+// The embedded database never answered one bulk write of about 100 update statements, so the
+// statements go out in smaller bulk writes.
+func TestSetByIDsManyAtOnce(t *testing.T) {
+	t.Parallel()
+	c := devdb.TestDB(t).Collection("projected")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	const n = 500
+	docs, ids := make([]any, n), make([]any, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("doc-%03d", i)
+		docs[i] = bson.M{"_id": ids[i], "status": "IN_PROCESS"}
+	}
+	if _, err := c.InsertMany(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	if err := setByIDs(ctx, c, ids, bson.M{"status": "SUCCESSFULL"}); err != nil {
+		t.Fatalf("setByIDs of %d: %v", n, err)
+	}
+	left, err := c.CountDocuments(ctx, bson.M{"status": "IN_PROCESS"})
+	if err != nil || left != 0 {
+		t.Fatalf("%d documents not set (%v)", left, err)
+	}
+}

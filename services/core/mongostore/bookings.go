@@ -32,6 +32,10 @@ const (
 	PaymentsCollection  = "payments"
 )
 
+// SeatLogCompactionsCollection holds a compaction record per show (_id: the show id) and the
+// claims on the sweeps under way (_id: show id, mark and lease window).
+const SeatLogCompactionsCollection = "seat_log_compactions"
+
 // Bookings is a core.BookingStore on MongoDB.
 //
 // A seat hold is a document whose unique "seatKey" is (show, seat): the index, not a read,
@@ -55,11 +59,13 @@ type Bookings struct {
 	intents   *mongo.Collection
 	seatLog   *mongo.Collection
 	snaps     *mongo.Collection
+	compacts  *mongo.Collection // seat log compaction records and sweep claims
 	deletions *mongo.Collection
 	bookings  *mongo.Collection
 	outcomes  *mongo.Collection
 	payments  *mongo.Collection
 	fg, bg    *coalescers // requests' writes, and the background work's (see core.AsBackground)
+	lists     *lists      // the index entries of the booking and payment lists (see lists.go)
 	now       func() time.Time
 
 	bucketWidth time.Duration // of the expiry queue's buckets
@@ -133,7 +139,9 @@ func NewBookings(db *mongo.Database) *Bookings {
 		snaps: db.Collection(SeatSnapsCollection), deletions: db.Collection(DeletionsCollection),
 		bookings: db.Collection(BookingsCollection), outcomes: db.Collection(OutcomesCollection),
 		payments: db.Collection(PaymentsCollection), now: time.Now, bucketWidth: DefaultIntentBucketWidth}
+	s.compacts = db.Collection(SeatLogCompactionsCollection)
 	s.fg, s.bg = s.newCoalescers(), s.newCoalescers()
+	s.lists = newLists(db)
 	return s
 }
 
@@ -156,7 +164,7 @@ func (s *Bookings) EnsureIndexes(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	return s.lists.ensureIndexes(ctx)
 }
 
 // NewID returns a new ObjectId in hex.
@@ -685,6 +693,9 @@ type bookingDoc struct {
 	UpdatedAt time.Time     `bson:"updatedAt"`
 	Slots     []int         `bson:"slots,omitempty"`
 	Rounds    int           `bson:"rounds,omitempty"`
+	// Listed: the booking's list entries were written before it (see lists.go). Earlier
+	// versions wrote none: the backfill indexes the bookings without it.
+	Listed bool `bson:"lx,omitempty"`
 }
 
 func (d *bookingDoc) booking() core.Booking {
@@ -698,15 +709,20 @@ func (d *bookingDoc) booking() core.Booking {
 		Slots: d.Slots, Rounds: d.Rounds}
 }
 
-// CreateBooking inserts b with its given id.
+// CreateBooking inserts b with its given id, after its entries in its customer's list and in
+// the list of every booking: a booking never exists unlisted. When the entries fail, the
+// booking is not inserted (entries already in name nothing, and readers skip them).
 func (s *Bookings) CreateBooking(ctx context.Context, b *core.Booking) error {
 	oid, err := parseID(b.ID)
 	if err != nil {
 		return err
 	}
+	if err := s.appendEntries(ctx, userBookingsStream(b.UserID), allBookingsStream, b.ID, b.CreatedAt, "booking"); err != nil {
+		return err
+	}
 	d := bookingDoc{ID: oid, UserID: b.UserID, TheatreID: b.TheatreID, MovieID: b.MovieID, ShowID: b.ShowID,
 		Timing: b.Timing, NoOfSeats: b.NoOfSeats, Seats: b.Seats, TotalCost: b.TotalCost, Status: string(b.Status),
-		ExpiresAt: b.ExpiresAt, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt, Slots: b.Slots, Rounds: b.Rounds}
+		ExpiresAt: b.ExpiresAt, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt, Slots: b.Slots, Rounds: b.Rounds, Listed: true}
 	dup, err := s.q(ctx).ins.bookings.insert(ctx, d)
 	if err == nil && dup[0] {
 		err = errors.New("duplicate booking id")
@@ -746,7 +762,9 @@ func pageOptions(limit, skip int) *options.FindOptionsBuilder {
 	return o
 }
 
-// ListBookings lists bookings newest first.
+// ListBookings lists bookings newest first by a filtered, sorted find with skip: a scan of
+// every booking on the embedded database. Limit 0 lists them all. PageBookings answers from it
+// until the backfill is done; tests take it as the truth.
 func (s *Bookings) ListBookings(ctx context.Context, f core.BookingFilter) ([]core.Booking, error) {
 	filter := bson.M{}
 	if f.UserID != "" {
@@ -851,6 +869,7 @@ type paymentDoc struct {
 	Reason    string        `bson:"reason,omitempty"`
 	CreatedAt time.Time     `bson:"createdAt"`
 	UpdatedAt time.Time     `bson:"updatedAt"`
+	Listed    bool          `bson:"lx,omitempty"` // as bookingDoc's
 }
 
 func (d *paymentDoc) payment() core.Payment {
@@ -858,14 +877,18 @@ func (d *paymentDoc) payment() core.Payment {
 		Status: core.PaymentStatus(d.Status), Reason: d.Reason, CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC()}
 }
 
-// CreatePayment inserts p with its given id.
+// CreatePayment inserts p with its given id, after its entries in its customer's list of
+// payments and in the list of every payment (as CreateBooking).
 func (s *Bookings) CreatePayment(ctx context.Context, p *core.Payment) error {
 	oid, err := parseID(p.ID)
 	if err != nil {
 		return err
 	}
+	if err := s.appendEntries(ctx, userPaymentsStream(p.UserID), allPaymentsStream, p.ID, p.CreatedAt, "payment"); err != nil {
+		return err
+	}
 	d := paymentDoc{ID: oid, BookingID: p.BookingID, UserID: p.UserID, Amount: p.Amount, Status: string(p.Status),
-		Reason: p.Reason, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
+		Reason: p.Reason, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt, Listed: true}
 	dup, err := s.q(ctx).ins.payments.insert(ctx, d)
 	if err == nil && dup[0] {
 		err = errors.New("duplicate payment id")
@@ -894,7 +917,8 @@ func (s *Bookings) GetPayment(ctx context.Context, id string) (*core.Payment, er
 	return &p, nil
 }
 
-// ListPayments lists payments newest first.
+// ListPayments lists payments newest first by a filtered, sorted find with skip (a scan, as
+// ListBookings).
 func (s *Bookings) ListPayments(ctx context.Context, f core.PaymentFilter) ([]core.Payment, error) {
 	filter := bson.M{}
 	if f.UserID != "" {

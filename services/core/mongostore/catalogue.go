@@ -22,11 +22,12 @@ const (
 	ShowsCollection    = "shows"
 )
 
-// Catalogue holds the three catalogue stores on one database.
+// Catalogue holds the catalogue stores on one database.
 type Catalogue struct {
-	Movies   *Movies
-	Theatres *Theatres
-	Shows    *Shows
+	Movies    *Movies
+	Theatres  *Theatres
+	Shows     *Shows
+	Deletions *Deletions
 }
 
 // NewCatalogue returns the catalogue stores on db. Call EnsureIndexes once at start.
@@ -34,12 +35,12 @@ func NewCatalogue(db *mongo.Database) *Catalogue {
 	return &Catalogue{Movies: &Movies{c: db.Collection(MoviesCollection)},
 		Theatres: &Theatres{c: db.Collection(TheatresCollection), lists: db.Collection(TheatreMovieListsCollection),
 			versions: db.Collection(TheatreMovieVersionsCollection)},
-		Shows: &Shows{c: db.Collection(ShowsCollection)}}
+		Shows: &Shows{c: db.Collection(ShowsCollection)}, Deletions: &Deletions{c: db.Collection(CatalogueDeletionsCollection)}}
 }
 
 // Stores returns them as the domain's stores.
 func (s *Catalogue) Stores() core.CatalogueStores {
-	return core.CatalogueStores{Movies: s.Movies, Theatres: s.Theatres, Shows: s.Shows}
+	return core.CatalogueStores{Movies: s.Movies, Theatres: s.Theatres, Shows: s.Shows, Deletions: s.Deletions}
 }
 
 // EnsureIndexes creates the catalogue's indexes, one per call (the dev database fails when

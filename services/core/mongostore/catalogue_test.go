@@ -204,3 +204,69 @@ func TestCatalogueShowStoreIdentityUnique(t *testing.T) {
 		t.Fatalf("identity free after delete: %v", err)
 	}
 }
+
+// TestCatalogueDeletionStore: a marker key is won by one insert of many at once; Marks reads
+// the markers that exist, by exact ids (few keys) or in one query (many); Unmark removes one,
+// and removing one that does not exist is no error.
+func TestCatalogueDeletionStore(t *testing.T) {
+	t.Parallel()
+	s := newTestCatalogue(t).Deletions
+	ctx := t.Context()
+	const racers = 20
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won := 0
+	for range racers {
+		wg.Go(func() {
+			ok, err := s.Mark(ctx, "theatre:x:1", catAt)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				mu.Lock()
+				won++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if won != 1 {
+		t.Fatalf("%d of %d inserts of one marker won; want 1", won, racers)
+	}
+	var keys []string
+	for i := range 12 {
+		k := "movie:y:" + string(rune('a'+i))
+		keys = append(keys, k)
+		if i%2 == 0 {
+			if ok, err := s.Mark(ctx, k, catAt.Add(time.Duration(i)*time.Second)); err != nil || !ok {
+				t.Fatalf("mark %s: %v %v", k, ok, err)
+			}
+		}
+	}
+	for _, n := range []int{3, maxMarkReads, len(keys)} { // by exact ids, and in one query
+		got, err := s.Marks(ctx, append(keys[:n:n], "theatre:x:1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != (n+1)/2+1 || !got["theatre:x:1"].Equal(catAt.Truncate(time.Millisecond)) {
+			t.Fatalf("marks of %d keys: %v", n+1, got)
+		}
+		for i, k := range keys[:n] {
+			if _, ok := got[k]; ok != (i%2 == 0) {
+				t.Fatalf("marks of %d keys: %s present %v", n+1, k, ok)
+			}
+		}
+	}
+	if err := s.Unmark(ctx, "theatre:x:1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unmark(ctx, "theatre:x:1"); err != nil {
+		t.Fatalf("unmark of a marker that is gone: %v", err)
+	}
+	if got, err := s.Marks(ctx, []string{"theatre:x:1"}); err != nil || len(got) != 0 {
+		t.Fatalf("after unmark: %v %v", got, err)
+	}
+	if ok, err := s.Mark(ctx, "theatre:x:1", catAt); err != nil || !ok {
+		t.Fatalf("mark again after unmark: %v %v", ok, err)
+	}
+}

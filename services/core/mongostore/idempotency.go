@@ -255,13 +255,16 @@ func cleanOldest(ctx context.Context, c *mongo.Collection, cutoff time.Time, lim
 }
 
 // RunCleanup runs Clean every interval (and once at once) until ctx ends, reporting failures
-// to onErr.
-func (s *Idempotency) RunCleanup(ctx context.Context, interval time.Duration, onErr func(error)) {
+// to onErr; with leads set, only while it reports true (the replica elected for the job:
+// another one cleans meanwhile).
+func (s *Idempotency) RunCleanup(ctx context.Context, interval time.Duration, leads func() bool, onErr func(error)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if _, err := s.Clean(ctx, 0); err != nil && ctx.Err() == nil && onErr != nil {
-			onErr(err)
+		if leads == nil || leads() {
+			if _, err := s.Clean(ctx, 0); err != nil && ctx.Err() == nil && onErr != nil {
+				onErr(err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -35,7 +35,9 @@ const (
 // Changes are versioned, because an update on the dev database is a read then a write of the
 // whole document (two concurrent updates of a user keep only one). Each change is an insert
 // into user_changes keyed "<user id>:<version>" carrying the user's whole mutable state (role,
-// status, password hash and its date): the first insert of a version wins, the loser gets a
+// status, password hash and its date, session generation): so the change that ends the user's
+// sessions (a password reset) stores the next generation in the same insert that decides it.
+// The first insert of a version wins, the loser gets a
 // duplicate key and redoes its change on the winner's version. The user document is a
 // projection of the latest change (with its version), written by the winner after its insert;
 // readers take the document and look for newer changes by exact _id (version+1, +2, ...: an
@@ -93,11 +95,16 @@ type userDoc struct {
 	CreatedAt    time.Time     `bson:"createdAt"`
 	UpdatedAt    time.Time     `bson:"updatedAt"`
 	Version      int64         `bson:"version,omitempty"`
+	// SessionGen is the generation of the change SessionGenOf (the version it was projected
+	// from). An earlier version's projection sets version but neither of them (absent: 0).
+	SessionGen   int64 `bson:"sessionGen,omitempty"`
+	SessionGenOf int64 `bson:"sessionGenVersion,omitempty"`
 }
 
 func (d *userDoc) user() *core.User {
 	return &core.User{ID: d.ID.Hex(), Name: d.Name, Email: d.Email, PasswordHash: d.PasswordHash, PasswordChangedAt: d.PasswordAt.UTC(),
-		Role: core.Role(d.Role), Status: core.Status(d.Status), CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(), Version: d.Version}
+		Role: core.Role(d.Role), Status: core.Status(d.Status), CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(), Version: d.Version,
+		SessionGen: d.SessionGen}
 }
 
 // userChangeDoc is one version of a user's mutable state, written once.
@@ -110,6 +117,9 @@ type userChangeDoc struct {
 	Role         string        `bson:"userRole"`
 	Status       string        `bson:"userStatus"`
 	UpdatedAt    time.Time     `bson:"updatedAt"`
+	// SessionGen is absent (0) in changes an earlier version wrote: a user it changed is back
+	// at generation 0, where tokens of a later generation are refused.
+	SessionGen int64 `bson:"sessionGen,omitempty"`
 }
 
 func userChangeID(user bson.ObjectID, version int64) string {
@@ -119,6 +129,7 @@ func userChangeID(user bson.ObjectID, version int64) string {
 func (c *userChangeDoc) applyTo(u *core.User) {
 	u.PasswordHash, u.PasswordChangedAt = c.PasswordHash, c.PasswordAt.UTC()
 	u.Role, u.Status, u.UpdatedAt, u.Version = core.Role(c.Role), core.Status(c.Status), c.UpdatedAt.UTC(), c.Version
+	u.SessionGen = c.SessionGen
 }
 
 // newerChange reads the change after version (nil when there is none).
@@ -233,8 +244,16 @@ func (s *Users) findOne(ctx context.Context, filter bson.D) (*core.User, error) 
 		return nil, dbError(err, "could not read the user")
 	}
 	u := d.user()
+	if d.Version > 0 && d.SessionGenOf != d.Version {
+		// Projected by an earlier version, which copies no generation (and leaves a later
+		// version's in place): take the state of the change itself.
+		u.Version = d.Version - 1
+	}
 	if err := s.latest(ctx, d.ID, u); err != nil {
 		return nil, err
+	}
+	if u.Version < d.Version { // no change of the document's version: it has no generation
+		u.Version, u.SessionGen = d.Version, 0
 	}
 	return u, nil
 }
@@ -320,6 +339,9 @@ func (s *Users) isBackfilled(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
+// Backfilled reports whether Backfill is done (by any replica): one read by exact _id.
+func (s *Users) Backfilled(ctx context.Context) (bool, error) { return s.isBackfilled(ctx) }
+
 // Backfill gives every user an earlier version created (without user_emails) its email's
 // document, then writes the marker that makes those documents authoritative. It reads the
 // users once, as a cursor, and returns at once when the marker exists; replicas running it
@@ -389,7 +411,7 @@ func (s *Users) Change(ctx context.Context, u *core.User) error {
 	}
 	c := userChangeDoc{ID: userChangeID(oid, u.Version+1), UserID: oid, Version: u.Version + 1, PasswordHash: u.PasswordHash,
 		PasswordAt: u.PasswordChangedAt.UTC().Truncate(time.Millisecond), Role: string(u.Role), Status: string(u.Status),
-		UpdatedAt: u.UpdatedAt.UTC().Truncate(time.Millisecond)}
+		UpdatedAt: u.UpdatedAt.UTC().Truncate(time.Millisecond), SessionGen: u.SessionGen}
 	if c.UpdatedAt.IsZero() {
 		c.UpdatedAt = s.now().UTC().Truncate(time.Millisecond)
 	}
@@ -413,7 +435,8 @@ func (s *Users) project(ctx context.Context, oid bson.ObjectID, c *userChangeDoc
 		_, err := s.users.UpdateOne(ctx, bson.D{{Key: "_id", Value: oid}}, bson.D{{Key: "$set", Value: bson.D{
 			{Key: "passwordHash", Value: c.PasswordHash}, {Key: "passwordChangedAt", Value: c.PasswordAt},
 			{Key: "userRole", Value: c.Role}, {Key: "userStatus", Value: c.Status},
-			{Key: "updatedAt", Value: c.UpdatedAt}, {Key: "version", Value: c.Version}}}})
+			{Key: "updatedAt", Value: c.UpdatedAt}, {Key: "version", Value: c.Version},
+			{Key: "sessionGen", Value: c.SessionGen}, {Key: "sessionGenVersion", Value: c.Version}}}})
 		if err != nil {
 			return
 		}
@@ -421,6 +444,22 @@ func (s *Users) project(ctx context.Context, oid bson.ObjectID, c *userChangeDoc
 			return
 		}
 	}
+}
+
+// Refresh returns u, or its user's latest version when a change newer than u.Version exists:
+// a read of user_changes by exact _id ("<id>:<version+1>", usually absent), then one per newer
+// version. A change is acknowledged only after its insert, so one acknowledged before Refresh
+// began is always met. The user document is not read: name, email and creation never change.
+func (s *Users) Refresh(ctx context.Context, u *core.User) (*core.User, error) {
+	oid, err := parseID(u.ID)
+	if err != nil {
+		return nil, err
+	}
+	cur := *u
+	if err := s.latest(ctx, oid, &cur); err != nil {
+		return nil, err
+	}
+	return &cur, nil
 }
 
 // Ping checks that the database answers.

@@ -332,3 +332,82 @@ func TestSignUpFaults(t *testing.T) {
 		}
 	}
 }
+
+// TestUserSessionGen: the session generation is stored with the change that sets it and read
+// back by Get, GetByEmail and Refresh alike, also when the user document was last projected
+// by an earlier version (which copies no generation and leaves a later version's in place);
+// Refresh of a current user returns it unchanged, of a stale one the latest version.
+func TestUserSessionGen(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := New(devdb.TestDB(t))
+	if err := s.EnsureIndexes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	u := newUser("gen@example.com", "h0")
+	if err := s.Create(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	oid, _ := bson.ObjectIDFromHex(u.ID)
+	v0, _ := s.Get(ctx, u.ID)
+	if v0.SessionGen != 0 || v0.Version != 0 {
+		t.Fatalf("new user: %+v", v0)
+	}
+	check := func(what string, version, gen int64) {
+		t.Helper()
+		for name, get := range map[string]func() (*core.User, error){
+			"Get":        func() (*core.User, error) { return s.Get(ctx, u.ID) },
+			"GetByEmail": func() (*core.User, error) { return s.GetByEmail(ctx, "gen@example.com") },
+			"Refresh":    func() (*core.User, error) { return s.Refresh(ctx, v0) },
+		} {
+			got, err := get()
+			if err != nil || got.Version != version || got.SessionGen != gen {
+				t.Errorf("%s, %s: %+v %v; want version %d, generation %d", what, name, got, err, version, gen)
+			}
+		}
+	}
+	c, _ := s.Get(ctx, u.ID)
+	c.PasswordHash, c.SessionGen = "h1", 1
+	if err := s.Change(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	check("a reset", 1, 1)
+	cur, _ := s.Get(ctx, u.ID)
+	if same, err := s.Refresh(ctx, cur); err != nil || *same != *cur {
+		t.Errorf("refresh of the latest version: %+v %v", same, err)
+	}
+	c, _ = s.Get(ctx, u.ID)
+	c.Status = core.StatusRejected // a change that keeps the generation
+	if err := s.Change(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	check("a change keeping it", 2, 1)
+
+	// An earlier version changes the user: its change has no generation, its projection
+	// leaves sessionGen 1 of version 2 in place.
+	old := bson.D{{Key: "passwordHash", Value: "h2"}, {Key: "userRole", Value: "CLIENT"}, {Key: "userStatus", Value: "APPROVED"},
+		{Key: "updatedAt", Value: time.Now().UTC().Truncate(time.Millisecond)}, {Key: "version", Value: int64(3)}}
+	if _, err := s.changes.InsertOne(ctx, append(bson.D{{Key: "_id", Value: userChangeID(oid, 3)}, {Key: "userId", Value: oid}}, old...)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.users.UpdateOne(ctx, bson.D{{Key: "_id", Value: oid}}, bson.D{{Key: "$set", Value: old}}); err != nil {
+		t.Fatal(err)
+	}
+	check("an earlier version's change", 3, 0)
+
+	// This version resets again (generation 4); an earlier version's projection then copies
+	// that change without its generation.
+	c, _ = s.Get(ctx, u.ID)
+	c.PasswordHash, c.SessionGen = "h4", 4
+	if err := s.Change(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.users.UpdateOne(ctx, bson.D{{Key: "_id", Value: oid}}, bson.D{{Key: "$set", Value: bson.D{
+		{Key: "passwordHash", Value: "h4"}, {Key: "version", Value: int64(4)}}}}); err != nil {
+		t.Fatal(err)
+	}
+	check("a reset projected by an earlier version", 4, 4)
+	if _, err := s.Refresh(ctx, &core.User{ID: "nope"}); !errs.Is(err, errs.Invalid) {
+		t.Errorf("refresh of a malformed id: %v", err)
+	}
+}

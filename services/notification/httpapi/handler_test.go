@@ -40,7 +40,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 type mockStore struct {
 	CreateFn  func(ctx context.Context, t *notification.Ticket) (*notification.Ticket, bool, error)
 	GetFn     func(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error)
-	ListFn    func(ctx context.Context, f notification.ListFilter) ([]notification.Ticket, error)
+	ListFn    func(ctx context.Context, f notification.ListFilter) (notification.Page, error)
 	RequeueFn func(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error)
 	StatsFn   func(ctx context.Context) (notification.Stats, error)
 	PingFn    func(ctx context.Context) error
@@ -61,9 +61,9 @@ func (m *mockStore) Get(ctx context.Context, id bson.ObjectID) (*notification.Ti
 	return m.GetFn(ctx, id)
 }
 
-func (m *mockStore) List(ctx context.Context, f notification.ListFilter) ([]notification.Ticket, error) {
+func (m *mockStore) List(ctx context.Context, f notification.ListFilter) (notification.Page, error) {
 	if m.ListFn == nil {
-		return []notification.Ticket{}, nil
+		return notification.Page{}, nil
 	}
 	return m.ListFn(ctx, f)
 }
@@ -151,8 +151,8 @@ func TestStoreErrorsMapToEnvelope(t *testing.T) {
 		{"unavailable", &mockStore{GetFn: func(context.Context, bson.ObjectID) (*notification.Ticket, error) {
 			return nil, errs.Wrap(errs.Unavailable, secret, "database unavailable: could not read the ticket")
 		}}, "GET", BasePath + "/" + id, "", 503, "database unavailable", "db-password-xyz"},
-		{"unexpected", &mockStore{ListFn: func(context.Context, notification.ListFilter) ([]notification.Ticket, error) {
-			return nil, secret
+		{"unexpected", &mockStore{ListFn: func(context.Context, notification.ListFilter) (notification.Page, error) {
+			return notification.Page{}, secret
 		}}, "GET", BasePath, "", 500, "internal error", "db-password-xyz"},
 		{"unprocessable", &mockStore{CreateFn: func(context.Context, *notification.Ticket) (*notification.Ticket, bool, error) {
 			return nil, false, errs.E(errs.Unprocessable, "Idempotency-Key was already used with a different request")
@@ -304,29 +304,46 @@ func TestListParameters(t *testing.T) {
 	t.Parallel()
 	var got notification.ListFilter
 	ids := []bson.ObjectID{bson.NewObjectID(), bson.NewObjectID()}
-	srv := newTestServer(&mockStore{ListFn: func(_ context.Context, f notification.ListFilter) ([]notification.Ticket, error) {
+	srv := newTestServer(&mockStore{ListFn: func(_ context.Context, f notification.ListFilter) (notification.Page, error) {
 		got = f
-		out := make([]notification.Ticket, 0, f.Limit)
+		var page notification.Page
 		for i := 0; i < f.Limit && i < len(ids); i++ {
-			out = append(out, notification.Ticket{ID: ids[i]})
+			page.Tickets = append(page.Tickets, notification.Ticket{ID: ids[i]})
 		}
-		return out, nil
+		if f.Limit <= len(ids) {
+			page.Next = "p12.-3~4"
+		}
+		return page, nil
 	}})
 	r := call(t, srv, "GET", BasePath, "", nil)
-	if r.status != 200 || got != (notification.ListFilter{Limit: 20}) || r.header.Get(HeaderNextCursor) != "" {
+	if r.status != 200 || got != (notification.ListFilter{Limit: 20}) || r.header.Get(HeaderNextCursor) != "" || r.header.Get("Link") != "" {
 		t.Errorf("defaults: %d %+v %v", r.status, got, r.header)
 	}
 	if !strings.HasPrefix(string(r.env.Data), "[") {
 		t.Errorf("data %s is not an array", r.env.Data)
 	}
+	// The cursor of earlier versions (a ticket id), and the store's own.
 	cursor := bson.NewObjectID()
 	r = call(t, srv, "GET", BasePath+"?status=failed&limit=2&skip=7&cursor="+cursor.Hex(), "", nil)
 	want := notification.ListFilter{Status: notification.StatusFailed, Limit: 2, Skip: 7, Before: cursor}
 	if r.status != 200 || got != want {
 		t.Errorf("filter %+v, want %+v", got, want)
 	}
-	if r.header.Get(HeaderNextCursor) != ids[1].Hex() {
-		t.Errorf("full page: cursor %q, want %s", r.header.Get(HeaderNextCursor), ids[1].Hex())
+	if r.header.Get(HeaderNextCursor) != "p12.-3~4" {
+		t.Errorf("next page: cursor %q", r.header.Get(HeaderNextCursor))
+	}
+	if link := r.header.Get("Link"); link != `</notiservice/api/v1/notifications?cursor=p12.-3~4&limit=2&status=FAILED>; rel="next"` {
+		t.Errorf("Link %q", link)
+	}
+	r = call(t, srv, "GET", BasePath+"?limit=1&cursor=p12.-3~4", "", nil)
+	if want := (notification.ListFilter{Limit: 1, Cursor: "p12.-3~4"}); r.status != 200 || got != want {
+		t.Errorf("filter %+v, want %+v", got, want)
+	}
+	for _, bad := range []string{"zzzzzzzzzzzzzzzzzzzzzzzz", "a%20b", "t1%3Cx", strings.Repeat("t1", 40)} {
+		r = call(t, srv, "GET", BasePath+"?cursor="+bad, "", nil)
+		if r.status != 400 || !strings.Contains(string(r.env.Error), "cursor") {
+			t.Errorf("cursor %q: %d %s", bad, r.status, r.raw)
+		}
 	}
 	r = call(t, srv, "GET", BasePath+"/", "", nil) // trailing slash: the same route
 	if r.status != 200 {

@@ -9,7 +9,9 @@ import (
 	"encoding/hex"
 	"hash"
 	"log/slog"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -229,6 +231,9 @@ func writeField(h hash.Hash, s string) {
 	h.Write([]byte(s))
 }
 
+// list answers GET /: a page of tickets, newest first. When more may follow, the page carries
+// the next page's cursor twice: as X-Next-Cursor (pass it as cursor) and as a Link header
+// with rel="next" (RFC 8288) whose URL is the next page's.
 func (a *API) list(c *fiber.Ctx) error {
 	var f notification.ListFilter
 	if s := c.Query("status"); s != "" {
@@ -245,21 +250,54 @@ func (a *API) list(c *fiber.Ctx) error {
 		return err
 	}
 	if cur := c.Query("cursor"); cur != "" {
-		if f.Before, err = bson.ObjectIDFromHex(cur); err != nil {
-			return errs.Fields(map[string]string{"cursor": "must be a ticket id (24 hexadecimal digits)"})
+		switch {
+		case len(cur) == 24:
+			// A ticket id: the cursor of earlier versions (tickets older than it).
+			if f.Before, err = bson.ObjectIDFromHex(cur); err != nil {
+				return badCursor()
+			}
+		case len(cur) <= maxCursorLen && validCursor(cur):
+			f.Cursor = cur
+		default:
+			return badCursor()
 		}
 	}
-	tickets, err := a.store.List(c.UserContext(), f)
+	page, err := a.store.List(c.UserContext(), f)
 	if err != nil {
 		return err
 	}
-	for i := range tickets {
-		view(&tickets[i])
+	if page.Tickets == nil {
+		page.Tickets = []notification.Ticket{}
 	}
-	if len(tickets) == f.Limit {
-		c.Set(HeaderNextCursor, tickets[len(tickets)-1].ID.Hex())
+	for i := range page.Tickets {
+		view(&page.Tickets[i])
 	}
-	return httpx.OK(c, fiber.StatusOK, tickets, "tickets fetched")
+	if page.Next != "" {
+		c.Set(HeaderNextCursor, page.Next)
+		q := url.Values{"cursor": {page.Next}, "limit": {strconv.Itoa(f.Limit)}}
+		if f.Status != "" {
+			q.Set("status", string(f.Status))
+		}
+		c.Set(fiber.HeaderLink, "<"+BasePath+"?"+q.Encode()+`>; rel="next"`)
+	}
+	return httpx.OK(c, fiber.StatusOK, page.Tickets, "tickets fetched")
+}
+
+// maxCursorLen bounds the cursor parameter.
+const maxCursorLen = 64
+
+// validCursor reports whether a cursor holds only the characters the store's cursors use.
+func validCursor(s string) bool {
+	for _, b := range []byte(s) {
+		if !(b >= '0' && b <= '9' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b == '.' || b == '-' || b == '~' || b == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func badCursor() error {
+	return errs.Fields(map[string]string{"cursor": "must be the X-Next-Cursor of the page before (or a ticket id, 24 hexadecimal digits)"})
 }
 
 func (a *API) get(c *fiber.Ctx) error {

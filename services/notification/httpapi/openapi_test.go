@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -307,8 +308,8 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 	pending := failed
 	pending.ID, pending.Status, pending.Errors, pending.NextAttemptAt = bson.NewObjectID(), notification.StatusPending, nil, now
 	store := &mockStore{
-		ListFn: func(context.Context, notification.ListFilter) ([]notification.Ticket, error) {
-			return []notification.Ticket{pending, done, failed}, nil
+		ListFn: func(context.Context, notification.ListFilter) (notification.Page, error) {
+			return notification.Page{Tickets: []notification.Ticket{pending, done, failed}, Next: "p41.-7~2"}, nil
 		},
 		GetFn: func(_ context.Context, id bson.ObjectID) (*notification.Ticket, error) {
 			if id == done.ID {
@@ -355,8 +356,35 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 		return nil, false, errs.E(errs.Unprocessable, "Idempotency-Key was already used with a different request")
 	}
 	ok(422, "POST", BasePath, nil, validBody, map[string]string{"Authorization": "Bearer " + testToken, HeaderIdempotencyKey: "key-1"})
-	store.ListFn = func(context.Context, notification.ListFilter) ([]notification.Ticket, error) {
-		return nil, errs.E(errs.Unavailable, "database unavailable")
+	store.ListFn = func(context.Context, notification.ListFilter) (notification.Page, error) {
+		return notification.Page{}, errs.E(errs.Unavailable, "database unavailable")
 	}
 	ok(503, "GET", BasePath, nil, "", auth)
+}
+
+// TestOpenAPIDocumentsPaging: the list's default and largest page sizes are the handler's, and
+// its next-page headers are documented.
+func TestOpenAPIDocumentsPaging(t *testing.T) {
+	doc := openAPITestDoc(t)
+	op := doc.Paths.Find(BasePath).Get
+	limit := op.Parameters.GetByInAndName("query", "limit")
+	if limit == nil {
+		t.Fatal("the limit parameter is not documented")
+	}
+	s := limit.Schema.Value
+	if s.Default != float64(defaultListLimit) || s.Max == nil || *s.Max != maxListLimit {
+		t.Errorf("limit: default %v, maximum %v; the handler's are %d and %d", s.Default, s.Max, defaultListLimit, maxListLimit)
+	}
+	if want := "default " + strconv.Itoa(defaultListLimit); !strings.Contains(limit.Description, want) || !strings.Contains(op.Description, want) {
+		t.Errorf("the limit's and the operation's descriptions should say %q", want)
+	}
+	headers := op.Responses.Status(200).Value.Headers
+	for _, h := range []string{"Link", HeaderNextCursor} {
+		if headers[h] == nil {
+			t.Errorf("the list's 200 response does not document %s", h)
+		}
+	}
+	if c := op.Parameters.GetByInAndName("query", "cursor"); c == nil || c.Schema.Value.MaxLength == nil || *c.Schema.Value.MaxLength != maxCursorLen {
+		t.Errorf("cursor: maxLength should be %d", maxCursorLen)
+	}
 }

@@ -325,8 +325,25 @@ func (s *Store) Members(ctx context.Context, b *notification.Batch) ([]notificat
 }
 
 // Decide inserts outcomes; a ticket generation decided already keeps its first outcome, and
-// its key is returned in already.
+// its key is returned in already. Each outcome's entry in the list index of its status is
+// appended first, so that a decided ticket is always listed under its status (an entry whose
+// outcome lost to an earlier one is skipped by readers).
 func (s *Store) Decide(ctx context.Context, outcomes []notification.Outcome) (map[string]bool, error) {
+	var entries [numLists][]listEntry
+	for _, o := range outcomes {
+		i := listFailed
+		if o.Status == notification.StatusSuccess {
+			i = listSuccess
+		}
+		entries[i] = append(entries[i], listEntry{Key: o.Key, Ticket: o.Ticket, Gen: o.Generation, At: o.At})
+	}
+	for i, es := range entries {
+		if len(es) > 0 {
+			if _, err := s.lists[i].ins.append(ctx, es...); err != nil {
+				return nil, err
+			}
+		}
+	}
 	docs := make([]any, len(outcomes))
 	for i := range outcomes {
 		docs[i] = outcomes[i]

@@ -38,10 +38,10 @@ const (
 	TallySnapshotsCollection = "delivery_tally_snapshots"
 )
 
-// resolveParallel bounds the concurrent point reads of one List page.
+// resolveParallel bounds the concurrent point reads of one call (pointReads, resolveAll).
 const resolveParallel = 8
 
-// maxListRead caps one read of List when it reads on past tickets dropped by the filter.
+// maxListRead caps one read of listScan when it reads on past tickets dropped by the filter.
 const maxListRead = 1000
 
 // maxOpenBatches bounds one read of the open batches (each is up to 100 pending tickets).
@@ -73,6 +73,10 @@ type Store struct {
 	// Coalesced inserts of concurrent creates (see batch.go); queueIns serves every shard.
 	ticketIns, idemIns, queueIns *inserter
 
+	// The list indexes (listindex.go), and whether they hold every ticket (list.go).
+	lists    [numLists]*listIndex
+	listDone atomic.Bool
+
 	tallyHead atomic.Int64 // a lower bound of the first free tally sequence number
 	snapHead  atomic.Int64 // a lower bound of the first free snapshot sequence number
 	ttl       atomic.Bool  // the server expires Idempotency-Key records (a TTL index)
@@ -98,14 +102,18 @@ func New(db *mongo.Database) *Store {
 	for i := range s.queues {
 		s.queues[i] = db.Collection(QueueShardCollection(i))
 	}
+	for i, name := range listCollections {
+		s.lists[i] = newListIndex(db.Collection(name))
+	}
 	s.ticketIns, s.idemIns, s.queueIns = newInserter(s.tickets), newInserter(s.idem), newInserter(s.queues[:]...)
 	return s
 }
 
 func (s *Store) now() time.Time { return s.Now().UTC().Truncate(time.Millisecond) }
 
-// EnsureIndexes creates the indexes: the tally's unique key (each change of the figures is
-// recorded once), the one behind listing tickets by status on MongoDB, and, where the server
+// EnsureIndexes creates the indexes: the tally's and the list indexes' unique keys (each
+// change of the figures, each list entry is recorded once), the one behind listing tickets
+// by status on MongoDB until the list indexes are complete, and, where the server
 // supports TTL indexes (MongoDB; FerretDB refuses them), the expiry of Idempotency-Key records
 // after IdempotencyRetention (elsewhere CleanupIdempotency removes them). Every other record is
 // read by _id. It is idempotent (the service and every sweep call it); an index that already
@@ -128,6 +136,9 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := s.ensureListIndexes(ctx); err != nil {
+		return err
+	}
 	if err := s.ensureIdempotencyTTL(ctx); err != nil {
 		return err
 	}
@@ -139,7 +150,10 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 			return err
 		}
 	}
-	return s.markFreshInstall(ctx)
+	if err := s.markFreshInstall(ctx); err != nil {
+		return err
+	}
+	return s.markFreshList(ctx)
 }
 
 // isIndexOptionsConflict reports the server's "an index on these keys exists with another
@@ -181,14 +195,32 @@ func (s *Store) Create(ctx context.Context, t *notification.Ticket) (*notificati
 	return t, true, nil
 }
 
-// insertTicket stores t (its ID set) as a new PENDING ticket, then its queue entry. Should the
-// second insert fail, the ticket is stored but not queued: a replay of its Idempotency-Key
-// queues it (ensureQueued); a request without a key was answered 503 and is not sent.
+// listedTicket is a ticket document as a create stores it: with the number of its entry in
+// the index of all tickets (absent from tickets earlier versions stored).
+type listedTicket struct {
+	notification.Ticket `bson:",inline"`
+	ListSeq             *int64 `bson:"listSeq,omitempty"`
+}
+
+// insertTicket stores t (its ID set) as a new PENDING ticket: its entry in the index of all
+// tickets first (so that a stored ticket is always listed; an entry whose ticket insert
+// failed is skipped by readers), then the ticket, then its queue entry. Should the last insert
+// fail, the ticket is stored but not queued: a replay of its Idempotency-Key queues it
+// (ensureQueued); a request without a key was answered 503 and is not sent. Each insert is
+// coalesced with those of concurrent creates.
 func (s *Store) insertTicket(ctx context.Context, t *notification.Ticket, now time.Time) error {
 	t.Status = notification.StatusPending
 	t.CreatedAt, t.UpdatedAt, t.NextAttemptAt = now, now, now
 	t.Errors = []notification.AttemptError{}
-	if err := s.ticketIns.insert(ctx, t); err != nil {
+	nums, err := s.lists[listAll].ins.append(ctx, listEntry{Key: t.ID.Hex(), Ticket: t.ID, At: now})
+	if err != nil {
+		return unavailable(err, "list the ticket")
+	}
+	doc := listedTicket{Ticket: *t}
+	if nums[0] != alreadyListed {
+		doc.ListSeq = &nums[0]
+	}
+	if err := s.ticketIns.insert(ctx, doc); err != nil {
 		return unavailable(err, "store the ticket")
 	}
 	if err := s.queueIns.insertInto(ctx, notification.QueueShard(t.ID), notification.NewQueueEntry(t, 0, now)); err != nil && !mongox.IsDuplicateKey(err) {
@@ -364,94 +396,14 @@ func (s *Store) Get(ctx context.Context, id bson.ObjectID) (*notification.Ticket
 	return t, nil
 }
 
-// ListPage reads one page of f.Limit stored tickets, newest first (status filter on the
-// stored status, then f.Before, f.Skip), resolves them as Get does, and drops those whose
-// resolved status no longer matches f.Status. The page may therefore come back short, even
-// empty, before the end: next is where the following page starts (the id of the last stored
-// ticket read, for ListFilter.Before), or the zero id when the tickets have run out.
-//
-// The status filter applies to the stored status, which lags the delivery records until
-// the sweeper projects an outcome: a stored-PENDING ticket whose outcome is decided is
-// dropped from a PENDING list, and shows in a SUCCESS or FAILED list only once projected.
-// On MongoDB the status_id index serves the read; the dev database sorts in memory (an
-// operator's read, not on the delivery path).
-func (s *Store) ListPage(ctx context.Context, f notification.ListFilter) (tickets []notification.Ticket, next bson.ObjectID, err error) {
-	filter := bson.M{}
-	if f.Status != "" {
-		filter["status"] = f.Status
-	}
-	if !f.Before.IsZero() {
-		filter["_id"] = bson.M{"$lt": f.Before}
-	}
-	opts := options.Find().SetSort(bson.D{{Key: "_id", Value: -1}})
-	if f.Limit > 0 {
-		opts.SetLimit(int64(f.Limit))
-	}
-	if f.Skip > 0 {
-		opts.SetSkip(int64(f.Skip))
-	}
-	cur, err := s.tickets.Find(ctx, filter, opts)
-	if err != nil {
-		return nil, next, unavailable(err, "list tickets")
-	}
-	raw := make([]notification.Ticket, 0, max(f.Limit, 0))
-	if err := cur.All(ctx, &raw); err != nil {
-		return nil, next, unavailable(err, "list tickets")
-	}
-	if f.Limit > 0 && len(raw) == f.Limit {
-		next = raw[len(raw)-1].ID
-	}
-	if err := s.resolveAll(ctx, raw); err != nil {
-		return nil, bson.ObjectID{}, err
-	}
-	if f.Status == "" {
-		return raw, next, nil
-	}
-	tickets = raw[:0]
-	for _, t := range raw {
-		if t.Status == f.Status {
-			tickets = append(tickets, t)
-		}
-	}
-	return tickets, next, nil
-}
-
-// List returns tickets newest first, resolved and filtered as ListPage does. Unlike
-// ListPage it reads on past the tickets the status filter dropped until it has f.Limit
-// tickets or the tickets run out, so a page is short only at the end and the id of the last
-// ticket of a full page is where the next page starts (the X-Next-Cursor rule of the API).
-// f.Skip counts stored tickets matching the stored status.
-func (s *Store) List(ctx context.Context, f notification.ListFilter) ([]notification.Ticket, error) {
-	want := f.Limit
-	if want <= 0 {
-		page, _, err := s.ListPage(ctx, f)
-		return page, err
-	}
-	out := make([]notification.Ticket, 0, want)
-	for {
-		page, next, err := s.ListPage(ctx, f)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, page...)
-		if len(out) >= want {
-			return out[:want], nil
-		}
-		if next.IsZero() {
-			return out, nil
-		}
-		f.Before, f.Skip = next, 0
-		f.Limit = max(want-len(out), min(2*f.Limit, maxListRead))
-	}
-}
-
 // Requeue puts a FAILED ticket back to PENDING in a new generation. The status decided on
 // is the resolved one: a FAILED outcome counts even before the sweeper projected it. The
 // decision is the insert of the generation record (ticket, generation): two operators cannot
 // both re-queue one generation, and no write to the ticket document can undo it. The next
-// generation's queue entry is inserted before the decision (so a decided re-queue is always
-// queued) and again after it; then the figures are told, and the ticket document gets the
-// new generation (projection, repaired if a late projection of the old one lands after).
+// generation's queue entry and its entry in the index of re-queued tickets are inserted
+// before the decision (so a decided re-queue is always queued and listed) and the queue entry
+// again after it; then the figures are told, and the ticket document gets the new generation
+// (projection, repaired if a late projection of the old one lands after).
 func (s *Store) Requeue(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
 	t, err := s.Get(ctx, id)
 	if err != nil {
@@ -471,6 +423,9 @@ func (s *Store) Requeue(ctx context.Context, id bson.ObjectID) (*notification.Ti
 	entry := notification.NewQueueEntry(t, g+1, now)
 	if err := s.Enqueue(ctx, entry); err != nil {
 		return nil, unavailable(err, "re-queue the ticket")
+	}
+	if _, err := s.lists[listRequeued].ins.append(ctx, listEntry{Key: entry.Key, Ticket: id, Gen: g + 1, At: now}); err != nil {
+		return nil, unavailable(err, "list the re-queued ticket")
 	}
 	_, err = s.requeues.InsertOne(ctx, notification.GenerationRecord{Key: notification.AssignmentKey(id, g), Ticket: id,
 		Generation: g, At: now})
@@ -518,8 +473,9 @@ func (s *Store) finishRequeue(ctx context.Context, t *notification.Ticket, g int
 	return nil
 }
 
-// Project writes a resolved ticket onto its stored document (by exact _id), a convenience
-// for list filters: readers never depend on it. On a database whose updates are not atomic a
+// Project writes a resolved ticket onto its stored document (by exact _id), which spares
+// readers the records' reads (and is what lists select on until the list indexes are
+// complete, see listScan): readers never depend on it. On a database whose updates are not atomic a
 // late writer can put an older state over a newer one, so every write is checked afterwards
 // against the one record that could have moved the ticket past what was written (a FAILED
 // generation's re-queue, a PENDING generation's outcome; SUCCESS is final): if it exists,

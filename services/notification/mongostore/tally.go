@@ -143,8 +143,21 @@ func (s *Store) latestSnapshot(ctx context.Context) (tallySnapshot, error) {
 // starting from hint, a number known to be at most the head: gallop up while numbers exist,
 // then bisect.
 func (s *Store) head(ctx context.Context, coll *mongo.Collection, hint *atomic.Int64) (int64, error) {
+	return runEnd(ctx, coll, hint, upward)
+}
+
+// upward and downward map the k-th number of a gap-free run to its _id number: 0, 1, 2, ...
+// and -1, -2, -3, ... (the list indexes grow both ways; see list.go).
+func upward(k int64) int64   { return k }
+func downward(k int64) int64 { return -1 - k }
+
+// runEnd returns the k of the first free number slot(k) of a gap-free run slot(0), slot(1),
+// ... in coll, starting from hint, a k known to be at most the end: gallop while numbers
+// exist, then bisect. It raises hint to the end found.
+func runEnd(ctx context.Context, coll *mongo.Collection, hint *atomic.Int64, slot func(int64) int64) (int64, error) {
+	has := func(k int64) (bool, error) { return exists(ctx, coll, seqID(slot(k))) }
 	lo := hint.Load() // every number below lo exists
-	found, err := exists(ctx, coll, seqID(lo))
+	found, err := has(lo)
 	if err != nil || !found {
 		return lo, err
 	}
@@ -152,7 +165,7 @@ func (s *Store) head(ctx context.Context, coll *mongo.Collection, hint *atomic.I
 	step := int64(1)
 	hi := lo // first number not yet known to exist
 	for {
-		found, err := exists(ctx, coll, seqID(hi))
+		found, err := has(hi)
 		if err != nil {
 			return 0, err
 		}
@@ -166,7 +179,7 @@ func (s *Store) head(ctx context.Context, coll *mongo.Collection, hint *atomic.I
 	// numbers below lo exist, hi does not: find the first missing one in [lo, hi]
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		found, err := exists(ctx, coll, seqID(mid))
+		found, err := has(mid)
 		if err != nil {
 			return 0, err
 		}

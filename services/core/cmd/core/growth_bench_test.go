@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/logging"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/mongostore"
@@ -256,34 +258,77 @@ func testDBURLOf(p *coreProcess) string {
 }
 
 // BenchmarkExpiryStorm: BENCH_STORM_HOLDS unpaid bookings (one seat each, on shows of 5,000
-// seats) whose holds all end at the same moment. It measures booking latency on another show
-// while quiet, then while the expirer releases them all: how long the release takes (target
-// 60 s for 100,000) and the booking p99 meanwhile (target at most 3x quiet).
+// seats) whose holds all end at the same moment, with BENCH_STORM_REPLICAS core replicas on one
+// database (a list, default "1,3": a sub-benchmark each; the replicas are Mains of this process,
+// sharing one clock). It measures booking latency on another show while quiet, then while the
+// expirer releases them all: how long the release takes (target 60 s for 100,000) and the
+// booking p99 meanwhile (target at most 3x quiet); the bookings go to the replicas in turn.
+// Every command the replicas send is counted at a proxy in front of the database: outcome
+// inserts (the release's own, less the cancellations of the load) and all commands and writes,
+// from the moment the holds end until the clear is over (target: 3 replicas within 1.2x of 1).
 func BenchmarkExpiryStorm(b *testing.B) {
 	holds := envInt("BENCH_STORM_HOLDS", 100000)
-	for b.Loop() {
-		storm(b, holds)
+	replicas := []int{1, 3}
+	if v := os.Getenv("BENCH_STORM_REPLICAS"); v != "" {
+		replicas = nil
+		for _, f := range strings.Split(v, ",") {
+			if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+				replicas = append(replicas, n)
+			}
+		}
+	}
+	for _, n := range replicas {
+		b.Run(fmt.Sprintf("replicas=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				storm(b, holds, n)
+			}
+		})
 	}
 }
 
-func storm(b *testing.B, holds int) {
+func storm(b *testing.B, holds, replicas int) {
 	const seatsPerShow = 5000
-	var offset atomic.Int64 // the engine's clock runs this far ahead of the wall clock
-	cfg := testConfig(b)
-	cfg.LogLevel = "error"
-	cfg.DBURL += "?maxPoolSize=4"
-	cfg.BookingConfig.HoldTTL = 10 * time.Minute
-	cfg.BookingConfig.ExpiryInterval = time.Second
-	cfg.BookingConfig.MaxOpenSeatsPerUser = 100000
-	cfg.NotificationURL = benchNotifier(b)
-	m := &Main{Config: cfg, Logger: logging.NewTo(&syncBuffer{}, "error", "core"), SetupTelemetry: sharedTelemetry,
-		Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }}
-	if err := m.Run(b.Context()); err != nil {
-		m.Close()
-		b.Fatalf("Run: %v", err)
+	var offset atomic.Int64 // the engines' clock runs this far ahead of the wall clock
+	u, err := url.Parse(testDBURL(b))
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.Cleanup(func() { m.Close() })
+	wire := startWireCounter(b, u.Host)
+	u.Host, u.RawQuery = wire.Addr(), "maxPoolSize=4"
+	mains := make([]*Main, replicas)
+	for i := range mains {
+		cfg := testConfig(b)
+		cfg.LogLevel = "error"
+		cfg.DBURL = u.String()
+		cfg.BookingConfig.HoldTTL = 10 * time.Minute
+		cfg.BookingConfig.ExpiryInterval = time.Second
+		cfg.BookingConfig.MaxOpenSeatsPerUser = 100000
+		cfg.NotificationURL = benchNotifier(b)
+		// The benchmark moves the clock: the replicas trust it as it is (a measure against the
+		// database's would take the move back).
+		cfg.ClockSyncInterval = -1
+		if i > 0 {
+			cfg.AdminEmail, cfg.AdminPassword = "", ""
+		}
+		logger := logging.NewTo(&syncBuffer{}, "error", "core")
+		if os.Getenv("BENCH_STORM_TRACE") != "" {
+			logger = logging.NewTo(os.Stderr, "warn", fmt.Sprintf("core%d", i))
+		}
+		m := &Main{Config: cfg, Logger: logger, SetupTelemetry: sharedTelemetry,
+			Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }}
+		if err := m.Run(b.Context()); err != nil {
+			m.Close()
+			b.Fatalf("Run: %v", err)
+		}
+		b.Cleanup(func() { m.Close() })
+		mains[i] = m
+	}
+	m := mains[0]
 	s := &benchService{m: m, rc: newRawClient("http://" + m.Addr())}
+	rcs := make([]*rawClient, replicas)
+	for i, r := range mains {
+		rcs[i] = newRawClient("http://" + r.Addr())
+	}
 	s.admin = s.signIn(b, adminEmail, adminPassword)
 	toks := s.customers(b, 16)
 	// The holds belong to many customers, a hundred each, as in a real storm.
@@ -315,13 +360,15 @@ func storm(b *testing.B, holds int) {
 		}
 		return 201
 	})
-	b.Logf("seeded %d unpaid holds in %v (%.0f/s)", holds, time.Since(seedStart).Round(time.Millisecond), seed.rate())
-	// Each load books and cancels (so the quiet show never sells out); the latency measured is
-	// the booking's, POST /bookings alone.
+	b.Logf("%d replicas: seeded %d unpaid holds in %v (%.0f/s)", replicas, holds, time.Since(seedStart).Round(time.Millisecond), seed.rate())
+	// Each load books and cancels (so the quiet show never sells out), on the replicas in turn;
+	// the latency measured is the booking's, POST /bookings alone.
+	var cancels atomic.Int64
 	bookOn := func(f showFixture, rec *latencies) func(i int) int {
 		return func(i int) int {
+			rc := rcs[i%replicas]
 			t0 := time.Now()
-			code, raw := s.rc.do("POST", base+"/bookings", toks[i%16], f.booking(1), nil)
+			code, raw := rc.do("POST", base+"/bookings", toks[i%16], f.booking(1), nil)
 			rec.add(time.Since(t0))
 			if code == 201 {
 				var env struct {
@@ -330,7 +377,8 @@ func storm(b *testing.B, holds int) {
 					} `json:"data"`
 				}
 				_ = json.Unmarshal(raw, &env)
-				s.rc.do("PATCH", base+"/bookings/"+env.Data.ID, toks[i%16], map[string]any{"status": "CANCELLED"}, nil)
+				rc.do("PATCH", base+"/bookings/"+env.Data.ID, toks[i%16], map[string]any{"status": "CANCELLED"}, nil)
+				cancels.Add(1)
 			}
 			return code
 		}
@@ -339,6 +387,7 @@ func storm(b *testing.B, holds int) {
 	quiet := runLoad(2000, 16, bookOn(quietShow, quietLat))
 	b.Logf("quiet: %s; POST /bookings p99 %v", quiet, quietLat.p99())
 	// Every seeded hold ends now.
+	at0, cancels0 := wire.snapshot(), cancels.Load()
 	offset.Store(int64(11 * time.Minute))
 	start := time.Now()
 	var released, over atomic.Bool // the release is done; the clear too
@@ -369,31 +418,77 @@ func storm(b *testing.B, holds int) {
 		b.Logf("during the storm: %d bookings (%.0f/s), statuses %v; POST /bookings p99 %v, worst p99 of a 500-booking stretch %v",
 			n, float64(n)/time.Since(start).Seconds(), statuses, stormLat.p99(), worst)
 	})
-	// The expirer reports what its last step left: the storm is released once a step begun
-	// after the holds ended leaves no due bucket unreleased, and over once nothing is left to
-	// clear either.
-	steps0 := m.Bookings.ExpiryProgress().Steps
-	deadline := time.Now().Add(10 * time.Minute)
+	// The expirer of the replica that leads it reports what its last step left: the storm is
+	// released once a step begun after the holds ended leaves no due bucket unreleased, and
+	// over once no due bucket is left in the expiry queue (the clear dropped them all).
+	steps0 := make([]int64, replicas)
+	for i, r := range mains {
+		steps0[i] = r.Bookings.ExpiryProgress().Steps
+	}
+	store := mongostore.NewBookings(connectBench(b, testDBURLOfMain(b, m)))
+	deadline, trace := time.Now().Add(10*time.Minute), time.Now()
 	var took time.Duration
+	var atRelease wireCounts
+	var releaseCancels int64
 	for {
-		p := m.Bookings.ExpiryProgress()
-		if p.Steps >= steps0+2 && p.Release == 0 && took == 0 {
-			took = time.Since(start)
-			released.Store(true)
-			b.Logf("released in %v; %d buckets left to clear", took.Round(time.Millisecond), p.Clear)
+		if took == 0 {
+			for i, r := range mains {
+				if p := r.Bookings.ExpiryProgress(); p.Steps >= steps0[i]+2 && p.Release == 0 {
+					took = time.Since(start)
+					atRelease, releaseCancels = wire.snapshot(), cancels.Load()
+					released.Store(true)
+					b.Logf("released in %v by replica %d; %d buckets left to clear", took.Round(time.Millisecond), i, p.Clear)
+					break
+				}
+			}
 		}
-		if took > 0 && p.Clear == 0 {
-			break
+		if took > 0 {
+			buckets, err := store.IntentBuckets(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			due := 0
+			for _, bk := range buckets {
+				if !bk.End.After(m.Now()) {
+					due++
+				}
+			}
+			if due == 0 {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("the storm still not over after 10 minutes: %+v", p)
+			var state []string
+			for i, r := range mains {
+				state = append(state, fmt.Sprintf("replica %d: %+v, leads %v", i, r.Bookings.ExpiryProgress(), r.Electors[JobExpiry].Leader()))
+			}
+			b.Fatalf("the storm still not over after 10 minutes: %s", strings.Join(state, "; "))
+		}
+		if os.Getenv("BENCH_STORM_TRACE") != "" && time.Now().After(trace) {
+			trace = time.Now().Add(5 * time.Second)
+			for i, r := range mains {
+				b.Logf("%v: replica %d: %+v, leads %v", time.Since(start).Round(time.Second), i, r.Bookings.ExpiryProgress(), r.Electors[JobExpiry].Leader())
+			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	cleared := time.Since(start)
+	atClear, clearCancels := wire.snapshot(), cancels.Load()
 	over.Store(true)
 	wg.Wait()
 	quietP99, stormP99, releaseP99 := quietLat.p99(), stormLat.p99(), releaseLat.p99()
+	// What the database was asked, from the holds' end: during the release, and until the
+	// clear was over. A cancellation of the load inserts an outcome: those are taken out.
+	rel, all := atRelease.since(at0), atClear.since(at0)
+	const outcomes = "insert " + mongostore.OutcomesCollection
+	relOutcomes := rel.docs[outcomes] - (releaseCancels - cancels0)
+	allOutcomes := all.docs[outcomes] - (clearCancels - cancels0)
+	cmds, writes := all.total()
+	b.Logf("database, from the holds' end to the clear's: %d outcome inserts for %d holds (%d by the release), %d commands, %d documents written; busiest: %s",
+		allOutcomes, holds, relOutcomes, cmds, writes, all.top(8))
+	b.ReportMetric(float64(allOutcomes), "outcome-inserts")
+	b.ReportMetric(float64(cmds), "db-commands")
+	b.ReportMetric(float64(writes), "db-writes")
 	b.ReportMetric(took.Seconds(), "release-s")
 	b.ReportMetric(cleared.Seconds(), "cleared-s")
 	b.ReportMetric(ms(quietP99), "quiet-p99-ms")
@@ -403,7 +498,6 @@ func storm(b *testing.B, holds int) {
 	b.Logf("released %d holds in %v (%.0f/s), cleared in %v; booking p99 quiet %v, during the release %v (%.1fx), during release and clear %v (%.1fx; worst 500-booking stretch %.1fx)",
 		holds, took.Round(time.Millisecond), float64(holds)/took.Seconds(), cleared.Round(time.Millisecond), quietP99,
 		releaseP99, ms(releaseP99)/ms(quietP99), stormP99, ms(stormP99)/ms(quietP99), ms(worst)/ms(quietP99))
-	store := mongostore.NewBookings(m.DB)
 	for _, f := range shows[:min(3, len(shows))] {
 		if hs, err := store.ShowHolds(context.Background(), f.showID); err != nil || len(hs) != 0 {
 			b.Errorf("show %s: %d holds left after the clear (%v)", f.showID, len(hs), err)
@@ -423,6 +517,20 @@ func storm(b *testing.B, holds int) {
 	if ms(stormP99) > 3*ms(quietP99) {
 		b.Errorf("booking p99 during the storm (release and clear) %v is over 3x quiet %v", stormP99, quietP99)
 	}
+}
+
+// testDBURLOfMain is the database URL of m without the proxy: straight to the test server.
+func testDBURLOfMain(b *testing.B, m *Main) string {
+	u, err := url.Parse(m.Config.DBURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	direct, err := url.Parse(devdb.TestURI(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	u.Host, u.RawQuery = direct.Host, ""
+	return u.String()
 }
 
 // connectBench is a driver connection of the benchmark's own to the database at url.

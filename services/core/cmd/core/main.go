@@ -16,6 +16,7 @@ import (
 
 	"github.com/cineflow/cineflow/pkg/config"
 	"github.com/cineflow/cineflow/pkg/httpx"
+	"github.com/cineflow/cineflow/pkg/lease"
 	"github.com/cineflow/cineflow/pkg/logging"
 	"github.com/cineflow/cineflow/pkg/mongox"
 	"github.com/cineflow/cineflow/pkg/telemetry"
@@ -43,6 +44,7 @@ type Config struct {
 	BookingConfig
 	AuthConfig
 	IdempotencyConfig
+	ReplicaConfig
 	Port int `env:"PORT" envDefault:"3000"`
 	// DBURL names the MongoDB server and, in its path, the database (default "mba").
 	DBURL            string        `env:"DB_URL"`
@@ -104,6 +106,9 @@ func (c Config) Validate() error {
 	if err := c.IdempotencyConfig.Validate(); err != nil {
 		return err
 	}
+	if err := c.ReplicaConfig.Validate(); err != nil {
+		return err
+	}
 	if err := c.Settings.Validate(c.Port); err != nil {
 		return err
 	}
@@ -124,8 +129,18 @@ type Main struct {
 	// SetupTelemetry installs the global tracer provider (default telemetry.Setup) and returns
 	// its shutdown. Tests that run many Mains in one process install it once instead.
 	SetupTelemetry func(ctx context.Context) (func(context.Context) error, error)
-	// Now is the booking engine's clock (default time.Now); benchmarks move it to make holds end.
+	// Now is this process's local clock (default time.Now). The booking engine and the leases
+	// run on the database's clock, measured against it (see ReplicaConfig and Clock); a test
+	// that moves it to make holds end turns that measure off (CLOCK_SYNC_INTERVAL negative),
+	// else the next measure would take the move back.
 	Now func() time.Time
+	// Clock is the database's clock as measured against Now.
+	Clock *mongox.Clock
+	// Electors are this replica's candidacies for the jobs done once among the replicas, by
+	// job (JobExpiry...).
+	Electors map[string]*lease.Elector
+	leases   *lease.MongoStore
+	coord    *mongo.Database // the database through the clock's and leases' client
 
 	Registry  *prometheus.Registry
 	Client    *mongo.Client
@@ -191,6 +206,21 @@ func (m *Main) Run(ctx context.Context) error {
 	})
 	dbName := mongox.DatabaseName(cfg.DBURL, "mba")
 	m.DB = client.Database(dbName)
+	// The clock and the leases have a client of their own with a small pool: a clock's round
+	// trip queued behind the service's requests would measure the queue, and a lease's renewal
+	// queued behind its holder's own work (the expirer in a storm) would lose the lease.
+	coord, err := mongox.ConnectPool(ctx, cfg.DBURL, cfg.DBConnectTimeout, 2)
+	if err != nil {
+		return err
+	}
+	m.OnClose(func(ctx context.Context) error {
+		if err := coord.Disconnect(ctx); err != nil {
+			return fmt.Errorf("database disconnect: %w", err)
+		}
+		return nil
+	})
+	m.coord = coord.Database(dbName)
+	m.wireClock(ctx)
 	m.Users = mongostore.New(m.DB)
 	ictx, cancel := context.WithTimeout(ctx, cfg.DBConnectTimeout+10*time.Second)
 	defer cancel()
@@ -220,6 +250,9 @@ func (m *Main) Run(ctx context.Context) error {
 
 	m.Registry = prometheus.NewRegistry()
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := m.registerClockMetrics(); err != nil {
+		return err
+	}
 	if err := m.wireCatalogue(ictx, m.DB); err != nil {
 		return err
 	}
@@ -261,29 +294,44 @@ func (m *Main) Run(ctx context.Context) error {
 }
 
 // backfillUserEmails indexes, in the background, the emails of users an earlier version
-// created, retrying until it is done (sign-in finds them meanwhile by a find on email).
+// created, retrying until it is done (sign-in finds them meanwhile by a find on email). The
+// replica that leads JobEmailBackfill does it; the others wait until it is done, and take it
+// up if the leader goes away first.
 func (m *Main) backfillUserEmails(ctx context.Context) {
+	e := m.elect(ctx, JobEmailBackfill)
 	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer func() { // done, or stopping
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(bctx), time.Second)
+			defer cancel()
+			_ = e.Release(rctx)
+		}()
 		for {
-			began := time.Now()
-			n, err := m.Users.Backfill(bctx)
-			if err == nil {
-				if n > 0 {
-					m.Logger.Info("indexed the emails of existing users", "users", n, "took", time.Since(began).String())
+			wait := 10 * time.Second
+			if e.Leader() {
+				began := time.Now()
+				n, err := m.Users.Backfill(bctx)
+				if err == nil {
+					if n > 0 {
+						m.Logger.Info("indexed the emails of existing users", "users", n, "took", time.Since(began).String())
+					}
+					return
 				}
-				return
+				if bctx.Err() != nil {
+					return
+				}
+				m.Logger.Warn("indexing the emails of existing users failed; retrying", "error", err.Error())
+			} else if ok, err := m.Users.Backfilled(bctx); err == nil && ok {
+				return // another replica did it
+			} else {
+				wait = time.Second
 			}
-			if bctx.Err() != nil {
-				return
-			}
-			m.Logger.Warn("indexing the emails of existing users failed; retrying", "error", err.Error())
 			select {
 			case <-bctx.Done():
 				return
-			case <-time.After(10 * time.Second):
+			case <-time.After(wait):
 			}
 		}
 	}()

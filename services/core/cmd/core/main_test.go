@@ -457,7 +457,7 @@ func TestResetPassword(t *testing.T) {
 		t.Errorf("short new password: %s", r.raw)
 	}
 	s.expect(s.do(req{method: "PATCH", path: path, body: map[string]string{"oldPassword": "password-1", "newPassword": "password-2"}}), 401)
-	time.Sleep(1100 * time.Millisecond) // tokens carry whole seconds: the reset comes a second later
+	// no pause: a reset ends a token of the same second too (see TestResetEndsEverySession)
 	s.expect(s.do(req{method: "PATCH", path: path, token: tok, body: map[string]string{"oldPassword": "password-1", "newPassword": "password-2"}}), 200)
 	s.expect(s.signIn("ann@example.com", "password-1"), 401)
 	fresh := s.token("ann@example.com", "password-2")
@@ -495,23 +495,38 @@ func TestUpdateUserAuthorization(t *testing.T) {
 		s.expect(s.do(req{method: "PATCH", path: path, token: adminTok, body: body}), 400)
 	}
 
-	// the client's PENDING token: sign-in says PENDING; approval takes effect on the same token
+	// the client's PENDING token: sign-in says PENDING; approval ends that session (a token
+	// issued without the powers does not gain them), and the next sign-in says APPROVED
 	u := s.expect(s.do(req{method: "PATCH", path: path, token: adminTok, body: approve}), 200).user()
 	if u.Status != core.StatusApproved || u.Role != core.RoleClient || u.ID != client.ID || !u.UpdatedAt.After(client.UpdatedAt.Add(-time.Millisecond)) {
 		t.Fatalf("after approval: %+v", u)
 	}
+	s.expect(s.do(req{method: "GET", path: probePath, token: clientTok}), 401)
 	var sess core.Session
 	_ = json.Unmarshal(s.expect(s.signIn("owner@example.com", "password-1"), 200).env.Data, &sess)
 	if sess.Status != core.StatusApproved {
 		t.Errorf("sign-in after approval: %+v", sess)
 	}
-	// promote the client to admin: its old token now has admin powers at once
+	clientTok = sess.Token
+	// an approval of an approved user changes nothing and ends nothing
+	s.expect(s.do(req{method: "PATCH", path: path, token: adminTok, body: approve}), 200)
+	s.expect(s.do(req{method: "GET", path: probePath, token: clientTok}), 404)
+	// promote the client to admin: the old token is ended, a new one has admin powers
 	s.expect(s.do(req{method: "PATCH", path: path, token: adminTok, body: `{"userRole":"ADMIN"}`}), 200)
 	custID := s.expect(s.signUp("Other", "other@example.com", "password-1", core.RoleClient), 201).user().ID
-	s.expect(s.do(req{method: "PATCH", path: base + "/user/" + custID, token: clientTok, body: approve}), 200)
-	// and a rejection removes them at once
+	s.expect(s.do(req{method: "PATCH", path: base + "/user/" + custID, token: clientTok, body: approve}), 401)
+	promoted := s.token("owner@example.com", "password-1")
+	s.expect(s.do(req{method: "PATCH", path: base + "/user/" + custID, token: promoted, body: approve}), 200)
+	// a rejection ends its sessions, and a later approval does not revive them
 	s.expect(s.do(req{method: "PATCH", path: path, token: adminTok, body: `{"userStatus":"REJECTED"}`}), 200)
-	s.expect(s.do(req{method: "PATCH", path: base + "/user/" + custID, token: clientTok, body: approve}), 403)
+	s.expect(s.do(req{method: "PATCH", path: base + "/user/" + custID, token: promoted, body: approve}), 401)
+	rejected := s.token("owner@example.com", "password-1")
+	s.expect(s.do(req{method: "PATCH", path: base + "/user/" + custID, token: rejected, body: approve}), 403)
+	s.expect(s.do(req{method: "PATCH", path: path, token: adminTok, body: approve}), 200)
+	for _, tok := range []string{promoted, rejected} {
+		s.expect(s.do(req{method: "PATCH", path: base + "/user/" + custID, token: tok, body: approve}), 401)
+	}
+	s.expect(s.do(req{method: "PATCH", path: base + "/user/" + custID, token: s.token("owner@example.com", "password-1"), body: approve}), 200)
 }
 
 func TestAdminBootstrapIdempotent(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -20,6 +23,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/pkg/logging"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/mongostore"
 	notihttp "github.com/cineflow/cineflow/services/notification/httpapi"
 	notimongo "github.com/cineflow/cineflow/services/notification/mongostore"
 )
@@ -367,4 +371,182 @@ func TestOutboxTraceContinues(t *testing.T) {
 		}
 		return relaySpan && serverSpan
 	})
+}
+
+// outboxStore is the service's outbox store.
+func outboxStore(t *testing.T, s *service) *mongostore.Outbox {
+	t.Helper()
+	st, ok := s.m.outboxRelay().Store().(*mongostore.Outbox)
+	if !ok {
+		t.Fatal("the relay's store is not a *mongostore.Outbox")
+	}
+	return st
+}
+
+// outboxCount counts the emails matching filter in every collection of the outbox (its
+// front and its retry buckets), read from core's database: a test may read them all.
+func outboxCount(t *testing.T, s *service, filter bson.M) int64 {
+	t.Helper()
+	queues, err := outboxStore(t, s).Queues(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, q := range queues {
+		c, err := s.m.DB.Collection(q).CountDocuments(t.Context(), filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += c
+	}
+	return n
+}
+
+// outboxDoc decodes the email keyed key, wherever it waits in the outbox, into dst; false
+// when it is in none of its collections.
+func outboxDoc(t *testing.T, s *service, key string, dst any) bool {
+	t.Helper()
+	queues, err := outboxStore(t, s).Queues(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range queues {
+		err := s.m.DB.Collection(q).FindOne(t.Context(), bson.M{"_id": key}).Decode(dst)
+		if err == nil {
+			return true
+		}
+		if !errors.Is(err, mongo.ErrNoDocuments) {
+			t.Fatal(err)
+		}
+	}
+	return false
+}
+
+// logLines returns the JSON log lines whose message contains msg.
+func logLines(s *service, msg string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(s.logs.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && strings.Contains(fmt.Sprint(rec["msg"]), msg) {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// TestOutboxRelayPausesWhileNotificationServiceDown: with the notification service down and
+// many emails waiting, the relay pauses after a few failures (mba_outbox_relay_open 1, one
+// WARN line), tries one email per probe interval whatever the backlog, and once the service is
+// back resumes (0, one INFO line) and delivers every email exactly once.
+func TestOutboxRelayPausesWhileNotificationServiceDown(t *testing.T) {
+	t.Parallel()
+	n := newNotiService(t) // not started: its port refuses connections
+	s := startRelaying(t, n, nil)
+	if v, ok := gather(t, s, "mba_outbox_relay_open", nil); !ok || v != 0 {
+		t.Fatalf("mba_outbox_relay_open %v (present %v) at start, want 0", v, ok)
+	}
+	const emails = 60
+	for i := range emails {
+		if err := s.m.Outbox.Enqueue(t.Context(), testEmail(fmt.Sprintf("paused%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "the relay pauses", func() bool {
+		v, _ := gather(t, s, "mba_outbox_relay_open", nil)
+		return v == 1
+	})
+	retries := func() float64 {
+		v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": testKind, "result": "retry"})
+		return v
+	}
+	first := retries()
+	if first > 5+4-1 {
+		t.Fatalf("%v attempts before pausing, want at most BreakAfter+Parallel-1 = 8", first)
+	}
+	// Probes at most every half second (RELAY_MAX_BACKOFF caps them; the relay's minimum
+	// backoff is 1 s, jittered to half): 3 s of outage, a handful of attempts. Before, every
+	// email was tried once a second or so: about 180.
+	time.Sleep(3 * time.Second)
+	if probes := retries() - first; probes > 8 {
+		t.Fatalf("%v attempts in 3 s while paused, want one per probe interval (at most 8)", probes)
+	}
+	eventually(t, 10*time.Second, "mba_outbox_pending counts the emails waiting (read every 5 s at most)", func() bool {
+		v, _ := gather(t, s, "mba_outbox_pending", nil)
+		return v == emails
+	})
+	paused := logLines(s, "relay paused")
+	if len(paused) != 1 || paused[0]["level"] != "WARN" {
+		t.Fatalf("pause logged %d times (%v), want once at WARN", len(paused), paused)
+	}
+
+	n.start()
+	eventually(t, 20*time.Second, "every email is delivered once the service is up", func() bool {
+		return len(n.tickets()) == emails && backlog(t, s).Pending == 0
+	})
+	if v, _ := gather(t, s, "mba_outbox_relay_open", nil); v != 0 {
+		t.Fatalf("mba_outbox_relay_open = %v after the recovery, want 0", v)
+	}
+	resumed := logLines(s, "relay resumed")
+	if len(resumed) != 1 || resumed[0]["level"] != "INFO" {
+		t.Fatalf("resumption logged %d times (%v), want once at INFO", len(resumed), resumed)
+	}
+	time.Sleep(300 * time.Millisecond)
+	subjects := map[string]bool{}
+	for _, tk := range n.tickets() {
+		subjects[tk.Subject] = true
+	}
+	if len(n.tickets()) != emails || len(subjects) != emails {
+		t.Fatalf("%d tickets (%d distinct), want %d", len(n.tickets()), len(subjects), emails)
+	}
+	if c := outboxCount(t, s, bson.M{}); c != 0 {
+		t.Fatalf("the outbox holds %d emails", c)
+	}
+}
+
+// TestOutboxRelaysEarlierVersionsDocuments: the outbox documents an earlier version left (due,
+// and rescheduled in place for later, with attempts and lastError) are all delivered, once
+// each, by this version's relay.
+func TestOutboxRelaysEarlierVersionsDocuments(t *testing.T) {
+	t.Parallel()
+	n := newNotiService(t)
+	n.start()
+	cfg := testConfig(t)
+	// What an earlier version's relay left in the outbox, in its format.
+	db := devdb.TestDBNamed(t, devdbName(cfg.DBURL))
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	const emails = 40
+	var docs []any
+	for i := range emails {
+		key := fmt.Sprintf("earlier%02d", i)
+		next, attempts := now.Add(-time.Minute), 0
+		if i%2 == 1 { // tried before, due again in 1 to 3 s
+			next, attempts = now.Add(time.Duration(1+i%3)*time.Second), 2+i%4
+		}
+		d := bson.D{{Key: "_id", Value: key}, {Key: "recipients", Value: []string{"ann@example.com"}},
+			{Key: "subject", Value: "Earlier " + key}, {Key: "content", Value: "Seats A1"}, {Key: "kind", Value: testKind},
+			{Key: "ref", Value: key}, {Key: "createdAt", Value: now.Add(-time.Hour)}, {Key: "attempts", Value: attempts},
+			{Key: "nextAttemptAt", Value: next}}
+		if attempts > 0 {
+			d = append(d, bson.E{Key: "lastError", Value: "notification service unreachable"})
+		}
+		docs = append(docs, d)
+	}
+	if _, err := db.Collection(mongostore.OutboxCollection).InsertMany(t.Context(), docs); err != nil {
+		t.Fatal(err)
+	}
+	s := startRelaying(t, n, func(c *Config) { c.DBURL = cfg.DBURL })
+	eventually(t, 20*time.Second, "every earlier email is delivered", func() bool {
+		return len(n.tickets()) == emails && outboxCount(t, s, bson.M{}) == 0
+	})
+	time.Sleep(300 * time.Millisecond)
+	subjects := map[string]bool{}
+	for _, tk := range n.tickets() {
+		subjects[tk.Subject] = true
+	}
+	if len(n.tickets()) != emails || len(subjects) != emails {
+		t.Fatalf("%d tickets (%d distinct), want %d", len(n.tickets()), len(subjects), emails)
+	}
+	if b := backlog(t, s); b.Pending != 0 || !b.Oldest.IsZero() {
+		t.Fatalf("backlog %+v once delivered", b)
+	}
 }

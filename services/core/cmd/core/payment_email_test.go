@@ -19,7 +19,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cineflow/cineflow/services/core"
-	"github.com/cineflow/cineflow/services/core/mongostore"
 	notihttp "github.com/cineflow/cineflow/services/notification/httpapi"
 )
 
@@ -109,16 +108,6 @@ func checkConfirmation(t *testing.T, tk ticket, email string, bk core.Booking, n
 	}
 }
 
-// outboxCount counts the outbox documents matching filter, read from core's database.
-func outboxCount(t *testing.T, s *service, filter bson.M) int64 {
-	t.Helper()
-	n, err := s.m.DB.Collection(mongostore.OutboxCollection).CountDocuments(t.Context(), filter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 func paidKey(bookingID string) string { return core.PaidEmailKind + ":" + bookingID }
 
 // scrapeGauge reads one unlabelled sample from GET /metrics, as Prometheus would.
@@ -171,7 +160,6 @@ func TestPaymentEmailSurvivesNotificationOutage(t *testing.T) {
 
 	// The email is owed durably, and the relay keeps trying while the service is down.
 	key := paidKey(bk.ID)
-	ob := s.m.DB.Collection(mongostore.OutboxCollection)
 	var doc struct {
 		Recipients []string `bson:"recipients"`
 		Content    string   `bson:"content"`
@@ -181,8 +169,8 @@ func TestPaymentEmailSurvivesNotificationOutage(t *testing.T) {
 		LastError  string   `bson:"lastError"`
 	}
 	eventually(t, 10*time.Second, "the relay meets the outage at least twice", func() bool {
-		if err := ob.FindOne(t.Context(), bson.M{"_id": key}).Decode(&doc); err != nil {
-			t.Fatalf("the confirmation is not in the outbox: %v", err)
+		if !outboxDoc(t, s, key, &doc) {
+			t.Fatal("the confirmation is not in the outbox")
 		}
 		return doc.Attempts >= 2 && doc.LastError != ""
 	})

@@ -111,9 +111,10 @@ func TestUserChangesNeverLost(t *testing.T) {
 					lost++
 				}
 				newPw = fmt.Sprintf("password-%d-%d", round, i)
-			case 409, 400, 401, 429: // refused: another reset won (400: before this one read the user; 401: in a
-				// later second than the token was issued; 429: another reset of this user was in flight,
-				// which the password-change limit counts as a guess until it ends)
+			case 409, 400, 401, 429: // refused: another reset won (400: before this one read the user; 401:
+				// another reset or an admin change ended the token's session before this one was
+				// authenticated; 429: another reset of this user was in flight, which the
+				// password-change limit counts as a guess until it ends)
 			default:
 				t.Fatalf("round %d: reset answered %d", round, st)
 			}

@@ -8,6 +8,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
+	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/httpapi"
 	"github.com/cineflow/cineflow/services/core/mongostore"
@@ -28,7 +29,15 @@ type BookingConfig struct {
 	// Projection copies each booking's fate onto its stored document (see
 	// core.BookingsOptions.Project). make run turns it off for the embedded database.
 	Projection bool `env:"BOOKING_PROJECTION" envDefault:"true"`
+	// TakeoverMargin is how long past a hold's end another booking or the expirer waits before
+	// taking its seats (the customer paying is held to the end itself): the clock error between
+	// replicas tolerated, beside the database's clock they share (see core.BookingsOptions).
+	// Zero means the default; negative, none.
+	TakeoverMargin time.Duration `env:"HOLD_TAKEOVER_MARGIN" envDefault:"2s"`
 }
+
+// DefaultTakeoverMargin is HOLD_TAKEOVER_MARGIN's default.
+const DefaultTakeoverMargin = 2 * time.Second
 
 // Validate rejects unusable booking settings (zero values mean the defaults).
 func (c BookingConfig) Validate() error {
@@ -44,10 +53,15 @@ func (c BookingConfig) Validate() error {
 	if c.MaxOpenSeatsPerUser < 0 || c.MaxOpenSeatsPerUser > 100000 {
 		return errors.New("MAX_OPEN_SEATS_PER_USER must be from 1 to 100000")
 	}
+	if c.TakeoverMargin > time.Minute {
+		return errors.New("HOLD_TAKEOVER_MARGIN must be at most 1m")
+	}
 	return nil
 }
 
-// wireBookings builds m.Bookings on db and starts the hold expirer (stopped by Close).
+// wireBookings builds m.Bookings on db and starts the hold expirer (stopped by Close). Hold
+// ends follow the database's clock (m.now); the expirer runs on the replica that leads
+// JobExpiry, and shares its notes of lapsed fair-use slots with the others.
 func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	if m.Catalogue == nil {
 		return errors.New("bookings need the catalogue (wireCatalogue first)")
@@ -58,12 +72,21 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	if err := store.EnsureIndexes(ctx); err != nil {
 		return err
 	}
+	m.backfillLists(ctx, store)
 	if cfg.ExpiryInterval == 0 {
 		cfg.ExpiryInterval = 10 * time.Second
 	}
+	margin := cfg.TakeoverMargin
+	switch {
+	case margin == 0:
+		margin = DefaultTakeoverMargin
+	case margin < 0:
+		margin = 0
+	}
 	m.Bookings = core.NewBookings(store, shows, core.BookingsOptions{HoldTTL: cfg.HoldTTL,
 		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, MaxOpenSeatsPerUser: cfg.MaxOpenSeatsPerUser,
-		Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry), Now: m.Now})
+		Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry), TraceParent: httpx.TraceParent, Now: m.now,
+		TakeoverMargin: margin, Leads: m.elect(ctx, JobExpiry).Leader, Lapses: mongostore.NewLapses(db)})
 	// Before serving, like the indexes: a store written by a version without seat logs gets
 	// them (once).
 	if err := m.Bookings.MigrateSeatLogs(ctx); err != nil {
@@ -81,9 +104,19 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 			m.Logger.Warn("booking background work failed; retrying", "error", err.Error())
 		})
 	}()
+	// The seat logs' compaction runs on every replica (each compacts the shows it has seen;
+	// the compaction records keep them from repeating each other's work).
+	compacted := make(chan struct{})
+	go func() {
+		defer close(compacted)
+		m.Bookings.RunCompaction(expCtx, func(err error) {
+			m.Logger.Warn("seat log compaction failed; retrying", "error", err.Error())
+		})
+	}()
 	m.OnClose(func(context.Context) error {
 		stop()
 		<-done
+		<-compacted
 		return nil
 	})
 	return nil

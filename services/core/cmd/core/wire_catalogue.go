@@ -64,6 +64,9 @@ func (m *Main) wireCatalogue(ctx context.Context, db *mongo.Database) error {
 		OutboxFunc:   func() core.Outbox { return m.Outbox },
 		TraceParent:  httpx.TraceParent,
 		ShowCacheTTL: cfg.showCacheTTL(),
+		// The database's clock (see wireClock): deletion markers are dated by it, so the
+		// replicas agree on their age whatever their own clocks say.
+		Now: m.now,
 	})
 	return nil
 }

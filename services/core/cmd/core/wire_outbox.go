@@ -67,12 +67,7 @@ func (m *Main) wireOutbox(ctx context.Context, db *mongo.Database) error {
 		return err
 	}
 	metrics := newOutboxMetrics(store, 5*time.Second)
-	if m.Registry != nil {
-		if err := m.Registry.Register(metrics); err != nil {
-			return fmt.Errorf("outbox metrics: %w", err)
-		}
-	}
-	relay := core.NewRelay(store, client, core.RelayOptions{
+	relay := core.NewRelay(ledOutbox{OutboxStore: store, leads: m.elect(ctx, JobOutboxRelay).Leader}, client, core.RelayOptions{
 		Interval:   cfg.RelayInterval,
 		MaxBackoff: cfg.RelayMaxBackoff,
 		Logger:     m.Logger,
@@ -81,10 +76,36 @@ func (m *Main) wireOutbox(ctx context.Context, db *mongo.Database) error {
 		// booking nobody has checked is paid).
 		GuardedKinds: []string{core.PaidEmailKind},
 	})
+	metrics.relay = relay
+	if m.Registry != nil {
+		if err := m.Registry.Register(metrics); err != nil {
+			return fmt.Errorf("outbox metrics: %w", err)
+		}
+	}
 	m.Outbox = relay // Enqueue stores the email and wakes the relay
+	// Closers run last-added first: the relay stops, then the store writes its share of the
+	// outbox count.
+	m.OnClose(store.Flush)
 	relay.Start()
 	m.OnClose(relay.Stop)
 	return nil
+}
+
+// ledOutbox is the outbox store as the relay sees it: only on the replica that leads
+// JobOutboxRelay does Pending find due emails, so only that one relays (every replica stores
+// the emails it owes). An email owed on another replica is relayed by the leader at its next
+// round (RELAY_INTERVAL); two relays at once (a change of leader) stay correct, each POST
+// carrying the email's Idempotency-Key.
+type ledOutbox struct {
+	core.OutboxStore
+	leads func() bool
+}
+
+func (o ledOutbox) Pending(ctx context.Context, now time.Time, limit int) ([]core.OutboxEntry, error) {
+	if !o.leads() {
+		return nil, nil
+	}
+	return o.OutboxStore.Pending(ctx, now, limit)
 }
 
 // outboxRelay is the relay wireOutbox started (nil before, or if m.Outbox is something else):
@@ -94,12 +115,15 @@ func (m *Main) outboxRelay() *core.Relay {
 	return r
 }
 
-// outboxMetrics exports the relay's results (counted as they happen) and the backlog (read
-// from the store at scrape time, one read per ttl at most).
+// outboxMetrics exports the relay's results (counted as they happen), whether its breaker
+// has paused it, and the backlog (read from the store at scrape time, one read per ttl at
+// most, at a cost that does not grow with the backlog).
 type outboxMetrics struct {
 	store   core.OutboxStore
+	relay   *core.Relay
 	ttl     time.Duration
 	relayed *prometheus.CounterVec
+	open    *prometheus.Desc
 	pending *prometheus.Desc
 	oldest  *prometheus.Desc
 
@@ -115,8 +139,12 @@ func newOutboxMetrics(store core.OutboxStore, ttl time.Duration) *outboxMetrics 
 			Name: "mba_outbox_relayed_total",
 			Help: "Attempts to relay an outbox email to the notification service, by kind and result (sent, dropped, retry, failed).",
 		}, []string{"kind", "result"}),
+		open: prometheus.NewDesc("mba_outbox_relay_open",
+			"1 while this replica's outbox relay is paused by its circuit breaker (the notification service keeps failing: "+
+				"one email is tried per probe interval), else 0.", nil, nil),
 		pending: prometheus.NewDesc("mba_outbox_pending",
-			"Emails in the outbox not yet accepted by the notification service.", nil, nil),
+			"Emails in the outbox not yet accepted by the notification service (kept as emails come and go: an estimate, "+
+				"settled to 0 when the outbox is seen empty).", nil, nil),
 		oldest: prometheus.NewDesc("mba_outbox_oldest_pending_age_seconds",
 			"Age of the oldest email in the outbox (0 when empty).", nil, nil),
 	}
@@ -129,6 +157,7 @@ func (o *outboxMetrics) observe(kind string, r core.RelayResult) {
 // Describe implements prometheus.Collector.
 func (o *outboxMetrics) Describe(ch chan<- *prometheus.Desc) {
 	o.relayed.Describe(ch)
+	ch <- o.open
 	ch <- o.pending
 	ch <- o.oldest
 }
@@ -137,6 +166,13 @@ func (o *outboxMetrics) Describe(ch chan<- *prometheus.Desc) {
 // are left out (a gap in the graph rather than a false zero).
 func (o *outboxMetrics) Collect(ch chan<- prometheus.Metric) {
 	o.relayed.Collect(ch)
+	if o.relay != nil {
+		open := 0.0
+		if o.relay.BreakerOpen() {
+			open = 1
+		}
+		ch <- prometheus.MustNewConstMetric(o.open, prometheus.GaugeValue, open)
+	}
 	b, err := o.backlog()
 	if err != nil {
 		return

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -477,15 +478,16 @@ func TestListPagination(t *testing.T) {
 		return out
 	}
 
-	// Default limit 20, newest first, full page has a cursor.
+	// Default limit 20, newest first, more follow: a cursor and a Link to the next page.
 	r := s.do(req{method: "GET", path: base})
 	wantStatus(t, r, 200)
 	page := r.tickets(t)
 	if fmt.Sprint(ids(page)) != fmt.Sprint(newestFirst[:20]) {
 		t.Errorf("default page = %v, want %v", ids(page), newestFirst[:20])
 	}
-	if r.header.Get("X-Next-Cursor") != newestFirst[19] {
-		t.Errorf("X-Next-Cursor %q, want %s", r.header.Get("X-Next-Cursor"), newestFirst[19])
+	next := r.header.Get("X-Next-Cursor")
+	if next == "" || r.header.Get("Link") != "<"+base+"?cursor="+url.QueryEscape(next)+`&limit=20>; rel="next"` {
+		t.Errorf("X-Next-Cursor %q, Link %q", next, r.header.Get("Link"))
 	}
 	// Walk with the cursor: every ticket once, in order, no gaps.
 	var walked []string
@@ -501,11 +503,8 @@ func TestListPagination(t *testing.T) {
 		pages++
 		walked = append(walked, ids(page)...)
 		next := r.header.Get("X-Next-Cursor")
-		if len(page) == 5 && next != page[4].ID.Hex() {
-			t.Fatalf("full page without the right cursor: %q", next)
-		}
-		if len(page) < 5 && next != "" {
-			t.Fatalf("short page with a cursor %q", next)
+		if (next == "") != (len(walked) == total) {
+			t.Fatalf("after %d of %d tickets: cursor %q", len(walked), total, next)
 		}
 		if next == "" || pages > 10 {
 			break
@@ -515,12 +514,17 @@ func TestListPagination(t *testing.T) {
 	if fmt.Sprint(walked) != fmt.Sprint(newestFirst) || pages != 5 {
 		t.Errorf("walked %d pages: %v\nwant %v", pages, walked, newestFirst)
 	}
-	// Exactly a multiple of the limit: the last full page has a cursor, the next is empty.
+	// Exactly the tickets there are: nothing follows, no cursor, no Link.
 	r = s.do(req{method: "GET", path: base + "?limit=23"})
-	if len(r.tickets(t)) != 23 || r.header.Get("X-Next-Cursor") == "" {
-		t.Errorf("limit=23: %d tickets, cursor %q", len(r.tickets(t)), r.header.Get("X-Next-Cursor"))
+	if len(r.tickets(t)) != 23 || r.header.Get("X-Next-Cursor") != "" || r.header.Get("Link") != "" {
+		t.Errorf("limit=23: %d tickets, cursor %q, Link %q", len(r.tickets(t)), r.header.Get("X-Next-Cursor"), r.header.Get("Link"))
 	}
-	r = s.do(req{method: "GET", path: base + "?cursor=" + r.header.Get("X-Next-Cursor")})
+	// The cursor of earlier versions, a ticket id: the tickets older than it.
+	r = s.do(req{method: "GET", path: base + "?limit=3&cursor=" + newestFirst[4]})
+	if got := ids(r.tickets(t)); fmt.Sprint(got) != fmt.Sprint(newestFirst[5:8]) || r.header.Get("X-Next-Cursor") == "" {
+		t.Errorf("older than %s: %v, want %v", newestFirst[4], got, newestFirst[5:8])
+	}
+	r = s.do(req{method: "GET", path: base + "?cursor=" + newestFirst[total-1]})
 	wantStatus(t, r, 200)
 	if string(r.env.Data) != "[]" || r.header.Get("X-Next-Cursor") != "" {
 		t.Errorf("after the oldest: data %s, cursor %q", r.env.Data, r.header.Get("X-Next-Cursor"))
@@ -579,6 +583,87 @@ func TestListPagination(t *testing.T) {
 			t.Errorf("?%s: error %s lacks %q", q.query, r.errorText(), q.field)
 		}
 	}
+}
+
+// linkNext is the URL of a response's Link rel="next" ("" without one).
+var linkNext = regexp.MustCompile(`^<([^>]+)>; rel="next"$`)
+
+// A client that knows nothing but the Link header pages through every ticket once, newest
+// first, with and without a status filter.
+func TestListFollowsLinkHeaders(t *testing.T) {
+	t.Parallel()
+	s := startService(t, nil)
+	const total = 17
+	var newestFirst []string
+	for i := range total {
+		newestFirst = append([]string{s.create(i).ID.Hex()}, newestFirst...)
+	}
+	walk := func(first string) (seen []string, pages int) {
+		t.Helper()
+		path := first
+		for path != "" {
+			if pages++; pages > 20 {
+				t.Fatalf("paging from %s does not end", first)
+			}
+			r := s.do(req{method: "GET", path: path})
+			wantStatus(t, r, 200)
+			for _, tk := range r.tickets(t) {
+				seen = append(seen, tk.ID.Hex())
+			}
+			link := r.header.Get("Link")
+			path = ""
+			if link != "" {
+				m := linkNext.FindStringSubmatch(link)
+				if m == nil || !strings.HasPrefix(m[1], base+"?") {
+					t.Fatalf("Link %q", link)
+				}
+				path = m[1]
+				if u, err := url.Parse(path); err != nil || u.Query().Get("cursor") != r.header.Get("X-Next-Cursor") {
+					t.Errorf("Link %q does not carry X-Next-Cursor %q", link, r.header.Get("X-Next-Cursor"))
+				}
+			} else if r.header.Get("X-Next-Cursor") != "" {
+				t.Errorf("X-Next-Cursor %q without a Link", r.header.Get("X-Next-Cursor"))
+			}
+		}
+		return seen, pages
+	}
+	seen, pages := walk(base + "?limit=4")
+	if fmt.Sprint(seen) != fmt.Sprint(newestFirst) || pages != 5 {
+		t.Errorf("%d pages: %v\nwant %v", pages, seen, newestFirst)
+	}
+	// The sweeper delivers five (most recent delivery first in SUCCESS), fails two.
+	for _, i := range []int{16, 3, 9, 0, 12} {
+		s.decide(mustID(t, newestFirst[total-1-i]), notification.StatusSuccess)
+	}
+	for _, i := range []int{5, 6} {
+		s.decide(mustID(t, newestFirst[total-1-i]), notification.StatusFailed)
+	}
+	byIndex := func(is ...int) []string {
+		var out []string
+		for _, i := range is {
+			out = append(out, newestFirst[total-1-i])
+		}
+		return out
+	}
+	for status, want := range map[string][]string{
+		"SUCCESS": byIndex(12, 0, 9, 3, 16),
+		"failed":  byIndex(6, 5),
+		"PENDING": byIndex(15, 14, 13, 11, 10, 8, 7, 4, 2, 1),
+	} {
+		seen, _ := walk(base + "?limit=3&status=" + status)
+		if fmt.Sprint(seen) != fmt.Sprint(want) {
+			t.Errorf("%s: %v\nwant %v", status, seen, want)
+		}
+	}
+}
+
+func mustID(t *testing.T, hex string) bson.ObjectID {
+	t.Helper()
+	id, err := bson.ObjectIDFromHex(hex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 func TestGetTicketIDs(t *testing.T) {

@@ -141,6 +141,8 @@ func (m *Main) Run(ctx context.Context) error {
 		return nil
 	})
 
+	m.backfillList()
+
 	if !m.Store.IdempotencyTTL() {
 		cctx, stop := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -188,6 +190,43 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info("notification service listening", "addr", m.Server.Addr(), "db", mongox.Redact(cfg.DBURL),
 		"database", dbName, "auth", cfg.APIToken != "", "env", cfg.AppEnv, "version", version)
 	return nil
+}
+
+// backfillRetry is how long the list back-fill waits after a failure before it tries again.
+const backfillRetry = 10 * time.Second
+
+// backfillList lists, in the background, the tickets an earlier version stored, retrying until
+// it is done (lists read the tickets themselves meanwhile; see mongostore.BackfillList).
+func (m *Main) backfillList() {
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			began := time.Now()
+			n, err := m.Store.BackfillList(ctx)
+			if err == nil {
+				if n > 0 {
+					m.Logger.Info("listed the tickets of earlier versions", "tickets", n, "took", time.Since(began).String())
+				}
+				return
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			m.Logger.Warn("listing the tickets of earlier versions failed; retrying", "error", err.Error())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backfillRetry):
+			}
+		}
+	}()
+	m.OnClose(func(context.Context) error {
+		stop()
+		<-done
+		return nil
+	})
 }
 
 // cleanupBatch and cleanupRounds bound one clean-up of Idempotency-Key records.

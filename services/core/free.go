@@ -1,0 +1,85 @@
+package core
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/cineflow/cineflow/pkg/errs"
+)
+
+// A free screening (a show whose price is 0) is confirmed when booked, as a box office confirms
+// a free order without a payment (pretix does the same). Book writes the booking as for any
+// show, holding its seats, then confirmFree decides it the way Pay decides a paid one: a
+// payment record of 0, the confirmation email owed through the outbox (sent once the outcome
+// says paid: see PaidGuard), then the PAID outcome insert. The booking is answered
+// SUCCESSFULL, its seats sold. Fair use still applies: MaxSeatsPerBooking bounds each booking
+// (the bound on seats held unpaid does not add up, since a free booking is paid at once).
+
+// confirmFree decides the booking bk, just written for caller, PAID with a payment of 0. If
+// that fails, the booking is decided CANCELLED (its seats return to sale) and the error
+// answered; if even that decision cannot be made, it stays held until its hold ends and the
+// expirer decides it EXPIRED, as any booking whose decision failed.
+func (b *Bookings) confirmFree(ctx context.Context, caller *User, bk *Booking) (*Booking, error) {
+	now := b.clock()
+	p := &Payment{ID: b.store.NewID(), BookingID: bk.ID, UserID: caller.ID, Amount: 0, Status: PaymentPending,
+		CreatedAt: now, UpdatedAt: now}
+	traceParent := ""
+	if b.traceParent != nil {
+		traceParent = b.traceParent(ctx)
+	}
+	email := b.confirmation(ctx, caller, bk, traceParent)
+	outbox := b.getOutbox()
+	var (
+		wg     sync.WaitGroup
+		oweErr error
+	)
+	if outbox != nil {
+		owe := outbox.Enqueue
+		if d, ok := outbox.(DeferredOutbox); ok {
+			owe = d.Owe // the relay's guard would only say "wait" until the outcome below
+		}
+		wg.Go(func() { oweErr = owe(ctx, email) })
+	}
+	err := b.store.CreatePayment(ctx, p)
+	wg.Wait()
+	if err == nil && oweErr != nil {
+		b.projectPayment(ctx, p.ID, PaymentFailed, "could not queue the confirmation email")
+		err = oweErr
+	}
+	if err != nil {
+		return b.failedCreate(context.WithoutCancel(ctx), bk, err)
+	}
+	var cause error
+	o, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingPaid, PaymentID: p.ID, DecidedAt: b.clock()})
+	if err != nil {
+		// The insert may have landed all the same: a CANCELLED insert tells which fate is in force.
+		cause = err
+		if o, _, err = b.decide(context.WithoutCancel(ctx), Outcome{BookingID: bk.ID, Status: BookingCancelled, DecidedAt: b.clock()}); err != nil {
+			return nil, cause
+		}
+		won = o.Status == BookingPaid && o.PaymentID == p.ID
+	}
+	b.settleBooking(ctx, bk, o)
+	bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
+	if !won {
+		b.projectPayment(ctx, p.ID, PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first")
+		switch {
+		case o.Status == BookingPaid:
+			return bk, nil
+		case cause != nil:
+			return nil, cause
+		case o.Status == BookingExpired:
+			return nil, errs.E(errs.Gone, "the booking's hold ended before it could be confirmed; book again")
+		}
+		return nil, errs.E(errs.Conflict, "the booking was cancelled before it could be confirmed; book again")
+	}
+	b.projectPayment(ctx, p.ID, PaymentSuccess, "")
+	b.events.Booking("paid")
+	if d, ok := outbox.(DeferredOutbox); ok {
+		d.Nudge() // decided: the relay may send it now
+	} else if outbox != nil {
+		_ = outbox.Enqueue(context.WithoutCancel(ctx), email) // the same key: wakes the relay
+	}
+	return bk, nil
+}
