@@ -59,7 +59,7 @@ type settings struct {
 	AdminPassword    string
 	DevAdmin         bool // the admin is devstack's default (printed)
 	// Projection is core's BOOKING_PROJECTION: off by default on the embedded database, where
-	// every update scans its collection (the core never needs it; see the README).
+	// every update scans its collection (the core never needs it; see docs/configuration.md).
 	Projection string
 	// AppEnv is the children's APP_ENV: development, unless the user set one. The binaries
 	// default to production (they refuse to start without their secrets); `make run` is the
