@@ -14,8 +14,8 @@ type cliConfig struct {
 	config.Common
 	Port    int           `env:"PORT" envDefault:"3000"`
 	DBURL   string        `env:"DB_URL"`
-	Timeout time.Duration `env:"SOME_TIMEOUT" envDefault:"5s"`
-	Empty   string        `env:"EMPTY_DEFAULT" envDefault:""`
+	Timeout time.Duration `env:"DB_CONNECT_TIMEOUT" envDefault:"5s"`
+	Empty   string        `env:"EMAIL_FROM" envDefault:""`
 }
 
 func program() config.Program {
@@ -35,7 +35,7 @@ func TestParseArgs(t *testing.T) {
 		{args: []string{"--version"}, done: true, out: []string{"thing 1.2.3\n"}, noE: true},
 		{args: []string{"-version"}, done: true, out: []string{"thing 1.2.3"}, noE: true},
 		{args: []string{"--help"}, done: true, out: []string{"Thing does things.", "--version", "PORT", "3000",
-			"DB_URL", "(unset)", "SOME_TIMEOUT", "5s", "EMPTY_DEFAULT", `""`, "APP_ENV", "production", "LOG_LEVEL",
+			"DB_URL", "(unset)", "DB_CONNECT_TIMEOUT", "5s", "EMAIL_FROM", `""`, "APP_ENV", "production", "LOG_LEVEL",
 			"OTEL_*", "docs/configuration.md"}, noE: true},
 		{args: []string{"-h"}, done: true, out: []string{"Usage: thing"}, noE: true},
 		{args: []string{"--bogus"}, done: true, code: 2, err: []string{"flag provided but not defined: -bogus", "Usage: thing"}, noOut: true},
