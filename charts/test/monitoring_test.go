@@ -62,7 +62,7 @@ var monMonitoringValues = []string{
 var monWantAlerts = []string{
 	"CineFlowSweeperNotSucceeding", "CineFlowSweeperNeverSucceeded", "CineFlowSweeperPushStale",
 	"CineFlowOldestPendingTicketTooOld", "CineFlowDeliveryFailureRatioHigh", "CineFlowTicketStatsDown",
-	"CineFlowBookingLatencyP99High", "CineFlowOutboxStuck",
+	"CineFlowBookingLatencyP99High", "CineFlowOutboxStuck", "CineFlowOutboxRelayPaused", "CineFlowClockOffsetHigh",
 	"CineFlowCoreHTTP5xxRatioHigh", "CineFlowNotificationHTTP5xxRatioHigh",
 }
 
