@@ -61,36 +61,6 @@ type ShowFinder interface {
 	GetTheatre(ctx context.Context, id string) (*Theatre, error)
 }
 
-// Email is a message owed to someone: written to the outbox durably, then relayed to the
-// notification service. Key is unique per email and becomes the relay's Idempotency-Key.
-type Email struct {
-	Key        string
-	Recipients []string
-	Subject    string
-	Content    string
-	// Kind and Ref say which decision the email belongs to (e.g. "booking-paid" and the booking
-	// id); the relay asks a guard whether that decision stands before it sends.
-	Kind string
-	Ref  string
-	// TraceParent is the W3C traceparent of the request that owed the email, so the trace
-	// continues into the notification service.
-	TraceParent string
-}
-
-// Outbox accepts emails to relay. Enqueue is durable when it returns nil; enqueueing the
-// same Key twice keeps one email.
-type Outbox interface {
-	Enqueue(ctx context.Context, e Email) error
-}
-
-// DeferredOutbox is an Outbox that can also store an email owed by a decision not yet taken
-// without waking its relay (Owe), and wake it once the decision is taken (Nudge).
-type DeferredOutbox interface {
-	Outbox
-	Owe(ctx context.Context, e Email) error
-	Nudge()
-}
-
 // Release statuses of a movie (the original's enum).
 const (
 	ReleaseReleased   = "RELEASED"

@@ -15,62 +15,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/cineflow/cineflow/pkg/errs"
 )
-
-// MaxEmailKey is the longest Email.Key: it travels as the notification service's
-// Idempotency-Key (1 to 255 printable ASCII characters).
-const MaxEmailKey = 255
-
-// Validate checks what the relay needs of an email before it is stored: a key the
-// notification service accepts as an Idempotency-Key, recipients, a subject and content.
-func (e *Email) Validate() error {
-	f := map[string]string{}
-	switch {
-	case e.Key == "" || len(e.Key) > MaxEmailKey:
-		f["key"] = fmt.Sprintf("must be 1 to %d printable ASCII characters", MaxEmailKey)
-	default:
-		for i := 0; i < len(e.Key); i++ {
-			if e.Key[i] < 0x20 || e.Key[i] > 0x7e {
-				f["key"] = fmt.Sprintf("must be 1 to %d printable ASCII characters", MaxEmailKey)
-				break
-			}
-		}
-	}
-	if len(e.Recipients) == 0 {
-		f["recipients"] = "is required"
-	}
-	if e.Subject == "" {
-		f["subject"] = "is required"
-	}
-	if e.Content == "" {
-		f["content"] = "is required"
-	}
-	if len(f) > 0 {
-		return errs.Fields(f)
-	}
-	return nil
-}
-
-// OutboxEntry is an email waiting in the outbox, with its relay state.
-type OutboxEntry struct {
-	Email
-	CreatedAt     time.Time
-	Attempts      int
-	NextAttemptAt time.Time
-	LastError     string
-	// Queue says where the store keeps the email (set by Pending, opaque to the relay): the
-	// entry is handed back to Reschedule and Delete as Pending returned it.
-	Queue string
-}
-
-// OutboxBacklog is what the outbox holds: how many emails and since when (Oldest is zero
-// when it is empty).
-type OutboxBacklog struct {
-	Pending int64
-	Oldest  time.Time
-}
 
 // OutboxStore keeps the emails owed until the notification service has them. Enqueue (from
 // Outbox) is an insert keyed by Email.Key: a duplicate key is success and keeps the first.
