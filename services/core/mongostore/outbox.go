@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/outbox"
 )
 
 // OutboxCollection is the outbox's front: the emails owed, in the order they were enqueued
@@ -44,7 +45,7 @@ const retryBucketLinger = 2 * time.Minute
 // due yet (written by an earlier version, see Pending).
 const frontPasses = 3
 
-// Outbox is a core.OutboxStore on MongoDB that costs the same whatever the number of emails
+// Outbox is a outbox.OutboxStore on MongoDB that costs the same whatever the number of emails
 // waiting: on the dev database only a read by exact _id, and an empty filter with a limit
 // (the first rows in insertion order), do not read the whole collection, and those are the
 // only reads it makes.
@@ -90,7 +91,7 @@ type outboxQueue struct {
 	del  *countingDeleter // concurrent deletes share one bulk delete
 }
 
-var _ core.OutboxStore = (*Outbox)(nil)
+var _ outbox.OutboxStore = (*Outbox)(nil)
 
 // NewOutbox returns the outbox store on db. Call EnsureIndexes once at start, and Flush at
 // the end.

@@ -1,4 +1,4 @@
-// Package notifyclient posts emails to the notification service: the core.Notifier the
+// Package notifyclient posts emails to the notification service: the outbox.Notifier the
 // outbox relay uses.
 package notifyclient
 
@@ -17,6 +17,7 @@ import (
 
 	"github.com/cineflow/cineflow/pkg/telemetry"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/outbox"
 )
 
 // DefaultURL is the notification service's ticket endpoint when NOTIFICATION_SERVICE_URL is
@@ -43,14 +44,14 @@ type Options struct {
 	Transport http.RoundTripper
 }
 
-// Client is a core.Notifier over HTTP.
+// Client is a outbox.Notifier over HTTP.
 type Client struct {
 	url   string
 	token string
 	http  *http.Client
 }
 
-var _ core.Notifier = (*Client)(nil)
+var _ outbox.Notifier = (*Client)(nil)
 
 // New returns a client; the URL must be absolute http(s).
 func New(opts Options) (*Client, error) {
@@ -87,17 +88,17 @@ type request struct {
 }
 
 // Notify posts e as a ticket, with e.Key as its Idempotency-Key. A 2xx answer means the
-// service has it. Errors are *core.NotifyError: Permanent for a 4xx other than 401, 403,
+// service has it. Errors are *outbox.NotifyError: Permanent for a 4xx other than 401, 403,
 // 408, 409 and 429 (the email itself is refused); retryable otherwise (5xx, 429 with its
 // Retry-After, timeouts, connection refused), and Config for 401 and 403.
 func (c *Client) Notify(ctx context.Context, e core.Email) error {
 	body, err := json.Marshal(request{Subject: e.Subject, Content: e.Content, RecepientEmails: e.Recipients})
 	if err != nil {
-		return &core.NotifyError{Err: fmt.Errorf("notification request: %w", err), Permanent: true}
+		return &outbox.NotifyError{Err: fmt.Errorf("notification request: %w", err), Permanent: true}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
-		return &core.NotifyError{Err: fmt.Errorf("notification request: %w", err), Permanent: true}
+		return &outbox.NotifyError{Err: fmt.Errorf("notification request: %w", err), Permanent: true}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -108,7 +109,7 @@ func (c *Client) Notify(ctx context.Context, e core.Email) error {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		// The error names the URL (never the token: it travels in a header).
-		return &core.NotifyError{Err: fmt.Errorf("notification service unreachable: %w", err)}
+		return &outbox.NotifyError{Err: fmt.Errorf("notification service unreachable: %w", err)}
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -118,15 +119,15 @@ func (c *Client) Notify(ctx context.Context, e core.Email) error {
 	err = fmt.Errorf("notification service answered %d%s", resp.StatusCode, reason(raw))
 	switch s := resp.StatusCode; {
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
-		return &core.NotifyError{Err: err, Config: true}
+		return &outbox.NotifyError{Err: err, Config: true}
 	case s == http.StatusTooManyRequests || s == http.StatusServiceUnavailable:
-		return &core.NotifyError{Err: err, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
+		return &outbox.NotifyError{Err: err, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	case s == http.StatusRequestTimeout || s == http.StatusConflict:
-		return &core.NotifyError{Err: err}
+		return &outbox.NotifyError{Err: err}
 	case s >= 400 && s < 500:
-		return &core.NotifyError{Err: err, Permanent: true}
+		return &outbox.NotifyError{Err: err, Permanent: true}
 	default: // 5xx, and anything unexpected (1xx, 3xx)
-		return &core.NotifyError{Err: err, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
+		return &outbox.NotifyError{Err: err, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
 }
 

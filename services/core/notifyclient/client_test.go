@@ -19,6 +19,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/outbox"
 )
 
 const token = "s3cret-token-value"
@@ -158,9 +159,9 @@ func TestNotifyClassifiesStatuses(t *testing.T) {
 			}
 			continue
 		}
-		var ne *core.NotifyError
+		var ne *outbox.NotifyError
 		if !errors.As(err, &ne) {
-			t.Errorf("%d: error %v is not a *core.NotifyError", tc.status, err)
+			t.Errorf("%d: error %v is not a *outbox.NotifyError", tc.status, err)
 			continue
 		}
 		if ne.Permanent != tc.perm || ne.Config != tc.config {
@@ -188,7 +189,7 @@ func TestNotifyUnreachableAndTimeoutAreRetryable(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	err = newClient(t, "http://"+addr, token).Notify(t.Context(), email())
-	var ne *core.NotifyError
+	var ne *outbox.NotifyError
 	if !errors.As(err, &ne) || ne.Permanent || ne.Config {
 		t.Fatalf("connection refused: %#v", err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/mongostore"
+	"github.com/cineflow/cineflow/services/core/outbox"
 )
 
 // Outage benchmarks: what a notification-service outage costs the booking path while e-mails
@@ -173,7 +174,7 @@ type downNotifier struct{ calls atomic.Int64 }
 
 func (n *downNotifier) Notify(context.Context, core.Email) error {
 	n.calls.Add(1)
-	return &core.NotifyError{Err: errors.New("notification service unreachable: connection refused")}
+	return &outbox.NotifyError{Err: errors.New("notification service unreachable: connection refused")}
 }
 
 // dbTimer sums the time of the database commands a client sends.
@@ -235,7 +236,7 @@ func relayRounds(b *testing.B, queued int) {
 	clock.Store(time.Now().UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
 	n := &downNotifier{}
-	relay := core.NewRelay(store, n, core.RelayOptions{Now: now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	relay := outbox.NewRelay(store, n, outbox.RelayOptions{Now: now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	timer.take()
 	var cmds []int
 	var busy []time.Duration

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/outbox"
 	notihttp "github.com/cineflow/cineflow/services/notification/httpapi"
 )
 
@@ -428,7 +429,7 @@ func TestPaymentTraceReachesNotification(t *testing.T) {
 				notiSpan = sp
 			case sp.Name() == "outbox.relay":
 				relayTried++
-				if attr(sp, "outbox.result") == string(core.RelaySent) {
+				if attr(sp, "outbox.result") == string(outbox.RelaySent) {
 					relaySent++
 				}
 			}

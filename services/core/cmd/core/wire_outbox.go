@@ -14,6 +14,7 @@ import (
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 	"github.com/cineflow/cineflow/services/core/notifyclient"
+	"github.com/cineflow/cineflow/services/core/outbox"
 )
 
 // OutboxConfig is the outbox relay's part of the environment. Zero values take the
@@ -67,7 +68,7 @@ func (m *Main) wireOutbox(ctx context.Context, db *mongo.Database) error {
 		return err
 	}
 	metrics := newOutboxMetrics(store, 5*time.Second)
-	relay := core.NewRelay(ledOutbox{OutboxStore: store, leads: m.elect(ctx, JobOutboxRelay).Leader}, client, core.RelayOptions{
+	relay := outbox.NewRelay(ledOutbox{OutboxStore: store, leads: m.elect(ctx, JobOutboxRelay).Leader}, client, outbox.RelayOptions{
 		Interval:   cfg.RelayInterval,
 		MaxBackoff: cfg.RelayMaxBackoff,
 		Logger:     m.Logger,
@@ -97,7 +98,7 @@ func (m *Main) wireOutbox(ctx context.Context, db *mongo.Database) error {
 // round (RELAY_INTERVAL); two relays at once (a change of leader) stay correct, each POST
 // carrying the email's Idempotency-Key.
 type ledOutbox struct {
-	core.OutboxStore
+	outbox.OutboxStore
 	leads func() bool
 }
 
@@ -110,8 +111,8 @@ func (o ledOutbox) Pending(ctx context.Context, now time.Time, limit int) ([]cor
 
 // outboxRelay is the relay wireOutbox started (nil before, or if m.Outbox is something else):
 // register guards on it, e.g. m.outboxRelay().Guard(core.PaidEmailKind, g).
-func (m *Main) outboxRelay() *core.Relay {
-	r, _ := m.Outbox.(*core.Relay)
+func (m *Main) outboxRelay() *outbox.Relay {
+	r, _ := m.Outbox.(*outbox.Relay)
 	return r
 }
 
@@ -119,8 +120,8 @@ func (m *Main) outboxRelay() *core.Relay {
 // has paused it, and the backlog (read from the store at scrape time, one read per ttl at
 // most, at a cost that does not grow with the backlog).
 type outboxMetrics struct {
-	store   core.OutboxStore
-	relay   *core.Relay
+	store   outbox.OutboxStore
+	relay   *outbox.Relay
 	ttl     time.Duration
 	relayed *prometheus.CounterVec
 	open    *prometheus.Desc
@@ -133,7 +134,7 @@ type outboxMetrics struct {
 	err    error
 }
 
-func newOutboxMetrics(store core.OutboxStore, ttl time.Duration) *outboxMetrics {
+func newOutboxMetrics(store outbox.OutboxStore, ttl time.Duration) *outboxMetrics {
 	return &outboxMetrics{store: store, ttl: ttl,
 		relayed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mba_outbox_relayed_total",
@@ -150,7 +151,7 @@ func newOutboxMetrics(store core.OutboxStore, ttl time.Duration) *outboxMetrics 
 	}
 }
 
-func (o *outboxMetrics) observe(kind string, r core.RelayResult) {
+func (o *outboxMetrics) observe(kind string, r outbox.RelayResult) {
 	o.relayed.WithLabelValues(kind, string(r)).Inc()
 }
 

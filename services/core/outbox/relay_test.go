@@ -1,4 +1,4 @@
-package core
+package outbox
 
 import (
 	"context"
@@ -17,54 +17,55 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // memOutbox is an in-memory OutboxStore; its XxxFn fields, when set, replace a method.
 type memOutbox struct {
 	mu   sync.Mutex
 	now  func() time.Time
-	docs map[string]*OutboxEntry
+	docs map[string]*core.OutboxEntry
 	// reads counts the calls of Pending.
 	reads int
 
-	PendingFn func(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error)
+	PendingFn func(ctx context.Context, now time.Time, limit int) ([]core.OutboxEntry, error)
 }
 
 func newMemOutbox(now func() time.Time) *memOutbox {
-	return &memOutbox{now: now, docs: map[string]*OutboxEntry{}}
+	return &memOutbox{now: now, docs: map[string]*core.OutboxEntry{}}
 }
 
-func (s *memOutbox) Enqueue(_ context.Context, e Email) error {
+func (s *memOutbox) Enqueue(_ context.Context, e core.Email) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.docs[e.Key]; !ok {
 		now := s.now()
-		s.docs[e.Key] = &OutboxEntry{Email: e, CreatedAt: now, NextAttemptAt: now}
+		s.docs[e.Key] = &core.OutboxEntry{Email: e, CreatedAt: now, NextAttemptAt: now}
 	}
 	return nil
 }
 
-func (s *memOutbox) Pending(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error) {
+func (s *memOutbox) Pending(ctx context.Context, now time.Time, limit int) ([]core.OutboxEntry, error) {
 	if s.PendingFn != nil {
 		return s.PendingFn(ctx, now, limit)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.reads++
-	var out []OutboxEntry
+	var out []core.OutboxEntry
 	for _, d := range s.docs {
 		if !d.NextAttemptAt.After(now) {
 			out = append(out, *d)
 		}
 	}
-	slices.SortFunc(out, func(a, b OutboxEntry) int { return a.NextAttemptAt.Compare(b.NextAttemptAt) })
+	slices.SortFunc(out, func(a, b core.OutboxEntry) int { return a.NextAttemptAt.Compare(b.NextAttemptAt) })
 	if len(out) > limit {
 		out = out[:limit]
 	}
 	return out, nil
 }
 
-func (s *memOutbox) Reschedule(_ context.Context, e OutboxEntry, attempts int, next time.Time, lastError string) error {
+func (s *memOutbox) Reschedule(_ context.Context, e core.OutboxEntry, attempts int, next time.Time, lastError string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if d, ok := s.docs[e.Key]; ok {
@@ -73,17 +74,17 @@ func (s *memOutbox) Reschedule(_ context.Context, e OutboxEntry, attempts int, n
 	return nil
 }
 
-func (s *memOutbox) Delete(_ context.Context, e OutboxEntry) error {
+func (s *memOutbox) Delete(_ context.Context, e core.OutboxEntry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.docs, e.Key)
 	return nil
 }
 
-func (s *memOutbox) Backlog(context.Context) (OutboxBacklog, error) {
+func (s *memOutbox) Backlog(context.Context) (core.OutboxBacklog, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := OutboxBacklog{Pending: int64(len(s.docs))}
+	b := core.OutboxBacklog{Pending: int64(len(s.docs))}
 	for _, d := range s.docs {
 		if b.Oldest.IsZero() || d.CreatedAt.Before(b.Oldest) {
 			b.Oldest = d.CreatedAt
@@ -92,12 +93,12 @@ func (s *memOutbox) Backlog(context.Context) (OutboxBacklog, error) {
 	return b, nil
 }
 
-func (s *memOutbox) get(key string) (OutboxEntry, bool) {
+func (s *memOutbox) get(key string) (core.OutboxEntry, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.docs[key]
 	if !ok {
-		return OutboxEntry{}, false
+		return core.OutboxEntry{}, false
 	}
 	return *d, true
 }
@@ -105,13 +106,13 @@ func (s *memOutbox) get(key string) (OutboxEntry, bool) {
 // fakeNotifier is a Notifier whose NotifyFn answers (nil: accept) and which records the keys
 // it was asked to send.
 type fakeNotifier struct {
-	NotifyFn func(ctx context.Context, e Email) error
+	NotifyFn func(ctx context.Context, e core.Email) error
 
 	mu   sync.Mutex
 	sent []string
 }
 
-func (n *fakeNotifier) Notify(ctx context.Context, e Email) error {
+func (n *fakeNotifier) Notify(ctx context.Context, e core.Email) error {
 	n.mu.Lock()
 	n.sent = append(n.sent, e.Key)
 	n.mu.Unlock()
@@ -207,8 +208,8 @@ func (f *relayFixture) log() string {
 	return f.logs.String()
 }
 
-func testEmail(key string) Email {
-	return Email{Key: key, Recipients: []string{"ann@example.com"}, Subject: "Your booking", Content: "Seats A1, A2",
+func testEmail(key string) core.Email {
+	return core.Email{Key: key, Recipients: []string{"ann@example.com"}, Subject: "Your booking", Content: "Seats A1, A2",
 		Kind: "booking-paid", Ref: "booking-" + key}
 }
 
@@ -273,7 +274,7 @@ func TestRelaySendsAndDeletes(t *testing.T) {
 func TestRelayEnqueueValidates(t *testing.T) {
 	t.Parallel()
 	f := newRelayFixture(t, nil)
-	for _, e := range []Email{
+	for _, e := range []core.Email{
 		{},
 		{Key: "k", Subject: "s", Content: "c"},
 		{Key: "k\n", Recipients: []string{"a@b.c"}, Subject: "s", Content: "c"},
@@ -292,12 +293,12 @@ func TestRelayGuardDropDeletesWithoutSending(t *testing.T) {
 	t.Parallel()
 	f := newRelayFixture(t, nil)
 	var asked atomic.Int32
-	f.relay.Guard("booking-paid", func(_ context.Context, kind, ref string) (GuardVerdict, error) {
+	f.relay.Guard("booking-paid", func(_ context.Context, kind, ref string) (core.GuardVerdict, error) {
 		asked.Add(1)
 		if kind != "booking-paid" || ref != "booking-k1" {
 			t.Errorf("guard asked about %q %q", kind, ref)
 		}
-		return GuardDrop, nil
+		return core.GuardDrop, nil
 	})
 	f.store.Enqueue(t.Context(), testEmail("k1"))
 	f.relay.RunOnce(t.Context())
@@ -324,9 +325,9 @@ func TestRelayGuardWaitKeeps(t *testing.T) {
 	t.Parallel()
 	f := newRelayFixture(t, func(o *RelayOptions) { o.MaxWait = 10 * time.Second })
 	verdict := atomic.Int32{}
-	verdict.Store(int32(GuardWait))
-	f.relay.Guard("booking-paid", func(context.Context, string, string) (GuardVerdict, error) {
-		return GuardVerdict(verdict.Load()), nil
+	verdict.Store(int32(core.GuardWait))
+	f.relay.Guard("booking-paid", func(context.Context, string, string) (core.GuardVerdict, error) {
+		return core.GuardVerdict(verdict.Load()), nil
 	})
 	f.store.Enqueue(t.Context(), testEmail("k1"))
 	start := f.clock.Now()
@@ -354,7 +355,7 @@ func TestRelayGuardWaitKeeps(t *testing.T) {
 	if f.clock.Now().Sub(start) > 80*time.Second {
 		t.Fatal("waits are not capped by MaxWait")
 	}
-	verdict.Store(int32(GuardSend))
+	verdict.Store(int32(core.GuardSend))
 	f.relay.RunOnce(t.Context())
 	if got := f.notifier.calls(); !slices.Equal(got, []string{"k1"}) {
 		t.Fatalf("sent %v once decided, want k1", got)
@@ -364,8 +365,8 @@ func TestRelayGuardWaitKeeps(t *testing.T) {
 func TestRelayGuardErrorRetries(t *testing.T) {
 	t.Parallel()
 	f := newRelayFixture(t, nil)
-	f.relay.Guard("booking-paid", func(context.Context, string, string) (GuardVerdict, error) {
-		return GuardSend, errors.New("database unavailable")
+	f.relay.Guard("booking-paid", func(context.Context, string, string) (core.GuardVerdict, error) {
+		return core.GuardSend, errors.New("database unavailable")
 	})
 	f.store.Enqueue(t.Context(), testEmail("k1"))
 	f.relay.RunOnce(t.Context())
@@ -378,7 +379,7 @@ func TestRelayGuardErrorRetries(t *testing.T) {
 func TestRelayPermanentErrorDrops(t *testing.T) {
 	t.Parallel()
 	f := newRelayFixture(t, nil)
-	f.notifier.NotifyFn = func(context.Context, Email) error {
+	f.notifier.NotifyFn = func(context.Context, core.Email) error {
 		return &NotifyError{Err: errors.New("notification service answered 400: invalid"), Permanent: true}
 	}
 	e := testEmail("k1")
@@ -406,7 +407,7 @@ func TestRelayRetryableKeepsWithAttempts(t *testing.T) {
 	f := newRelayFixture(t, func(o *RelayOptions) { o.MinBackoff, o.MaxBackoff = time.Second, time.Minute })
 	fail := atomic.Bool{}
 	fail.Store(true)
-	f.notifier.NotifyFn = func(context.Context, Email) error {
+	f.notifier.NotifyFn = func(context.Context, core.Email) error {
 		if fail.Load() {
 			return errors.New("connection refused")
 		}
@@ -426,7 +427,7 @@ func TestRelayRetryableKeepsWithAttempts(t *testing.T) {
 		f.clock.t = e.NextAttemptAt
 	}
 	// Retry-After is the least delay.
-	f.notifier.NotifyFn = func(context.Context, Email) error {
+	f.notifier.NotifyFn = func(context.Context, core.Email) error {
 		return &NotifyError{Err: errors.New("answered 429"), RetryAfter: 40 * time.Second}
 	}
 	f.relay.RunOnce(t.Context())
@@ -448,7 +449,7 @@ func TestRelayRetryableKeepsWithAttempts(t *testing.T) {
 func TestRelayConfigErrorLoggedAndRetried(t *testing.T) {
 	t.Parallel()
 	f := newRelayFixture(t, nil)
-	f.notifier.NotifyFn = func(context.Context, Email) error {
+	f.notifier.NotifyFn = func(context.Context, core.Email) error {
 		return &NotifyError{Err: errors.New("notification service answered 401"), Config: true}
 	}
 	f.store.Enqueue(t.Context(), testEmail("k1"))
@@ -465,7 +466,7 @@ func TestRelayNudgeSendsImmediately(t *testing.T) {
 	t.Parallel()
 	sent := make(chan string, 10)
 	f := newRelayFixture(t, func(o *RelayOptions) { o.Interval = time.Hour; o.Now = time.Now })
-	f.notifier.NotifyFn = func(_ context.Context, e Email) error { sent <- e.Key; return nil }
+	f.notifier.NotifyFn = func(_ context.Context, e core.Email) error { sent <- e.Key; return nil }
 	f.relay.Start()
 	defer f.relay.Stop(context.Background())
 	// The first pass at start finds nothing; the next one is an hour away, unless nudged.
@@ -489,7 +490,7 @@ func TestRelayStopIsPrompt(t *testing.T) {
 	t.Parallel()
 	started := make(chan struct{}, 10)
 	f := newRelayFixture(t, func(o *RelayOptions) { o.Interval = 10 * time.Millisecond; o.Now = time.Now })
-	f.notifier.NotifyFn = func(ctx context.Context, _ Email) error {
+	f.notifier.NotifyFn = func(ctx context.Context, _ core.Email) error {
 		started <- struct{}{}
 		<-ctx.Done() // a notification service that never answers
 		return ctx.Err()
@@ -524,7 +525,7 @@ func TestRelaySendsInParallelWithABound(t *testing.T) {
 	t.Parallel()
 	var cur, peak atomic.Int32
 	f := newRelayFixture(t, func(o *RelayOptions) { o.Parallel = 3; o.Batch = 7 })
-	f.notifier.NotifyFn = func(context.Context, Email) error {
+	f.notifier.NotifyFn = func(context.Context, core.Email) error {
 		n := cur.Add(1)
 		for {
 			p := peak.Load()
@@ -550,7 +551,7 @@ func TestRelaySendsInParallelWithABound(t *testing.T) {
 func TestRelayPendingErrorIsLogged(t *testing.T) {
 	t.Parallel()
 	f := newRelayFixture(t, nil)
-	f.store.PendingFn = func(context.Context, time.Time, int) ([]OutboxEntry, error) {
+	f.store.PendingFn = func(context.Context, time.Time, int) ([]core.OutboxEntry, error) {
 		return nil, errors.New("database unavailable")
 	}
 	if n := f.relay.RunOnce(t.Context()); n != 0 {
@@ -602,7 +603,7 @@ func TestRelayGuardedKindWaitsForItsGuard(t *testing.T) {
 	if !ok || len(f.notifier.calls()) != 0 || !strings.Contains(e.LastError, "no guard") {
 		t.Fatalf("an unguarded email of a guarded kind: kept %v %+v, sent %v", ok, e, f.notifier.calls())
 	}
-	f.relay.Guard("booking-paid", func(context.Context, string, string) (GuardVerdict, error) { return GuardSend, nil })
+	f.relay.Guard("booking-paid", func(context.Context, string, string) (core.GuardVerdict, error) { return core.GuardSend, nil })
 	f.clock.t = e.NextAttemptAt
 	f.relay.RunOnce(t.Context())
 	if got := f.notifier.calls(); !slices.Equal(got, []string{"k1"}) {
@@ -620,7 +621,7 @@ func downError() error {
 func outage(t *testing.T, n int, length time.Duration) (*relayFixture, int) {
 	t.Helper()
 	f := newRelayFixture(t, func(o *RelayOptions) { o.Parallel, o.Batch = 4, 100 })
-	f.notifier.NotifyFn = func(context.Context, Email) error { return downError() }
+	f.notifier.NotifyFn = func(context.Context, core.Email) error { return downError() }
 	for i := range n {
 		if err := f.store.Enqueue(t.Context(), testEmail(fmt.Sprintf("k%06d", i))); err != nil {
 			t.Fatal(err)
@@ -645,7 +646,7 @@ func TestRelayBreakerBoundsAttemptsWhileDown(t *testing.T) {
 	down.Store(true)
 	var sentOK sync.Map
 	var dupSends atomic.Int32
-	f.notifier.NotifyFn = func(_ context.Context, e Email) error {
+	f.notifier.NotifyFn = func(_ context.Context, e core.Email) error {
 		if down.Load() {
 			return downError()
 		}
@@ -738,7 +739,7 @@ func TestRelayBreakerCountsTheServiceOnly(t *testing.T) {
 	f := newRelayFixture(t, func(o *RelayOptions) { o.Parallel = 1 })
 	ctx := t.Context()
 	answers := make(chan error, 100)
-	f.notifier.NotifyFn = func(context.Context, Email) error { return <-answers }
+	f.notifier.NotifyFn = func(context.Context, core.Email) error { return <-answers }
 	send := func(errs ...error) {
 		t.Helper()
 		for i, err := range errs {
@@ -755,7 +756,7 @@ func TestRelayBreakerCountsTheServiceOnly(t *testing.T) {
 	if f.relay.BreakerOpen() {
 		t.Fatal("the breaker opened without 5 failures in a row")
 	}
-	f.relay.Guard("booking-paid", func(context.Context, string, string) (GuardVerdict, error) { return GuardWait, nil })
+	f.relay.Guard("booking-paid", func(context.Context, string, string) (core.GuardVerdict, error) { return core.GuardWait, nil })
 	for i := range 10 {
 		f.store.Enqueue(ctx, testEmail(fmt.Sprintf("w%d", i)))
 	}

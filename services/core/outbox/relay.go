@@ -1,4 +1,4 @@
-package core
+package outbox
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cineflow/cineflow/services/core"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -20,25 +21,25 @@ import (
 // OutboxStore keeps the emails owed until the notification service has them. Enqueue (from
 // Outbox) is an insert keyed by Email.Key: a duplicate key is success and keeps the first.
 type OutboxStore interface {
-	Outbox
+	core.Outbox
 	// Pending lists up to limit emails due at now (NextAttemptAt <= now), the longest due
 	// first. Its cost must not grow with the number of emails waiting.
-	Pending(ctx context.Context, now time.Time, limit int) ([]OutboxEntry, error)
+	Pending(ctx context.Context, now time.Time, limit int) ([]core.OutboxEntry, error)
 	// Reschedule records a failed or postponed attempt of e, an entry Pending returned: it is
 	// due again at next. An email another relay delivered meanwhile is not an error (the
 	// store may queue it again: it is then posted again under its Idempotency-Key).
-	Reschedule(ctx context.Context, e OutboxEntry, attempts int, next time.Time, lastError string) error
+	Reschedule(ctx context.Context, e core.OutboxEntry, attempts int, next time.Time, lastError string) error
 	// Delete removes e, an entry Pending returned (gone already is not an error).
-	Delete(ctx context.Context, e OutboxEntry) error
+	Delete(ctx context.Context, e core.OutboxEntry) error
 	// Backlog counts the emails and finds the oldest, at a cost that does not grow with
 	// their number (the count may be an estimate: see the store).
-	Backlog(ctx context.Context) (OutboxBacklog, error)
+	Backlog(ctx context.Context) (core.OutboxBacklog, error)
 }
 
 // Notifier hands an email to the notification service. Its error says what to do next: a
 // *NotifyError with Permanent set will never succeed; any other error is worth retrying.
 type Notifier interface {
-	Notify(ctx context.Context, e Email) error
+	Notify(ctx context.Context, e core.Email) error
 }
 
 // NotifyError is a classified failure of Notifier.Notify.
@@ -62,7 +63,7 @@ func (e *NotifyError) Unwrap() error { return e.Err }
 
 // OutboxGuard tells the relay whether the decision an email belongs to (its Kind and Ref)
 // stands. An error means "cannot tell now": the relay retries later.
-type OutboxGuard func(ctx context.Context, kind, ref string) (GuardVerdict, error)
+type OutboxGuard func(ctx context.Context, kind, ref string) (core.GuardVerdict, error)
 
 // RelayResult is what became of one attempt to relay an email (a metric label).
 type RelayResult string
@@ -159,7 +160,7 @@ type breaker struct {
 	probeAt  time.Time // while open: when the next probe may start
 }
 
-var _ Outbox = (*Relay)(nil)
+var _ core.Outbox = (*Relay)(nil)
 
 // NewRelay returns a relay of store's emails to n. Start it.
 func NewRelay(store OutboxStore, n Notifier, opts RelayOptions) *Relay {
@@ -217,7 +218,7 @@ func NewRelay(store OutboxStore, n Notifier, opts RelayOptions) *Relay {
 }
 
 // Enqueue stores e durably (a repeated Key keeps the first) and wakes the relay.
-func (r *Relay) Enqueue(ctx context.Context, e Email) error {
+func (r *Relay) Enqueue(ctx context.Context, e core.Email) error {
 	if err := e.Validate(); err != nil {
 		return err
 	}
@@ -230,7 +231,7 @@ func (r *Relay) Enqueue(ctx context.Context, e Email) error {
 
 // Owe stores e like Enqueue but does not wake the relay: for an email written before the
 // decision it belongs to, whose guard would only say "wait" now. Nudge once decided.
-func (r *Relay) Owe(ctx context.Context, e Email) error {
+func (r *Relay) Owe(ctx context.Context, e core.Email) error {
 	if err := e.Validate(); err != nil {
 		return err
 	}
@@ -385,7 +386,7 @@ func (r *Relay) RunOnce(ctx context.Context) int {
 			}
 			wg.Add(1)
 			tried++
-			go func(e OutboxEntry) {
+			go func(e core.OutboxEntry) {
 				defer func() { <-sem; wg.Done() }()
 				r.relay(ctx, e, false)
 			}(e)
@@ -474,7 +475,7 @@ func (r *Relay) noteNotify(up bool, probe bool, cause error) {
 
 // relay makes one attempt at e in the trace of the request that owed it; probe says it is the
 // breaker's probe.
-func (r *Relay) relay(ctx context.Context, e OutboxEntry, probe bool) {
+func (r *Relay) relay(ctx context.Context, e core.OutboxEntry, probe bool) {
 	if e.TraceParent != "" {
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": e.TraceParent})
 	}
@@ -492,7 +493,7 @@ func (r *Relay) relay(ctx context.Context, e OutboxEntry, probe bool) {
 	}
 }
 
-func (r *Relay) attempt(ctx context.Context, e OutboxEntry, probe bool) RelayResult {
+func (r *Relay) attempt(ctx context.Context, e core.OutboxEntry, probe bool) RelayResult {
 	g, required := r.guard(e.Kind)
 	if g == nil && required {
 		r.log.Warn("outbox: no guard registered for this kind yet: the email waits", "kind", e.Kind, "key", e.Key)
@@ -503,16 +504,16 @@ func (r *Relay) attempt(ctx context.Context, e OutboxEntry, probe bool) RelayRes
 		switch {
 		case err != nil:
 			return r.retry(ctx, e, fmt.Errorf("guard: %w", err), 0, false)
-		case v == GuardDrop:
+		case v == core.GuardDrop:
 			if err := r.delete(ctx, e); err != nil {
 				r.log.Warn("outbox: cannot delete a dropped email (it will be dropped again)",
 					"kind", e.Kind, "ref", e.Ref, "key", e.Key, "error", err.Error())
 			}
 			r.log.Info("outbox: email dropped unsent: its decision did not stand", "kind", e.Kind, "ref", e.Ref, "key", e.Key)
 			return RelayDropped
-		case v == GuardWait:
+		case v == core.GuardWait:
 			return r.retry(ctx, e, errors.New("waiting: the decision is not made yet"), 0, true)
-		case v != GuardSend:
+		case v != core.GuardSend:
 			return r.retry(ctx, e, fmt.Errorf("guard: unknown verdict %v", v), 0, false)
 		}
 	}
@@ -554,7 +555,7 @@ func (r *Relay) attempt(ctx context.Context, e OutboxEntry, probe bool) RelayRes
 }
 
 // retry counts the attempt and schedules the next one.
-func (r *Relay) retry(ctx context.Context, e OutboxEntry, cause error, atLeast time.Duration, wait bool) RelayResult {
+func (r *Relay) retry(ctx context.Context, e core.OutboxEntry, cause error, atLeast time.Duration, wait bool) RelayResult {
 	attempts := e.Attempts + 1
 	delay := r.Backoff(attempts)
 	if wait {
@@ -578,7 +579,7 @@ func (r *Relay) retry(ctx context.Context, e OutboxEntry, cause error, atLeast t
 	return RelayRetry
 }
 
-func (r *Relay) delete(ctx context.Context, e OutboxEntry) error {
+func (r *Relay) delete(ctx context.Context, e core.OutboxEntry) error {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.StoreTimeout)
 	defer cancel()
 	err := r.store.Delete(wctx, e)
