@@ -726,8 +726,9 @@ func TestRelayBreakerCostSameAtAnyBacklog(t *testing.T) {
 	t.Parallel()
 	_, small := outage(t, 100, 5*time.Minute)
 	_, big := outage(t, 5000, 5*time.Minute)
-	if small != big || big > 30 {
-		t.Fatalf("5 minutes of outage: %d attempts with 100 emails waiting, %d with 5,000; want the same, a few dozen", small, big)
+	// The same up to the sends already in flight (Parallel 4) when the breaker opens.
+	if max(small, big)-min(small, big) > 3 || big > 30 {
+		t.Fatalf("5 minutes of outage: %d attempts with 100 emails waiting, %d with 5,000; want the same (±3 in flight), a few dozen", small, big)
 	}
 }
 
