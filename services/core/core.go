@@ -4,7 +4,6 @@
 package core
 
 import (
-	"context"
 	"fmt"
 	"net/mail"
 	"strings"
@@ -13,6 +12,18 @@ import (
 	"unicode/utf8"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+)
+
+// Messages that must not tell a caller which part was wrong.
+const (
+	MsgBadCredentials = "invalid email or password"
+	MsgBadToken       = "invalid or expired token"
+	// MsgSessionEnded answers a token of a session that a password reset or an admin's change
+	// of role or status ended.
+	MsgSessionEnded = "this session has ended (the password, or the account's role or status, was changed): sign in again"
+	// MsgOldPasswordMismatch is the oldPassword field error of a password change whose old
+	// password is wrong.
+	MsgOldPasswordMismatch = "does not match the current password"
 )
 
 // Role is what a user is.
@@ -209,29 +220,4 @@ func CheckPassword(p string) string {
 		return fmt.Sprintf("must be %d to %d bytes long", MinPasswordBytes, MaxPasswordBytes)
 	}
 	return ""
-}
-
-// UserStore keeps users.
-type UserStore interface {
-	// Create stores u (its ID, CreatedAt and UpdatedAt are set). A taken email answers
-	// errs.Conflict, decided by the store's unique index.
-	Create(ctx context.Context, u *User) error
-	// Get finds a user by id, at its latest version: errs.NotFound if none, errs.Invalid for a
-	// malformed id.
-	Get(ctx context.Context, id string) (*User, error)
-	// GetByEmail finds a user by (lowercased) email, at its latest version: errs.NotFound if
-	// none.
-	GetByEmail(ctx context.Context, email string) (*User, error)
-	// Change stores u's role, status, password hash, PasswordChangedAt, SessionGen and
-	// UpdatedAt as the version after u.Version, the version u was read at, and sets u.Version
-	// to it. The version is decided by an insert into a unique key: when another change took it
-	// first, Change is errs.Conflict and stores nothing (read the user again and redo the
-	// change).
-	Change(ctx context.Context, u *User) error
-	// Refresh returns u if it is still its user's latest version, else the latest version: a
-	// change acknowledged before Refresh began is seen. It costs one read by exact _id when
-	// nothing changed.
-	Refresh(ctx context.Context, u *User) (*User, error)
-	// Ping checks that the store answers.
-	Ping(ctx context.Context) error
 }

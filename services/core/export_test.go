@@ -9,9 +9,6 @@ import (
 // LogOp writes a seat log operation as the engine does (tests of the seat log).
 func (b *Bookings) LogOp(showID string, op SeatOp) <-chan bool { return b.logOp(showID, op) }
 
-// SetCompare replaces the bcrypt comparison of a (tests count the comparisons).
-func SetCompare(a *Accounts, f func(hash, password []byte) error) { a.compare = f }
-
 // SeatLogView refreshes this process's view of the show (tailing the seat log, or reloading it)
 // and returns the seats held and sold in it and the view's head (tests).
 func (b *Bookings) SeatLogView(ctx context.Context, showID string) (held, sold []string, seq int64, err error) {

@@ -19,6 +19,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -80,7 +81,7 @@ func newBookingFuzz(tb testing.TB) *bookingFuzz {
 			tb.Fatal(err)
 		}
 	}
-	acc, err := core.NewAccounts(users, core.AccountsOptions{Secret: []byte("fuzz-secret-0123456789abcdef0123456789"), BcryptCost: 4})
+	acc, err := accounts.NewAccounts(users, accounts.AccountsOptions{Secret: []byte("fuzz-secret-0123456789abcdef0123456789"), BcryptCost: 4})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -27,7 +28,7 @@ func catalogueTestServer(tb testing.TB) (srv *httpx.Server, token string, cat *c
 	if err := stores.EnsureIndexes(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	acc, err := core.NewAccounts(users, core.AccountsOptions{Secret: []byte("fuzz-secret-0123456789abcdef0123456789"), BcryptCost: 4})
+	acc, err := accounts.NewAccounts(users, accounts.AccountsOptions{Secret: []byte("fuzz-secret-0123456789abcdef0123456789"), BcryptCost: 4})
 	if err != nil {
 		tb.Fatal(err)
 	}

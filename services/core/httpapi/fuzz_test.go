@@ -12,6 +12,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -22,7 +23,7 @@ func testServer(tb testing.TB) *httpx.Server {
 	if err := store.EnsureIndexes(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
-	acc, err := core.NewAccounts(store, core.AccountsOptions{Secret: []byte("fuzz-secret-0123456789abcdef0123456789"), BcryptCost: 4})
+	acc, err := accounts.NewAccounts(store, accounts.AccountsOptions{Secret: []byte("fuzz-secret-0123456789abcdef0123456789"), BcryptCost: 4})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,5 +1,5 @@
 // Package httpapi is the core service's REST API on Fiber (accounts part). Handlers only
-// translate: they parse the request, call core.Accounts, and write the envelope; every error
+// translate: they parse the request, call accounts.Accounts, and write the envelope; every error
 // goes through the one table in pkg/httpx.
 package httpapi
 
@@ -16,6 +16,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 )
 
 // BasePath is the prefix of every core route (the original service's path).
@@ -29,8 +30,8 @@ const callerKey = "core.caller"
 // Services are the domain services the API translates to. Catalogue, Bookings and
 // Payments may be nil (their routes are then not mounted).
 type Services struct {
-	Accounts  *core.Accounts
-	Users     core.UserStore
+	Accounts  *accounts.Accounts
+	Users     accounts.UserStore
 	Catalogue *core.Catalogue
 	Bookings  *core.Bookings
 	// Idempotency keeps the first response of each Idempotency-Key (POST /bookings, /payments).
@@ -57,7 +58,7 @@ type API struct {
 	cache     *ResponseCache
 	svc       Services
 	opts      Options
-	acc       *core.Accounts
+	acc       *accounts.Accounts
 	log       *slog.Logger
 	limits    *authLimits
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -54,7 +55,7 @@ func openAPITestServer(t *testing.T) (srv *httpx.Server, adminToken string) {
 			t.Fatal(err)
 		}
 	}
-	acc, err := core.NewAccounts(users, core.AccountsOptions{Secret: []byte("openapi-secret-0123456789abcdef012345"), BcryptCost: 4})
+	acc, err := accounts.NewAccounts(users, accounts.AccountsOptions{Secret: []byte("openapi-secret-0123456789abcdef012345"), BcryptCost: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +246,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		fields []string
 	}{
 		{"User", jsonFieldNames(reflect.TypeFor[core.User]())},
-		{"Session", jsonFieldNames(reflect.TypeFor[core.Session]())},
+		{"Session", jsonFieldNames(reflect.TypeFor[accounts.Session]())},
 		{"Movie", jsonFieldNames(reflect.TypeFor[core.Movie]())},
 		{"Theatre", jsonFieldNames(reflect.TypeFor[core.Theatre]())},
 		{"Show", jsonFieldNames(reflect.TypeFor[core.Show]())},
@@ -396,7 +397,7 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 	o.want(201, "POST", b+"/auth/signup", nil, `{"name":"Ann","email":"ann@example.com","password":"password-1"}`, "")
 	o.want(400, "POST", b+"/auth/signup", nil, `{"name":"Ann","email":"nope","password":"1"}`, "")
 	o.want(409, "POST", b+"/auth/signup", nil, `{"name":"Ann","email":"ann@example.com","password":"password-1"}`, "")
-	var sess core.Session
+	var sess accounts.Session
 	if err := json.Unmarshal(o.want(200, "POST", b+"/auth/signin", nil, `{"email":"ann@example.com","password":"password-1"}`, ""), &sess); err != nil {
 		t.Fatal(err)
 	}

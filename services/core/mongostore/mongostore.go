@@ -16,6 +16,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/mongox"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 )
 
 // Collections of the user store.
@@ -25,7 +26,7 @@ const (
 	UserEmailsCollection  = "user_emails"
 )
 
-// Users is a core.UserStore on MongoDB. A duplicate email is refused by the unique index on
+// Users is a accounts.UserStore on MongoDB. A duplicate email is refused by the unique index on
 // email (never by a read before the insert).
 //
 // Sign-in finds a user by email through user_emails, one document per email keyed by it
@@ -59,7 +60,7 @@ type Users struct {
 	scans *rate.Limiter
 }
 
-var _ core.UserStore = (*Users)(nil)
+var _ accounts.UserStore = (*Users)(nil)
 
 // backfilledMarker is the _id of user_emails' marker document: not an email (no '@').
 const backfilledMarker = "!backfilled"

@@ -21,6 +21,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/mongox"
 	"github.com/cineflow/cineflow/pkg/telemetry"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/httpapi"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
@@ -81,8 +82,8 @@ func (c Config) Validate() error {
 		if len(c.JWTSecret) < minProductionSecret {
 			return fmt.Errorf("JWT_SECRET must be at least %d bytes in production (APP_ENV unset or production)", minProductionSecret)
 		}
-		if c.BcryptCost < core.DefaultBcryptCost {
-			return fmt.Errorf("BCRYPT_COST must be at least %d in production (APP_ENV unset or production)", core.DefaultBcryptCost)
+		if c.BcryptCost < accounts.DefaultBcryptCost {
+			return fmt.Errorf("BCRYPT_COST must be at least %d in production (APP_ENV unset or production)", accounts.DefaultBcryptCost)
 		}
 	}
 	if (c.AdminEmail == "") != (c.AdminPassword == "") {
@@ -146,7 +147,7 @@ type Main struct {
 	Client    *mongo.Client
 	DB        *mongo.Database
 	Users     *mongostore.Users
-	Accounts  *core.Accounts
+	Accounts  *accounts.Accounts
 	Catalogue *core.Catalogue
 	Outbox    core.Outbox
 	Bookings  *core.Bookings
@@ -228,7 +229,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("database %s: %w", mongox.Redact(cfg.DBURL), err)
 	}
 	m.backfillUserEmails(ctx)
-	m.Accounts, err = core.NewAccounts(m.Users, core.AccountsOptions{
+	m.Accounts, err = accounts.NewAccounts(m.Users, accounts.AccountsOptions{
 		Secret: []byte(secret), TokenTTL: cfg.JWTTTL, BcryptCost: cfg.BcryptCost})
 	if err != nil {
 		return err

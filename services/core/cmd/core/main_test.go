@@ -24,6 +24,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/logging"
 	"github.com/cineflow/cineflow/pkg/telemetry"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/httpapi"
 )
 
@@ -264,7 +265,7 @@ func (s *service) signIn(email, password string) response {
 func (s *service) token(email, password string) string {
 	s.t.Helper()
 	r := s.expect(s.signIn(email, password), 200)
-	var sess core.Session
+	var sess accounts.Session
 	if err := json.Unmarshal(r.env.Data, &sess); err != nil || sess.Token == "" {
 		s.t.Fatalf("no token in %s", r.raw)
 	}
@@ -409,7 +410,7 @@ func TestTokens(t *testing.T) {
 
 	now := time.Now()
 	claims := func(exp time.Time) jwt.RegisteredClaims {
-		return jwt.RegisteredClaims{Issuer: core.TokenIssuer, Subject: id, IssuedAt: jwt.NewNumericDate(now.Add(-2 * time.Hour)),
+		return jwt.RegisteredClaims{Issuer: accounts.TokenIssuer, Subject: id, IssuedAt: jwt.NewNumericDate(now.Add(-2 * time.Hour)),
 			ExpiresAt: jwt.NewNumericDate(exp)}
 	}
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -420,12 +421,12 @@ func TestTokens(t *testing.T) {
 		"none":         signed(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims(now.Add(time.Hour))),
 		"wrong key":    signed(t, jwt.SigningMethodHS256, []byte("another-secret-0123456789abcdef0123"), claims(now.Add(time.Hour))),
 		"expired":      signed(t, jwt.SigningMethodHS256, []byte(testSecret), claims(now.Add(-time.Minute))),
-		"no expiry":    signed(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.RegisteredClaims{Issuer: core.TokenIssuer, Subject: id}),
+		"no expiry":    signed(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.RegisteredClaims{Issuer: accounts.TokenIssuer, Subject: id}),
 		"other issuer": signed(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.RegisteredClaims{Issuer: "evil", Subject: id, ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}),
 		"HS512":        signed(t, jwt.SigningMethodHS512, []byte(testSecret), claims(now.Add(time.Hour))),
 		"RS256":        signed(t, jwt.SigningMethodRS256, rsaKey, claims(now.Add(time.Hour))),
-		"unknown user": signed(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.RegisteredClaims{Issuer: core.TokenIssuer, Subject: bson.NewObjectID().Hex(), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}),
-		"bad subject":  signed(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.RegisteredClaims{Issuer: core.TokenIssuer, Subject: "nope", ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}),
+		"unknown user": signed(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.RegisteredClaims{Issuer: accounts.TokenIssuer, Subject: bson.NewObjectID().Hex(), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}),
+		"bad subject":  signed(t, jwt.SigningMethodHS256, []byte(testSecret), jwt.RegisteredClaims{Issuer: accounts.TokenIssuer, Subject: "nope", ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}),
 		"malformed":    "not.a.jwt",
 		"garbage":      "abc",
 		"tampered":     good[:len(good)-2] + "xx",
@@ -504,7 +505,7 @@ func TestUpdateUserAuthorization(t *testing.T) {
 		t.Fatalf("after approval: %+v", u)
 	}
 	s.expect(s.do(req{method: "GET", path: probePath, token: clientTok}), 401)
-	var sess core.Session
+	var sess accounts.Session
 	_ = json.Unmarshal(s.expect(s.signIn("owner@example.com", "password-1"), 200).env.Data, &sess)
 	if sess.Status != core.StatusApproved {
 		t.Errorf("sign-in after approval: %+v", sess)
@@ -536,7 +537,7 @@ func TestAdminBootstrapIdempotent(t *testing.T) {
 	cfg := testConfig(t)
 	for i := range 2 {
 		s := startWith(t, cfg)
-		var sess core.Session
+		var sess accounts.Session
 		_ = json.Unmarshal(s.expect(s.signIn(adminEmail, adminPassword), 200).env.Data, &sess)
 		if sess.Role != core.RoleAdmin || sess.Status != core.StatusApproved {
 			t.Fatalf("run %d: admin %+v", i, sess)

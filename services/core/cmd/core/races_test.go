@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -34,9 +35,9 @@ func twoReplicas(t *testing.T) (a, b *service) {
 	return a, b
 }
 
-func sessionOf(t *testing.T, r response) core.Session {
+func sessionOf(t *testing.T, r response) accounts.Session {
 	t.Helper()
-	var s core.Session
+	var s accounts.Session
 	if err := json.Unmarshal(r.env.Data, &s); err != nil || s.Token == "" {
 		t.Fatalf("no session in %s", r.raw)
 	}

@@ -1,4 +1,4 @@
-package core_test
+package accounts_test
 
 import (
 	"errors"
@@ -11,6 +11,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -52,12 +53,12 @@ func TestSignInCostsOneComparison(t *testing.T) {
 	if err := store.EnsureIndexes(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	acc, err := core.NewAccounts(store, core.AccountsOptions{Secret: []byte("test-secret-0123456789abcdef0123456789"), BcryptCost: cost})
+	acc, err := accounts.NewAccounts(store, accounts.AccountsOptions{Secret: []byte("test-secret-0123456789abcdef0123456789"), BcryptCost: cost})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmp := &comparisons{}
-	core.SetCompare(acc, cmp.compare)
+	accounts.SetCompare(acc, cmp.compare)
 	u, err := acc.SignUp(t.Context(), core.SignUp{Name: "Ann", Email: "ann@example.com", Password: "password-1"})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package core_test
+package accounts_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -83,10 +84,10 @@ func BenchmarkAuthenticate(b *testing.B) {
 			}
 			for _, c := range []struct {
 				name  string
-				store core.UserStore
+				store accounts.UserStore
 				ttl   time.Duration
 			}{{"kept", store, 0}, {"read", store, -1}, {"no-read", &memoryUsers{u: *u}, -1}} {
-				acc, err := core.NewAccounts(c.store, core.AccountsOptions{Secret: []byte(sessionSecret), BcryptCost: 4, UserCacheTTL: c.ttl})
+				acc, err := accounts.NewAccounts(c.store, accounts.AccountsOptions{Secret: []byte(sessionSecret), BcryptCost: 4, UserCacheTTL: c.ttl})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -1,4 +1,4 @@
-package core
+package accounts
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // TokenIssuer is the "iss" claim of every token.
@@ -22,18 +23,6 @@ const DefaultBcryptCost = 10
 
 // DefaultTokenTTL is how long a token is valid.
 const DefaultTokenTTL = 24 * time.Hour
-
-// Messages that must not tell a caller which part was wrong.
-const (
-	MsgBadCredentials = "invalid email or password"
-	MsgBadToken       = "invalid or expired token"
-	// MsgSessionEnded answers a token of a session that a password reset or an admin's change
-	// of role or status ended.
-	MsgSessionEnded = "this session has ended (the password, or the account's role or status, was changed): sign in again"
-	// MsgOldPasswordMismatch is the oldPassword field error of a password change whose old
-	// password is wrong.
-	MsgOldPasswordMismatch = "does not match the current password"
-)
 
 // AccountsOptions configure Accounts.
 type AccountsOptions struct {
@@ -56,7 +45,7 @@ const DefaultUserCacheTTL = time.Minute
 const maxCachedUsers = 10000
 
 type cachedUser struct {
-	u  User
+	u  core.User
 	at time.Time
 }
 
@@ -97,7 +86,7 @@ func NewAccounts(store UserStore, opts AccountsOptions) (*Accounts, error) {
 	// costs what comparing against a real hash does, and nothing matches it.
 	var pw [32]byte
 	_, _ = rand.Read(pw[:])
-	dummy, err := bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(pw[:])[:MaxPasswordBytes/2]), opts.BcryptCost)
+	dummy, err := bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(pw[:])[:core.MaxPasswordBytes/2]), opts.BcryptCost)
 	if err != nil {
 		return nil, err
 	}
@@ -118,20 +107,20 @@ func (a *Accounts) hash(password string) (string, error) {
 
 // SignUp validates s and creates the user: CUSTOMER APPROVED, CLIENT/ADMIN PENDING. A taken
 // email is errs.Conflict.
-func (a *Accounts) SignUp(ctx context.Context, s SignUp) (*User, error) {
+func (a *Accounts) SignUp(ctx context.Context, s core.SignUp) (*core.User, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	return a.create(ctx, s, InitialStatus(s.Role))
+	return a.create(ctx, s, core.InitialStatus(s.Role))
 }
 
-func (a *Accounts) create(ctx context.Context, s SignUp, status Status) (*User, error) {
+func (a *Accounts) create(ctx context.Context, s core.SignUp, status core.Status) (*core.User, error) {
 	h, err := a.hash(s.Password)
 	if err != nil {
 		return nil, err
 	}
 	now := a.now().UTC().Truncate(time.Millisecond)
-	u := &User{Name: s.Name, Email: s.Email, PasswordHash: h, Role: s.Role, Status: status,
+	u := &core.User{Name: s.Name, Email: s.Email, PasswordHash: h, Role: s.Role, Status: status,
 		CreatedAt: now, UpdatedAt: now}
 	if err := a.store.Create(ctx, u); err != nil {
 		return nil, err
@@ -141,12 +130,12 @@ func (a *Accounts) create(ctx context.Context, s SignUp, status Status) (*User, 
 
 // EnsureAdmin creates an APPROVED ADMIN with email and password unless the email is taken
 // (then it is already there: created is false). Safe to call at every start.
-func (a *Accounts) EnsureAdmin(ctx context.Context, email, password string) (u *User, created bool, err error) {
-	s := SignUp{Name: "Administrator", Email: email, Password: password, Role: RoleAdmin}
+func (a *Accounts) EnsureAdmin(ctx context.Context, email, password string) (u *core.User, created bool, err error) {
+	s := core.SignUp{Name: "Administrator", Email: email, Password: password, Role: core.RoleAdmin}
 	if err := s.Validate(); err != nil {
 		return nil, false, err
 	}
-	u, err = a.create(ctx, s, StatusApproved)
+	u, err = a.create(ctx, s, core.StatusApproved)
 	if errs.Is(err, errs.Conflict) {
 		u, err = a.store.GetByEmail(ctx, s.Email)
 		return u, false, err
@@ -156,18 +145,18 @@ func (a *Accounts) EnsureAdmin(ctx context.Context, email, password string) (u *
 
 // Session is what a successful sign-in returns.
 type Session struct {
-	Email  string `json:"email"`
-	Name   string `json:"name"`
-	Role   Role   `json:"role"`
-	Status Status `json:"status"`
-	Token  string `json:"token"`
+	Email  string      `json:"email"`
+	Name   string      `json:"name"`
+	Role   core.Role   `json:"role"`
+	Status core.Status `json:"status"`
+	Token  string      `json:"token"`
 }
 
 // SignIn checks the credentials and issues a token. Wrong credentials are errs.Unauthorized
 // with the same message whether the email exists or not, and cost the same: exactly one
 // bcrypt comparison whatever the account and the password's length (see checkPassword).
 func (a *Accounts) SignIn(ctx context.Context, email, password string) (*Session, error) {
-	norm, err := CheckSignIn(email, password)
+	norm, err := core.CheckSignIn(email, password)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +168,7 @@ func (a *Accounts) SignIn(ctx context.Context, email, password string) (*Session
 		return nil, err
 	}
 	if !a.checkPassword(u, password) {
-		return nil, errs.E(errs.Unauthorized, MsgBadCredentials)
+		return nil, errs.E(errs.Unauthorized, core.MsgBadCredentials)
 	}
 	tok, err := a.IssueToken(u)
 	if err != nil {
@@ -193,15 +182,15 @@ func (a *Accounts) SignIn(ctx context.Context, email, password string) (*Session
 // password is longer than bcrypt reads. Such a password was never accepted at sign-up
 // (CheckPassword), so it cannot be anyone's; only its first MaxPasswordBytes are hashed, so
 // its length does not change the cost either.
-func (a *Accounts) checkPassword(u *User, password string) bool {
+func (a *Accounts) checkPassword(u *core.User, password string) bool {
 	hash, pw := a.dummyHash, []byte(password)
-	if len(pw) > MaxPasswordBytes {
-		pw = pw[:MaxPasswordBytes]
+	if len(pw) > core.MaxPasswordBytes {
+		pw = pw[:core.MaxPasswordBytes]
 	} else if u != nil {
 		hash = []byte(u.PasswordHash)
 	}
 	ok := a.compare(hash, pw) == nil
-	return ok && u != nil && len(password) <= MaxPasswordBytes
+	return ok && u != nil && len(password) <= core.MaxPasswordBytes
 }
 
 // sessionClaims are a token's claims: the registered ones and the session generation of the
@@ -213,7 +202,7 @@ type sessionClaims struct {
 
 // IssueToken signs an HS256 token for u, at u's session generation (u as read: a sign-in that
 // read u before a concurrent reset issues a token of the generation the reset ends).
-func (a *Accounts) IssueToken(u *User) (string, error) {
+func (a *Accounts) IssueToken(u *core.User) (string, error) {
 	now := a.now()
 	claims := sessionClaims{RegisteredClaims: jwt.RegisteredClaims{
 		Issuer:    TokenIssuer,
@@ -241,7 +230,7 @@ func (a *Accounts) IssueToken(u *User) (string, error) {
 // reused, even after a change written by an earlier version (which stores none: generation 0).
 // At generation 0 the earlier rule applies too: a token issued (in whole seconds) before the
 // last password change is refused, for the resets earlier versions made.
-func (a *Accounts) Authenticate(ctx context.Context, token string) (*User, error) {
+func (a *Accounts) Authenticate(ctx context.Context, token string) (*core.User, error) {
 	if token == "" {
 		return nil, errs.E(errs.Unauthorized, "missing token: send x-access-token or Authorization: Bearer <token>")
 	}
@@ -250,16 +239,16 @@ func (a *Accounts) Authenticate(ctx context.Context, token string) (*User, error
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithIssuer(TokenIssuer), jwt.WithExpirationRequired(),
 		jwt.WithTimeFunc(a.now))
 	if err != nil || claims.Subject == "" {
-		return nil, errs.Wrap(errs.Unauthorized, err, MsgBadToken)
+		return nil, errs.Wrap(errs.Unauthorized, err, core.MsgBadToken)
 	}
-	var u *User
+	var u *core.User
 	if kept := a.cached(claims.Subject); kept != nil {
 		u, err = a.store.Refresh(ctx, kept)
 	} else {
 		u, err = a.store.Get(ctx, claims.Subject)
 	}
 	if errs.Is(err, errs.NotFound) || errs.Is(err, errs.Invalid) {
-		return nil, errs.E(errs.Unauthorized, MsgBadToken)
+		return nil, errs.E(errs.Unauthorized, core.MsgBadToken)
 	}
 	if err != nil {
 		return nil, err
@@ -267,16 +256,16 @@ func (a *Accounts) Authenticate(ctx context.Context, token string) (*User, error
 	a.remember(u)
 	if claims.SessionGen != u.SessionGen || u.SessionGen == 0 &&
 		(claims.IssuedAt == nil || claims.IssuedAt.Time.Before(u.PasswordChangedAt.Truncate(time.Second))) {
-		return nil, errs.E(errs.Unauthorized, MsgSessionEnded)
+		return nil, errs.E(errs.Unauthorized, core.MsgSessionEnded)
 	}
 	return u, nil
 }
 
 // endSessions makes u, about to be stored as the next version (UserStore.Change), end every
 // session begun before: its generation becomes that version's number.
-func endSessions(u *User) { u.SessionGen = u.Version + 1 }
+func endSessions(u *core.User) { u.SessionGen = u.Version + 1 }
 
-func (a *Accounts) cached(id string) *User {
+func (a *Accounts) cached(id string) *core.User {
 	if a.cacheTTL <= 0 {
 		return nil
 	}
@@ -290,7 +279,7 @@ func (a *Accounts) cached(id string) *User {
 	return &u
 }
 
-func (a *Accounts) remember(u *User) {
+func (a *Accounts) remember(u *core.User) {
 	if a.cacheTTL <= 0 {
 		return
 	}
@@ -320,7 +309,7 @@ const MsgUserChangedMeanwhile = "the user was changed by other requests at the s
 // user again and redoes edit on what the winner left (edit may then refuse), at most
 // MaxUserChangeAttempts times. So two concurrent changes (a password reset and an approval,
 // two admins) both take effect, one after the other, or one answers 409: neither is lost.
-func (a *Accounts) change(ctx context.Context, id string, edit func(u *User, attempt int) error) (*User, error) {
+func (a *Accounts) change(ctx context.Context, id string, edit func(u *core.User, attempt int) error) (*core.User, error) {
 	defer a.forget(id)
 	for attempt := 0; ; attempt++ {
 		u, err := a.store.Get(ctx, id)
@@ -350,18 +339,18 @@ func (a *Accounts) change(ctx context.Context, id string, edit func(u *User, att
 // acknowledged, every session begun before it has ended, on every replica (see Authenticate).
 // A reset that lost its version to a concurrent change is redone on the winner's version if
 // the old password still matches it, else it is errs.Conflict (another reset won).
-func (a *Accounts) ResetPassword(ctx context.Context, caller *User, oldPassword, newPassword string) error {
-	if err := CheckReset(oldPassword, newPassword); err != nil {
+func (a *Accounts) ResetPassword(ctx context.Context, caller *core.User, oldPassword, newPassword string) error {
+	if err := core.CheckReset(oldPassword, newPassword); err != nil {
 		return err
 	}
 	var checked, newHash string // the hash the old password matched; the new one
-	_, err := a.change(ctx, caller.ID, func(u *User, attempt int) error {
+	_, err := a.change(ctx, caller.ID, func(u *core.User, attempt int) error {
 		if u.PasswordHash != checked {
 			if !a.checkPassword(u, oldPassword) {
 				if attempt > 0 {
 					return errs.E(errs.Conflict, "the password was changed by another request at the same time; sign in again")
 				}
-				return errs.Fields(map[string]string{"oldPassword": MsgOldPasswordMismatch})
+				return errs.Fields(map[string]string{"oldPassword": core.MsgOldPasswordMismatch})
 			}
 			checked = u.PasswordHash
 		}
@@ -393,8 +382,8 @@ func (a *Accounts) ResetPassword(ctx context.Context, caller *User, oldPassword,
 //     the client the new role and status;
 //   - between PENDING and REJECTED (neither has powers) ending them costs nothing, and the
 //     rule stays one a user and an admin can remember.
-func (a *Accounts) UpdateUser(ctx context.Context, caller *User, id string, role *Role, status *Status) (*User, error) {
-	if !caller.Is(RoleAdmin) {
+func (a *Accounts) UpdateUser(ctx context.Context, caller *core.User, id string, role *core.Role, status *core.Status) (*core.User, error) {
+	if !caller.Is(core.RoleAdmin) {
 		return nil, errs.E(errs.Forbidden, "only an approved admin can change users")
 	}
 	fields := map[string]string{}
@@ -410,7 +399,7 @@ func (a *Accounts) UpdateUser(ctx context.Context, caller *User, id string, role
 	if len(fields) > 0 {
 		return nil, errs.Fields(fields)
 	}
-	return a.change(ctx, id, func(u *User, _ int) error {
+	return a.change(ctx, id, func(u *core.User, _ int) error {
 		before := *u
 		if role != nil {
 			u.Role = *role
@@ -423,4 +412,29 @@ func (a *Accounts) UpdateUser(ctx context.Context, caller *User, id string, role
 		}
 		return nil
 	})
+}
+
+// UserStore keeps users.
+type UserStore interface {
+	// Create stores u (its ID, CreatedAt and UpdatedAt are set). A taken email answers
+	// errs.Conflict, decided by the store's unique index.
+	Create(ctx context.Context, u *core.User) error
+	// Get finds a user by id, at its latest version: errs.NotFound if none, errs.Invalid for a
+	// malformed id.
+	Get(ctx context.Context, id string) (*core.User, error)
+	// GetByEmail finds a user by (lowercased) email, at its latest version: errs.NotFound if
+	// none.
+	GetByEmail(ctx context.Context, email string) (*core.User, error)
+	// Change stores u's role, status, password hash, PasswordChangedAt, SessionGen and
+	// UpdatedAt as the version after u.Version, the version u was read at, and sets u.Version
+	// to it. The version is decided by an insert into a unique key: when another change took it
+	// first, Change is errs.Conflict and stores nothing (read the user again and redo the
+	// change).
+	Change(ctx context.Context, u *core.User) error
+	// Refresh returns u if it is still its user's latest version, else the latest version: a
+	// change acknowledged before Refresh began is seen. It costs one read by exact _id when
+	// nothing changed.
+	Refresh(ctx context.Context, u *core.User) (*core.User, error)
+	// Ping checks that the store answers.
+	Ping(ctx context.Context) error
 }

@@ -1,4 +1,4 @@
-package core_test
+package accounts_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -21,20 +22,20 @@ const sessionSecret = "session-test-secret-0123456789abcdef"
 
 // cachingReplica is the account rules on a connection of its own to database name, with the
 // default user cache (as a core replica runs them).
-func cachingReplica(t *testing.T, name string) *core.Accounts {
+func cachingReplica(t *testing.T, name string) *accounts.Accounts {
 	t.Helper()
 	store := mongostore.New(devdb.TestDBNamed(t, name))
 	if err := store.EnsureIndexes(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	acc, err := core.NewAccounts(store, core.AccountsOptions{Secret: []byte(sessionSecret), BcryptCost: 4})
+	acc, err := accounts.NewAccounts(store, accounts.AccountsOptions{Secret: []byte(sessionSecret), BcryptCost: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return acc
 }
 
-func signIn(t *testing.T, acc *core.Accounts, email, password string) string {
+func signIn(t *testing.T, acc *accounts.Accounts, email, password string) string {
 	t.Helper()
 	s, err := acc.SignIn(t.Context(), email, password)
 	if err != nil {
@@ -44,7 +45,7 @@ func signIn(t *testing.T, acc *core.Accounts, email, password string) string {
 }
 
 // accepts reports whether acc accepts tok; any failure but Unauthorized fails the test.
-func accepts(t *testing.T, acc *core.Accounts, tok string) bool {
+func accepts(t *testing.T, acc *accounts.Accounts, tok string) bool {
 	t.Helper()
 	_, err := acc.Authenticate(t.Context(), tok)
 	if err != nil && !errs.Is(err, errs.Unauthorized) {
@@ -81,7 +82,7 @@ func TestAdminChangeEndsSessions(t *testing.T) {
 	// warm hands tok to both replicas (filling their caches) and checks both accept it.
 	warm := func(what, tok string) {
 		t.Helper()
-		for k, acc := range []*core.Accounts{a, b} {
+		for k, acc := range []*accounts.Accounts{a, b} {
 			if !accepts(t, acc, tok) {
 				t.Fatalf("%s: replica %d refuses a fresh token", what, k)
 			}
@@ -90,7 +91,7 @@ func TestAdminChangeEndsSessions(t *testing.T) {
 	ended := func(what string, toks ...string) {
 		t.Helper()
 		for i, tok := range toks {
-			for k, acc := range []*core.Accounts{b, a} {
+			for k, acc := range []*accounts.Accounts{b, a} {
 				if accepts(t, acc, tok) {
 					t.Errorf("%s: token %d still accepted by replica %d", what, i, k)
 				}
@@ -150,7 +151,7 @@ func TestAdminChangeEndsSessions(t *testing.T) {
 // legacyToken is a token as the previous version signed them: no "sgen".
 func legacyToken(t *testing.T, userID string, iat time.Time) string {
 	t.Helper()
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Issuer: core.TokenIssuer, Subject: userID,
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Issuer: accounts.TokenIssuer, Subject: userID,
 		IssuedAt: jwt.NewNumericDate(iat), NotBefore: jwt.NewNumericDate(iat.Add(-time.Minute)),
 		ExpiresAt: jwt.NewNumericDate(iat.Add(time.Hour))}).SignedString([]byte(sessionSecret))
 	if err != nil {

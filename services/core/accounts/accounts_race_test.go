@@ -1,4 +1,4 @@
-package core_test
+package accounts_test
 
 import (
 	"context"
@@ -11,18 +11,19 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
 // accountsReplica is the account rules on a connection of its own to the test's database, as
 // another core replica has.
-func accountsReplica(t *testing.T, dbName string) *core.Accounts {
+func accountsReplica(t *testing.T, dbName string) *accounts.Accounts {
 	t.Helper()
 	store := mongostore.New(devdb.TestDBNamed(t, dbName))
 	if err := store.EnsureIndexes(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	acc, err := core.NewAccounts(store, core.AccountsOptions{Secret: []byte("race-test-secret"), BcryptCost: 4, UserCacheTTL: -1})
+	acc, err := accounts.NewAccounts(store, accounts.AccountsOptions{Secret: []byte("race-test-secret"), BcryptCost: 4, UserCacheTTL: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func accountsReplica(t *testing.T, dbName string) *core.Accounts {
 func TestUserChangesRace(t *testing.T) {
 	t.Parallel()
 	name := devdb.TestDatabase(t)
-	replicas := []*core.Accounts{accountsReplica(t, name), accountsReplica(t, name)}
+	replicas := []*accounts.Accounts{accountsReplica(t, name), accountsReplica(t, name)}
 	ctx := context.Background()
 	admin, _, err := replicas[0].EnsureAdmin(ctx, "root@example.com", "admin-password")
 	if err != nil {
