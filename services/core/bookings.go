@@ -461,10 +461,10 @@ func (b *Bookings) failedCreate(ctx context.Context, bk *Booking, cause error) (
 	return nil, cause
 }
 
-// deletionMarkerStale is the age past which a show's deletion marker no longer stops
+// DeletionMarkerStale is the age past which a show's deletion marker no longer stops
 // bookings: a deletion decides in well under a second, so an older marker was left by a
 // deleter that died (or by a deletion that succeeded, and then the show is gone anyway).
-const deletionMarkerStale = time.Minute
+const DeletionMarkerStale = time.Minute
 
 // showOpen answers errs.Conflict if a deletion of the show is under way.
 func (b *Bookings) showOpen(ctx context.Context, showID string) error {
@@ -472,7 +472,7 @@ func (b *Bookings) showOpen(ctx context.Context, showID string) error {
 	if err != nil {
 		return err
 	}
-	if ok && b.now().Sub(at) < deletionMarkerStale {
+	if ok && b.now().Sub(at) < DeletionMarkerStale {
 		return errs.E(errs.Conflict, "the show is being deleted")
 	}
 	return nil
@@ -1471,7 +1471,7 @@ func (b *Bookings) ReserveShowDeletion(ctx context.Context, showID string) (abor
 		if err != nil {
 			return nil, err
 		}
-		if ok && b.now().Sub(at) < deletionMarkerStale {
+		if ok && b.now().Sub(at) < DeletionMarkerStale {
 			return nil, errs.E(errs.Conflict, "the show is being deleted by another request")
 		}
 		// A marker left by a deleter that died: take the deletion over.
@@ -1487,7 +1487,7 @@ func (b *Bookings) ReserveShowDeletion(ctx context.Context, showID string) (abor
 	}
 	abort = func(ctx context.Context) { _ = b.store.UnmarkShowDeleting(context.WithoutCancel(ctx), showID) }
 	used, err := b.showInUse(ctx, showID, start)
-	if err == nil && b.now().Sub(start) > deletionMarkerStale/2 {
+	if err == nil && b.now().Sub(start) > DeletionMarkerStale/2 {
 		err = errs.E(errs.Unavailable, "the check for bookings took too long; try again")
 	}
 	if err != nil || used {

@@ -79,9 +79,11 @@ func ParseTiming(s string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-type fieldErrs map[string]string
+// FieldErrs collects the problems of a request's fields, by field name.
+type FieldErrs map[string]string
 
-func (f fieldErrs) err() error {
+// Err is nil without problems, else an errs.Invalid error carrying them.
+func (f FieldErrs) Err() error {
 	if len(f) == 0 {
 		return nil
 	}
@@ -90,7 +92,7 @@ func (f fieldErrs) err() error {
 
 // text trims *p and checks it: required (non-empty), at most max runes, no control
 // characters (multi-line allows newlines and tabs).
-func (f fieldErrs) text(name string, p *string, required bool, max int, multiline bool) {
+func (f FieldErrs) text(name string, p *string, required bool, max int, multiline bool) {
 	if p == nil {
 		if required {
 			f[name] = "is required"
@@ -122,7 +124,7 @@ func textProblem(s string, required bool, max int, multiline bool) string {
 
 // list trims each item of *p and checks it: at least one item when required, each item
 // non-empty and at most max runes.
-func (f fieldErrs) list(name string, p *[]string, required bool, max int) {
+func (f FieldErrs) list(name string, p *[]string, required bool, max int) {
 	if p == nil {
 		if required {
 			f[name] = "is required"
@@ -155,7 +157,7 @@ func (f fieldErrs) list(name string, p *[]string, required bool, max int) {
 // [English], releaseStatus RELEASED). Otherwise only the given fields are checked, and at
 // least one must be given.
 func (p *MoviePatch) Validate(full bool) error {
-	f := fieldErrs{}
+	f := FieldErrs{}
 	if full {
 		if p.Language == nil {
 			p.Language = &[]string{DefaultLanguage}
@@ -199,7 +201,7 @@ func (p *MoviePatch) Validate(full bool) error {
 			f["releaseStatus"] = "must be RELEASED, UNRELEASED or BLOCKED"
 		}
 	}
-	return f.err()
+	return f.Err()
 }
 
 func urlProblem(s string) string {
@@ -223,7 +225,7 @@ func (p *TheatrePatch) Validate(full bool) error {
 	if !full && *p == (TheatrePatch{}) {
 		return errs.E(errs.Invalid, "nothing to change: give at least one field")
 	}
-	f := fieldErrs{}
+	f := FieldErrs{}
 	f.text("name", p.Name, full, MaxTitleRunes, false)
 	f.text("description", p.Description, false, MaxDescriptionRunes, true)
 	f.text("city", p.City, full, MaxShortRunes, false)
@@ -235,7 +237,7 @@ func (p *TheatrePatch) Validate(full bool) error {
 	} else if *p.PinCode < 1 || *p.PinCode > MaxPinCode {
 		f["pinCode"] = "must be a positive number of up to 6 digits"
 	}
-	return f.err()
+	return f.Err()
 }
 
 // NewShow is a request to create a show.
@@ -248,7 +250,7 @@ type NewShow struct {
 // Validate checks a new show: theatreId and movieId are ids; timing, noOfSeats and price
 // are required; seatsPerRow defaults to DefaultSeatsPerRow.
 func (s *NewShow) Validate() error {
-	f := fieldErrs{}
+	f := FieldErrs{}
 	s.TheatreID = strings.TrimSpace(s.TheatreID)
 	s.MovieID = strings.TrimSpace(s.MovieID)
 	if s.TheatreID == "" {
@@ -274,7 +276,7 @@ func (s *NewShow) Validate() error {
 		}
 	}
 	s.ShowPatch.check(f)
-	return f.err()
+	return f.Err()
 }
 
 // Validate checks the given fields of a show change (at least one).
@@ -282,12 +284,12 @@ func (p *ShowPatch) Validate() error {
 	if *p == (ShowPatch{}) {
 		return errs.E(errs.Invalid, "nothing to change: give at least one field")
 	}
-	f := fieldErrs{}
+	f := FieldErrs{}
 	p.check(f)
-	return f.err()
+	return f.Err()
 }
 
-func (p *ShowPatch) check(f fieldErrs) {
+func (p *ShowPatch) check(f FieldErrs) {
 	if p.Timing != nil {
 		if *p.Timing == "" {
 			f["timing"] = "is required"

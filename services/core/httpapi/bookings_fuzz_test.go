@@ -20,6 +20,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/accounts"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -27,7 +28,7 @@ import (
 // database, served in memory, with a customer and a show to book.
 type bookingFuzz struct {
 	srv      *httpx.Server
-	cat      *core.Catalogue
+	cat      *catalogue.Catalogue
 	bookings *core.Bookings
 	holds    *mongostore.Bookings
 	outbox   *mongostore.Outbox
@@ -101,7 +102,7 @@ func newBookingFuzz(tb testing.TB) *bookingFuzz {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cat := core.NewCatalogue(stores.Stores(), core.CatalogueOptions{})
+	cat := catalogue.NewCatalogue(stores.Stores(), catalogue.CatalogueOptions{})
 	bookings := core.NewBookings(holds, cat, core.BookingsOptions{})
 	bookings.SetOutbox(outbox) // the confirmations are stored; nothing relays them here
 	srv := New(Services{Accounts: acc, Users: users, Catalogue: cat, Bookings: bookings, Idempotency: idem},

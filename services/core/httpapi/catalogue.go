@@ -13,6 +13,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 )
 
 // CatalogueOptions configure the catalogue routes' response cache (see ResponseCache).
@@ -51,17 +52,17 @@ func (a *API) ResponseCache() *ResponseCache {
 	return a.cache
 }
 
-// catalogue holds the catalogue handlers.
-type catalogue struct {
+// catalogueRoutes holds the catalogue handlers.
+type catalogueRoutes struct {
 	a     *API
-	cat   *core.Catalogue
+	cat   *catalogue.Catalogue
 	cache *ResponseCache
 }
 
 // registerCatalogue mounts the movie, theatre and show routes. Reads are public and cached
 // (see ResponseCache); writes need a token and invalidate what they change.
 func (a *API) registerCatalogue(g fiber.Router) {
-	h := &catalogue{a: a, cat: a.svc.Catalogue, cache: a.ResponseCache()}
+	h := &catalogueRoutes{a: a, cat: a.svc.Catalogue, cache: a.ResponseCache()}
 	auth := a.Authenticate
 
 	g.Post("/movies", auth, h.createMovie)
@@ -311,7 +312,7 @@ func catTotal(n int64) map[string]string {
 
 // ---- movies ----
 
-func (h *catalogue) createMovie(c *fiber.Ctx) error {
+func (h *catalogueRoutes) createMovie(c *fiber.Ctx) error {
 	var req movieRequest
 	if err := httpx.DecodeJSON(c, &req); err != nil {
 		return err
@@ -328,7 +329,7 @@ func (h *catalogue) createMovie(c *fiber.Ctx) error {
 	return httpx.OK(c, fiber.StatusCreated, m, "movie created")
 }
 
-func (h *catalogue) changeMovie(full bool) fiber.Handler {
+func (h *catalogueRoutes) changeMovie(full bool) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		var req movieRequest
 		if err := httpx.DecodeJSON(c, &req); err != nil {
@@ -351,7 +352,7 @@ func (h *catalogue) changeMovie(full bool) fiber.Handler {
 	}
 }
 
-func (h *catalogue) deleteMovie(c *fiber.Ctx) error {
+func (h *catalogueRoutes) deleteMovie(c *fiber.Ctx) error {
 	m, err := h.cat.DeleteMovie(c.UserContext(), Caller(c), catParam(c, "id"))
 	h.cache.Invalidate(TagMovies, TagTheatres)
 	if err != nil {
@@ -360,7 +361,7 @@ func (h *catalogue) deleteMovie(c *fiber.Ctx) error {
 	return httpx.OK(c, fiber.StatusOK, m, "movie deleted")
 }
 
-func (h *catalogue) listMovies(c *fiber.Ctx) error {
+func (h *catalogueRoutes) listMovies(c *fiber.Ctx) error {
 	f := core.MovieFilter{Name: catQuery(c, "name")}
 	if err := catQueryInts(c, catPageQueries(&f.Page)...); err != nil {
 		return err
@@ -373,7 +374,7 @@ func (h *catalogue) listMovies(c *fiber.Ctx) error {
 	})
 }
 
-func (h *catalogue) getMovie(c *fiber.Ctx) error {
+func (h *catalogueRoutes) getMovie(c *fiber.Ctx) error {
 	id := catParam(c, "id")
 	if err := core.CheckID("id", id); err != nil {
 		return err
@@ -387,7 +388,7 @@ func (h *catalogue) getMovie(c *fiber.Ctx) error {
 
 // ---- theatres ----
 
-func (h *catalogue) createTheatre(c *fiber.Ctx) error {
+func (h *catalogueRoutes) createTheatre(c *fiber.Ctx) error {
 	var req theatreRequest
 	if err := httpx.DecodeJSON(c, &req); err != nil {
 		return err
@@ -404,7 +405,7 @@ func (h *catalogue) createTheatre(c *fiber.Ctx) error {
 	return httpx.OK(c, fiber.StatusCreated, t, "theatre created")
 }
 
-func (h *catalogue) changeTheatre(full bool) fiber.Handler {
+func (h *catalogueRoutes) changeTheatre(full bool) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		var req theatreRequest
 		if err := httpx.DecodeJSON(c, &req); err != nil {
@@ -427,7 +428,7 @@ func (h *catalogue) changeTheatre(full bool) fiber.Handler {
 	}
 }
 
-func (h *catalogue) deleteTheatre(c *fiber.Ctx) error {
+func (h *catalogueRoutes) deleteTheatre(c *fiber.Ctx) error {
 	t, err := h.cat.DeleteTheatre(c.UserContext(), Caller(c), catParam(c, "id"))
 	h.cache.Invalidate(TagTheatres)
 	if err != nil {
@@ -436,7 +437,7 @@ func (h *catalogue) deleteTheatre(c *fiber.Ctx) error {
 	return httpx.OK(c, fiber.StatusOK, t, "theatre deleted")
 }
 
-func (h *catalogue) changeTheatreMovies(c *fiber.Ctx) error {
+func (h *catalogueRoutes) changeTheatreMovies(c *fiber.Ctx) error {
 	var req theatreMoviesRequest
 	if err := httpx.DecodeJSON(c, &req); err != nil {
 		return err
@@ -463,7 +464,7 @@ func (h *catalogue) changeTheatreMovies(c *fiber.Ctx) error {
 	return httpx.OK(c, fiber.StatusOK, t, msg)
 }
 
-func (h *catalogue) listTheatres(c *fiber.Ctx) error {
+func (h *catalogueRoutes) listTheatres(c *fiber.Ctx) error {
 	f := core.TheatreFilter{City: catQuery(c, "city"), Name: catQuery(c, "name"), MovieID: catQuery(c, "movieId")}
 	specs := append(catPageQueries(&f.Page), catIntQuery{"pinCode", 0, 1, core.MaxPinCode, &f.PinCode})
 	if err := catQueryInts(c, specs...); err != nil {
@@ -483,7 +484,7 @@ func (h *catalogue) listTheatres(c *fiber.Ctx) error {
 	})
 }
 
-func (h *catalogue) getTheatre(c *fiber.Ctx) error {
+func (h *catalogueRoutes) getTheatre(c *fiber.Ctx) error {
 	id := catParam(c, "id")
 	if err := core.CheckID("id", id); err != nil {
 		return err
@@ -495,7 +496,7 @@ func (h *catalogue) getTheatre(c *fiber.Ctx) error {
 	})
 }
 
-func (h *catalogue) theatreMovies(c *fiber.Ctx) error {
+func (h *catalogueRoutes) theatreMovies(c *fiber.Ctx) error {
 	id := catParam(c, "id")
 	if err := core.CheckID("id", id); err != nil {
 		return err
@@ -507,7 +508,7 @@ func (h *catalogue) theatreMovies(c *fiber.Ctx) error {
 	})
 }
 
-func (h *catalogue) theatreRunsMovie(c *fiber.Ctx) error {
+func (h *catalogueRoutes) theatreRunsMovie(c *fiber.Ctx) error {
 	tid, mid := catParam(c, "theatreId"), catParam(c, "movieId")
 	fe := map[string]string{}
 	if !core.IsID(tid) {
@@ -532,7 +533,7 @@ func (h *catalogue) theatreRunsMovie(c *fiber.Ctx) error {
 
 // ---- shows ----
 
-func (h *catalogue) createShow(c *fiber.Ctx) error {
+func (h *catalogueRoutes) createShow(c *fiber.Ctx) error {
 	var req showRequest
 	if err := httpx.DecodeJSON(c, &req); err != nil {
 		return err
@@ -549,7 +550,7 @@ func (h *catalogue) createShow(c *fiber.Ctx) error {
 	return httpx.OK(c, fiber.StatusCreated, sh, "show created")
 }
 
-func (h *catalogue) updateShow(c *fiber.Ctx) error {
+func (h *catalogueRoutes) updateShow(c *fiber.Ctx) error {
 	var req showRequest
 	if err := httpx.DecodeJSON(c, &req); err != nil {
 		return err
@@ -567,7 +568,7 @@ func (h *catalogue) updateShow(c *fiber.Ctx) error {
 	return httpx.OK(c, fiber.StatusOK, sh, "show updated")
 }
 
-func (h *catalogue) deleteShow(c *fiber.Ctx) error {
+func (h *catalogueRoutes) deleteShow(c *fiber.Ctx) error {
 	id := catParam(c, "id")
 	sh, err := h.cat.DeleteShow(c.UserContext(), Caller(c), id)
 	h.cache.Invalidate(TagShows, SeatsTag(id))
@@ -577,7 +578,7 @@ func (h *catalogue) deleteShow(c *fiber.Ctx) error {
 	return httpx.OK(c, fiber.StatusOK, sh, "show deleted")
 }
 
-func (h *catalogue) listShows(c *fiber.Ctx) error {
+func (h *catalogueRoutes) listShows(c *fiber.Ctx) error {
 	f := core.ShowFilter{TheatreID: catQuery(c, "theatreId"), MovieID: catQuery(c, "movieId")}
 	if err := catQueryInts(c, catPageQueries(&f.Page)...); err != nil {
 		return err
@@ -600,7 +601,7 @@ func (h *catalogue) listShows(c *fiber.Ctx) error {
 	})
 }
 
-func (h *catalogue) getShow(c *fiber.Ctx) error {
+func (h *catalogueRoutes) getShow(c *fiber.Ctx) error {
 	id := catParam(c, "id")
 	if err := core.CheckID("id", id); err != nil {
 		return err

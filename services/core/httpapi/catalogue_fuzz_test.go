@@ -12,11 +12,12 @@ import (
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/accounts"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
 // catalogueTestServer is the app with the catalogue on a new database, and an admin's token.
-func catalogueTestServer(tb testing.TB) (srv *httpx.Server, token string, cat *core.Catalogue) {
+func catalogueTestServer(tb testing.TB) (srv *httpx.Server, token string, cat *catalogue.Catalogue) {
 	tb.Helper()
 	db := devdb.TestDB(tb)
 	users := mongostore.New(db)
@@ -40,7 +41,7 @@ func catalogueTestServer(tb testing.TB) (srv *httpx.Server, token string, cat *c
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cat = core.NewCatalogue(stores.Stores(), core.CatalogueOptions{})
+	cat = catalogue.NewCatalogue(stores.Stores(), catalogue.CatalogueOptions{})
 	srv = New(Services{Accounts: acc, Users: users, Catalogue: cat}, Options{HTTP: httpx.Options{BodyLimit: 64 << 10}})
 	return srv, token, cat
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/accounts"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 )
 
 // BasePath is the prefix of every core route (the original service's path).
@@ -32,7 +33,7 @@ const callerKey = "core.caller"
 type Services struct {
 	Accounts  *accounts.Accounts
 	Users     accounts.UserStore
-	Catalogue *core.Catalogue
+	Catalogue *catalogue.Catalogue
 	Bookings  *core.Bookings
 	// Idempotency keeps the first response of each Idempotency-Key (POST /bookings, /payments).
 	Idempotency IdempotencyStore

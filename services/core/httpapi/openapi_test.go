@@ -22,6 +22,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/accounts"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -66,7 +67,7 @@ func openAPITestServer(t *testing.T) (srv *httpx.Server, adminToken string) {
 	if adminToken, err = acc.IssueToken(admin); err != nil {
 		t.Fatal(err)
 	}
-	cat := core.NewCatalogue(stores.Stores(), core.CatalogueOptions{})
+	cat := catalogue.NewCatalogue(stores.Stores(), catalogue.CatalogueOptions{})
 	bk := core.NewBookings(bstore, cat, core.BookingsOptions{})
 	srv = New(Services{Accounts: acc, Users: users, Catalogue: cat, Bookings: bk, Idempotency: mongostore.NewIdempotency(db)},
 		Options{HTTP: httpx.Options{BodyLimit: 64 << 10}})

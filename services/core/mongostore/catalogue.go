@@ -13,6 +13,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/mongox"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 )
 
 // The catalogue's collections.
@@ -39,8 +40,8 @@ func NewCatalogue(db *mongo.Database) *Catalogue {
 }
 
 // Stores returns them as the domain's stores.
-func (s *Catalogue) Stores() core.CatalogueStores {
-	return core.CatalogueStores{Movies: s.Movies, Theatres: s.Theatres, Shows: s.Shows, Deletions: s.Deletions}
+func (s *Catalogue) Stores() catalogue.CatalogueStores {
+	return catalogue.CatalogueStores{Movies: s.Movies, Theatres: s.Theatres, Shows: s.Shows, Deletions: s.Deletions}
 }
 
 // EnsureIndexes creates the catalogue's indexes, one per call (the dev database fails when
@@ -171,10 +172,10 @@ func catDeleteByID(ctx context.Context, c *mongo.Collection, id, what string) er
 
 // ---- movies ----
 
-// Movies is a core.MovieStore on the movies collection.
+// Movies is a catalogue.MovieStore on the movies collection.
 type Movies struct{ c *mongo.Collection }
 
-var _ core.MovieStore = (*Movies)(nil)
+var _ catalogue.MovieStore = (*Movies)(nil)
 
 type movieDoc struct {
 	ID            bson.ObjectID `bson:"_id"`
@@ -308,7 +309,7 @@ func (s *Movies) Delete(ctx context.Context, id string) error {
 
 // ---- theatres ----
 
-// Theatres is a core.TheatreStore on the theatres collection. Owner and movies are kept as
+// Theatres is a catalogue.TheatreStore on the theatres collection. Owner and movies are kept as
 // ObjectIds (the original's references). The movies are versioned apart from the theatre
 // document: see theatre_movies.go.
 type Theatres struct {
@@ -317,7 +318,7 @@ type Theatres struct {
 	versions *mongo.Collection // every version of each theatre's movie list (write-once)
 }
 
-var _ core.TheatreStore = (*Theatres)(nil)
+var _ catalogue.TheatreStore = (*Theatres)(nil)
 
 type theatreDoc struct {
 	ID          bson.ObjectID   `bson:"_id"`
@@ -500,10 +501,10 @@ func (s *Theatres) RemoveMovieEverywhere(ctx context.Context, movieID string, at
 
 // ---- shows ----
 
-// Shows is a core.ShowStore on the shows collection.
+// Shows is a catalogue.ShowStore on the shows collection.
 type Shows struct{ c *mongo.Collection }
 
-var _ core.ShowStore = (*Shows)(nil)
+var _ catalogue.ShowStore = (*Shows)(nil)
 
 type showDoc struct {
 	ID          bson.ObjectID `bson:"_id"`

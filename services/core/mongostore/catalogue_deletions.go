@@ -10,7 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/cineflow/cineflow/pkg/mongox"
-	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 )
 
 // CatalogueDeletionsCollection holds the deletion markers of theatres and movies being deleted
@@ -18,10 +18,10 @@ import (
 // collection holds the deletions under way and the markers of deleters that died.
 const CatalogueDeletionsCollection = "catalogue_deletions"
 
-// Deletions is a core.DeletionStore: one document per marker, its key the _id.
+// Deletions is a catalogue.DeletionStore: one document per marker, its key the _id.
 type Deletions struct{ c *mongo.Collection }
 
-var _ core.DeletionStore = (*Deletions)(nil)
+var _ catalogue.DeletionStore = (*Deletions)(nil)
 
 type catDeletionDoc struct {
 	ID        string    `bson:"_id"`

@@ -22,6 +22,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/telemetry"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/accounts"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/httpapi"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
@@ -148,7 +149,7 @@ type Main struct {
 	DB        *mongo.Database
 	Users     *mongostore.Users
 	Accounts  *accounts.Accounts
-	Catalogue *core.Catalogue
+	Catalogue *catalogue.Catalogue
 	Outbox    core.Outbox
 	Bookings  *core.Bookings
 	// Idempotency keeps the first response per Idempotency-Key.
@@ -269,7 +270,7 @@ func (m *Main) Run(ctx context.Context) error {
 	relay.Guard(core.PaidEmailKind, func(ctx context.Context, _, ref string) (core.GuardVerdict, error) {
 		return m.Bookings.PaidGuard(ctx, ref)
 	})
-	relay.Guard(core.EmailKindTheatreCreated, m.Catalogue.TheatreCreatedGuard)
+	relay.Guard(catalogue.EmailKindTheatreCreated, m.Catalogue.TheatreCreatedGuard)
 
 	proxies, _ := httpapi.ParseTrustedProxies(cfg.TrustedProxies) // checked by Validate
 	httpOpts := cfg.Settings.Options()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/httpapi"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
@@ -60,7 +61,7 @@ func (m *Main) wireCatalogue(ctx context.Context, db *mongo.Database) error {
 	if err := stores.EnsureIndexes(ctx); err != nil {
 		return fmt.Errorf("catalogue: %w", err)
 	}
-	m.Catalogue = core.NewCatalogue(stores.Stores(), core.CatalogueOptions{
+	m.Catalogue = catalogue.NewCatalogue(stores.Stores(), catalogue.CatalogueOptions{
 		OutboxFunc:   func() core.Outbox { return m.Outbox },
 		TraceParent:  httpx.TraceParent,
 		ShowCacheTTL: cfg.showCacheTTL(),

@@ -1,4 +1,4 @@
-package core_test
+package catalogue_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb/faultproxy"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -38,7 +39,7 @@ func showOf(th *core.Theatre, m *core.Movie, timing string) core.NewShow {
 	return core.NewShow{TheatreID: th.ID, MovieID: m.ID, ShowPatch: core.ShowPatch{Timing: ptr(timing), NoOfSeats: ptr(10), Price: ptr(100.0)}}
 }
 
-func showsOfTheatre(t *testing.T, c *core.Catalogue, id string) []*core.Show {
+func showsOfTheatre(t *testing.T, c *catalogue.Catalogue, id string) []*core.Show {
 	t.Helper()
 	list, _, err := c.ListShows(t.Context(), core.ShowFilter{TheatreID: id})
 	if err != nil {
@@ -47,7 +48,7 @@ func showsOfTheatre(t *testing.T, c *core.Catalogue, id string) []*core.Show {
 	return list
 }
 
-func lists(t *testing.T, c *core.Catalogue, theatre, movie string) bool {
+func lists(t *testing.T, c *catalogue.Catalogue, theatre, movie string) bool {
 	t.Helper()
 	th, err := c.GetTheatre(t.Context(), theatre)
 	if err != nil {
@@ -66,7 +67,7 @@ func TestDeletionMarkerBlocksThenLapses(t *testing.T) {
 	clk := &catClock{}
 	t0 := windowStart()
 	clk.Set(t0)
-	c, stores := newTestCatalogue(t, core.CatalogueOptions{Now: clk.Now, ShowCacheTTL: -1})
+	c, stores := newTestCatalogue(t, catalogue.CatalogueOptions{Now: clk.Now, ShowCacheTTL: -1})
 	ctx := t.Context()
 	th, err := c.CreateTheatre(ctx, catClient, theatrePatch("Rex"))
 	if err != nil {
@@ -138,7 +139,7 @@ func TestDeletionMarkerBlocksThenLapses(t *testing.T) {
 
 // slowShows is a show store whose counts take 31 seconds of the catalogue's clock.
 type slowShows struct {
-	core.ShowStore
+	catalogue.ShowStore
 	clk *catClock
 }
 
@@ -155,10 +156,10 @@ func TestSlowDeletionGivesUp(t *testing.T) {
 	clk := &catClock{}
 	t0 := windowStart()
 	clk.Set(t0)
-	_, stores := newTestCatalogue(t, core.CatalogueOptions{})
+	_, stores := newTestCatalogue(t, catalogue.CatalogueOptions{})
 	s := stores.Stores()
 	s.Shows = slowShows{s.Shows, clk}
-	c := core.NewCatalogue(s, core.CatalogueOptions{Now: clk.Now})
+	c := catalogue.NewCatalogue(s, catalogue.CatalogueOptions{Now: clk.Now})
 	ctx := t.Context()
 	th, err := c.CreateTheatre(ctx, catClient, theatrePatch("Rex"))
 	if err != nil {
@@ -173,7 +174,7 @@ func TestSlowDeletionGivesUp(t *testing.T) {
 	if marks, err := stores.Deletions.Marks(ctx, []string{markerKey("theatre", th.ID, t0)}); err != nil || len(marks) != 0 {
 		t.Fatalf("the slow deletion left its marker: %v %v", marks, err)
 	}
-	c2 := core.NewCatalogue(stores.Stores(), core.CatalogueOptions{Now: clk.Now})
+	c2 := catalogue.NewCatalogue(stores.Stores(), catalogue.CatalogueOptions{Now: clk.Now})
 	if _, err := c2.DeleteTheatre(ctx, catClient, th.ID); err != nil {
 		t.Fatalf("the retry: %v", err)
 	}
@@ -191,7 +192,7 @@ func TestLostShowInsertUndone(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, db := faultproxy.StartTest(t, name, 4)
-	c := core.NewCatalogue(mongostore.NewCatalogue(db).Stores(), core.CatalogueOptions{ShowCacheTTL: -1})
+	c := catalogue.NewCatalogue(mongostore.NewCatalogue(db).Stores(), catalogue.CatalogueOptions{ShowCacheTTL: -1})
 	ctx := t.Context()
 	th, err := c.CreateTheatre(ctx, catClient, theatrePatch("Rex"))
 	if err != nil {
@@ -250,7 +251,7 @@ func TestFindShowRefusesLostShows(t *testing.T) {
 	clk := &catClock{}
 	t0 := windowStart()
 	clk.Set(t0)
-	c, stores := newTestCatalogue(t, core.CatalogueOptions{Now: clk.Now, ShowCacheTTL: -1})
+	c, stores := newTestCatalogue(t, catalogue.CatalogueOptions{Now: clk.Now, ShowCacheTTL: -1})
 	ctx := t.Context()
 	th, err := c.CreateTheatre(ctx, catClient, theatrePatch("Rex"))
 	if err != nil {

@@ -1,4 +1,4 @@
-package core
+package catalogue
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // Deleting a theatre or a movie races, across replicas, the creation of its shows and the
@@ -26,10 +27,10 @@ import (
 // theatre or movie gone. Neither decision is a read followed by a write.
 //
 // A marker left by a deleter that died must not block for good. A marker's key names the
-// theatre or movie and the window of deletionMarkerStale it was made in: a deleter inserts the
+// theatre or movie and the window of DeletionMarkerStale it was made in: a deleter inserts the
 // key of its window (a second deleter in that window answers 409), and a creator reads the keys
 // of every window a live deleter's marker can be in, ignoring a marker older than
-// deletionMarkerStale. A deleter still short of deleting when half of that has passed gives up
+// DeletionMarkerStale. A deleter still short of deleting when half of that has passed gives up
 // (503), so no marker is ignored while its deleter may still delete, whatever the clocks of
 // the replicas, within maxDeletionSkew of each other.
 
@@ -40,21 +41,23 @@ const (
 )
 
 // maxDeletionSkew is how far the clocks of two replicas may differ for the markers to work: the
-// deleter's half of deletionMarkerStale is its own, the other half is the skew's.
-const maxDeletionSkew = deletionMarkerStale / 2
+// deleter's half of DeletionMarkerStale is its own, the other half is the skew's.
+const maxDeletionSkew = core.DeletionMarkerStale / 2
 
 // deletionWindow numbers the window of a marker made at t.
-func deletionWindow(t time.Time) int64 { return t.UnixMilli() / deletionMarkerStale.Milliseconds() }
+func deletionWindow(t time.Time) int64 {
+	return t.UnixMilli() / core.DeletionMarkerStale.Milliseconds()
+}
 
 func deletionKey(kind, id string, window int64) string {
 	return kind + ":" + id + ":" + strconv.FormatInt(window, 10)
 }
 
 // deletionKeys are the keys a deleter of kind id, alive at now, may hold: it made its marker
-// at most deletionMarkerStale/2 ago by its clock, which is within maxDeletionSkew of ours.
+// at most DeletionMarkerStale/2 ago by its clock, which is within maxDeletionSkew of ours.
 func deletionKeys(kind, id string, now time.Time) []string {
 	var keys []string
-	for w := deletionWindow(now.Add(-deletionMarkerStale)); w <= deletionWindow(now.Add(maxDeletionSkew)); w++ {
+	for w := deletionWindow(now.Add(-core.DeletionMarkerStale)); w <= deletionWindow(now.Add(maxDeletionSkew)); w++ {
 		keys = append(keys, deletionKey(kind, id, w))
 	}
 	return keys
@@ -62,7 +65,7 @@ func deletionKeys(kind, id string, now time.Time) []string {
 
 // deleting runs the deletion of kind id under its marker: check refuses it (it has shows) or
 // lets it go, then del deletes. The marker is removed whatever the outcome (if that fails, it
-// stops new shows of kind id for at most deletionMarkerStale).
+// stops new shows of kind id for at most DeletionMarkerStale).
 func (c *Catalogue) deleting(ctx context.Context, kind, id string, check, del func(context.Context) error) error {
 	at := c.now()
 	key := deletionKey(kind, id, deletionWindow(at))
@@ -73,13 +76,13 @@ func (c *Catalogue) deleting(ctx context.Context, kind, id string, check, del fu
 	}
 	if !won {
 		return errs.E(errs.Conflict, "the %s is being deleted by another request (or was, by one that failed less than %s ago)",
-			kind, deletionMarkerStale)
+			kind, core.DeletionMarkerStale)
 	}
 	defer func() { _ = c.deletions.Unmark(context.WithoutCancel(ctx), key) }()
 	if err := check(ctx); err != nil {
 		return err
 	}
-	if c.opts.Now().Sub(at) >= deletionMarkerStale/2 {
+	if c.opts.Now().Sub(at) >= core.DeletionMarkerStale/2 {
 		return errs.E(errs.Unavailable, "the check for shows took too long; try again")
 	}
 	return del(ctx)
@@ -169,7 +172,7 @@ func (c *Catalogue) lostRefs(ctx context.Context, refs []catRef, markers bool) (
 	return lost, nil
 }
 
-// markedRefs adds to lost those of refs that have a marker younger than deletionMarkerStale.
+// markedRefs adds to lost those of refs that have a marker younger than DeletionMarkerStale.
 func (c *Catalogue) markedRefs(ctx context.Context, refs []catRef, lost map[catRef]error) error {
 	now := c.opts.Now()
 	owner := map[string]catRef{}
@@ -185,7 +188,7 @@ func (c *Catalogue) markedRefs(ctx context.Context, refs []catRef, lost map[catR
 		return err
 	}
 	for k, at := range marks {
-		if r := owner[k]; now.Sub(at) < deletionMarkerStale {
+		if r := owner[k]; now.Sub(at) < core.DeletionMarkerStale {
 			lost[r] = errs.E(errs.Conflict, "the %s %s is being deleted", r.kind, r.id)
 		}
 	}
@@ -197,9 +200,9 @@ func (c *Catalogue) markedRefs(ctx context.Context, refs []catRef, lost map[catR
 // stored to be still at work, neither is being deleted. Its creator removes such a show; this
 // keeps bookings off it meanwhile (a booking holding seats would keep it), and off a show
 // whose creator died before it could check (an orphan, answered errs.NotFound).
-func (c *Catalogue) showStands(ctx context.Context, sh *Show) error {
+func (c *Catalogue) showStands(ctx context.Context, sh *core.Show) error {
 	refs := []catRef{{markTheatre, sh.TheatreID}, {markMovie, sh.MovieID}}
-	young := c.opts.Now().Sub(sh.CreatedAt) < deletionMarkerStale+maxDeletionSkew
+	young := c.opts.Now().Sub(sh.CreatedAt) < core.DeletionMarkerStale+maxDeletionSkew
 	lost, err := c.lostRefs(ctx, refs, young)
 	if err != nil {
 		return err
@@ -220,7 +223,7 @@ func firstLost(refs []catRef, lost map[catRef]error) error {
 // undoShow removes a show its creator found lost to a deletion of its theatre or movie,
 // through the booking engine's reservation (no booking can win seats of a show while it is
 // being deleted, and one that already holds seats keeps the show: see SetShowDeletion).
-func (c *Catalogue) undoShow(ctx context.Context, sh *Show) error {
+func (c *Catalogue) undoShow(ctx context.Context, sh *core.Show) error {
 	if err := c.removeShow(context.WithoutCancel(ctx), sh); err != nil && !errs.Is(err, errs.NotFound) {
 		return err
 	}
@@ -228,7 +231,7 @@ func (c *Catalogue) undoShow(ctx context.Context, sh *Show) error {
 }
 
 // removeShow deletes the show sh, after reserving its deletion with the booking engine.
-func (c *Catalogue) removeShow(ctx context.Context, sh *Show) error {
+func (c *Catalogue) removeShow(ctx context.Context, sh *core.Show) error {
 	abort := func(context.Context) {}
 	if f := c.reserveDeletion.Load(); f != nil {
 		var err error
@@ -248,7 +251,7 @@ func (c *Catalogue) removeShow(ctx context.Context, sh *Show) error {
 // failed) by CreateShow: if its theatre or movie was lost to a deletion, the show is removed,
 // and so is the theatre's link to the movie when CreateShow added it (linked) and the movie is
 // lost. It answers the error to return, nil if the show stands.
-func (c *Catalogue) showLost(ctx context.Context, sh *Show, created, linked bool) error {
+func (c *Catalogue) showLost(ctx context.Context, sh *core.Show, created, linked bool) error {
 	refs := []catRef{{markTheatre, sh.TheatreID}, {markMovie, sh.MovieID}}
 	lost, err := c.lostRefs(ctx, refs, true)
 	if err != nil {
@@ -285,7 +288,7 @@ func (c *Catalogue) showLost(ctx context.Context, sh *Show, created, linked bool
 // moviesLost handles movies just added to theatre t (the movies it listed before the change
 // are t.Movies): those lost to a deletion are taken off it again, if they were not listed
 // before. It answers the error to return, nil if every movie stands.
-func (c *Catalogue) moviesLost(ctx context.Context, t *Theatre, ids []string) error {
+func (c *Catalogue) moviesLost(ctx context.Context, t *core.Theatre, ids []string) error {
 	refs := make([]catRef, len(ids))
 	for i, id := range ids {
 		refs[i] = catRef{markMovie, id}

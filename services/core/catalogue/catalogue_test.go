@@ -1,4 +1,4 @@
-package core_test
+package catalogue_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -32,14 +33,14 @@ func (o *fakeOutbox) Enqueue(_ context.Context, e core.Email) error {
 
 type tpKey struct{}
 
-func newTestCatalogue(t *testing.T, opts core.CatalogueOptions) (*core.Catalogue, *mongostore.Catalogue) {
+func newTestCatalogue(t *testing.T, opts catalogue.CatalogueOptions) (*catalogue.Catalogue, *mongostore.Catalogue) {
 	t.Helper()
 	stores := mongostore.NewCatalogue(devdb.TestDB(t))
 	if err := stores.EnsureIndexes(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	opts.TraceParent = func(ctx context.Context) string { s, _ := ctx.Value(tpKey{}).(string); return s }
-	return core.NewCatalogue(stores.Stores(), opts), stores
+	return catalogue.NewCatalogue(stores.Stores(), opts), stores
 }
 
 var (
@@ -64,7 +65,7 @@ func moviePatch(name string) core.MoviePatch {
 func TestCatalogueTheatreCreatedEmail(t *testing.T) {
 	t.Parallel()
 	ob := &fakeOutbox{}
-	c, stores := newTestCatalogue(t, core.CatalogueOptions{})
+	c, stores := newTestCatalogue(t, catalogue.CatalogueOptions{})
 	ctx := context.WithValue(t.Context(), tpKey{}, "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01")
 
 	// no outbox yet: the theatre is created, no email
@@ -80,7 +81,7 @@ func TestCatalogueTheatreCreatedEmail(t *testing.T) {
 		t.Fatalf("emails: %+v", ob.emails)
 	}
 	e := ob.emails[0]
-	if e.Key != "theatre-created:"+th.ID || e.Kind != core.EmailKindTheatreCreated || e.Ref != th.ID ||
+	if e.Key != "theatre-created:"+th.ID || e.Kind != catalogue.EmailKindTheatreCreated || e.Ref != th.ID ||
 		len(e.Recipients) != 1 || e.Recipients[0] != catClient.Email || !strings.Contains(e.TraceParent, "0123456789abcdef") ||
 		!strings.Contains(e.Content, "Rex") || !strings.Contains(e.Content, "Pune") || !strings.Contains(e.Content, "1 Main St") || e.Subject == "" {
 		t.Fatalf("email %+v", e)
@@ -101,18 +102,18 @@ func TestCatalogueTheatreCreatedEmail(t *testing.T) {
 
 	// the lazy outbox of the wiring
 	ob2 := &fakeOutbox{}
-	c2, _ := newTestCatalogue(t, core.CatalogueOptions{OutboxFunc: func() core.Outbox { return ob2 }})
+	c2, _ := newTestCatalogue(t, catalogue.CatalogueOptions{OutboxFunc: func() core.Outbox { return ob2 }})
 	if _, err := c2.CreateTheatre(ctx, catAdmin, theatrePatch("Lazy")); err != nil || len(ob2.emails) != 1 {
 		t.Fatalf("lazy outbox: %v %d", err, len(ob2.emails))
 	}
-	if v, _ := c2.TheatreCreatedGuard(ctx, core.EmailKindTheatreCreated, "650000000000000000000009"); v != core.GuardDrop {
+	if v, _ := c2.TheatreCreatedGuard(ctx, catalogue.EmailKindTheatreCreated, "650000000000000000000009"); v != core.GuardDrop {
 		t.Fatalf("guard of a missing theatre: %v", v)
 	}
 }
 
 func TestCatalogueAuthorizationRules(t *testing.T) {
 	t.Parallel()
-	c, _ := newTestCatalogue(t, core.CatalogueOptions{})
+	c, _ := newTestCatalogue(t, catalogue.CatalogueOptions{})
 	ctx := t.Context()
 	for _, u := range []*core.User{nil, catPend, catCust} {
 		if _, err := c.CreateMovie(ctx, u, moviePatch("X")); !errs.Is(err, errs.Forbidden) && !errs.Is(err, errs.Unauthorized) {
@@ -154,7 +155,7 @@ func TestCatalogueFindShowCache(t *testing.T) {
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	c, stores := newTestCatalogue(t, core.CatalogueOptions{Now: clock, ShowCacheTTL: time.Second})
+	c, stores := newTestCatalogue(t, catalogue.CatalogueOptions{Now: clock, ShowCacheTTL: time.Second})
 	ctx := t.Context()
 	th, _ := c.CreateTheatre(ctx, catAdmin, theatrePatch("Rex"))
 	m, _ := c.CreateMovie(ctx, catAdmin, moviePatch("Heat"))

@@ -1,4 +1,4 @@
-package core
+package catalogue
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // EmailKindTheatreCreated is the Kind of the email owed to a theatre's owner at its creation.
@@ -29,8 +30,8 @@ type CatalogueOptions struct {
 	// Outbox receives the theatre-created emails. It may be nil (emails are then skipped),
 	// and may be given later with SetOutbox. OutboxFunc, when set, is asked at each send
 	// instead (for wiring where the outbox is built after the catalogue).
-	Outbox     Outbox
-	OutboxFunc func() Outbox
+	Outbox     core.Outbox
+	OutboxFunc func() core.Outbox
 	// TraceParent returns the W3C traceparent of the request in ctx, kept with each email
 	// (nil: none). The HTTP layer knows how: the wiring passes httpx.TraceParent.
 	TraceParent func(ctx context.Context) string
@@ -81,16 +82,16 @@ func (c *Catalogue) SetShowDeletion(f func(ctx context.Context, showID string) (
 	c.reserveDeletion.Store(&f)
 }
 
-type outboxRef struct{ o Outbox }
+type outboxRef struct{ o core.Outbox }
 
 type showKey struct{ theatre, movie, timing string }
 
 type cachedShow struct {
-	show    Show
+	show    core.Show
 	expires time.Time
 }
 
-var _ ShowFinder = (*Catalogue)(nil)
+var _ core.ShowFinder = (*Catalogue)(nil)
 
 // NewCatalogue returns the catalogue on its stores.
 func NewCatalogue(s CatalogueStores, opts CatalogueOptions) *Catalogue {
@@ -104,7 +105,7 @@ func NewCatalogue(s CatalogueStores, opts CatalogueOptions) *Catalogue {
 		opts.ShowCacheEntries = 10000
 	}
 	if s.Deletions == nil {
-		panic("core.NewCatalogue: CatalogueStores.Deletions is required")
+		panic("catalogue.NewCatalogue: CatalogueStores.Deletions is required")
 	}
 	c := &Catalogue{movies: s.Movies, theatres: s.Theatres, shows: s.Shows, deletions: s.Deletions, opts: opts,
 		showTTL: opts.ShowCacheTTL, showCache: map[showKey]cachedShow{}}
@@ -115,9 +116,9 @@ func NewCatalogue(s CatalogueStores, opts CatalogueOptions) *Catalogue {
 }
 
 // SetOutbox gives the catalogue the outbox of its emails (nil: emails are skipped).
-func (c *Catalogue) SetOutbox(o Outbox) { c.outbox.Store(&outboxRef{o}) }
+func (c *Catalogue) SetOutbox(o core.Outbox) { c.outbox.Store(&outboxRef{o}) }
 
-func (c *Catalogue) outboxNow() Outbox {
+func (c *Catalogue) outboxNow() core.Outbox {
 	if r := c.outbox.Load(); r != nil && r.o != nil {
 		return r.o
 	}
@@ -130,46 +131,46 @@ func (c *Catalogue) outboxNow() Outbox {
 func (c *Catalogue) now() time.Time { return c.opts.Now().UTC().Truncate(time.Millisecond) }
 
 // canEdit: an approved CLIENT or ADMIN.
-func canEdit(caller *User) error {
+func canEdit(caller *core.User) error {
 	if caller == nil {
 		return errs.E(errs.Unauthorized, "sign in first")
 	}
-	if !caller.Is(RoleClient) && !caller.Is(RoleAdmin) {
+	if !caller.Is(core.RoleClient) && !caller.Is(core.RoleAdmin) {
 		return errs.E(errs.Forbidden, "only an approved client or admin can change the catalogue")
 	}
 	return nil
 }
 
 // mayManage: the theatre's owner (an approved CLIENT) or an approved ADMIN.
-func mayManage(caller *User, t *Theatre) error {
+func mayManage(caller *core.User, t *core.Theatre) error {
 	if err := canEdit(caller); err != nil {
 		return err
 	}
-	if caller.Is(RoleAdmin) || t.Owner == caller.ID {
+	if caller.Is(core.RoleAdmin) || t.Owner == caller.ID {
 		return nil
 	}
 	return errs.E(errs.Forbidden, "only the theatre's owner or an admin can change it")
 }
 
 // checkPage fills in the default limit and bounds the page.
-func checkPage(p *Page) error {
-	f := fieldErrs{}
+func checkPage(p *core.Page) error {
+	f := core.FieldErrs{}
 	if p.Limit == 0 {
-		p.Limit = DefaultPageLimit
+		p.Limit = core.DefaultPageLimit
 	}
-	if p.Limit < 1 || p.Limit > MaxPageLimit {
-		f["limit"] = fmt.Sprintf("must be a whole number from 1 to %d", MaxPageLimit)
+	if p.Limit < 1 || p.Limit > core.MaxPageLimit {
+		f["limit"] = fmt.Sprintf("must be a whole number from 1 to %d", core.MaxPageLimit)
 	}
-	if p.Skip < 0 || p.Skip > MaxPageSkip {
-		f["skip"] = fmt.Sprintf("must be a whole number from 0 to %d", MaxPageSkip)
+	if p.Skip < 0 || p.Skip > core.MaxPageSkip {
+		f["skip"] = fmt.Sprintf("must be a whole number from 0 to %d", core.MaxPageSkip)
 	}
-	return f.err()
+	return f.Err()
 }
 
 // ---- movies ----
 
 // CreateMovie validates p (a full movie) and stores it.
-func (c *Catalogue) CreateMovie(ctx context.Context, caller *User, p MoviePatch) (*Movie, error) {
+func (c *Catalogue) CreateMovie(ctx context.Context, caller *core.User, p core.MoviePatch) (*core.Movie, error) {
 	if err := canEdit(caller); err != nil {
 		return nil, err
 	}
@@ -177,7 +178,7 @@ func (c *Catalogue) CreateMovie(ctx context.Context, caller *User, p MoviePatch)
 		return nil, err
 	}
 	now := c.now()
-	m := &Movie{Name: *p.Name, Description: *p.Description, Casts: *p.Casts, TrailerURL: *p.TrailerURL,
+	m := &core.Movie{Name: *p.Name, Description: *p.Description, Casts: *p.Casts, TrailerURL: *p.TrailerURL,
 		Language: *p.Language, ReleaseDate: *p.ReleaseDate, Director: *p.Director, ReleaseStatus: *p.ReleaseStatus,
 		CreatedAt: now, UpdatedAt: now}
 	if err := c.movies.Create(ctx, m); err != nil {
@@ -187,20 +188,20 @@ func (c *Catalogue) CreateMovie(ctx context.Context, caller *User, p MoviePatch)
 }
 
 // ReplaceMovie replaces every field of the movie (PUT): p must be a full movie.
-func (c *Catalogue) ReplaceMovie(ctx context.Context, caller *User, id string, p MoviePatch) (*Movie, error) {
+func (c *Catalogue) ReplaceMovie(ctx context.Context, caller *core.User, id string, p core.MoviePatch) (*core.Movie, error) {
 	return c.changeMovie(ctx, caller, id, p, true)
 }
 
 // UpdateMovie changes the given fields of the movie (PATCH).
-func (c *Catalogue) UpdateMovie(ctx context.Context, caller *User, id string, p MoviePatch) (*Movie, error) {
+func (c *Catalogue) UpdateMovie(ctx context.Context, caller *core.User, id string, p core.MoviePatch) (*core.Movie, error) {
 	return c.changeMovie(ctx, caller, id, p, false)
 }
 
-func (c *Catalogue) changeMovie(ctx context.Context, caller *User, id string, p MoviePatch, full bool) (*Movie, error) {
+func (c *Catalogue) changeMovie(ctx context.Context, caller *core.User, id string, p core.MoviePatch, full bool) (*core.Movie, error) {
 	if err := canEdit(caller); err != nil {
 		return nil, err
 	}
-	if err := CheckID("id", id); err != nil {
+	if err := core.CheckID("id", id); err != nil {
 		return nil, err
 	}
 	if err := p.Validate(full); err != nil {
@@ -211,11 +212,11 @@ func (c *Catalogue) changeMovie(ctx context.Context, caller *User, id string, p 
 
 // DeleteMovie deletes a movie that no show plays, and takes it off every theatre. It is
 // decided against concurrent show creations by its deletion marker (catalogue_deletion.go).
-func (c *Catalogue) DeleteMovie(ctx context.Context, caller *User, id string) (*Movie, error) {
+func (c *Catalogue) DeleteMovie(ctx context.Context, caller *core.User, id string) (*core.Movie, error) {
 	if err := canEdit(caller); err != nil {
 		return nil, err
 	}
-	if err := CheckID("id", id); err != nil {
+	if err := core.CheckID("id", id); err != nil {
 		return nil, err
 	}
 	m, err := c.movies.Get(ctx, id)
@@ -223,7 +224,7 @@ func (c *Catalogue) DeleteMovie(ctx context.Context, caller *User, id string) (*
 		return nil, err
 	}
 	err = c.deleting(ctx, markMovie, id, func(ctx context.Context) error {
-		n, err := c.shows.Count(ctx, ShowFilter{MovieID: id})
+		n, err := c.shows.Count(ctx, core.ShowFilter{MovieID: id})
 		if err == nil && n > 0 {
 			err = errs.E(errs.Conflict, "the movie has %d show(s): delete them first", n)
 		}
@@ -241,15 +242,15 @@ func (c *Catalogue) DeleteMovie(ctx context.Context, caller *User, id string) (*
 }
 
 // GetMovie finds a movie by id.
-func (c *Catalogue) GetMovie(ctx context.Context, id string) (*Movie, error) {
-	if err := CheckID("id", id); err != nil {
+func (c *Catalogue) GetMovie(ctx context.Context, id string) (*core.Movie, error) {
+	if err := core.CheckID("id", id); err != nil {
 		return nil, err
 	}
 	return c.movies.Get(ctx, id)
 }
 
 // ListMovies returns a page of the movies that match f, and how many match in all.
-func (c *Catalogue) ListMovies(ctx context.Context, f MovieFilter) ([]*Movie, int64, error) {
+func (c *Catalogue) ListMovies(ctx context.Context, f core.MovieFilter) ([]*core.Movie, int64, error) {
 	if err := checkPage(&f.Page); err != nil {
 		return nil, 0, err
 	}
@@ -260,7 +261,7 @@ func (c *Catalogue) ListMovies(ctx context.Context, f MovieFilter) ([]*Movie, in
 
 // CreateTheatre validates p (a full theatre), stores it with the caller as its owner, and
 // queues an email to the owner.
-func (c *Catalogue) CreateTheatre(ctx context.Context, caller *User, p TheatrePatch) (*Theatre, error) {
+func (c *Catalogue) CreateTheatre(ctx context.Context, caller *core.User, p core.TheatrePatch) (*core.Theatre, error) {
 	if err := canEdit(caller); err != nil {
 		return nil, err
 	}
@@ -268,7 +269,7 @@ func (c *Catalogue) CreateTheatre(ctx context.Context, caller *User, p TheatrePa
 		return nil, err
 	}
 	now := c.now()
-	t := &Theatre{Name: *p.Name, City: *p.City, PinCode: *p.PinCode, Owner: caller.ID, Movies: []string{},
+	t := &core.Theatre{Name: *p.Name, City: *p.City, PinCode: *p.PinCode, Owner: caller.ID, Movies: []string{},
 		CreatedAt: now, UpdatedAt: now}
 	if p.Description != nil {
 		t.Description = *p.Description
@@ -291,12 +292,12 @@ func (c *Catalogue) CreateTheatre(ctx context.Context, caller *User, p TheatrePa
 	return t, nil
 }
 
-func (c *Catalogue) enqueueTheatreCreated(ctx context.Context, owner *User, t *Theatre) error {
+func (c *Catalogue) enqueueTheatreCreated(ctx context.Context, owner *core.User, t *core.Theatre) error {
 	ob := c.outboxNow()
 	if ob == nil || owner.Email == "" {
 		return nil
 	}
-	e := Email{
+	e := core.Email{
 		Key:        EmailKindTheatreCreated + ":" + t.ID,
 		Recipients: []string{owner.Email},
 		Subject:    "Your theatre " + t.Name + " is on CineFlow",
@@ -319,11 +320,11 @@ func (c *Catalogue) enqueueTheatreCreated(ctx context.Context, owner *User, t *T
 }
 
 // managed loads the theatre id and checks that the caller may change it.
-func (c *Catalogue) managed(ctx context.Context, caller *User, field, id string) (*Theatre, error) {
+func (c *Catalogue) managed(ctx context.Context, caller *core.User, field, id string) (*core.Theatre, error) {
 	if err := canEdit(caller); err != nil {
 		return nil, err
 	}
-	if err := CheckID(field, id); err != nil {
+	if err := core.CheckID(field, id); err != nil {
 		return nil, err
 	}
 	t, err := c.theatres.Get(ctx, id)
@@ -334,16 +335,16 @@ func (c *Catalogue) managed(ctx context.Context, caller *User, field, id string)
 }
 
 // ReplaceTheatre replaces the theatre's fields (PUT); owner and movies stay.
-func (c *Catalogue) ReplaceTheatre(ctx context.Context, caller *User, id string, p TheatrePatch) (*Theatre, error) {
+func (c *Catalogue) ReplaceTheatre(ctx context.Context, caller *core.User, id string, p core.TheatrePatch) (*core.Theatre, error) {
 	return c.changeTheatre(ctx, caller, id, p, true)
 }
 
 // UpdateTheatre changes the given fields of the theatre (PATCH).
-func (c *Catalogue) UpdateTheatre(ctx context.Context, caller *User, id string, p TheatrePatch) (*Theatre, error) {
+func (c *Catalogue) UpdateTheatre(ctx context.Context, caller *core.User, id string, p core.TheatrePatch) (*core.Theatre, error) {
 	return c.changeTheatre(ctx, caller, id, p, false)
 }
 
-func (c *Catalogue) changeTheatre(ctx context.Context, caller *User, id string, p TheatrePatch, full bool) (*Theatre, error) {
+func (c *Catalogue) changeTheatre(ctx context.Context, caller *core.User, id string, p core.TheatrePatch, full bool) (*core.Theatre, error) {
 	if _, err := c.managed(ctx, caller, "id", id); err != nil {
 		return nil, err
 	}
@@ -364,13 +365,13 @@ func (c *Catalogue) changeTheatre(ctx context.Context, caller *User, id string, 
 
 // DeleteTheatre deletes a theatre that has no shows. It is decided against concurrent show
 // creations by its deletion marker (catalogue_deletion.go).
-func (c *Catalogue) DeleteTheatre(ctx context.Context, caller *User, id string) (*Theatre, error) {
+func (c *Catalogue) DeleteTheatre(ctx context.Context, caller *core.User, id string) (*core.Theatre, error) {
 	t, err := c.managed(ctx, caller, "id", id)
 	if err != nil {
 		return nil, err
 	}
 	err = c.deleting(ctx, markTheatre, id, func(ctx context.Context) error {
-		n, err := c.shows.Count(ctx, ShowFilter{TheatreID: id})
+		n, err := c.shows.Count(ctx, core.ShowFilter{TheatreID: id})
 		if err == nil && n > 0 {
 			err = errs.E(errs.Conflict, "the theatre has %d show(s): delete them first", n)
 		}
@@ -383,20 +384,20 @@ func (c *Catalogue) DeleteTheatre(ctx context.Context, caller *User, id string) 
 }
 
 // GetTheatre finds a theatre by id.
-func (c *Catalogue) GetTheatre(ctx context.Context, id string) (*Theatre, error) {
-	if err := CheckID("id", id); err != nil {
+func (c *Catalogue) GetTheatre(ctx context.Context, id string) (*core.Theatre, error) {
+	if err := core.CheckID("id", id); err != nil {
 		return nil, err
 	}
 	return c.theatres.Get(ctx, id)
 }
 
 // ListTheatres returns a page of the theatres that match f, and how many match in all.
-func (c *Catalogue) ListTheatres(ctx context.Context, f TheatreFilter) ([]*Theatre, int64, error) {
-	fe := fieldErrs{}
-	if f.MovieID != "" && !IsID(f.MovieID) {
+func (c *Catalogue) ListTheatres(ctx context.Context, f core.TheatreFilter) ([]*core.Theatre, int64, error) {
+	fe := core.FieldErrs{}
+	if f.MovieID != "" && !core.IsID(f.MovieID) {
 		fe["movieId"] = "must be a 24-character hex id"
 	}
-	if f.PinCode < 0 || f.PinCode > MaxPinCode {
+	if f.PinCode < 0 || f.PinCode > core.MaxPinCode {
 		fe["pinCode"] = "must be a positive number of up to 6 digits"
 	}
 	if err := checkPage(&f.Page); err != nil {
@@ -404,7 +405,7 @@ func (c *Catalogue) ListTheatres(ctx context.Context, f TheatreFilter) ([]*Theat
 			fe[k] = v
 		}
 	}
-	if err := fe.err(); err != nil {
+	if err := fe.Err(); err != nil {
 		return nil, 0, err
 	}
 	return c.theatres.List(ctx, f)
@@ -414,7 +415,7 @@ func (c *Catalogue) ListTheatres(ctx context.Context, f TheatreFilter) ([]*Theat
 // removes them from it (insert false), and returns the theatre. A movie added while it is
 // being deleted is taken off again (errs.Conflict, or errs.NotFound once it is gone): the
 // movies are added first, then checked (see catalogue_deletion.go); the others stay added.
-func (c *Catalogue) UpdateTheatreMovies(ctx context.Context, caller *User, id string, movieIDs []string, insert bool) (*Theatre, error) {
+func (c *Catalogue) UpdateTheatreMovies(ctx context.Context, caller *core.User, id string, movieIDs []string, insert bool) (*core.Theatre, error) {
 	t, err := c.managed(ctx, caller, "id", id)
 	if err != nil {
 		return nil, err
@@ -422,13 +423,13 @@ func (c *Catalogue) UpdateTheatreMovies(ctx context.Context, caller *User, id st
 	switch {
 	case len(movieIDs) == 0:
 		return nil, errs.Fields(map[string]string{"movieIds": "must hold at least one movie id"})
-	case len(movieIDs) > MaxMovieIDsPerCall:
-		return nil, errs.Fields(map[string]string{"movieIds": fmt.Sprintf("must hold at most %d ids", MaxMovieIDsPerCall)})
+	case len(movieIDs) > core.MaxMovieIDsPerCall:
+		return nil, errs.Fields(map[string]string{"movieIds": fmt.Sprintf("must hold at most %d ids", core.MaxMovieIDsPerCall)})
 	}
 	seen := make(map[string]bool, len(movieIDs))
 	ids := make([]string, 0, len(movieIDs))
 	for i, m := range movieIDs {
-		if !IsID(m) {
+		if !core.IsID(m) {
 			return nil, errs.Fields(map[string]string{"movieIds": fmt.Sprintf("item %d must be a 24-character hex id", i+1)})
 		}
 		if !seen[m] {
@@ -465,27 +466,27 @@ func (c *Catalogue) UpdateTheatreMovies(ctx context.Context, caller *User, id st
 }
 
 // TheatreMovies returns the movies the theatre runs.
-func (c *Catalogue) TheatreMovies(ctx context.Context, id string) ([]*Movie, error) {
+func (c *Catalogue) TheatreMovies(ctx context.Context, id string) ([]*core.Movie, error) {
 	t, err := c.GetTheatre(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if len(t.Movies) == 0 {
-		return []*Movie{}, nil
+		return []*core.Movie{}, nil
 	}
 	return c.movies.GetMany(ctx, t.Movies)
 }
 
 // TheatreRunsMovie reports whether the theatre runs the movie.
 func (c *Catalogue) TheatreRunsMovie(ctx context.Context, theatreID, movieID string) (bool, error) {
-	fe := fieldErrs{}
-	if !IsID(theatreID) {
+	fe := core.FieldErrs{}
+	if !core.IsID(theatreID) {
 		fe["theatreId"] = "must be a 24-character hex id"
 	}
-	if !IsID(movieID) {
+	if !core.IsID(movieID) {
 		fe["movieId"] = "must be a 24-character hex id"
 	}
-	if err := fe.err(); err != nil {
+	if err := fe.Err(); err != nil {
 		return false, err
 	}
 	t, err := c.theatres.Get(ctx, theatreID)
@@ -507,7 +508,7 @@ func (c *Catalogue) TheatreRunsMovie(ctx context.Context, theatreID, movieID str
 // winning), and stores the show. A show of the same theatre, movie and timing is
 // errs.Conflict. A show stored while its theatre or movie is being deleted is removed again:
 // errs.Conflict, or errs.NotFound once it is gone (see catalogue_deletion.go).
-func (c *Catalogue) CreateShow(ctx context.Context, caller *User, s NewShow) (*Show, error) {
+func (c *Catalogue) CreateShow(ctx context.Context, caller *core.User, s core.NewShow) (*core.Show, error) {
 	if err := canEdit(caller); err != nil {
 		return nil, err
 	}
@@ -530,7 +531,7 @@ func (c *Catalogue) CreateShow(ctx context.Context, caller *User, s NewShow) (*S
 		return nil, err
 	}
 	now := c.now()
-	sh := &Show{TheatreID: s.TheatreID, MovieID: s.MovieID, Timing: *s.Timing, NoOfSeats: *s.NoOfSeats,
+	sh := &core.Show{TheatreID: s.TheatreID, MovieID: s.MovieID, Timing: *s.Timing, NoOfSeats: *s.NoOfSeats,
 		SeatsPerRow: *s.SeatsPerRow, Price: *s.Price, CreatedAt: now, UpdatedAt: now}
 	if s.Format != nil {
 		sh.Format = *s.Format
@@ -568,11 +569,11 @@ func hasID(xs []string, x string) bool {
 }
 
 // managedShow loads the show id and checks that the caller manages its theatre.
-func (c *Catalogue) managedShow(ctx context.Context, caller *User, id string) (*Show, error) {
+func (c *Catalogue) managedShow(ctx context.Context, caller *core.User, id string) (*core.Show, error) {
 	if err := canEdit(caller); err != nil {
 		return nil, err
 	}
-	if err := CheckID("id", id); err != nil {
+	if err := core.CheckID("id", id); err != nil {
 		return nil, err
 	}
 	sh, err := c.shows.Get(ctx, id)
@@ -582,7 +583,7 @@ func (c *Catalogue) managedShow(ctx context.Context, caller *User, id string) (*
 	t, err := c.theatres.Get(ctx, sh.TheatreID)
 	if errs.Is(err, errs.NotFound) {
 		// an orphan show (its theatre is gone): only an admin may touch it
-		if caller.Is(RoleAdmin) {
+		if caller.Is(core.RoleAdmin) {
 			return sh, nil
 		}
 		return nil, errs.E(errs.Forbidden, "only an admin can change a show whose theatre is gone")
@@ -595,7 +596,7 @@ func (c *Catalogue) managedShow(ctx context.Context, caller *User, id string) (*
 
 // UpdateShow changes the given fields of a show. Its seats may grow but not shrink, and its
 // row length cannot change: bookings hold seats by label.
-func (c *Catalogue) UpdateShow(ctx context.Context, caller *User, id string, p ShowPatch) (*Show, error) {
+func (c *Catalogue) UpdateShow(ctx context.Context, caller *core.User, id string, p core.ShowPatch) (*core.Show, error) {
 	sh, err := c.managedShow(ctx, caller, id)
 	if err != nil {
 		return nil, err
@@ -603,14 +604,14 @@ func (c *Catalogue) UpdateShow(ctx context.Context, caller *User, id string, p S
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	fe := fieldErrs{}
+	fe := core.FieldErrs{}
 	if p.NoOfSeats != nil && *p.NoOfSeats < sh.NoOfSeats {
 		fe["noOfSeats"] = fmt.Sprintf("can only grow (now %d): booked seats must not disappear", sh.NoOfSeats)
 	}
 	if p.SeatsPerRow != nil && *p.SeatsPerRow != sh.SeatsPerRow {
 		fe["seatsPerRow"] = "cannot change: seats are labelled by it"
 	}
-	if err := fe.err(); err != nil {
+	if err := fe.Err(); err != nil {
 		return nil, err
 	}
 	out, err := c.shows.Update(ctx, id, p, c.now())
@@ -622,7 +623,7 @@ func (c *Catalogue) UpdateShow(ctx context.Context, caller *User, id string, p S
 }
 
 // DeleteShow deletes a show.
-func (c *Catalogue) DeleteShow(ctx context.Context, caller *User, id string) (*Show, error) {
+func (c *Catalogue) DeleteShow(ctx context.Context, caller *core.User, id string) (*core.Show, error) {
 	sh, err := c.managedShow(ctx, caller, id)
 	if err != nil {
 		return nil, err
@@ -634,20 +635,20 @@ func (c *Catalogue) DeleteShow(ctx context.Context, caller *User, id string) (*S
 }
 
 // GetShow finds a show by id.
-func (c *Catalogue) GetShow(ctx context.Context, id string) (*Show, error) {
-	if err := CheckID("id", id); err != nil {
+func (c *Catalogue) GetShow(ctx context.Context, id string) (*core.Show, error) {
+	if err := core.CheckID("id", id); err != nil {
 		return nil, err
 	}
 	return c.shows.Get(ctx, id)
 }
 
 // ListShows returns a page of the shows that match f, and how many match in all.
-func (c *Catalogue) ListShows(ctx context.Context, f ShowFilter) ([]*Show, int64, error) {
-	fe := fieldErrs{}
-	if f.TheatreID != "" && !IsID(f.TheatreID) {
+func (c *Catalogue) ListShows(ctx context.Context, f core.ShowFilter) ([]*core.Show, int64, error) {
+	fe := core.FieldErrs{}
+	if f.TheatreID != "" && !core.IsID(f.TheatreID) {
 		fe["theatreId"] = "must be a 24-character hex id"
 	}
-	if f.MovieID != "" && !IsID(f.MovieID) {
+	if f.MovieID != "" && !core.IsID(f.MovieID) {
 		fe["movieId"] = "must be a 24-character hex id"
 	}
 	if err := checkPage(&f.Page); err != nil {
@@ -655,7 +656,7 @@ func (c *Catalogue) ListShows(ctx context.Context, f ShowFilter) ([]*Show, int64
 			fe[k] = v
 		}
 	}
-	if err := fe.err(); err != nil {
+	if err := fe.Err(); err != nil {
 		return nil, 0, err
 	}
 	return c.shows.List(ctx, f)
@@ -665,18 +666,18 @@ func (c *Catalogue) ListShows(ctx context.Context, f ShowFilter) ([]*Show, int64
 // show whose theatre or movie is gone is not found, nor is a young one whose theatre or movie
 // is being deleted (errs.Conflict): see showStands. A show found is kept in memory for
 // ShowCacheTTL; a change in this process forgets it at once.
-func (c *Catalogue) FindShow(ctx context.Context, theatreID, movieID, timing string) (*Show, error) {
-	fe := fieldErrs{}
-	if !IsID(theatreID) {
+func (c *Catalogue) FindShow(ctx context.Context, theatreID, movieID, timing string) (*core.Show, error) {
+	fe := core.FieldErrs{}
+	if !core.IsID(theatreID) {
 		fe["theatreId"] = "must be a 24-character hex id"
 	}
-	if !IsID(movieID) {
+	if !core.IsID(movieID) {
 		fe["movieId"] = "must be a 24-character hex id"
 	}
 	if timing == "" {
 		fe["timing"] = "is required"
 	}
-	if err := fe.err(); err != nil {
+	if err := fe.Err(); err != nil {
 		return nil, err
 	}
 	k := showKey{theatreID, movieID, timing}
@@ -720,7 +721,7 @@ func (c *Catalogue) FindShow(ctx context.Context, theatreID, movieID, timing str
 	return sh, nil
 }
 
-func (c *Catalogue) forgetShow(s *Show) {
+func (c *Catalogue) forgetShow(s *core.Show) {
 	c.mu.Lock()
 	c.showGen.Add(1)
 	delete(c.showCache, showKey{s.TheatreID, s.MovieID, s.Timing})
@@ -730,13 +731,71 @@ func (c *Catalogue) forgetShow(s *Show) {
 // TheatreCreatedGuard is the outbox guard of the theatre-created emails: send while the
 // theatre exists, drop the email of a theatre that is gone (e.g. its creation was undone).
 // Register it on the relay: relay.Guard(EmailKindTheatreCreated, c.TheatreCreatedGuard).
-func (c *Catalogue) TheatreCreatedGuard(ctx context.Context, kind, ref string) (GuardVerdict, error) {
+func (c *Catalogue) TheatreCreatedGuard(ctx context.Context, kind, ref string) (core.GuardVerdict, error) {
 	_, err := c.GetTheatre(ctx, ref)
 	switch {
 	case err == nil:
-		return GuardSend, nil
+		return core.GuardSend, nil
 	case errs.Is(err, errs.NotFound), errs.Is(err, errs.Invalid):
-		return GuardDrop, nil
+		return core.GuardDrop, nil
 	}
-	return GuardWait, err
+	return core.GuardWait, err
+}
+
+// MovieStore keeps movies. Ids are 24-character hex strings: a malformed one answers
+// errs.Invalid, an unknown one errs.NotFound.
+type MovieStore interface {
+	// Create stores m and sets its ID.
+	Create(ctx context.Context, m *core.Movie) error
+	Get(ctx context.Context, id string) (*core.Movie, error)
+	// List returns the movies of f's page in _id order, and how many match f in all.
+	List(ctx context.Context, f core.MovieFilter) ([]*core.Movie, int64, error)
+	// GetMany returns the movies among ids that exist, in _id order.
+	GetMany(ctx context.Context, ids []string) ([]*core.Movie, error)
+	// Update applies p (and updatedAt) and returns the movie after the change.
+	Update(ctx context.Context, id string, p core.MoviePatch, at time.Time) (*core.Movie, error)
+	Delete(ctx context.Context, id string) error
+}
+
+// TheatreStore keeps theatres.
+type TheatreStore interface {
+	Create(ctx context.Context, t *core.Theatre) error
+	Get(ctx context.Context, id string) (*core.Theatre, error)
+	List(ctx context.Context, f core.TheatreFilter) ([]*core.Theatre, int64, error)
+	Update(ctx context.Context, id string, p core.TheatrePatch, at time.Time) (*core.Theatre, error)
+	Delete(ctx context.Context, id string) error
+	// AddMovies and RemoveMovies add movie ids to (as a set) or remove them from the
+	// theatre's movies, and return the theatre after the change. Concurrent changes of one
+	// theatre's movies all take effect, one after the other; one that keeps losing to others
+	// is errs.Conflict (nothing changed).
+	AddMovies(ctx context.Context, id string, movieIDs []string, at time.Time) (*core.Theatre, error)
+	RemoveMovies(ctx context.Context, id string, movieIDs []string, at time.Time) (*core.Theatre, error)
+	// RemoveMovieEverywhere takes a (deleted) movie off every theatre.
+	RemoveMovieEverywhere(ctx context.Context, movieID string, at time.Time) error
+}
+
+// DeletionStore keeps the markers of theatres and movies being deleted (see
+// Catalogue.DeleteTheatre). A marker's key is unique: the store's unique key decides which of
+// two inserts of one key wins, never a read.
+type DeletionStore interface {
+	// Mark inserts the marker key, made at at; false if the key exists already.
+	Mark(ctx context.Context, key string, at time.Time) (bool, error)
+	// Marks returns when each of the keys that exist was made.
+	Marks(ctx context.Context, keys []string) (map[string]time.Time, error)
+	// Unmark deletes the marker key (one that does not exist is no error).
+	Unmark(ctx context.Context, key string) error
+}
+
+// ShowStore keeps shows. (theatreId, movieId, timing) is unique: a second show of the same
+// identity answers errs.Conflict, decided by the store's unique index.
+type ShowStore interface {
+	Create(ctx context.Context, s *core.Show) error
+	Get(ctx context.Context, id string) (*core.Show, error)
+	// Find finds the show of a theatre and movie at timing: errs.NotFound if none.
+	Find(ctx context.Context, theatreID, movieID, timing string) (*core.Show, error)
+	List(ctx context.Context, f core.ShowFilter) ([]*core.Show, int64, error)
+	Update(ctx context.Context, id string, p core.ShowPatch, at time.Time) (*core.Show, error)
+	Delete(ctx context.Context, id string) error
+	// Count counts the shows matching f (its page is ignored).
+	Count(ctx context.Context, f core.ShowFilter) (int64, error)
 }

@@ -1,4 +1,4 @@
-package core_test
+package catalogue_test
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -22,7 +23,7 @@ func BenchmarkFindShowUncached(b *testing.B) {
 			}
 			t0 := time.Now()
 			now := t0
-			c := core.NewCatalogue(stores.Stores(), core.CatalogueOptions{ShowCacheTTL: -1, Now: func() time.Time { return now }})
+			c := catalogue.NewCatalogue(stores.Stores(), catalogue.CatalogueOptions{ShowCacheTTL: -1, Now: func() time.Time { return now }})
 			ctx := b.Context()
 			th, err := c.CreateTheatre(ctx, catAdmin, theatrePatch("Rex"))
 			if err != nil {
