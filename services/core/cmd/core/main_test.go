@@ -112,13 +112,16 @@ func startMain(t *testing.T, m *Main) *service {
 		m.Close()
 		t.Fatalf("Run: %v", err)
 	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
 	t.Cleanup(func() {
+		// The client hangs up first: the server's drain then waits for no keep-alive
+		// connection of ours (on a loaded machine it sometimes did, past its timeout).
+		client.CloseIdleConnections()
 		if err := m.Close(); err != nil {
 			t.Errorf("Close: %v", err)
 		}
 	})
-	return &service{t: t, m: m, cfg: cfg, base: "http://" + m.Addr(), logs: logs,
-		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}}
+	return &service{t: t, m: m, cfg: cfg, base: "http://" + m.Addr(), logs: logs, client: client}
 }
 
 func startService(t *testing.T, edit func(*Config)) *service {
