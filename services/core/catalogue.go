@@ -61,6 +61,15 @@ type ShowFinder interface {
 	GetTheatre(ctx context.Context, id string) (*Theatre, error)
 }
 
+// DefaultSeatsPerRow is the row length of a show that does not give one.
+const DefaultSeatsPerRow = 10
+
+// DeletionMarkerStale is the age past which a deletion marker (of a show, a theatre or a
+// movie) no longer stops bookings or show creations: a deletion decides in well under a
+// second, so an older marker was left by a deleter that died (or by a deletion that
+// succeeded, and then the show is gone anyway).
+const DeletionMarkerStale = time.Minute
+
 // Release statuses of a movie (the original's enum).
 const (
 	ReleaseReleased   = "RELEASED"

@@ -17,6 +17,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 )
 
 // Idempotency headers of POST /bookings and POST /payments.
@@ -80,7 +81,7 @@ func (a *API) createBooking(c *fiber.Ctx) error {
 	if err := refuseServerOwned(c.Body()); err != nil {
 		return err
 	}
-	bk, err := a.svc.Bookings.Book(c.UserContext(), Caller(c), core.BookingRequest{TheatreID: req.TheatreID,
+	bk, err := a.svc.Bookings.Book(c.UserContext(), Caller(c), booking.BookingRequest{TheatreID: req.TheatreID,
 		MovieID: req.MovieID, Timing: req.Timing, NoOfSeats: req.NoOfSeats, Seats: req.Seats})
 	if err != nil {
 		return err
@@ -215,7 +216,7 @@ func (a *API) pay(c *fiber.Ctx) error {
 	if err := refuseServerOwned(c.Body()); err != nil {
 		return err
 	}
-	p, bk, err := a.svc.Bookings.Pay(c.UserContext(), Caller(c), core.PaymentRequest{BookingID: req.BookingID, Amount: req.Amount},
+	p, bk, err := a.svc.Bookings.Pay(c.UserContext(), Caller(c), booking.PaymentRequest{BookingID: req.BookingID, Amount: req.Amount},
 		httpx.TraceParent(c.UserContext()))
 	if err != nil {
 		return err
@@ -368,7 +369,7 @@ func (a *API) idempotent(route string, h fiber.Handler) fiber.Handler {
 	}
 }
 
-// BookingMetrics counts booking outcomes and seat conflicts (core.BookingEvents).
+// BookingMetrics counts booking outcomes and seat conflicts (booking.BookingEvents).
 type BookingMetrics struct {
 	bookings   *prometheus.CounterVec
 	conflicts  prometheus.Counter

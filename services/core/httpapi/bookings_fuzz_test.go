@@ -20,6 +20,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/accounts"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
@@ -29,7 +30,7 @@ import (
 type bookingFuzz struct {
 	srv      *httpx.Server
 	cat      *catalogue.Catalogue
-	bookings *core.Bookings
+	bookings *booking.Bookings
 	holds    *mongostore.Bookings
 	outbox   *mongostore.Outbox
 	admin    *core.User
@@ -103,7 +104,7 @@ func newBookingFuzz(tb testing.TB) *bookingFuzz {
 		tb.Fatal(err)
 	}
 	cat := catalogue.NewCatalogue(stores.Stores(), catalogue.CatalogueOptions{})
-	bookings := core.NewBookings(holds, cat, core.BookingsOptions{})
+	bookings := booking.NewBookings(holds, cat, booking.BookingsOptions{})
 	bookings.SetOutbox(outbox) // the confirmations are stored; nothing relays them here
 	srv := New(Services{Accounts: acc, Users: users, Catalogue: cat, Bookings: bookings, Idempotency: idem},
 		Options{HTTP: httpx.Options{BodyLimit: 64 << 10}})
@@ -200,7 +201,7 @@ func headerSafe(key string) string {
 func (fz *bookingFuzz) checkSeats(t *testing.T, show *core.Show) {
 	t.Helper()
 	ctx := context.Background()
-	layout := show.Layout()
+	layout := booking.LayoutOf(show)
 	holds, err := fz.holds.ShowHolds(ctx, show.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -329,7 +330,7 @@ func FuzzBooking(f *testing.F) {
 				math.Round(bk.TotalCost*100) != math.Round(fuzzShowPrice*100)*float64(bk.NoOfSeats) || !core.IsID(bk.ID) {
 				t.Fatalf("created %+v from %q", bk, sent)
 			}
-			layout := show.Layout()
+			layout := booking.LayoutOf(show)
 			seen := map[string]bool{}
 			for _, s := range bk.Seats {
 				if !layout.Has(s) || seen[s] {
@@ -396,7 +397,7 @@ func FuzzPayment(f *testing.F) {
 	fz := newBookingFuzz(f)
 	ctx := context.Background()
 	// Another customer's booking, on a show of its own so that it never fills the one booked.
-	theirs, err := fz.bookings.Book(ctx, fz.other, core.BookingRequest{TheatreID: fz.theatre.ID, MovieID: fz.movie.ID,
+	theirs, err := fz.bookings.Book(ctx, fz.other, booking.BookingRequest{TheatreID: fz.theatre.ID, MovieID: fz.movie.ID,
 		Timing: fz.show.Timing, NoOfSeats: 1})
 	if err != nil {
 		f.Fatal(err)
@@ -405,11 +406,11 @@ func FuzzPayment(f *testing.F) {
 	fz.newShow(f)
 	paid := map[string]bool{}
 	f.Fuzz(func(t *testing.T, body, key string) {
-		mine, err := fz.bookings.Book(ctx, fz.customer, core.BookingRequest{TheatreID: fz.theatre.ID, MovieID: fz.movie.ID,
+		mine, err := fz.bookings.Book(ctx, fz.customer, booking.BookingRequest{TheatreID: fz.theatre.ID, MovieID: fz.movie.ID,
 			Timing: fz.show.Timing, NoOfSeats: 1})
 		if errs.Is(err, errs.Conflict) {
 			fz.newShow(t)
-			mine, err = fz.bookings.Book(ctx, fz.customer, core.BookingRequest{TheatreID: fz.theatre.ID, MovieID: fz.movie.ID,
+			mine, err = fz.bookings.Book(ctx, fz.customer, booking.BookingRequest{TheatreID: fz.theatre.ID, MovieID: fz.movie.ID,
 				Timing: fz.show.Timing, NoOfSeats: 1})
 		}
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/accounts"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/catalogue"
 )
 
@@ -34,7 +35,7 @@ type Services struct {
 	Accounts  *accounts.Accounts
 	Users     accounts.UserStore
 	Catalogue *catalogue.Catalogue
-	Bookings  *core.Bookings
+	Bookings  *booking.Bookings
 	// Idempotency keeps the first response of each Idempotency-Key (POST /bookings, /payments).
 	Idempotency IdempotencyStore
 }

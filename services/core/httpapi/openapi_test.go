@@ -22,6 +22,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/accounts"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
@@ -68,7 +69,7 @@ func openAPITestServer(t *testing.T) (srv *httpx.Server, adminToken string) {
 		t.Fatal(err)
 	}
 	cat := catalogue.NewCatalogue(stores.Stores(), catalogue.CatalogueOptions{})
-	bk := core.NewBookings(bstore, cat, core.BookingsOptions{})
+	bk := booking.NewBookings(bstore, cat, booking.BookingsOptions{})
 	srv = New(Services{Accounts: acc, Users: users, Catalogue: cat, Bookings: bk, Idempotency: mongostore.NewIdempotency(db)},
 		Options{HTTP: httpx.Options{BodyLimit: 64 << 10}})
 	return srv, adminToken

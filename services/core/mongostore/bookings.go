@@ -17,6 +17,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/mongox"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 )
 
 // Collections of the booking engine.
@@ -36,7 +37,7 @@ const (
 // claims on the sweeps under way (_id: show id, mark and lease window).
 const SeatLogCompactionsCollection = "seat_log_compactions"
 
-// Bookings is a core.BookingStore on MongoDB.
+// Bookings is a booking.BookingStore on MongoDB.
 //
 // A seat hold is a document whose unique "seatKey" is (show, seat): the index, not a read,
 // keeps two bookings off one seat. Its _id adds the booking, so a release deletes only that
@@ -130,7 +131,7 @@ func (s *Bookings) q(ctx context.Context) *coalescers {
 	return s.fg
 }
 
-var _ core.BookingStore = (*Bookings)(nil)
+var _ booking.BookingStore = (*Bookings)(nil)
 
 // NewBookings returns the booking store on db. Call EnsureIndexes once at start.
 func NewBookings(db *mongo.Database) *Bookings {

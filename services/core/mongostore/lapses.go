@@ -8,18 +8,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cineflow/cineflow/services/core/booking"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
-
-	"github.com/cineflow/cineflow/services/core"
 )
 
 // lapsedSlotsPrefix starts the name of each collection of lapsed slots' notes: one per bucket
 // of the expiry queue, named after it ("lapsed_slots_" + bucket name).
 const lapsedSlotsPrefix = "lapsed_slots_"
 
-// Lapses is a core.LapseStore on MongoDB. A bucket's notes live in a collection of their own,
+// Lapses is a booking.LapseStore on MongoDB. A bucket's notes live in a collection of their own,
 // one document per customer keyed by the user id, whose array n holds the notes as strings
 // "<slot>:<booking id>:<hold end, Unix ms>": inserted when the bucket is released (an insert
 // command per 1,000 customers; a customer's document written already is kept), dropped as one
@@ -31,7 +30,7 @@ type Lapses struct {
 	db *mongo.Database
 }
 
-var _ core.LapseStore = (*Lapses)(nil)
+var _ booking.LapseStore = (*Lapses)(nil)
 
 // NewLapses returns the store on db.
 func NewLapses(db *mongo.Database) *Lapses { return &Lapses{db: db} }
@@ -41,19 +40,19 @@ type lapseDoc struct {
 	Notes []string `bson:"n"`
 }
 
-func lapseNote(n core.LapsedSlot) string {
+func lapseNote(n booking.LapsedSlot) string {
 	return strconv.Itoa(n.Slot) + ":" + n.BookingID + ":" + strconv.FormatInt(n.ExpiresAt.UnixMilli(), 10)
 }
 
-func parseLapseNote(s string) (core.LapsedSlot, bool) {
+func parseLapseNote(s string) (booking.LapsedSlot, bool) {
 	a, rest, ok1 := strings.Cut(s, ":")
 	b, c, ok2 := strings.Cut(rest, ":")
 	k, err1 := strconv.Atoi(a)
 	ms, err2 := strconv.ParseInt(c, 10, 64)
 	if !ok1 || !ok2 || err1 != nil || err2 != nil || b == "" {
-		return core.LapsedSlot{}, false
+		return booking.LapsedSlot{}, false
 	}
-	return core.LapsedSlot{Slot: k, BookingID: b, ExpiresAt: time.UnixMilli(ms).UTC()}, true
+	return booking.LapsedSlot{Slot: k, BookingID: b, ExpiresAt: time.UnixMilli(ms).UTC()}, true
 }
 
 // lapseBatch bounds the documents of one insert command.
@@ -61,7 +60,7 @@ const lapseBatch = 1000
 
 // NoteLapsed inserts the bucket's notes, a document per customer, unordered (documents there
 // already are kept: the same bucket's notes, written by an earlier release).
-func (s *Lapses) NoteLapsed(ctx context.Context, bucket string, notes map[string][]core.LapsedSlot) error {
+func (s *Lapses) NoteLapsed(ctx context.Context, bucket string, notes map[string][]booking.LapsedSlot) error {
 	docs := make([]any, 0, len(notes))
 	for user, ns := range notes {
 		vals := make([]string, len(ns))
@@ -99,7 +98,7 @@ func (s *Lapses) ForgetLapsed(ctx context.Context, bucket string) error {
 }
 
 // Lapsed reads the user's document in every bucket's collection of notes.
-func (s *Lapses) Lapsed(ctx context.Context, userID string) ([]core.LapsedSlot, error) {
+func (s *Lapses) Lapsed(ctx context.Context, userID string) ([]booking.LapsedSlot, error) {
 	names, err := s.db.ListCollectionNames(ctx, bson.D{})
 	if err != nil {
 		return nil, dbError(err, "could not read the lapsed slots")
@@ -126,7 +125,7 @@ func (s *Lapses) Lapsed(ctx context.Context, userID string) ([]core.LapsedSlot, 
 	if err != nil {
 		return nil, err
 	}
-	var out []core.LapsedSlot
+	var out []booking.LapsedSlot
 	for _, ns := range found {
 		for _, str := range ns {
 			if n, ok := parseLapseNote(str); ok {

@@ -14,7 +14,7 @@ import (
 	"github.com/cineflow/cineflow/services/core"
 )
 
-// The compaction of the seat log: core.Bookings.CompactSeatLogs decides what may go and when;
+// The compaction of the seat log: booking.Bookings.CompactSeatLogs decides what may go and when;
 // the store deletes entries by their exact ids and keeps, per show, one record of how far the
 // log is compacted (read and replaced by exact _id), beside the claims on the sweeps under way.
 

@@ -79,7 +79,7 @@ func (s *service) customer() (token string, u core.User) {
 	return s.token(email, "customer-pass"), u
 }
 
-func booking(t testing.TB, r response) core.Booking {
+func bookingOf(t testing.TB, r response) core.Booking {
 	t.Helper()
 	var b core.Booking
 	if err := json.Unmarshal(r.env.Data, &b); err != nil {
@@ -103,7 +103,7 @@ func TestBookAndPayOverHTTP(t *testing.T) {
 	f := s.newShow(20, 150)
 	tok, u := s.customer()
 	r := s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(2)}), 201)
-	bk := booking(t, r)
+	bk := bookingOf(t, r)
 	if bk.Status != core.BookingInProcess || bk.TotalCost != 300 || len(bk.Seats) != 2 || bk.UserID != u.ID ||
 		bk.TheatreID != f.theatreID || bk.MovieID != f.movieID || bk.Timing != f.timing || bk.NoOfSeats != 2 {
 		t.Fatalf("booking %s", r.raw)
@@ -138,7 +138,7 @@ func TestBookAndPayOverHTTP(t *testing.T) {
 		t.Fatalf("paid %s", r.raw)
 	}
 	s.expect(s.do(req{method: "POST", path: base + "/payments", token: tok, body: map[string]any{"bookingId": bk.ID, "amount": 300}}), 409)
-	if got := booking(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + bk.ID, token: tok}), 200)); got.Status != core.BookingPaid {
+	if got := bookingOf(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + bk.ID, token: tok}), 200)); got.Status != core.BookingPaid {
 		t.Fatalf("status %s", got.Status)
 	}
 	var list []core.Booking
@@ -184,7 +184,7 @@ func TestBookingAuthorization(t *testing.T) {
 	f := s.newShow(10, 100)
 	owner, _ := s.customer()
 	other, _ := s.customer()
-	bk := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: owner, body: f.booking(1)}), 201))
+	bk := bookingOf(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: owner, body: f.booking(1)}), 201))
 	// Nobody signed in.
 	for _, r := range []req{
 		{method: "POST", path: base + "/bookings", body: f.booking(1)},
@@ -201,7 +201,7 @@ func TestBookingAuthorization(t *testing.T) {
 	s.expect(s.do(req{method: "PATCH", path: base + "/bookings/" + bk.ID, token: other, body: map[string]string{"status": "CANCELLED"}}), 403)
 	s.expect(s.do(req{method: "POST", path: base + "/payments", token: other, body: map[string]any{"bookingId": bk.ID, "amount": 100}}), 403)
 	s.expect(s.do(req{method: "GET", path: base + "/bookings/all", token: other}), 403)
-	if got := booking(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + bk.ID, token: owner}), 200)); got.Status != core.BookingInProcess {
+	if got := bookingOf(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + bk.ID, token: owner}), 200)); got.Status != core.BookingInProcess {
 		t.Fatalf("another's attempts changed the booking: %s", got.Status)
 	}
 	// Mass assignment and status changes other than a cancel.
@@ -221,7 +221,7 @@ func TestBookingAuthorization(t *testing.T) {
 		t.Fatalf("all bookings %d", len(all))
 	}
 	// The owner cancels: the seat is back on sale at once.
-	got := booking(t, s.expect(s.do(req{method: "PATCH", path: base + "/bookings/" + bk.ID, token: owner, body: map[string]string{"status": "CANCELLED"}}), 200))
+	got := bookingOf(t, s.expect(s.do(req{method: "PATCH", path: base + "/bookings/" + bk.ID, token: owner, body: map[string]string{"status": "CANCELLED"}}), 200))
 	if got.Status != core.BookingCancelled {
 		t.Fatalf("cancel: %s", got.Status)
 	}
@@ -303,7 +303,7 @@ func TestRaceLastTenSeatsOverHTTP(t *testing.T) {
 			r := s.do(req{method: "POST", path: base + "/bookings", token: tokens[i], body: f.booking(1)})
 			statuses[i] = r.status
 			if r.status == 201 {
-				bookings[i] = booking(t, r)
+				bookings[i] = bookingOf(t, r)
 			}
 		})
 	}
@@ -426,7 +426,7 @@ func TestHoldReleasedWithoutAsking(t *testing.T) {
 	s := startService(t, func(c *Config) { c.HoldTTL, c.ExpiryInterval = time.Second, 100*time.Millisecond })
 	f := s.newShow(3, 100)
 	tok, _ := s.customer()
-	bk := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(3)}), 201))
+	bk := bookingOf(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(3)}), 201))
 	store := mongostore.NewBookings(s.m.DB)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -447,7 +447,7 @@ func TestHoldReleasedWithoutAsking(t *testing.T) {
 		t.Fatalf("outcome %+v %v", o, err)
 	}
 	s.expect(s.do(req{method: "POST", path: base + "/payments", token: tok, body: map[string]any{"bookingId": bk.ID, "amount": 300}}), 410)
-	if got := booking(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + bk.ID, token: tok}), 200)); got.Status != core.BookingExpired {
+	if got := bookingOf(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + bk.ID, token: tok}), 200)); got.Status != core.BookingExpired {
 		t.Fatalf("status %s", got.Status)
 	}
 }
@@ -459,8 +459,8 @@ func TestProjectionCopiesFates(t *testing.T) {
 	s := startService(t, func(c *Config) { c.Projection = true })
 	f := s.newShow(10, 100)
 	tok, _ := s.customer()
-	paid := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(2)}), 201))
-	cancelled := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
+	paid := bookingOf(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(2)}), 201))
+	cancelled := bookingOf(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
 	r := s.expect(s.do(req{method: "POST", path: base + "/payments", token: tok, body: map[string]any{"bookingId": paid.ID, "amount": 200}}), 200)
 	var pb struct {
 		Payment core.Payment `json:"payment"`
@@ -499,7 +499,7 @@ func TestShowWithSeatsSoldCannotBeDeleted(t *testing.T) {
 	s := startService(t, nil)
 	f := s.newShow(5, 100)
 	tok, _ := s.customer()
-	bk := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
+	bk := bookingOf(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
 	s.expect(s.do(req{method: "DELETE", path: base + "/shows/" + f.showID, token: f.admin}), 409)
 	s.expect(s.do(req{method: "PATCH", path: base + "/bookings/" + bk.ID, token: tok, body: map[string]string{"status": "CANCELLED"}}), 200)
 	s.expect(s.do(req{method: "DELETE", path: base + "/shows/" + f.showID, token: f.admin}), 200)

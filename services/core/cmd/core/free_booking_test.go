@@ -24,11 +24,11 @@ func TestFreeShowBookedAtOnce(t *testing.T) {
 	const traceID = "5bf92f3577b34da6a3ce929d0e0e4737"
 	r := s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(2),
 		header: map[string]string{"traceparent": "00-" + traceID + "-00f067aa0ba902b8-01"}}), 201)
-	bk := booking(t, r)
+	bk := bookingOf(t, r)
 	if bk.Status != core.BookingPaid || bk.TotalCost != 0 || len(bk.Seats) != 2 || bk.PaymentID == "" {
 		t.Fatalf("free booking answered %s", r.raw)
 	}
-	if got := booking(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + bk.ID, token: tok}), 200)); got.Status != core.BookingPaid {
+	if got := bookingOf(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + bk.ID, token: tok}), 200)); got.Status != core.BookingPaid {
 		t.Fatalf("GET /bookings/:id: %s", got.Status)
 	}
 	m := seatMap(t, s.expect(s.do(req{method: "GET", path: base + "/shows/" + f.showID + "/seats"}), 200))
@@ -76,7 +76,7 @@ func TestFreeShowBookedAtOnce(t *testing.T) {
 
 	// A priced show: unchanged.
 	g := s.newShow(10, 50)
-	priced := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: g.booking(2)}), 201))
+	priced := bookingOf(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: g.booking(2)}), 201))
 	if priced.Status != core.BookingInProcess || priced.TotalCost != 100 || priced.PaymentID != "" {
 		t.Fatalf("priced booking: %+v", priced)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/logging"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -352,7 +353,7 @@ func storm(b *testing.B, holds, replicas int) {
 	seedStart := time.Now()
 	seed := runLoad(holds, 32, func(i int) int {
 		f := shows[i%nShows]
-		_, err := m.Bookings.Book(context.Background(), users[i%len(users)], core.BookingRequest{TheatreID: f.theatreID, MovieID: f.movieID,
+		_, err := m.Bookings.Book(context.Background(), users[i%len(users)], booking.BookingRequest{TheatreID: f.theatreID, MovieID: f.movieID,
 			Timing: f.timing, NoOfSeats: 1})
 		if err != nil {
 			b.Errorf("seed: %v", err)

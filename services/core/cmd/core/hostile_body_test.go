@@ -68,7 +68,7 @@ func TestCompressedBombsAre415(t *testing.T) {
 	// The refusals came before the idempotency wrapper: the keys are still free, so a plain
 	// request under the same key is a first request (not 422, key reused with another body).
 	j, _ := json.Marshal(f.booking(1))
-	bk := booking(t, s.expect(s.postBody(base+"/bookings", tok, j, map[string]string{"Idempotency-Key": "bomb-bookings-gzip"}), 201))
+	bk := bookingOf(t, s.expect(s.postBody(base+"/bookings", tok, j, map[string]string{"Idempotency-Key": "bomb-bookings-gzip"}), 201))
 	j, _ = json.Marshal(map[string]any{"bookingId": bk.ID, "amount": bk.TotalCost})
 	s.expect(s.postBody(base+"/payments", tok, j, map[string]string{"Idempotency-Key": "bomb-payments-br"}), 200)
 }

@@ -90,7 +90,7 @@ func TestIdempotencyKeyRetriesRefusals(t *testing.T) {
 		"theatreId": f.theatreID, "movieId": f.movieID, "timing": "2031-01-01T20:00:00Z", "noOfSeats": 5, "price": 80}}), 201)
 	first = s.retryUntil(r, 201)
 	s.expectReplay(r, first)
-	bk := booking(t, first)
+	bk := bookingOf(t, first)
 
 	// A wrong amount: 400 with the FAILED payment, replayed, recorded once.
 	pay := req{method: "POST", path: base + "/payments", token: other, body: map[string]any{"bookingId": bk.ID, "amount": bk.TotalCost - 1},

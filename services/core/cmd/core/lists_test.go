@@ -86,7 +86,7 @@ func TestListsPageWithLinkNext(t *testing.T) {
 	var mineA, all []string // in the order booked
 	var costA []float64
 	book := func(tok string) core.Booking {
-		bk := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
+		bk := bookingOf(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
 		all = append(all, bk.ID)
 		return bk
 	}
@@ -235,7 +235,7 @@ func TestListsBeforeAndAfterBackfill(t *testing.T) {
 		t.Errorf("no log line for the backfill:\n%s", s2.logs)
 	}
 	f := s2.newShow(10, 100)
-	bk := booking(t, s2.expect(s2.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
+	bk := bookingOf(t, s2.expect(s2.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
 	want := append([]string{bk.ID}, old...)
 	s3 := startWith(t, cfg) // a process that reads the lists only from their streams
 	for _, srv := range []*service{s2, s3} {

@@ -22,6 +22,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/telemetry"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/accounts"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/httpapi"
 	"github.com/cineflow/cineflow/services/core/mongostore"
@@ -151,7 +152,7 @@ type Main struct {
 	Accounts  *accounts.Accounts
 	Catalogue *catalogue.Catalogue
 	Outbox    core.Outbox
-	Bookings  *core.Bookings
+	Bookings  *booking.Bookings
 	// Idempotency keeps the first response per Idempotency-Key.
 	Idempotency httpapi.IdempotencyStore
 	// EditAuthLimits, when set, edits the sign-in and sign-up limits before they are used
@@ -267,7 +268,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.wireIdempotency(ictx, m.DB)
 	// The relay sends an email of a guarded kind only once its guard says the decision stands.
 	relay := m.outboxRelay()
-	relay.Guard(core.PaidEmailKind, func(ctx context.Context, _, ref string) (core.GuardVerdict, error) {
+	relay.Guard(booking.PaidEmailKind, func(ctx context.Context, _, ref string) (core.GuardVerdict, error) {
 		return m.Bookings.PaidGuard(ctx, ref)
 	})
 	relay.Guard(catalogue.EmailKindTheatreCreated, m.Catalogue.TheatreCreatedGuard)

@@ -23,6 +23,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/pkg/logging"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 	notihttp "github.com/cineflow/cineflow/services/notification/httpapi"
 	notimongo "github.com/cineflow/cineflow/services/notification/mongostore"
@@ -199,10 +200,10 @@ func TestOutboxRelaysToNotificationService(t *testing.T) {
 	}
 
 	e := testEmail("booking-paid:b1")
-	e.Kind = core.PaidEmailKind
+	e.Kind = booking.PaidEmailKind
 	// Guards decide per kind: this one stands.
 	asked := make(chan string, 10)
-	s.m.outboxRelay().Guard(core.PaidEmailKind, func(_ context.Context, kind, ref string) (core.GuardVerdict, error) {
+	s.m.outboxRelay().Guard(booking.PaidEmailKind, func(_ context.Context, kind, ref string) (core.GuardVerdict, error) {
 		asked <- ref
 		return core.GuardSend, nil
 	})
@@ -227,16 +228,16 @@ func TestOutboxRelaysToNotificationService(t *testing.T) {
 	if got := len(n.tickets()); got != 1 {
 		t.Fatalf("%d tickets, want 1", got)
 	}
-	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": core.PaidEmailKind, "result": "sent"}); v != 1 {
+	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "sent"}); v != 1 {
 		t.Fatalf("mba_outbox_relayed_total{sent} = %v, want 1", v)
 	}
 
 	// A guard that says Drop: deleted, never sent.
-	s.m.outboxRelay().Guard(core.PaidEmailKind, func(context.Context, string, string) (core.GuardVerdict, error) {
+	s.m.outboxRelay().Guard(booking.PaidEmailKind, func(context.Context, string, string) (core.GuardVerdict, error) {
 		return core.GuardDrop, nil
 	})
 	e2 := testEmail("booking-paid:b2")
-	e2.Kind = core.PaidEmailKind
+	e2.Kind = booking.PaidEmailKind
 	if err := s.m.Outbox.Enqueue(t.Context(), e2); err != nil {
 		t.Fatal(err)
 	}

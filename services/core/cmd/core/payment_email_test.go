@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/outbox"
 	notihttp "github.com/cineflow/cineflow/services/notification/httpapi"
 )
@@ -109,7 +110,7 @@ func checkConfirmation(t *testing.T, tk ticket, email string, bk core.Booking, n
 	}
 }
 
-func paidKey(bookingID string) string { return core.PaidEmailKind + ":" + bookingID }
+func paidKey(bookingID string) string { return booking.PaidEmailKind + ":" + bookingID }
 
 // scrapeGauge reads one unlabelled sample from GET /metrics, as Prometheus would.
 func scrapeGauge(t *testing.T, s *service, name string) (float64, bool) {
@@ -153,7 +154,7 @@ func TestPaymentEmailSurvivesNotificationOutage(t *testing.T) {
 	f := s.newShow(30, 120.5)
 	nm := s.showNames(f)
 	tok, u := s.customer()
-	bk := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(3)}), 201))
+	bk := bookingOf(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(3)}), 201))
 	if len(bk.Seats) != 3 || bk.TotalCost != 361.5 {
 		t.Fatalf("booking %+v", bk)
 	}
@@ -175,7 +176,7 @@ func TestPaymentEmailSurvivesNotificationOutage(t *testing.T) {
 		}
 		return doc.Attempts >= 2 && doc.LastError != ""
 	})
-	if doc.Kind != core.PaidEmailKind || doc.Ref != bk.ID || len(doc.Recipients) != 1 || doc.Recipients[0] != u.Email ||
+	if doc.Kind != booking.PaidEmailKind || doc.Ref != bk.ID || len(doc.Recipients) != 1 || doc.Recipients[0] != u.Email ||
 		!mentions(doc.Content, bk.ID) {
 		t.Fatalf("outbox document %+v", doc)
 	}
@@ -221,10 +222,10 @@ func TestPaymentEmailSurvivesNotificationOutage(t *testing.T) {
 	if got = ticketsFor(n, u.Email); len(got) != 1 {
 		t.Fatalf("%d tickets for %s after a refused payment, want 1", len(got), u.Email)
 	}
-	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": core.PaidEmailKind, "result": "sent"}); v != 1 {
+	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "sent"}); v != 1 {
 		t.Fatalf("mba_outbox_relayed_total{kind=booking-paid,result=sent} = %v, want 1", v)
 	}
-	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": core.PaidEmailKind, "result": "retry"}); v < 2 {
+	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "retry"}); v < 2 {
 		t.Fatalf("mba_outbox_relayed_total{kind=booking-paid,result=retry} = %v, want >= 2 (the outage)", v)
 	}
 	if strings.Contains(s.logs.String(), notiToken) {
@@ -245,7 +246,7 @@ func TestPaymentEmailOnlyWhenPaid(t *testing.T) {
 	tok, u := s.customer()
 	book := func(seats int) core.Booking {
 		t.Helper()
-		return booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(seats)}), 201))
+		return bookingOf(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(seats)}), 201))
 	}
 	cancel := func(id string) response {
 		return s.do(req{method: "PATCH", path: base + "/bookings/" + id, token: tok, body: map[string]string{"status": "CANCELLED"}})
@@ -258,7 +259,7 @@ func TestPaymentEmailOnlyWhenPaid(t *testing.T) {
 	s.expect(s.pay(tok, wrong.ID, wrong.TotalCost+0.01, nil), 400)
 	s.expect(s.pay(tok, wrong.ID, 0, nil), 400)
 	s.expect(s.pay(tok, wrong.ID, -wrong.TotalCost, nil), 400)
-	if got := booking(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + wrong.ID, token: tok}), 200)); got.Status != core.BookingInProcess {
+	if got := bookingOf(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + wrong.ID, token: tok}), 200)); got.Status != core.BookingInProcess {
 		t.Fatalf("after wrong amounts: %s", got.Status)
 	}
 	never[wrong.ID] = "paid with the wrong amount only"
@@ -350,13 +351,13 @@ func TestPaymentEmailOnlyWhenPaid(t *testing.T) {
 	if len(confirmed) != len(paid) {
 		t.Fatalf("confirmed %v, want every one of %d paid bookings", confirmed, len(paid))
 	}
-	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": core.PaidEmailKind, "result": "sent"}); v != float64(len(paid)) {
+	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "sent"}); v != float64(len(paid)) {
 		t.Fatalf("mba_outbox_relayed_total{kind=booking-paid,result=sent} = %v, want %d", v, len(paid))
 	}
-	dropped, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": core.PaidEmailKind, "result": "dropped"})
+	dropped, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "dropped"})
 	t.Logf("confirmations queued for a booking whose cancel won, then dropped by the guard: %v", dropped)
 	for id := range never {
-		if got := booking(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + id, token: tok}), 200)); got.Status == core.BookingPaid {
+		if got := bookingOf(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + id, token: tok}), 200)); got.Status == core.BookingPaid {
 			t.Errorf("booking %s (%s) is %s", id, never[id], got.Status)
 		}
 	}
@@ -386,7 +387,7 @@ func TestPaymentTraceReachesNotification(t *testing.T) {
 	s := startPayRelaying(t, n)
 	f := s.newShow(10, 80)
 	tok, u := s.customer()
-	bk := booking(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(2)}), 201))
+	bk := bookingOf(t, s.expect(s.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(2)}), 201))
 
 	const traceID, clientSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	s.expect(s.pay(tok, bk.ID, bk.TotalCost, map[string]string{"traceparent": "00-" + traceID + "-" + clientSpan + "-01"}), 200)

@@ -80,7 +80,7 @@ func TestLapsedSlotsSeenByAnotherReplica(t *testing.T) {
 	b := startService(t, func(c *Config) { edit(c); c.DBURL = a.cfg.DBURL; c.AdminEmail, c.AdminPassword = "", "" })
 	f := a.newShow(10, 100)
 	tok, u := a.customer()
-	bk := booking(t, a.expect(a.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(2)}), 201))
+	bk := bookingOf(t, a.expect(a.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(2)}), 201))
 	b.expect(b.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 429)
 	// Once the hold's bucket of the expiry queue is due (its end, a bucket's width, the
 	// margin), one step of the leader's expirer releases it: the booking is decided EXPIRED,
@@ -152,7 +152,7 @@ func TestFastReplicaKeepsToTheDatabaseClock(t *testing.T) {
 	f := normal.newShow(1, 100)
 	tok, _ := normal.customer()
 	other, _ := fast.customer()
-	bk := booking(t, normal.expect(normal.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
+	bk := bookingOf(t, normal.expect(normal.do(req{method: "POST", path: base + "/bookings", token: tok, body: f.booking(1)}), 201))
 	if d := time.Until(bk.ExpiresAt); d < ttl-time.Second || d > ttl+time.Second {
 		t.Fatalf("the hold ends in %v, want about %v", d, ttl)
 	}
@@ -168,7 +168,7 @@ func TestFastReplicaKeepsToTheDatabaseClock(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("paying %v before the hold's end: %d %s (want 200)", time.Until(bk.ExpiresAt), r.status, r.raw)
 	}
-	if got := booking(t, fast.expect(fast.do(req{method: "GET", path: base + "/bookings/" + bk.ID, token: tok}), 200)); got.Status != core.BookingPaid {
+	if got := bookingOf(t, fast.expect(fast.do(req{method: "GET", path: base + "/bookings/" + bk.ID, token: tok}), 200)); got.Status != core.BookingPaid {
 		t.Fatalf("the booking is %s on the fast replica", got.Status)
 	}
 }

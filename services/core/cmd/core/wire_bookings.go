@@ -10,6 +10,7 @@ import (
 
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/httpapi"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
@@ -27,11 +28,11 @@ type BookingConfig struct {
 	// shows (beyond it: 429).
 	MaxOpenSeatsPerUser int `env:"MAX_OPEN_SEATS_PER_USER" envDefault:"10"`
 	// Projection copies each booking's fate onto its stored document (see
-	// core.BookingsOptions.Project). make run turns it off for the embedded database.
+	// booking.BookingsOptions.Project). make run turns it off for the embedded database.
 	Projection bool `env:"BOOKING_PROJECTION" envDefault:"true"`
 	// TakeoverMargin is how long past a hold's end another booking or the expirer waits before
 	// taking its seats (the customer paying is held to the end itself): the clock error between
-	// replicas tolerated, beside the database's clock they share (see core.BookingsOptions).
+	// replicas tolerated, beside the database's clock they share (see booking.BookingsOptions).
 	// Zero means the default; negative, none.
 	TakeoverMargin time.Duration `env:"HOLD_TAKEOVER_MARGIN" envDefault:"2s"`
 }
@@ -68,7 +69,7 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	}
 	var shows core.ShowFinder = m.Catalogue
 	cfg := m.Config.BookingConfig
-	store := mongostore.NewBookings(db).SetIntentBucketWidth(mongostore.IntentBucketWidthFor(cmp.Or(cfg.HoldTTL, core.DefaultHoldTTL)))
+	store := mongostore.NewBookings(db).SetIntentBucketWidth(mongostore.IntentBucketWidthFor(cmp.Or(cfg.HoldTTL, booking.DefaultHoldTTL)))
 	if err := store.EnsureIndexes(ctx); err != nil {
 		return err
 	}
@@ -83,7 +84,7 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	case margin < 0:
 		margin = 0
 	}
-	m.Bookings = core.NewBookings(store, shows, core.BookingsOptions{HoldTTL: cfg.HoldTTL,
+	m.Bookings = booking.NewBookings(store, shows, booking.BookingsOptions{HoldTTL: cfg.HoldTTL,
 		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, MaxOpenSeatsPerUser: cfg.MaxOpenSeatsPerUser,
 		Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry), TraceParent: httpx.TraceParent, Now: m.now,
 		TakeoverMargin: margin, Leads: m.elect(ctx, JobExpiry).Leader, Lapses: mongostore.NewLapses(db)})

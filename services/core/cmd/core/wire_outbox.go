@@ -12,6 +12,7 @@ import (
 
 	"github.com/cineflow/cineflow/pkg/config"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 	"github.com/cineflow/cineflow/services/core/notifyclient"
 	"github.com/cineflow/cineflow/services/core/outbox"
@@ -75,7 +76,7 @@ func (m *Main) wireOutbox(ctx context.Context, db *mongo.Database) error {
 		OnResult:   metrics.observe,
 		// Until wireBookings registers the paid guard, confirmations wait (never sent for a
 		// booking nobody has checked is paid).
-		GuardedKinds: []string{core.PaidEmailKind},
+		GuardedKinds: []string{booking.PaidEmailKind},
 	})
 	metrics.relay = relay
 	if m.Registry != nil {
@@ -110,7 +111,7 @@ func (o ledOutbox) Pending(ctx context.Context, now time.Time, limit int) ([]cor
 }
 
 // outboxRelay is the relay wireOutbox started (nil before, or if m.Outbox is something else):
-// register guards on it, e.g. m.outboxRelay().Guard(core.PaidEmailKind, g).
+// register guards on it, e.g. m.outboxRelay().Guard(booking.PaidEmailKind, g).
 func (m *Main) outboxRelay() *outbox.Relay {
 	r, _ := m.Outbox.(*outbox.Relay)
 	return r

@@ -1,4 +1,4 @@
-package core_test
+package booking_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb/faultproxy"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -41,11 +42,11 @@ func TestFreeBookingConfirmedAtOnce(t *testing.T) {
 	if err != nil || p.Amount != 0 || p.Status != core.PaymentSuccess || p.BookingID != bk.ID {
 		t.Fatalf("payment %+v %v", p, err)
 	}
-	if e, ok := r.mail.emails[core.PaidEmailKind+":"+bk.ID]; !ok || e.Ref != bk.ID || e.Recipients[0] != c1.Email {
+	if e, ok := r.mail.emails[booking.PaidEmailKind+":"+bk.ID]; !ok || e.Ref != bk.ID || e.Recipients[0] != c1.Email {
 		t.Fatalf("confirmation owed: %+v (%v)", e, ok)
 	}
 	for _, amount := range []float64{0, 1} {
-		if _, _, err := r.eng.Pay(ctx, c1, core.PaymentRequest{BookingID: bk.ID, Amount: amount}, ""); !errs.Is(err, errs.Conflict) {
+		if _, _, err := r.eng.Pay(ctx, c1, booking.PaymentRequest{BookingID: bk.ID, Amount: amount}, ""); !errs.Is(err, errs.Conflict) {
 			t.Fatalf("paying a free booking (%v): %v; want conflict", amount, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package core_test
+package booking_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -81,7 +82,7 @@ func newShowPriced(seats, perRow int, price float64) *core.Show {
 type rig struct {
 	db    *mongo.Database
 	store *mongostore.Bookings
-	eng   *core.Bookings
+	eng   *booking.Bookings
 	show  *core.Show
 	clock *clock
 	mail  *outbox
@@ -106,8 +107,8 @@ func newStore(db *mongo.Database) *mongostore.Bookings {
 }
 
 // engine is another engine (a replica) on the rig's show and clock.
-func (r *rig) engine(store core.BookingStore) *core.Bookings {
-	e := core.NewBookings(store, shows{r.show}, core.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now})
+func (r *rig) engine(store booking.BookingStore) *booking.Bookings {
+	e := booking.NewBookings(store, shows{r.show}, booking.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now})
 	e.SetOutbox(r.mail)
 	return e
 }
@@ -117,8 +118,8 @@ func customer(i int) *core.User {
 		Role: core.RoleCustomer, Status: core.StatusApproved}
 }
 
-func (r *rig) req(n int, seats ...string) core.BookingRequest {
-	return core.BookingRequest{TheatreID: r.show.TheatreID, MovieID: r.show.MovieID, Timing: r.show.Timing, NoOfSeats: n, Seats: seats}
+func (r *rig) req(n int, seats ...string) booking.BookingRequest {
+	return booking.BookingRequest{TheatreID: r.show.TheatreID, MovieID: r.show.MovieID, Timing: r.show.Timing, NoOfSeats: n, Seats: seats}
 }
 
 // checkSeats asserts the invariant: no seat held twice, at most NoOfSeats held, and every
@@ -144,11 +145,11 @@ func (r *rig) checkSeats(t *testing.T) (held int) {
 }
 
 func TestSeatLayout(t *testing.T) {
-	l := core.NewSeatLayout(25, 10)
+	l := booking.NewSeatLayout(25, 10)
 	if got := l.Labels(); len(got) != 25 || got[0] != "A1" || got[9] != "A10" || got[10] != "B1" || got[24] != "C5" {
 		t.Fatalf("labels %v", got)
 	}
-	if core.RowName(25) != "Z" || core.RowName(26) != "AA" || core.RowName(27) != "AB" {
+	if booking.RowName(25) != "Z" || booking.RowName(26) != "AA" || booking.RowName(27) != "AB" {
 		t.Fatal("row names")
 	}
 	free := l.NewSeatSet(true)
@@ -190,24 +191,24 @@ func TestBookPayAndEmail(t *testing.T) {
 	if bk.Status != core.BookingInProcess || len(bk.Seats) != 3 || bk.TotalCost != 37.5 || bk.UserID != c.ID {
 		t.Fatalf("booking %+v", bk)
 	}
-	if _, _, err := r.eng.Pay(ctx, c, core.PaymentRequest{BookingID: bk.ID, Amount: 37.49}, ""); !errs.Is(err, errs.PaymentFailed) {
+	if _, _, err := r.eng.Pay(ctx, c, booking.PaymentRequest{BookingID: bk.ID, Amount: 37.49}, ""); !errs.Is(err, errs.PaymentFailed) {
 		t.Fatalf("wrong amount: %v", err)
 	}
 	if len(r.mail.emails) != 0 {
 		t.Fatal("an email was owed for a failed payment")
 	}
-	p, paid, err := r.eng.Pay(ctx, c, core.PaymentRequest{BookingID: bk.ID, Amount: 37.5}, "")
+	p, paid, err := r.eng.Pay(ctx, c, booking.PaymentRequest{BookingID: bk.ID, Amount: 37.5}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.Status != core.PaymentSuccess || paid.Status != core.BookingPaid || paid.PaymentID != p.ID {
 		t.Fatalf("payment %+v booking %+v", p, paid)
 	}
-	if _, _, err := r.eng.Pay(ctx, c, core.PaymentRequest{BookingID: bk.ID, Amount: 37.5}, ""); !errs.Is(err, errs.Conflict) {
+	if _, _, err := r.eng.Pay(ctx, c, booking.PaymentRequest{BookingID: bk.ID, Amount: 37.5}, ""); !errs.Is(err, errs.Conflict) {
 		t.Fatalf("second payment: %v", err)
 	}
-	e, ok := r.mail.emails[core.PaidEmailKind+":"+bk.ID]
-	if !ok || e.Recipients[0] != c.Email || e.Kind != core.PaidEmailKind || e.Ref != bk.ID {
+	e, ok := r.mail.emails[booking.PaidEmailKind+":"+bk.ID]
+	if !ok || e.Recipients[0] != c.Email || e.Kind != booking.PaidEmailKind || e.Ref != bk.ID {
 		t.Fatalf("email %+v", r.mail.emails)
 	}
 	for _, want := range append([]string{"Heat", "Odeon", bk.Timing, bk.ID}, bk.Seats...) {
@@ -293,7 +294,7 @@ func TestCancelReleasesAtOnce(t *testing.T) {
 	if _, err := r.eng.Cancel(ctx, b, bk.ID); !errs.Is(err, errs.Forbidden) {
 		t.Fatalf("another's cancel: %v", err)
 	}
-	if _, _, err := r.eng.Pay(ctx, b, core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); !errs.Is(err, errs.Forbidden) {
+	if _, _, err := r.eng.Pay(ctx, b, booking.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); !errs.Is(err, errs.Forbidden) {
 		t.Fatalf("another's payment: %v", err)
 	}
 	got, err := r.eng.Cancel(ctx, a, bk.ID)
@@ -303,7 +304,7 @@ func TestCancelReleasesAtOnce(t *testing.T) {
 	if again, err := r.eng.Cancel(ctx, a, bk.ID); err != nil || again.Status != core.BookingCancelled {
 		t.Fatalf("cancel twice: %v", err)
 	}
-	if _, _, err := r.eng.Pay(ctx, a, core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); !errs.Is(err, errs.Conflict) {
+	if _, _, err := r.eng.Pay(ctx, a, booking.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); !errs.Is(err, errs.Conflict) {
 		t.Fatalf("pay a cancelled booking: %v", err)
 	}
 	if _, err := r.eng.Book(ctx, b, r.req(2)); err != nil {
@@ -338,7 +339,7 @@ func TestHoldExpires(t *testing.T) {
 	if held := r.checkSeats(t); held != 0 {
 		t.Fatalf("%d seats still held after expiry", held)
 	}
-	if _, _, err := r.eng.Pay(ctx, a, core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); !errs.Is(err, errs.Gone) {
+	if _, _, err := r.eng.Pay(ctx, a, booking.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); !errs.Is(err, errs.Gone) {
 		t.Fatalf("paying an expired booking: %v", err)
 	}
 	if got, _ := r.eng.Get(ctx, a, bk.ID); got.Status != core.BookingExpired {
@@ -380,7 +381,7 @@ func TestExpirerSettlesAPageTogether(t *testing.T) {
 	for i, m := range all {
 		switch i % 3 {
 		case 0:
-			if _, _, err := r.eng.Pay(ctx, m.u, core.PaymentRequest{BookingID: m.bk.ID, Amount: m.bk.TotalCost}, ""); err != nil {
+			if _, _, err := r.eng.Pay(ctx, m.u, booking.PaymentRequest{BookingID: m.bk.ID, Amount: m.bk.TotalCost}, ""); err != nil {
 				t.Fatal(err)
 			}
 			want[m.bk.ID] = core.BookingPaid
@@ -481,7 +482,7 @@ func TestReleasedSeatsSellBeforeTheClear(t *testing.T) {
 	if held := r.checkSeats(t); held != 15 {
 		t.Fatalf("%d holds after the clear, want the 15 of the new bookings", held)
 	}
-	if _, _, err := r.eng.Pay(ctx, b, core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); err != nil {
+	if _, _, err := r.eng.Pay(ctx, b, booking.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); err != nil {
 		t.Fatalf("the new booking lost its seats to the clear: %v", err)
 	}
 }
@@ -562,7 +563,7 @@ func TestRaceLastSeats(t *testing.T) {
 	for i, bk := range won {
 		for range 2 {
 			wg.Go(func() {
-				_, _, err := r.eng.Pay(ctx, owners[i], core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, "")
+				_, _, err := r.eng.Pay(ctx, owners[i], booking.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, "")
 				switch {
 				case err == nil:
 					paid.Add(1)
@@ -634,7 +635,7 @@ func TestPaymentRacesExpiry(t *testing.T) {
 		var paid, gone, rebooked atomic.Int32
 		for range 3 {
 			wg.Go(func() {
-				_, _, err := r.eng.Pay(ctx, a, core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, "")
+				_, _, err := r.eng.Pay(ctx, a, booking.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, "")
 				switch {
 				case err == nil:
 					paid.Add(1)

@@ -1,4 +1,4 @@
-package core
+package booking
 
 import (
 	"container/heap"
@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // DefaultSeatViewTTL is how long a process trusts its view of a show's seats before it reads
@@ -39,20 +40,20 @@ type seatEntry struct {
 // keep the state right wherever the log can tell, and the unique seat keys decide the rest:
 //   - a sold seat stays sold (a paid booking is never released);
 //   - a release clears a seat only if the releasing booking is its holder.
-func applySeatOp(m map[string]seatEntry, op SeatOp) {
+func applySeatOp(m map[string]seatEntry, op core.SeatOp) {
 	for _, s := range op.Seats {
 		cur, ok := m[s]
 		switch op.Kind {
-		case SeatOpHeld:
+		case core.SeatOpHeld:
 			if ok && cur.sold {
 				continue
 			}
 			m[s] = seatEntry{booking: op.BookingID, expires: op.ExpiresAt}
-		case SeatOpFreed:
+		case core.SeatOpFreed:
 			if ok && !cur.sold && cur.booking == op.BookingID {
 				delete(m, s)
 			}
-		case SeatOpSold:
+		case core.SeatOpSold:
 			e := seatEntry{booking: op.BookingID, expires: op.ExpiresAt, sold: true}
 			if ok && cur.booking == op.BookingID && e.expires.IsZero() {
 				e.expires = cur.expires
@@ -73,7 +74,7 @@ type seatView struct {
 	seq     int64                // log entries applied to log
 	readAt  time.Time            // when the last read that reached the log's head began
 	log     map[string]seatEntry // the log's state at seq
-	local   []SeatOp             // this process's operations not yet in the log, in order
+	local   []core.SeatOp        // this process's operations not yet in the log, in order
 	eff     map[string]seatEntry // log with local laid over it
 	unknown map[string]time.Time // seats a unique key showed taken although the view had them free, and when
 	used    time.Time
@@ -165,7 +166,7 @@ func (v *seatView) syncAll() {
 }
 
 // applyEff lays op over eff; call with mu held.
-func (v *seatView) applyEff(op SeatOp) {
+func (v *seatView) applyEff(op core.SeatOp) {
 	applySeatOp(v.eff, op)
 	v.sync(op.Seats)
 }
@@ -181,7 +182,7 @@ func (v *seatView) recompute(seats []string) {
 		}
 		for _, op := range v.local {
 			if slices.Contains(op.Seats, s) {
-				applySeatOp(v.eff, SeatOp{Kind: op.Kind, BookingID: op.BookingID, Seats: []string{s}, ExpiresAt: op.ExpiresAt})
+				applySeatOp(v.eff, core.SeatOp{Kind: op.Kind, BookingID: op.BookingID, Seats: []string{s}, ExpiresAt: op.ExpiresAt})
 			}
 		}
 	}
@@ -189,7 +190,7 @@ func (v *seatView) recompute(seats []string) {
 }
 
 type queuedOp struct {
-	op   SeatOp
+	op   core.SeatOp
 	done chan bool // closed after the write; true if the operation is in the log
 }
 
@@ -354,7 +355,7 @@ func (b *Bookings) tail(ctx context.Context, v *seatView) error {
 	if !loaded {
 		return b.load(ctx, v, start)
 	}
-	var entries []*SeatLogEntry
+	var entries []*core.SeatLogEntry
 	for {
 		e, err := b.store.SeatLog(ctx, v.showID, seq+1)
 		if err != nil {
@@ -477,12 +478,12 @@ func (b *Bookings) saveSnapshot(ctx context.Context, v *seatView) {
 		v.mu.Unlock()
 		return
 	}
-	snap := SeatSnapshot{ShowID: v.showID, Seq: v.seq}
+	snap := core.SeatSnapshot{ShowID: v.showID, Seq: v.seq}
 	for s, e := range v.log {
 		if e.sold {
 			snap.Sold = append(snap.Sold, s)
 		} else {
-			snap.Seats = append(snap.Seats, SnapSeat{Seat: s, BookingID: e.booking, ExpiresAt: e.expires})
+			snap.Seats = append(snap.Seats, core.SnapSeat{Seat: s, BookingID: e.booking, ExpiresAt: e.expires})
 		}
 	}
 	v.mu.Unlock()
@@ -501,7 +502,7 @@ func (b *Bookings) saveSnapshot(ctx context.Context, v *seatView) {
 // logOp lays op over this process's view of the show at once and queues it for the show's
 // seat log. The returned channel is closed once the write is over; it then yields true if op
 // is in the log.
-func (b *Bookings) logOp(showID string, op SeatOp) <-chan bool {
+func (b *Bookings) logOp(showID string, op core.SeatOp) <-chan bool {
 	v := b.views.get(showID)
 	done := make(chan bool, 1)
 	if len(op.Seats) == 0 {
@@ -540,7 +541,7 @@ func (b *Bookings) writeLog(v *seatView) {
 			return
 		}
 		v.mu.Unlock()
-		ops := make([]SeatOp, len(batch))
+		ops := make([]core.SeatOp, len(batch))
 		for i, q := range batch {
 			ops[i] = q.op
 		}
@@ -557,7 +558,7 @@ func (b *Bookings) writeLog(v *seatView) {
 				}
 				continue
 			}
-			dup, err := b.store.AppendSeatLog(ctx, SeatLogEntry{ShowID: v.showID, Seq: seq, Ops: ops})
+			dup, err := b.store.AppendSeatLog(ctx, core.SeatLogEntry{ShowID: v.showID, Seq: seq, Ops: ops})
 			if err != nil {
 				break
 			}

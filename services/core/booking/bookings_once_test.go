@@ -1,4 +1,4 @@
-package core_test
+package booking_test
 
 import (
 	"context"
@@ -10,11 +10,12 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 )
 
 // writeCounter counts, at the store, the intents written and the outcome inserts attempted.
 type writeCounter struct {
-	core.BookingStore
+	booking.BookingStore
 	intents, decides atomic.Int64
 }
 
@@ -29,7 +30,7 @@ func (c *writeCounter) Decide(ctx context.Context, o core.Outcome) (core.Outcome
 }
 
 // expireAll runs the expirer's steps until one has nothing to do.
-func expireAll(t *testing.T, eng *core.Bookings) {
+func expireAll(t *testing.T, eng *booking.Bookings) {
 	t.Helper()
 	for range 100 {
 		n, err := eng.ExpireDue(context.Background())
@@ -54,7 +55,7 @@ func TestOneIntentOneOutcomePerBooking(t *testing.T) {
 	wc := &writeCounter{BookingStore: r.store}
 	eng := r.engine(wc)
 	ctx := context.Background()
-	const customers, each = 4, core.DefaultMaxOpenSeatsPerUser
+	const customers, each = 4, booking.DefaultMaxOpenSeatsPerUser
 	var ids []string
 	for c := range customers {
 		u := customer(c)

@@ -1,4 +1,4 @@
-package core_test
+package booking_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 
 	"github.com/cineflow/cineflow/pkg/devdb/faultproxy"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -55,7 +56,7 @@ func runListFaultCase(t *testing.T, c faultCase) {
 		_, err := r.b.Book(ctx, u, r.req(1))
 		checkErr(t, "book", err)
 		// Pay what the list shows, on the faulty replica, then on the other; once wrongly.
-		for j, eng := range []*core.Bookings{r.a, r.b} {
+		for j, eng := range []*booking.Bookings{r.a, r.b} {
 			list, _, err := eng.List(ctx, u, false, core.ListPage{Limit: 50})
 			checkErr(t, "list", err)
 			for k, bk := range list {
@@ -63,7 +64,7 @@ func runListFaultCase(t *testing.T, c faultCase) {
 				if i == 0 && j == 0 && k == 0 {
 					amount++
 				}
-				_, _, err := eng.Pay(ctx, u, core.PaymentRequest{BookingID: bk.ID, Amount: amount}, "")
+				_, _, err := eng.Pay(ctx, u, booking.PaymentRequest{BookingID: bk.ID, Amount: amount}, "")
 				if err != nil && amount != bk.TotalCost {
 					continue // the wrong amount's FAILED payment
 				}

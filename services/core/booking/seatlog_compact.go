@@ -1,10 +1,12 @@
-package core
+package booking
 
 import (
 	"cmp"
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // Compaction of the seat logs. A show's seat log gets a snapshot every snapshotEvery entries;
@@ -93,7 +95,7 @@ func (b *Bookings) CompactSeatLogs(ctx context.Context) (int, error) {
 	if b.retention <= 0 {
 		return 0, nil
 	}
-	ctx = AsBackground(ctx)
+	ctx = core.AsBackground(ctx)
 	deleted := 0
 	var first error
 	for _, v := range b.views.list() {
@@ -166,7 +168,7 @@ func (b *Bookings) compactShow(ctx context.Context, v *seatView) (int, error) {
 // the current lease window, and records how far it got. The marked stretch is deleted only if
 // the show's snapshot, read now that the retention has passed since the mark, is at the mark or
 // past it (a snapshot written late by a process behind would leave loaders short of it).
-func (b *Bookings) sweepSeatLog(ctx context.Context, rec SeatLogCompaction, dbNow time.Time) (int, error) {
+func (b *Bookings) sweepSeatLog(ctx context.Context, rec core.SeatLogCompaction, dbNow time.Time) (int, error) {
 	snap, err := b.store.SeatSnapshot(ctx, rec.ShowID)
 	if err != nil || snap == nil || snap.Seq < rec.Mark {
 		return 0, err

@@ -1,4 +1,4 @@
-package core_test
+package booking_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
-	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 )
 
 // TestExpiryLedByOneReplica: an engine that does not lead the expiry takes no expirer step (its
@@ -15,7 +15,7 @@ func TestExpiryLedByOneReplica(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, newShow(1, 10))
 	ctx := context.Background()
-	follower := core.NewBookings(r.store, shows{r.show}, core.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now,
+	follower := booking.NewBookings(r.store, shows{r.show}, booking.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now,
 		Leads: func() bool { return false }})
 	if _, err := r.eng.Book(ctx, customer(1), r.req(1)); err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func TestTakeoverMargin(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, newShow(1, 10))
 	ctx := context.Background()
-	eng := core.NewBookings(r.store, shows{r.show}, core.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now,
+	eng := booking.NewBookings(r.store, shows{r.show}, booking.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now,
 		TakeoverMargin: 5 * time.Second})
 	owner := customer(1)
 	bk, err := eng.Book(ctx, owner, r.req(1))
@@ -56,7 +56,7 @@ func TestTakeoverMargin(t *testing.T) {
 	if m, err := eng.SeatMap(ctx, r.show.ID); err != nil || len(m.Held) != 1 {
 		t.Fatalf("seat map within the margin: %+v %v", m, err)
 	}
-	if _, _, err := eng.Pay(ctx, owner, core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); !errs.Is(err, errs.Gone) {
+	if _, _, err := eng.Pay(ctx, owner, booking.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); !errs.Is(err, errs.Gone) {
 		t.Fatalf("the owner paying after the end: %v, want gone", err)
 	}
 	// The payment decided it EXPIRED: its seat is free at once.
@@ -66,7 +66,7 @@ func TestTakeoverMargin(t *testing.T) {
 
 	// Another hold, left alone: free once the margin has passed.
 	r2 := newRig(t, newShow(1, 10))
-	eng2 := core.NewBookings(r2.store, shows{r2.show}, core.BookingsOptions{HoldTTL: time.Minute, Now: r2.clock.Now,
+	eng2 := booking.NewBookings(r2.store, shows{r2.show}, booking.BookingsOptions{HoldTTL: time.Minute, Now: r2.clock.Now,
 		TakeoverMargin: 5 * time.Second})
 	if _, err := eng2.Book(ctx, customer(4), r2.req(1)); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package core
+package booking
 
 import (
 	"cmp"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // DefaultExpiryPage is how many intents the expirer settles together: each stage of a page
@@ -19,9 +20,9 @@ const DefaultExpiryPage = 500
 // releasedBucket is what the expirer keeps of a bucket of the expiry queue it has released,
 // until it has cleared it: the outcome in force of every intent it met.
 type releasedBucket struct {
-	met     map[string]BookingStatus // intent id -> outcome
-	slots   []Intent                 // intents met with fair-use slots (noted lapsed until cleared)
-	cleared map[string]bool          // intents cleared already (a clear stopped for a release)
+	met     map[string]core.BookingStatus // intent id -> outcome
+	slots   []core.Intent                 // intents met with fair-use slots (noted lapsed until cleared)
+	cleared map[string]bool               // intents cleared already (a clear stopped for a release)
 }
 
 // forget drops what the bucket noted of lapsed slots (deleted, or the bucket is gone).
@@ -61,7 +62,7 @@ func (b *Bookings) ExpireDue(ctx context.Context) (_ int, err error) {
 	}
 	b.expiryMu.Lock()
 	defer b.expiryMu.Unlock()
-	ctx = AsBackground(ctx)
+	ctx = core.AsBackground(ctx)
 	now := b.takeoverNow()
 	_, first := b.store.ForwardLegacyIntents(ctx, DefaultExpiryPage)
 	buckets, err := b.store.IntentBuckets(ctx)
@@ -133,8 +134,8 @@ func (b *Bookings) ExpiryProgress() ExpiryProgress {
 
 // meeting is one intent met by the expirer.
 type meeting struct {
-	in     Intent
-	o      Outcome
+	in     core.Intent
+	o      core.Outcome
 	logged <-chan bool
 	err    error
 }
@@ -165,7 +166,7 @@ func waitLogged(ms []*meeting) error {
 // intentGroup is the intents of one booking, met together: in names every seat and fair-use
 // slot they name (its ID is the first one's), ids are their ids.
 type intentGroup struct {
-	in  Intent
+	in  core.Intent
 	ids []string
 }
 
@@ -173,7 +174,7 @@ type intentGroup struct {
 // expirer meets a booking once (one outcome insert, one settlement) however many rounds it
 // wrote. A booking whose intents sit in several buckets is met once per bucket, but decided
 // once: its outcome is known by then (see decide).
-func byBooking(ins []Intent) []intentGroup {
+func byBooking(ins []core.Intent) []intentGroup {
 	at := make(map[string]int, len(ins))
 	out := make([]intentGroup, 0, len(ins))
 	for _, in := range ins {
@@ -207,10 +208,10 @@ func (b *Bookings) releaseBucket(ctx context.Context, bucket string, now time.Ti
 	if err != nil {
 		return 0, err
 	}
-	rel := &releasedBucket{met: make(map[string]BookingStatus, len(ins)), cleared: map[string]bool{}}
+	rel := &releasedBucket{met: make(map[string]core.BookingStatus, len(ins)), cleared: map[string]bool{}}
 	var first error
 	met, complete := 0, true
-	due := make([]Intent, 0, len(ins))
+	due := make([]core.Intent, 0, len(ins))
 	for _, in := range ins {
 		if now.After(in.ExpiresAt) {
 			due = append(due, in)
@@ -252,7 +253,7 @@ func (b *Bookings) releaseBucket(ctx context.Context, bucket string, now time.Ti
 // booking's fair-use slots (else the clear phase does).
 func (b *Bookings) meet(ctx context.Context, ms []*meeting, full bool) {
 	stage(ms, func(m *meeting) error {
-		o, won, err := b.decide(ctx, Outcome{BookingID: m.in.BookingID, Status: BookingExpired, DecidedAt: b.clock()})
+		o, won, err := b.decide(ctx, core.Outcome{BookingID: m.in.BookingID, Status: core.BookingExpired, DecidedAt: b.clock()})
 		if err != nil {
 			return err
 		}
@@ -263,7 +264,7 @@ func (b *Bookings) meet(ctx context.Context, ms []*meeting, full bool) {
 		return nil
 	})
 	stage(ms, func(m *meeting) error {
-		if m.o.Status == BookingPaid {
+		if m.o.Status == core.BookingPaid {
 			// Only the seats the booking won are sold: its record says which.
 			bk, err := b.getBooking(ctx, m.in.BookingID)
 			if err != nil {
@@ -296,7 +297,7 @@ func (b *Bookings) settleMeeting(ctx context.Context, m *meeting, slots, known b
 	switch {
 	case !known:
 		ok, logged = b.settleSeats(ctx, m.in.ShowID, m.in.BookingID, m.in.Seats, m.o)
-	case m.o.Status != BookingPaid:
+	case m.o.Status != core.BookingPaid:
 		ok, logged = b.releaseSeats(ctx, m.in.ShowID, m.in.BookingID, m.in.Seats)
 	}
 	wg.Wait()
@@ -316,7 +317,7 @@ func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *released
 	if err != nil {
 		return 0, err
 	}
-	left := make([]Intent, 0, len(ins))
+	left := make([]core.Intent, 0, len(ins))
 	for _, in := range ins {
 		if !rel.cleared[in.ID] {
 			left = append(left, in)
@@ -339,14 +340,14 @@ func (b *Bookings) clearBucket(ctx context.Context, bucket string, rel *released
 		for _, g := range page {
 			m := &meeting{in: g.in}
 			ids[m] = g.ids
-			st, ok := BookingStatus(""), false
+			st, ok := core.BookingStatus(""), false
 			for _, id := range g.ids {
 				if st, ok = rel.met[id]; ok {
 					break
 				}
 			}
 			if ok {
-				m.o = Outcome{BookingID: g.in.BookingID, Status: st}
+				m.o = core.Outcome{BookingID: g.in.BookingID, Status: st}
 				known = append(known, m)
 			} else {
 				unknown = append(unknown, m)
@@ -420,9 +421,9 @@ func (b *Bookings) expireAll(ctx context.Context) (more bool, err error) {
 type projector struct {
 	running  atomic.Bool
 	mu       sync.Mutex
-	bookings map[BookingStatus][]string
+	bookings map[core.BookingStatus][]string
 	payments map[[2]string][]string // status, reason -> ids
-	sold     []Hold
+	sold     []core.Hold
 	pending  int
 	wake     chan struct{}
 }
@@ -431,11 +432,11 @@ type projector struct {
 const projectionBatch = 500
 
 func newProjector() *projector {
-	return &projector{bookings: map[BookingStatus][]string{}, payments: map[[2]string][]string{}, wake: make(chan struct{}, 1)}
+	return &projector{bookings: map[core.BookingStatus][]string{}, payments: map[[2]string][]string{}, wake: make(chan struct{}, 1)}
 }
 
 // projectBooking queues (or, with no runner, writes) a booking's decided status.
-func (b *Bookings) projectBooking(ctx context.Context, id string, st BookingStatus) {
+func (b *Bookings) projectBooking(ctx context.Context, id string, st core.BookingStatus) {
 	p := b.proj
 	if !b.project {
 		return
@@ -450,7 +451,7 @@ func (b *Bookings) projectBooking(ctx context.Context, id string, st BookingStat
 	p.mu.Unlock()
 }
 
-func (b *Bookings) projectPayment(ctx context.Context, id string, st PaymentStatus, reason string) {
+func (b *Bookings) projectPayment(ctx context.Context, id string, st core.PaymentStatus, reason string) {
 	p := b.proj
 	if !b.project {
 		return
@@ -466,7 +467,7 @@ func (b *Bookings) projectPayment(ctx context.Context, id string, st PaymentStat
 	p.mu.Unlock()
 }
 
-func (b *Bookings) projectSold(ctx context.Context, holds []Hold) {
+func (b *Bookings) projectSold(ctx context.Context, holds []core.Hold) {
 	p := b.proj
 	if !b.project {
 		return
@@ -497,7 +498,7 @@ func (b *Bookings) flush(ctx context.Context) error {
 	p := b.proj
 	p.mu.Lock()
 	bookings, payments, sold := p.bookings, p.payments, p.sold
-	p.bookings, p.payments, p.sold, p.pending = map[BookingStatus][]string{}, map[[2]string][]string{}, nil, 0
+	p.bookings, p.payments, p.sold, p.pending = map[core.BookingStatus][]string{}, map[[2]string][]string{}, nil, 0
 	p.mu.Unlock()
 	var first error
 	keep := func(err error) {
@@ -512,7 +513,7 @@ func (b *Bookings) flush(ctx context.Context) error {
 	}
 	for k, ids := range payments {
 		for chunk := range chunks(ids) {
-			keep(b.store.ProjectPayments(ctx, PaymentStatus(k[0]), k[1], chunk))
+			keep(b.store.ProjectPayments(ctx, core.PaymentStatus(k[0]), k[1], chunk))
 		}
 	}
 	for i := 0; i < len(sold); i += projectionBatch {
@@ -600,7 +601,7 @@ func (b *Bookings) MigrateSeatLogs(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	byShow := map[string][]Hold{}
+	byShow := map[string][]core.Hold{}
 	for _, h := range holds {
 		byShow[h.ShowID] = append(byShow[h.ShowID], h)
 	}
@@ -626,7 +627,7 @@ func (b *Bookings) MigrateSeatLogs(ctx context.Context) error {
 		return err
 	}
 	for _, bk := range open {
-		in := Intent{ID: IntentID(bk.ID, 0), BookingID: bk.ID, ShowID: bk.ShowID, UserID: bk.UserID, Seats: bk.Seats,
+		in := core.Intent{ID: core.IntentID(bk.ID, 0), BookingID: bk.ID, ShowID: bk.ShowID, UserID: bk.UserID, Seats: bk.Seats,
 			ExpiresAt: bk.ExpiresAt}
 		if err := b.store.AddIntent(ctx, in); err != nil && !errors.Is(err, context.Canceled) {
 			return err

@@ -1,4 +1,4 @@
-package core
+package booking
 
 import (
 	"cmp"
@@ -9,10 +9,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-)
 
-// DefaultSeatsPerRow is the row length of a show that does not give one.
-const DefaultSeatsPerRow = 10
+	"github.com/cineflow/cineflow/services/core"
+)
 
 // SeatLayout labels a show's seats row by row: rows A, B, ... Z, AA, AB, ..., seats 1..n in a
 // row, e.g. A1..A10, B1..B10. The last row may be shorter.
@@ -25,9 +24,9 @@ type SeatLayout struct {
 	order   []int     // seat indexes, best first
 }
 
-// Layout returns the seat layout of s (layouts are kept: a booking of a 2,000-seat show would
+// LayoutOf returns the seat layout of s (layouts are kept: a booking of a 2,000-seat show would
 // otherwise lay out 2,000 labels each time).
-func (s *Show) Layout() *SeatLayout {
+func LayoutOf(s *core.Show) *SeatLayout {
 	key := [2]int{s.NoOfSeats, s.SeatsPerRow}
 	if l, ok := layouts.Load(key); ok {
 		return l.(*SeatLayout)
@@ -52,7 +51,7 @@ const maxLayouts = 1000
 // NewSeatLayout lays out n seats, perRow to a row (DefaultSeatsPerRow when <= 0).
 func NewSeatLayout(n, perRow int) *SeatLayout {
 	if perRow <= 0 {
-		perRow = DefaultSeatsPerRow
+		perRow = core.DefaultSeatsPerRow
 	}
 	if n < 0 {
 		n = 0

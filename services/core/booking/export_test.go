@@ -1,13 +1,15 @@
-package core
+package booking
 
 import (
 	"context"
 	"slices"
 	"time"
+
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // LogOp writes a seat log operation as the engine does (tests of the seat log).
-func (b *Bookings) LogOp(showID string, op SeatOp) <-chan bool { return b.logOp(showID, op) }
+func (b *Bookings) LogOp(showID string, op core.SeatOp) <-chan bool { return b.logOp(showID, op) }
 
 // SeatLogView refreshes this process's view of the show (tailing the seat log, or reloading it)
 // and returns the seats held and sold in it and the view's head (tests).

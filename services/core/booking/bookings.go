@@ -1,4 +1,4 @@
-package core
+package booking
 
 import (
 	"container/heap"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // Booking engine defaults.
@@ -78,7 +79,7 @@ type BookingsOptions struct {
 // that nothing stays claimed by a process that died.
 type Bookings struct {
 	store    BookingStore
-	shows    ShowFinder
+	shows    core.ShowFinder
 	ttl      time.Duration
 	rounds   int
 	maxSeats int
@@ -89,7 +90,7 @@ type Bookings struct {
 	leads    func() bool   // see BookingsOptions.Leads
 
 	outboxMu sync.RWMutex
-	outbox   Outbox
+	outbox   core.Outbox
 
 	mu       sync.Mutex
 	inflight map[string]map[string]int // show id -> seats being inserted by requests of this process
@@ -107,10 +108,10 @@ type Bookings struct {
 	retention time.Duration // of the seat log (0: never compacted)
 
 	outcomesMu sync.Mutex
-	outcomes   map[string]Outcome // decided outcomes never change: safe to keep
+	outcomes   map[string]core.Outcome // decided outcomes never change: safe to keep
 
 	recentMu sync.Mutex
-	recent   map[string]*Booking // bookings this process created, as created
+	recent   map[string]*core.Booking // bookings this process created, as created
 
 	expiryMu sync.Mutex
 	released map[string]*releasedBucket // buckets of the expiry queue released, to be cleared (under expiryMu)
@@ -122,7 +123,7 @@ type Bookings struct {
 // getBooking reads a booking: from memory if this process created it within the last hold
 // TTL (its stored fields never change but for the projected status, which resolve replaces),
 // else from the store.
-func (b *Bookings) getBooking(ctx context.Context, id string) (*Booking, error) {
+func (b *Bookings) getBooking(ctx context.Context, id string) (*core.Booking, error) {
 	b.recentMu.Lock()
 	bk, ok := b.recent[id]
 	b.recentMu.Unlock()
@@ -144,7 +145,7 @@ func (b *Bookings) forgetBooking(id string) {
 	b.recentMu.Unlock()
 }
 
-func (b *Bookings) rememberBooking(bk *Booking) {
+func (b *Bookings) rememberBooking(bk *core.Booking) {
 	c := *bk
 	c.Seats, c.Slots = slices.Clone(bk.Seats), slices.Clone(bk.Slots)
 	b.recentMu.Lock()
@@ -158,14 +159,14 @@ func (b *Bookings) rememberBooking(bk *Booking) {
 // maxCachedOutcomes bounds the outcome cache; a full cache starts over.
 const maxCachedOutcomes = 20000
 
-func (b *Bookings) knownOutcome(id string) (Outcome, bool) {
+func (b *Bookings) knownOutcome(id string) (core.Outcome, bool) {
 	b.outcomesMu.Lock()
 	defer b.outcomesMu.Unlock()
 	o, ok := b.outcomes[id]
 	return o, ok
 }
 
-func (b *Bookings) learnOutcome(o Outcome) {
+func (b *Bookings) learnOutcome(o core.Outcome) {
 	b.outcomesMu.Lock()
 	defer b.outcomesMu.Unlock()
 	if len(b.outcomes) >= maxCachedOutcomes {
@@ -175,7 +176,7 @@ func (b *Bookings) learnOutcome(o Outcome) {
 }
 
 // outcome returns the booking's outcome (nil if undecided), from memory when known.
-func (b *Bookings) outcome(ctx context.Context, id string) (*Outcome, error) {
+func (b *Bookings) outcome(ctx context.Context, id string) (*core.Outcome, error) {
 	if o, ok := b.knownOutcome(id); ok {
 		return &o, nil
 	}
@@ -187,8 +188,8 @@ func (b *Bookings) outcome(ctx context.Context, id string) (*Outcome, error) {
 }
 
 // outcomesOf returns the outcomes of the bookings, from memory when known.
-func (b *Bookings) outcomesOf(ctx context.Context, ids []string) (map[string]Outcome, error) {
-	out := make(map[string]Outcome, len(ids))
+func (b *Bookings) outcomesOf(ctx context.Context, ids []string) (map[string]core.Outcome, error) {
+	out := make(map[string]core.Outcome, len(ids))
 	var unknown []string
 	for _, id := range ids {
 		if o, ok := b.knownOutcome(id); ok {
@@ -212,7 +213,7 @@ func (b *Bookings) outcomesOf(ctx context.Context, ids []string) (map[string]Out
 }
 
 // decide inserts o unless the booking is decided already; it returns the outcome in force.
-func (b *Bookings) decide(ctx context.Context, o Outcome) (Outcome, bool, error) {
+func (b *Bookings) decide(ctx context.Context, o core.Outcome) (core.Outcome, bool, error) {
 	if known, ok := b.knownOutcome(o.BookingID); ok {
 		return known, false, nil
 	}
@@ -254,7 +255,7 @@ func (b *Bookings) name(id string, load func() (string, error)) string {
 }
 
 // NewBookings returns the engine.
-func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bookings {
+func NewBookings(store BookingStore, shows core.ShowFinder, opts BookingsOptions) *Bookings {
 	if opts.HoldTTL <= 0 {
 		opts.HoldTTL = DefaultHoldTTL
 	}
@@ -283,7 +284,7 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 	return &Bookings{views: &seatViews{ttl: opts.SeatViewTTL, reloadAfter: retention / 2, views: map[string]*seatView{}},
 		retention: retention, proj: newProjector(),
 		slots: slotHints{users: map[string]*slotHint{}},
-		names: map[string]cachedName{}, project: opts.Project, traceParent: opts.TraceParent, outcomes: map[string]Outcome{}, recent: map[string]*Booking{},
+		names: map[string]cachedName{}, project: opts.Project, traceParent: opts.TraceParent, outcomes: map[string]core.Outcome{}, recent: map[string]*core.Booking{},
 		released: map[string]*releasedBucket{}, lapsed: lapsedSlots{users: map[string]map[int][]string{}, store: opts.Lapses},
 		margin: max(opts.TakeoverMargin, 0), leads: opts.Leads,
 		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
@@ -292,13 +293,13 @@ func NewBookings(store BookingStore, shows ShowFinder, opts BookingsOptions) *Bo
 }
 
 // SetOutbox sets where confirmation emails go (nil: none are sent).
-func (b *Bookings) SetOutbox(o Outbox) {
+func (b *Bookings) SetOutbox(o core.Outbox) {
 	b.outboxMu.Lock()
 	b.outbox = o
 	b.outboxMu.Unlock()
 }
 
-func (b *Bookings) getOutbox() Outbox {
+func (b *Bookings) getOutbox() core.Outbox {
 	b.outboxMu.RLock()
 	defer b.outboxMu.RUnlock()
 	return b.outbox
@@ -316,11 +317,11 @@ func (b *Bookings) clock() time.Time { return b.now().UTC().Truncate(time.Millis
 // or decide it EXPIRED: the engine's clock less the takeover margin.
 func (b *Bookings) takeoverNow() time.Time { return b.now().Add(-b.margin) }
 
-func mustBeApproved(u *User) error {
+func mustBeApproved(u *core.User) error {
 	if u == nil {
-		return errs.E(errs.Unauthorized, MsgBadToken)
+		return errs.E(errs.Unauthorized, core.MsgBadToken)
 	}
-	if u.Status != StatusApproved {
+	if u.Status != core.StatusApproved {
 		return errs.E(errs.Forbidden, "your account is %s: it has no powers until an admin approves it", strings.ToLower(string(u.Status)))
 	}
 	return nil
@@ -330,10 +331,10 @@ func mustBeApproved(u *User) error {
 func (r *BookingRequest) validate() error {
 	f := map[string]string{}
 	r.TheatreID, r.MovieID, r.Timing = strings.TrimSpace(r.TheatreID), strings.TrimSpace(r.MovieID), strings.TrimSpace(r.Timing)
-	if !IsID(r.TheatreID) {
+	if !core.IsID(r.TheatreID) {
 		f["theatreId"] = "must be a 24-character hex id"
 	}
-	if !IsID(r.MovieID) {
+	if !core.IsID(r.MovieID) {
 		f["movieId"] = "must be a 24-character hex id"
 	}
 	if r.Timing == "" {
@@ -378,7 +379,7 @@ func cents(v float64) int64 { return int64(math.Round(v * 100)) }
 // MaxSeatsPerBooking, or one that would take the caller past MaxOpenSeatsPerUser seats in
 // unpaid bookings, is errs.RateLimited. A booking of a free show (total 0) is confirmed at once,
 // SUCCESSFULL (see free.go).
-func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (*Booking, error) {
+func (b *Bookings) Book(ctx context.Context, caller *core.User, req BookingRequest) (*core.Booking, error) {
 	if err := mustBeApproved(caller); err != nil {
 		return nil, err
 	}
@@ -395,7 +396,7 @@ func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (
 	if err != nil {
 		return nil, err
 	}
-	layout := show.Layout()
+	layout := LayoutOf(show)
 	for _, s := range req.Seats {
 		if !layout.Has(s) {
 			return nil, errs.Fields(map[string]string{"seats": fmt.Sprintf("%s is not a seat of this show (seats run %s to %s)",
@@ -406,8 +407,8 @@ func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (
 		return nil, errs.E(errs.Conflict, "the show has only %d seats", show.NoOfSeats)
 	}
 	now := b.clock()
-	bk := &Booking{ID: b.store.NewID(), UserID: caller.ID, TheatreID: show.TheatreID, MovieID: show.MovieID,
-		ShowID: show.ID, Timing: show.Timing, NoOfSeats: req.NoOfSeats, Status: BookingInProcess,
+	bk := &core.Booking{ID: b.store.NewID(), UserID: caller.ID, TheatreID: show.TheatreID, MovieID: show.MovieID,
+		ShowID: show.ID, Timing: show.Timing, NoOfSeats: req.NoOfSeats, Status: core.BookingInProcess,
 		TotalCost: float64(cents(show.Price)*int64(req.NoOfSeats)) / 100,
 		ExpiresAt: now.Add(b.ttl), CreatedAt: now, UpdatedAt: now}
 	c, err := b.hold(ctx, show, layout, bk, req.Seats)
@@ -447,12 +448,12 @@ func (b *Bookings) Book(ctx context.Context, caller *User, req BookingRequest) (
 // same (a lost reply, a timeout): the booking's fate is decided CANCELLED first, so that it can
 // never be paid, and only then are its seats released. If even that decision cannot be made,
 // everything stays held: the booking's intent lets the expirer decide it at the end of its hold.
-func (b *Bookings) failedCreate(ctx context.Context, bk *Booking, cause error) (*Booking, error) {
-	o, _, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingCancelled, DecidedAt: b.clock()})
+func (b *Bookings) failedCreate(ctx context.Context, bk *core.Booking, cause error) (*core.Booking, error) {
+	o, _, err := b.decide(ctx, core.Outcome{BookingID: bk.ID, Status: core.BookingCancelled, DecidedAt: b.clock()})
 	if err != nil {
 		return nil, cause
 	}
-	if o.Status == BookingPaid { // it had landed, and was paid first: it is a booking after all
+	if o.Status == core.BookingPaid { // it had landed, and was paid first: it is a booking after all
 		b.rememberBooking(bk)
 		bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
 		return bk, nil
@@ -461,18 +462,13 @@ func (b *Bookings) failedCreate(ctx context.Context, bk *Booking, cause error) (
 	return nil, cause
 }
 
-// DeletionMarkerStale is the age past which a show's deletion marker no longer stops
-// bookings: a deletion decides in well under a second, so an older marker was left by a
-// deleter that died (or by a deletion that succeeded, and then the show is gone anyway).
-const DeletionMarkerStale = time.Minute
-
 // showOpen answers errs.Conflict if a deletion of the show is under way.
 func (b *Bookings) showOpen(ctx context.Context, showID string) error {
 	at, ok, err := b.store.ShowDeleting(ctx, showID)
 	if err != nil {
 		return err
 	}
-	if ok && b.now().Sub(at) < DeletionMarkerStale {
+	if ok && b.now().Sub(at) < core.DeletionMarkerStale {
 		return errs.E(errs.Conflict, "the show is being deleted")
 	}
 	return nil
@@ -493,7 +489,7 @@ type claimed struct {
 // reads the seat log afresh before the next round, so a 409 always rests on a read made during
 // the request. On failure hold releases what it won and answers the error: errs.Conflict with
 // the seats still free, errs.RateLimited for a caller at the open-seat bound.
-func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk *Booking, named []string) (*claimed, error) {
+func (b *Bookings) hold(ctx context.Context, show *core.Show, layout *SeatLayout, bk *core.Booking, named []string) (*claimed, error) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	need := bk.NoOfSeats
 	needSlots := 0
@@ -572,7 +568,7 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 			}
 			triedSlots = append(triedSlots, slotPick...)
 		}
-		in := Intent{ID: IntentID(bk.ID, c.rounds), BookingID: bk.ID, ShowID: show.ID, UserID: bk.UserID,
+		in := core.Intent{ID: core.IntentID(bk.ID, c.rounds), BookingID: bk.ID, ShowID: show.ID, UserID: bk.UserID,
 			Seats: pick, Slots: slotPick, ExpiresAt: bk.ExpiresAt}
 		if err := b.store.AddIntent(ctx, in); err != nil {
 			b.markInflight(show.ID, pick, -1)
@@ -619,7 +615,7 @@ func (b *Bookings) hold(ctx context.Context, show *Show, layout *SeatLayout, bk 
 }
 
 // claim inserts the round's holds and fair-use slots at once.
-func (b *Bookings) claim(ctx context.Context, showID string, bk *Booking, seats []string, slots []int) ([]string, []int, error) {
+func (b *Bookings) claim(ctx context.Context, showID string, bk *core.Booking, seats []string, slots []int) ([]string, []int, error) {
 	var (
 		wg               sync.WaitGroup
 		wonSeats         []string
@@ -627,9 +623,9 @@ func (b *Bookings) claim(ctx context.Context, showID string, bk *Booking, seats 
 		seatErr, slotErr error
 	)
 	if len(seats) > 0 {
-		holds := make([]Hold, len(seats))
+		holds := make([]core.Hold, len(seats))
 		for i, s := range seats {
-			holds[i] = Hold{ShowID: showID, Seat: s, BookingID: bk.ID, ExpiresAt: bk.ExpiresAt}
+			holds[i] = core.Hold{ShowID: showID, Seat: s, BookingID: bk.ID, ExpiresAt: bk.ExpiresAt}
 		}
 		wg.Go(func() { wonSeats, seatErr = b.store.InsertHolds(ctx, holds) })
 	}
@@ -640,7 +636,7 @@ func (b *Bookings) claim(ctx context.Context, showID string, bk *Booking, seats 
 	if len(wonSeats) > 0 {
 		// Into the view (and the log) before out of inflight: a seat won is always in one of
 		// the two, so another request of this process never picks it (see pickAndMark).
-		b.logOp(showID, SeatOp{Kind: SeatOpHeld, BookingID: bk.ID, Seats: wonSeats, ExpiresAt: bk.ExpiresAt})
+		b.logOp(showID, core.SeatOp{Kind: core.SeatOpHeld, BookingID: bk.ID, Seats: wonSeats, ExpiresAt: bk.ExpiresAt})
 	}
 	if seatErr != nil {
 		return wonSeats, wonSlots, seatErr
@@ -654,7 +650,7 @@ func (b *Bookings) claim(ctx context.Context, showID string, bk *Booking, seats 
 // expirer decides, not when it clears. The expirer's notes are read from this process's memory
 // and, for what that does not cover, from the shared notes (when a LapseStore is set: the
 // expirer runs on one replica, its customers book on any).
-func (b *Bookings) claimSlots(ctx context.Context, bk *Booking, slots []int) ([]int, error) {
+func (b *Bookings) claimSlots(ctx context.Context, bk *core.Booking, slots []int) ([]int, error) {
 	won, err := b.store.ClaimSlots(ctx, bk.UserID, bk.ID, slots)
 	if err != nil || len(won) == len(slots) {
 		return won, err
@@ -685,13 +681,13 @@ func (b *Bookings) claimSlots(ctx context.Context, bk *Booking, slots []int) ([]
 
 // unclaim releases what a booking won before its booking was written (so nobody can have paid
 // it): its holds, its slots and, when all of that is surely gone, its intents.
-func (b *Bookings) unclaim(ctx context.Context, bk *Booking, c *claimed) {
+func (b *Bookings) unclaim(ctx context.Context, bk *core.Booking, c *claimed) {
 	ok := !c.unsure
 	if len(c.seats) > 0 {
 		if err := b.store.ReleaseHolds(ctx, bk.ShowID, bk.ID, c.seats); err != nil {
 			ok = false
 		} else {
-			b.logOp(bk.ShowID, SeatOp{Kind: SeatOpFreed, BookingID: bk.ID, Seats: c.seats})
+			b.logOp(bk.ShowID, core.SeatOp{Kind: core.SeatOpFreed, BookingID: bk.ID, Seats: c.seats})
 		}
 	}
 	if len(c.slots) > 0 {
@@ -709,14 +705,14 @@ func (b *Bookings) unclaim(ctx context.Context, bk *Booking, c *claimed) {
 func intentIDs(bookingID string, rounds int) []string {
 	ids := make([]string, rounds)
 	for i := range ids {
-		ids[i] = IntentID(bookingID, i)
+		ids[i] = core.IntentID(bookingID, i)
 	}
 	return ids
 }
 
 // noSeats is the 409 of a booking that could not get its seats, with the seats free in a read
 // made at or after since.
-func (b *Bookings) noSeats(ctx context.Context, show *Show, layout *SeatLayout, named []string, need int, since time.Time) error {
+func (b *Bookings) noSeats(ctx context.Context, show *core.Show, layout *SeatLayout, named []string, need int, since time.Time) error {
 	var free []string
 	if set, err := b.freeSeats(ctx, show, layout, since, need, named); err == nil {
 		free = set.Labels()
@@ -800,7 +796,7 @@ func (b *Bookings) pickAndMark(showID string, layout *SeatLayout, free *SeatSet,
 // seats, or the named ones): after a storm of expiries a show may have thousands, and the
 // expirer releases them in the background. The cost does not grow with how full the show is:
 // the view keeps which seats are occupied, and the holds by the time they end.
-func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout, since time.Time, want int, named []string) (*SeatSet, error) {
+func (b *Bookings) freeSeats(ctx context.Context, show *core.Show, layout *SeatLayout, since time.Time, want int, named []string) (*SeatSet, error) {
 	v, err := b.freshView(ctx, show.ID, since)
 	if err != nil {
 		return nil, err
@@ -852,7 +848,7 @@ func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout
 			v.mu.Unlock()
 			return nil, err
 		}
-		if o.Status != BookingPaid {
+		if o.Status != core.BookingPaid {
 			for _, s := range seats {
 				free.Add(s)
 			}
@@ -863,8 +859,8 @@ func (b *Bookings) freeSeats(ctx context.Context, show *Show, layout *SeatLayout
 
 // expire decides the booking EXPIRED unless it was decided first, and settles its holds on
 // the show's seats by the outcome in force: released unless paid.
-func (b *Bookings) expire(ctx context.Context, showID, bookingID string, seats []string) (Outcome, error) {
-	o, won, err := b.decide(ctx, Outcome{BookingID: bookingID, Status: BookingExpired, DecidedAt: b.clock()})
+func (b *Bookings) expire(ctx context.Context, showID, bookingID string, seats []string) (core.Outcome, error) {
+	o, won, err := b.decide(ctx, core.Outcome{BookingID: bookingID, Status: core.BookingExpired, DecidedAt: b.clock()})
 	if err != nil {
 		return o, err
 	}
@@ -880,19 +876,19 @@ func (b *Bookings) expire(ctx context.Context, showID, bookingID string, seats [
 // and a channel that yields, once the seat log has the operation, whether it has it. Failures
 // are left for the next one who meets the booking (the expirer at the latest, from the
 // booking's intents): the outcome record already decides, so nothing here can change a fate.
-func (b *Bookings) settleSeats(ctx context.Context, showID, bookingID string, seats []string, o Outcome) (bool, <-chan bool) {
+func (b *Bookings) settleSeats(ctx context.Context, showID, bookingID string, seats []string, o core.Outcome) (bool, <-chan bool) {
 	ctx = context.WithoutCancel(ctx)
 	ok := true
 	var logged <-chan bool
 	switch o.Status {
-	case BookingPaid:
-		logged = b.logOp(showID, SeatOp{Kind: SeatOpSold, BookingID: bookingID, Seats: seats})
-		holds := make([]Hold, len(seats))
+	case core.BookingPaid:
+		logged = b.logOp(showID, core.SeatOp{Kind: core.SeatOpSold, BookingID: bookingID, Seats: seats})
+		holds := make([]core.Hold, len(seats))
 		for i, s := range seats {
-			holds[i] = Hold{ShowID: showID, Seat: s, BookingID: bookingID}
+			holds[i] = core.Hold{ShowID: showID, Seat: s, BookingID: bookingID}
 		}
 		b.projectSold(ctx, holds)
-	case BookingCancelled, BookingExpired:
+	case core.BookingCancelled, core.BookingExpired:
 		ok, logged = b.releaseSeats(ctx, showID, bookingID, seats)
 	}
 	b.projectBooking(ctx, bookingID, o.Status)
@@ -920,13 +916,13 @@ func (b *Bookings) releaseSeats(ctx context.Context, showID, bookingID string, s
 	if err := b.store.ReleaseHolds(ctx, showID, bookingID, seats); err != nil {
 		return false, loggedAlready()
 	}
-	return true, b.logOp(showID, SeatOp{Kind: SeatOpFreed, BookingID: bookingID, Seats: seats})
+	return true, b.logOp(showID, core.SeatOp{Kind: core.SeatOpFreed, BookingID: bookingID, Seats: seats})
 }
 
 // settleBooking applies a decided outcome to a booking: its seats (settleSeats), its fair-use
 // slots (released: a decided booking holds no unpaid seat), and, once both are settled and the
 // seat log has the outcome, its intents, which the expirer no longer needs.
-func (b *Bookings) settleBooking(ctx context.Context, bk *Booking, o Outcome) {
+func (b *Bookings) settleBooking(ctx context.Context, bk *core.Booking, o core.Outcome) {
 	ctx = context.WithoutCancel(ctx)
 	b.forgetBooking(bk.ID)
 	ok, logged := b.settleSeats(ctx, bk.ShowID, bk.ID, bk.Seats, o)
@@ -956,8 +952,8 @@ func (b *Bookings) settleBooking(ctx context.Context, bk *Booking, o Outcome) {
 
 // resolve brings a stored booking up to date with its outcome; an undecided booking past its
 // hold is decided EXPIRED here (whoever meets it first decides).
-func (b *Bookings) resolve(ctx context.Context, bk *Booking, o *Outcome) error {
-	if bk.Status.Final() && (bk.Status != BookingPaid || bk.PaymentID != "") {
+func (b *Bookings) resolve(ctx context.Context, bk *core.Booking, o *core.Outcome) error {
+	if bk.Status.Final() && (bk.Status != core.BookingPaid || bk.PaymentID != "") {
 		return nil
 	}
 	if o == nil {
@@ -967,7 +963,7 @@ func (b *Bookings) resolve(ctx context.Context, bk *Booking, o *Outcome) error {
 		}
 	}
 	if o == nil && b.now().After(bk.ExpiresAt) {
-		exp, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingExpired, DecidedAt: b.clock()})
+		exp, won, err := b.decide(ctx, core.Outcome{BookingID: bk.ID, Status: core.BookingExpired, DecidedAt: b.clock()})
 		if err != nil {
 			return err
 		}
@@ -986,25 +982,25 @@ func (b *Bookings) resolve(ctx context.Context, bk *Booking, o *Outcome) error {
 }
 
 // owned loads a booking the caller may see: its owner's, or any for an approved admin.
-func (b *Bookings) owned(ctx context.Context, caller *User, id string) (*Booking, error) {
+func (b *Bookings) owned(ctx context.Context, caller *core.User, id string) (*core.Booking, error) {
 	if err := mustBeApproved(caller); err != nil {
 		return nil, err
 	}
-	if !IsID(id) {
+	if !core.IsID(id) {
 		return nil, errs.Fields(map[string]string{"id": "must be a 24-character hex id"})
 	}
 	bk, err := b.getBooking(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if bk.UserID != caller.ID && !caller.Is(RoleAdmin) {
+	if bk.UserID != caller.ID && !caller.Is(core.RoleAdmin) {
 		return nil, errs.E(errs.Forbidden, "this booking is not yours")
 	}
 	return bk, nil
 }
 
 // Get returns a booking of the caller's (any, for an admin), with its status up to date.
-func (b *Bookings) Get(ctx context.Context, caller *User, id string) (*Booking, error) {
+func (b *Bookings) Get(ctx context.Context, caller *core.User, id string) (*core.Booking, error) {
 	bk, err := b.owned(ctx, caller, id)
 	if err != nil {
 		return nil, err
@@ -1014,13 +1010,13 @@ func (b *Bookings) Get(ctx context.Context, caller *User, id string) (*Booking, 
 
 // List returns a page of the caller's bookings, or of everyone's when all is set (admins
 // only), newest first, and the cursor of the next page ("" when there is none).
-func (b *Bookings) List(ctx context.Context, caller *User, all bool, pg ListPage) ([]Booking, string, error) {
+func (b *Bookings) List(ctx context.Context, caller *core.User, all bool, pg core.ListPage) ([]core.Booking, string, error) {
 	if err := mustBeApproved(caller); err != nil {
 		return nil, "", err
 	}
-	f := BookingFilter{UserID: caller.ID, Limit: pg.Limit, Skip: pg.Skip, Before: pg.Before}
+	f := core.BookingFilter{UserID: caller.ID, Limit: pg.Limit, Skip: pg.Skip, Before: pg.Before}
 	if all {
-		if !caller.Is(RoleAdmin) {
+		if !caller.Is(core.RoleAdmin) {
 			return nil, "", errs.E(errs.Forbidden, "only an approved admin can list every booking")
 		}
 		f.UserID = ""
@@ -1031,7 +1027,7 @@ func (b *Bookings) List(ctx context.Context, caller *User, all bool, pg ListPage
 	}
 	var open []string
 	for _, bk := range list {
-		if !bk.Status.Final() || bk.Status == BookingPaid && bk.PaymentID == "" {
+		if !bk.Status.Final() || bk.Status == core.BookingPaid && bk.PaymentID == "" {
 			open = append(open, bk.ID)
 		}
 	}
@@ -1043,7 +1039,7 @@ func (b *Bookings) List(ctx context.Context, caller *User, all bool, pg ListPage
 		return nil, "", err
 	}
 	for i := range list {
-		var o *Outcome
+		var o *core.Outcome
 		if v, ok := outcomes[list[i].ID]; ok {
 			o = &v
 		}
@@ -1056,7 +1052,7 @@ func (b *Bookings) List(ctx context.Context, caller *User, all bool, pg ListPage
 
 // Cancel cancels an unpaid booking and releases its seats at once. Cancelling a cancelled
 // booking again answers it unchanged; a paid one is errs.Conflict, an expired one errs.Gone.
-func (b *Bookings) Cancel(ctx context.Context, caller *User, id string) (*Booking, error) {
+func (b *Bookings) Cancel(ctx context.Context, caller *core.User, id string) (*core.Booking, error) {
 	bk, err := b.owned(ctx, caller, id)
 	if err != nil {
 		return nil, err
@@ -1065,7 +1061,7 @@ func (b *Bookings) Cancel(ctx context.Context, caller *User, id string) (*Bookin
 		return nil, err
 	}
 	if !bk.Status.Final() {
-		o, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingCancelled, DecidedAt: b.clock()})
+		o, won, err := b.decide(ctx, core.Outcome{BookingID: bk.ID, Status: core.BookingCancelled, DecidedAt: b.clock()})
 		if err != nil {
 			return nil, err
 		}
@@ -1076,9 +1072,9 @@ func (b *Bookings) Cancel(ctx context.Context, caller *User, id string) (*Bookin
 		bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
 	}
 	switch bk.Status {
-	case BookingPaid:
+	case core.BookingPaid:
 		return nil, errs.E(errs.Conflict, "the booking is paid and cannot be cancelled")
-	case BookingExpired:
+	case core.BookingExpired:
 		return nil, errs.E(errs.Gone, "the booking's hold has expired; its seats are back on sale")
 	}
 	return bk, nil
@@ -1089,13 +1085,13 @@ func (b *Bookings) Cancel(ctx context.Context, caller *User, id string) (*Bookin
 // expired is errs.Gone and its seats return to sale; a booking that no longer holds every one
 // of its seats cannot be paid (errs.Conflict). A successful payment owes the customer a
 // confirmation email, written to the outbox before the payment is decided.
-func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, traceParent string) (*Payment, *Booking, error) {
+func (b *Bookings) Pay(ctx context.Context, caller *core.User, req PaymentRequest, traceParent string) (*core.Payment, *core.Booking, error) {
 	if err := mustBeApproved(caller); err != nil {
 		return nil, nil, err
 	}
 	f := map[string]string{}
 	req.BookingID = strings.TrimSpace(req.BookingID)
-	if !IsID(req.BookingID) {
+	if !core.IsID(req.BookingID) {
 		f["bookingId"] = "must be a 24-character hex id"
 	}
 	if math.IsNaN(req.Amount) || math.IsInf(req.Amount, 0) || req.Amount < 0 || req.Amount > 1e9 {
@@ -1129,10 +1125,10 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 		return nil, nil, err
 	}
 	now := b.clock()
-	p := &Payment{ID: b.store.NewID(), BookingID: bk.ID, UserID: caller.ID, Amount: float64(cents(req.Amount)) / 100,
-		Status: PaymentPending, CreatedAt: now, UpdatedAt: now}
+	p := &core.Payment{ID: b.store.NewID(), BookingID: bk.ID, UserID: caller.ID, Amount: float64(cents(req.Amount)) / 100,
+		Status: core.PaymentPending, CreatedAt: now, UpdatedAt: now}
 	if cents(req.Amount) != cents(bk.TotalCost) {
-		p.Status, p.Reason = PaymentFailed, fmt.Sprintf("amount %.2f does not equal the booking's totalCost %.2f", req.Amount, bk.TotalCost)
+		p.Status, p.Reason = core.PaymentFailed, fmt.Sprintf("amount %.2f does not equal the booking's totalCost %.2f", req.Amount, bk.TotalCost)
 		if err := b.store.CreatePayment(ctx, p); err != nil {
 			return nil, nil, err
 		}
@@ -1154,7 +1150,7 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 	)
 	if outbox != nil {
 		owe := outbox.Enqueue
-		if d, ok := outbox.(DeferredOutbox); ok {
+		if d, ok := outbox.(core.DeferredOutbox); ok {
 			owe = d.Owe // the relay's guard would only say "wait" until the outcome below
 		}
 		wg.Go(func() { oweErr = owe(ctx, email) })
@@ -1163,7 +1159,7 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 	err = b.store.CreatePayment(ctx, p)
 	wg.Wait()
 	if err == nil && oweErr != nil {
-		b.projectPayment(ctx, p.ID, PaymentFailed, "could not queue the confirmation email")
+		b.projectPayment(ctx, p.ID, core.PaymentFailed, "could not queue the confirmation email")
 		err = oweErr
 	}
 	if err == nil {
@@ -1175,20 +1171,20 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 	if len(missing) > 0 {
 		return nil, nil, b.lostSeats(ctx, bk, p, missing)
 	}
-	o, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingPaid, PaymentID: p.ID, DecidedAt: b.clock()})
+	o, won, err := b.decide(ctx, core.Outcome{BookingID: bk.ID, Status: core.BookingPaid, PaymentID: p.ID, DecidedAt: b.clock()})
 	if err != nil {
 		return nil, nil, err
 	}
 	b.settleBooking(ctx, bk, o)
 	bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
 	if !won {
-		b.projectPayment(ctx, p.ID, PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first")
+		b.projectPayment(ctx, p.ID, core.PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first")
 		return nil, nil, paidState(o.Status)
 	}
-	p.Status, p.UpdatedAt = PaymentSuccess, o.DecidedAt
-	b.projectPayment(ctx, p.ID, PaymentSuccess, "")
+	p.Status, p.UpdatedAt = core.PaymentSuccess, o.DecidedAt
+	b.projectPayment(ctx, p.ID, core.PaymentSuccess, "")
 	b.events.Booking("paid")
-	if d, ok := outbox.(DeferredOutbox); ok {
+	if d, ok := outbox.(core.DeferredOutbox); ok {
 		d.Nudge() // decided: the relay may send it now
 	} else if outbox != nil {
 		// Enqueueing the same key again keeps one email and wakes the relay.
@@ -1200,8 +1196,8 @@ func (b *Bookings) Pay(ctx context.Context, caller *User, req PaymentRequest, tr
 // lostSeats answers a payment of a booking that no longer holds every seat (a store that lost
 // them, or data written before holds were released only after a decision): the booking is
 // decided CANCELLED (unless decided first) and its payment fails.
-func (b *Bookings) lostSeats(ctx context.Context, bk *Booking, p *Payment, missing []string) error {
-	o, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingCancelled, DecidedAt: b.clock()})
+func (b *Bookings) lostSeats(ctx context.Context, bk *core.Booking, p *core.Payment, missing []string) error {
+	o, won, err := b.decide(ctx, core.Outcome{BookingID: bk.ID, Status: core.BookingCancelled, DecidedAt: b.clock()})
 	if err != nil {
 		return err
 	}
@@ -1209,26 +1205,26 @@ func (b *Bookings) lostSeats(ctx context.Context, bk *Booking, p *Payment, missi
 		b.events.Booking("cancelled")
 	}
 	b.settleBooking(ctx, bk, o)
-	b.projectPayment(ctx, p.ID, PaymentFailed, "the booking no longer holds its seats")
-	if o.Status != BookingCancelled || !won {
+	b.projectPayment(ctx, p.ID, core.PaymentFailed, "the booking no longer holds its seats")
+	if o.Status != core.BookingCancelled || !won {
 		return paidState(o.Status)
 	}
 	return errs.E(errs.Conflict, "the booking no longer holds seats %s: it is cancelled; book again", strings.Join(missing, ", "))
 }
 
-func paidState(s BookingStatus) error {
+func paidState(s core.BookingStatus) error {
 	switch s {
-	case BookingPaid:
+	case core.BookingPaid:
 		return errs.E(errs.Conflict, "the booking is already paid")
-	case BookingCancelled:
+	case core.BookingCancelled:
 		return errs.E(errs.Conflict, "the booking is cancelled")
-	case BookingExpired:
+	case core.BookingExpired:
 		return errs.E(errs.Gone, "the booking's hold has expired; its seats are back on sale")
 	}
 	return nil
 }
 
-func (b *Bookings) confirmation(ctx context.Context, caller *User, bk *Booking, traceParent string) Email {
+func (b *Bookings) confirmation(ctx context.Context, caller *core.User, bk *core.Booking, traceParent string) core.Email {
 	movie := b.name(bk.MovieID, func() (string, error) {
 		m, err := b.shows.GetMovie(ctx, bk.MovieID)
 		if err != nil {
@@ -1248,57 +1244,57 @@ func (b *Bookings) confirmation(ctx context.Context, caller *User, bk *Booking, 
 	})
 	content := fmt.Sprintf("Hello %s,\n\nyour booking is confirmed.\n\nMovie: %s\nTheatre: %s\nTiming: %s\nSeats: %s\nTotal paid: %.2f\nBooking id: %s\n\nEnjoy the show!\nCineFlow\n",
 		caller.Name, movie, place, bk.Timing, strings.Join(bk.Seats, ", "), bk.TotalCost, bk.ID)
-	return Email{Key: PaidEmailKind + ":" + bk.ID, Recipients: []string{caller.Email},
+	return core.Email{Key: PaidEmailKind + ":" + bk.ID, Recipients: []string{caller.Email},
 		Subject: "Your tickets for " + movie, Content: content, Kind: PaidEmailKind, Ref: bk.ID, TraceParent: traceParent}
 }
 
 // PaidGuard tells the outbox relay whether a booking's confirmation may be sent: only once
 // the booking's outcome is paid. An undecided booking waits; one that is past its hold (and
 // the takeover margin) is decided EXPIRED here and its email dropped.
-func (b *Bookings) PaidGuard(ctx context.Context, bookingID string) (GuardVerdict, error) {
+func (b *Bookings) PaidGuard(ctx context.Context, bookingID string) (core.GuardVerdict, error) {
 	o, err := b.outcome(ctx, bookingID)
 	if err != nil {
-		return GuardWait, err
+		return core.GuardWait, err
 	}
 	if o == nil {
 		bk, err := b.getBooking(ctx, bookingID)
 		if errs.Is(err, errs.NotFound) || errs.Is(err, errs.Invalid) {
-			return GuardDrop, nil
+			return core.GuardDrop, nil
 		}
 		if err != nil {
-			return GuardWait, err
+			return core.GuardWait, err
 		}
 		if !b.takeoverNow().After(bk.ExpiresAt) {
-			return GuardWait, nil // a payment may be on its way to its outcome insert
+			return core.GuardWait, nil // a payment may be on its way to its outcome insert
 		}
 		if err := b.resolve(ctx, bk, nil); err != nil {
-			return GuardWait, err
+			return core.GuardWait, err
 		}
 		if !bk.Status.Final() {
-			return GuardWait, nil
+			return core.GuardWait, nil
 		}
-		o = &Outcome{Status: bk.Status}
+		o = &core.Outcome{Status: bk.Status}
 	}
-	if o.Status == BookingPaid {
-		return GuardSend, nil
+	if o.Status == core.BookingPaid {
+		return core.GuardSend, nil
 	}
-	return GuardDrop, nil
+	return core.GuardDrop, nil
 }
 
 // GetPayment returns a payment of the caller's (any, for an admin), its status resolved from
 // its booking's outcome.
-func (b *Bookings) GetPayment(ctx context.Context, caller *User, id string) (*Payment, error) {
+func (b *Bookings) GetPayment(ctx context.Context, caller *core.User, id string) (*core.Payment, error) {
 	if err := mustBeApproved(caller); err != nil {
 		return nil, err
 	}
-	if !IsID(id) {
+	if !core.IsID(id) {
 		return nil, errs.Fields(map[string]string{"id": "must be a 24-character hex id"})
 	}
 	p, err := b.store.GetPayment(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if p.UserID != caller.ID && !caller.Is(RoleAdmin) {
+	if p.UserID != caller.ID && !caller.Is(core.RoleAdmin) {
 		return nil, errs.E(errs.Forbidden, "this payment is not yours")
 	}
 	return p, b.resolvePayment(ctx, p)
@@ -1306,13 +1302,13 @@ func (b *Bookings) GetPayment(ctx context.Context, caller *User, id string) (*Pa
 
 // ListPayments returns a page of the caller's payments (everyone's for an admin who asks for
 // all), newest first, and the cursor of the next page, as List.
-func (b *Bookings) ListPayments(ctx context.Context, caller *User, all bool, pg ListPage) ([]Payment, string, error) {
+func (b *Bookings) ListPayments(ctx context.Context, caller *core.User, all bool, pg core.ListPage) ([]core.Payment, string, error) {
 	if err := mustBeApproved(caller); err != nil {
 		return nil, "", err
 	}
-	f := PaymentFilter{UserID: caller.ID, Limit: pg.Limit, Skip: pg.Skip, Before: pg.Before}
+	f := core.PaymentFilter{UserID: caller.ID, Limit: pg.Limit, Skip: pg.Skip, Before: pg.Before}
 	if all {
-		if !caller.Is(RoleAdmin) {
+		if !caller.Is(core.RoleAdmin) {
 			return nil, "", errs.E(errs.Forbidden, "only an approved admin can list every payment")
 		}
 		f.UserID = ""
@@ -1324,7 +1320,7 @@ func (b *Bookings) ListPayments(ctx context.Context, caller *User, all bool, pg 
 	// The pending payments' outcomes at once (a read by id each), then each resolved.
 	var pending []string
 	for _, p := range list {
-		if p.Status == PaymentPending {
+		if p.Status == core.PaymentPending {
 			pending = append(pending, p.BookingID)
 		}
 	}
@@ -1341,18 +1337,18 @@ func (b *Bookings) ListPayments(ctx context.Context, caller *User, all bool, pg 
 	return list, next, nil
 }
 
-func (b *Bookings) resolvePayment(ctx context.Context, p *Payment) error {
-	if p.Status != PaymentPending {
+func (b *Bookings) resolvePayment(ctx context.Context, p *core.Payment) error {
+	if p.Status != core.PaymentPending {
 		return nil
 	}
 	o, err := b.outcome(ctx, p.BookingID)
 	if err != nil || o == nil {
 		return err
 	}
-	if o.Status == BookingPaid && o.PaymentID == p.ID {
-		p.Status = PaymentSuccess
+	if o.Status == core.BookingPaid && o.PaymentID == p.ID {
+		p.Status = core.PaymentSuccess
 	} else {
-		p.Status, p.Reason = PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first"
+		p.Status, p.Reason = core.PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first"
 	}
 	p.UpdatedAt = o.DecidedAt
 	b.projectPayment(ctx, p.ID, p.Status, p.Reason)
@@ -1362,7 +1358,7 @@ func (b *Bookings) resolvePayment(ctx context.Context, p *Payment) error {
 // SeatMap lists a show's seats as free, held or sold. Expired holds count as free. It costs the
 // same for a full show as for an empty one: the view is read in place, by layout index, and
 // only the unsold holds (few in a sold-out show) need more than a glance.
-func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error) {
+func (b *Bookings) SeatMap(ctx context.Context, showID string) (*core.SeatMap, error) {
 	show, err := b.shows.GetShow(ctx, showID)
 	if err != nil {
 		return nil, err
@@ -1371,8 +1367,8 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 	if err != nil {
 		return nil, err
 	}
-	layout := show.Layout()
-	states := make([]SeatState, layout.Seats)
+	layout := LayoutOf(show)
+	states := make([]core.SeatState, layout.Seats)
 	type hold struct {
 		seat    int
 		booking string
@@ -1383,14 +1379,14 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 	v.useLayout(layout)
 	for s := range v.unknown {
 		if i, ok := layout.index[s]; ok {
-			states[i] = SeatHeld
+			states[i] = core.SeatHeld
 		}
 	}
 	for i, taken := range v.occ {
 		switch {
 		case !taken:
 		case v.sold[i]:
-			states[i] = SeatSold
+			states[i] = core.SeatSold
 		default:
 			e := v.eff[layout.labels[i]]
 			holds = append(holds, hold{i, e.booking, e.expires})
@@ -1418,38 +1414,38 @@ func (b *Bookings) SeatMap(ctx context.Context, showID string) (*SeatMap, error)
 			known, decided = o, true
 		}
 		switch {
-		case decided && known.Status == BookingPaid:
-			states[h.seat] = SeatSold
+		case decided && known.Status == core.BookingPaid:
+			states[h.seat] = core.SeatSold
 		case decided:
 			states[h.seat] = ""
 		case now.Before(h.expires):
-			states[h.seat] = SeatHeld
+			states[h.seat] = core.SeatHeld
 		}
 	}
 	var held, sold int
 	for _, st := range states {
 		switch st {
-		case SeatHeld:
+		case core.SeatHeld:
 			held++
-		case SeatSold:
+		case core.SeatSold:
 			sold++
 		}
 	}
-	m := &SeatMap{ShowID: show.ID, NoOfSeats: show.NoOfSeats, SeatsPerRow: layout.PerRow, At: b.now().UTC(),
+	m := &core.SeatMap{ShowID: show.ID, NoOfSeats: show.NoOfSeats, SeatsPerRow: layout.PerRow, At: b.now().UTC(),
 		Free: make([]string, 0, layout.Seats-held-sold), Held: make([]string, 0, held), Sold: make([]string, 0, sold),
-		Seats: make([]SeatEntry, layout.Seats)}
+		Seats: make([]core.SeatEntry, layout.Seats)}
 	for i, s := range layout.labels {
 		st := states[i]
 		switch st {
-		case SeatHeld:
+		case core.SeatHeld:
 			m.Held = append(m.Held, s)
-		case SeatSold:
+		case core.SeatSold:
 			m.Sold = append(m.Sold, s)
 		default:
-			st = SeatFree
+			st = core.SeatFree
 			m.Free = append(m.Free, s)
 		}
-		m.Seats[i] = SeatEntry{Seat: s, State: st}
+		m.Seats[i] = core.SeatEntry{Seat: s, State: st}
 	}
 	return m, nil
 }
@@ -1471,7 +1467,7 @@ func (b *Bookings) ReserveShowDeletion(ctx context.Context, showID string) (abor
 		if err != nil {
 			return nil, err
 		}
-		if ok && b.now().Sub(at) < DeletionMarkerStale {
+		if ok && b.now().Sub(at) < core.DeletionMarkerStale {
 			return nil, errs.E(errs.Conflict, "the show is being deleted by another request")
 		}
 		// A marker left by a deleter that died: take the deletion over.
@@ -1487,7 +1483,7 @@ func (b *Bookings) ReserveShowDeletion(ctx context.Context, showID string) (abor
 	}
 	abort = func(ctx context.Context) { _ = b.store.UnmarkShowDeleting(context.WithoutCancel(ctx), showID) }
 	used, err := b.showInUse(ctx, showID, start)
-	if err == nil && b.now().Sub(start) > DeletionMarkerStale/2 {
+	if err == nil && b.now().Sub(start) > core.DeletionMarkerStale/2 {
 		err = errs.E(errs.Unavailable, "the check for bookings took too long; try again")
 	}
 	if err != nil || used {
@@ -1552,7 +1548,7 @@ func (b *Bookings) showInUse(ctx context.Context, showID string, since time.Time
 				return false, err
 			}
 		}
-		if o.Status == BookingPaid {
+		if o.Status == core.BookingPaid {
 			return true, nil
 		}
 	}

@@ -1,4 +1,4 @@
-package core
+package booking
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // A free screening (a show whose price is 0) is confirmed when booked, as a box office confirms
@@ -20,9 +21,9 @@ import (
 // that fails, the booking is decided CANCELLED (its seats return to sale) and the error
 // answered; if even that decision cannot be made, it stays held until its hold ends and the
 // expirer decides it EXPIRED, as any booking whose decision failed.
-func (b *Bookings) confirmFree(ctx context.Context, caller *User, bk *Booking) (*Booking, error) {
+func (b *Bookings) confirmFree(ctx context.Context, caller *core.User, bk *core.Booking) (*core.Booking, error) {
 	now := b.clock()
-	p := &Payment{ID: b.store.NewID(), BookingID: bk.ID, UserID: caller.ID, Amount: 0, Status: PaymentPending,
+	p := &core.Payment{ID: b.store.NewID(), BookingID: bk.ID, UserID: caller.ID, Amount: 0, Status: core.PaymentPending,
 		CreatedAt: now, UpdatedAt: now}
 	traceParent := ""
 	if b.traceParent != nil {
@@ -36,7 +37,7 @@ func (b *Bookings) confirmFree(ctx context.Context, caller *User, bk *Booking) (
 	)
 	if outbox != nil {
 		owe := outbox.Enqueue
-		if d, ok := outbox.(DeferredOutbox); ok {
+		if d, ok := outbox.(core.DeferredOutbox); ok {
 			owe = d.Owe // the relay's guard would only say "wait" until the outcome below
 		}
 		wg.Go(func() { oweErr = owe(ctx, email) })
@@ -44,39 +45,39 @@ func (b *Bookings) confirmFree(ctx context.Context, caller *User, bk *Booking) (
 	err := b.store.CreatePayment(ctx, p)
 	wg.Wait()
 	if err == nil && oweErr != nil {
-		b.projectPayment(ctx, p.ID, PaymentFailed, "could not queue the confirmation email")
+		b.projectPayment(ctx, p.ID, core.PaymentFailed, "could not queue the confirmation email")
 		err = oweErr
 	}
 	if err != nil {
 		return b.failedCreate(context.WithoutCancel(ctx), bk, err)
 	}
 	var cause error
-	o, won, err := b.decide(ctx, Outcome{BookingID: bk.ID, Status: BookingPaid, PaymentID: p.ID, DecidedAt: b.clock()})
+	o, won, err := b.decide(ctx, core.Outcome{BookingID: bk.ID, Status: core.BookingPaid, PaymentID: p.ID, DecidedAt: b.clock()})
 	if err != nil {
 		// The insert may have landed all the same: a CANCELLED insert tells which fate is in force.
 		cause = err
-		if o, _, err = b.decide(context.WithoutCancel(ctx), Outcome{BookingID: bk.ID, Status: BookingCancelled, DecidedAt: b.clock()}); err != nil {
+		if o, _, err = b.decide(context.WithoutCancel(ctx), core.Outcome{BookingID: bk.ID, Status: core.BookingCancelled, DecidedAt: b.clock()}); err != nil {
 			return nil, cause
 		}
-		won = o.Status == BookingPaid && o.PaymentID == p.ID
+		won = o.Status == core.BookingPaid && o.PaymentID == p.ID
 	}
 	b.settleBooking(ctx, bk, o)
 	bk.Status, bk.PaymentID, bk.UpdatedAt = o.Status, o.PaymentID, o.DecidedAt
 	if !won {
-		b.projectPayment(ctx, p.ID, PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first")
+		b.projectPayment(ctx, p.ID, core.PaymentFailed, "the booking was "+strings.ToLower(string(o.Status))+" first")
 		switch {
-		case o.Status == BookingPaid:
+		case o.Status == core.BookingPaid:
 			return bk, nil
 		case cause != nil:
 			return nil, cause
-		case o.Status == BookingExpired:
+		case o.Status == core.BookingExpired:
 			return nil, errs.E(errs.Gone, "the booking's hold ended before it could be confirmed; book again")
 		}
 		return nil, errs.E(errs.Conflict, "the booking was cancelled before it could be confirmed; book again")
 	}
-	b.projectPayment(ctx, p.ID, PaymentSuccess, "")
+	b.projectPayment(ctx, p.ID, core.PaymentSuccess, "")
 	b.events.Booking("paid")
-	if d, ok := outbox.(DeferredOutbox); ok {
+	if d, ok := outbox.(core.DeferredOutbox); ok {
 		d.Nudge() // decided: the relay may send it now
 	} else if outbox != nil {
 		_ = outbox.Enqueue(context.WithoutCancel(ctx), email) // the same key: wakes the relay

@@ -1,4 +1,4 @@
-package core_test
+package booking_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb/faultproxy"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -19,7 +20,7 @@ import (
 type faultRig struct {
 	*rig
 	proxy *faultproxy.Proxy
-	a, b  *core.Bookings
+	a, b  *booking.Bookings
 }
 
 func newFaultRig(t *testing.T, show *core.Show) *faultRig {
@@ -79,13 +80,13 @@ func runFaultCase(t *testing.T, c faultCase) {
 	ctx := context.Background()
 	rule := r.proxy.Add(&faultproxy.Rule{Command: c.command, Collection: c.coll, Fault: c.fault, Skip: c.skip, Times: 2})
 	c1, c2, c3, c4 := customer(1), customer(2), customer(3), customer(4)
-	payAll := func(eng *core.Bookings, u *core.User) {
+	payAll := func(eng *booking.Bookings, u *core.User) {
 		list, err := r.store.ListBookings(ctx, core.BookingFilter{UserID: u.ID})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, bk := range list {
-			_, _, err := eng.Pay(ctx, u, core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, "")
+			_, _, err := eng.Pay(ctx, u, booking.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, "")
 			checkErr(t, "pay", err)
 		}
 	}
@@ -149,7 +150,7 @@ func runFaultCase(t *testing.T, c faultCase) {
 	r.clock.Advance(2 * time.Minute)
 	// A step may still fail on a connection the faults broke (the driver finds out on its
 	// next use): the expirer retries what failed at its next step, as it would in service.
-	for _, eng := range []*core.Bookings{r.a, r.b, r.a} {
+	for _, eng := range []*booking.Bookings{r.a, r.b, r.a} {
 		var err error
 		for range 10 {
 			var n int
@@ -274,7 +275,7 @@ func TestLostBookingReplyIsCancelled(t *testing.T) {
 	if err != nil || o == nil || o.Status != core.BookingCancelled {
 		t.Fatalf("outcome of the lost booking: %+v, %v; want CANCELLED", o, err)
 	}
-	if _, _, err := r.b.Pay(ctx, c1, core.PaymentRequest{BookingID: list[0].ID, Amount: list[0].TotalCost}, ""); !errs.Is(err, errs.Conflict) {
+	if _, _, err := r.b.Pay(ctx, c1, booking.PaymentRequest{BookingID: list[0].ID, Amount: list[0].TotalCost}, ""); !errs.Is(err, errs.Conflict) {
 		t.Fatalf("paying the lost booking: %v; want conflict", err)
 	}
 	c2 := customer(2)
@@ -282,7 +283,7 @@ func TestLostBookingReplyIsCancelled(t *testing.T) {
 	if err != nil {
 		t.Fatalf("A1 after the lost booking: %v", err)
 	}
-	if _, _, err := r.b.Pay(ctx, c2, core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); err != nil {
+	if _, _, err := r.b.Pay(ctx, c2, booking.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, ""); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -302,7 +303,7 @@ func TestPaymentNeedsEverySeat(t *testing.T) {
 	if err := r.store.ReleaseHolds(ctx, r.show.ID, bk.ID, []string{"A2"}); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = r.eng.Pay(ctx, c1, core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, "")
+	_, _, err = r.eng.Pay(ctx, c1, booking.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, "")
 	if !errs.Is(err, errs.Conflict) || !strings.Contains(err.Error(), "A2") {
 		t.Fatalf("paying a booking without A2: %v; want a conflict naming A2", err)
 	}

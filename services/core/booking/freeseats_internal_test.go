@@ -1,10 +1,12 @@
-package core
+package booking
 
 import (
 	"context"
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // BenchmarkFreeSeatsFullShow: the free seats of a 5,000-seat show with 4,900 held cost the
@@ -14,8 +16,8 @@ func BenchmarkFreeSeatsFullShow(b *testing.B) {
 		b.Run(fmt.Sprintf("held=%d", held), func(b *testing.B) {
 			now := time.Now()
 			bk := NewBookings(nil, nil, BookingsOptions{Now: func() time.Time { return now }})
-			show := &Show{ID: "s", NoOfSeats: 5000, SeatsPerRow: 50}
-			layout := show.Layout()
+			show := &core.Show{ID: "s", NoOfSeats: 5000, SeatsPerRow: 50}
+			layout := LayoutOf(show)
 			v := bk.views.get("s")
 			v.loaded, v.readAt = true, now
 			for i, l := range layout.labels[:held] {
@@ -35,11 +37,11 @@ func BenchmarkFreeSeatsFullShow(b *testing.B) {
 
 // oneShow finds one show (the seat map benchmark's).
 type oneShow struct {
-	ShowFinder
-	show *Show
+	core.ShowFinder
+	show *core.Show
 }
 
-func (o oneShow) GetShow(context.Context, string) (*Show, error) { return o.show, nil }
+func (o oneShow) GetShow(context.Context, string) (*core.Show, error) { return o.show, nil }
 
 // BenchmarkSeatMapFullShow: the seat map of a 5,000-seat show lists every seat whatever its
 // state; a full show costs about what an empty one does.
@@ -47,9 +49,9 @@ func BenchmarkSeatMapFullShow(b *testing.B) {
 	for _, sold := range []int{0, 500, 5000} {
 		b.Run(fmt.Sprintf("sold=%d", sold), func(b *testing.B) {
 			now := time.Now()
-			show := &Show{ID: "s", NoOfSeats: 5000, SeatsPerRow: 50}
+			show := &core.Show{ID: "s", NoOfSeats: 5000, SeatsPerRow: 50}
 			bk := NewBookings(nil, oneShow{show: show}, BookingsOptions{Now: func() time.Time { return now }})
-			layout := show.Layout()
+			layout := LayoutOf(show)
 			v := bk.views.get("s")
 			v.loaded, v.readAt = true, now
 			for i, l := range layout.labels[:sold] {

@@ -1,4 +1,4 @@
-package core_test
+package booking_test
 
 import (
 	"context"
@@ -13,12 +13,13 @@ import (
 
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
 // snapCounter counts a store's snapshot reads: a view that loads (or reloads) reads one.
 type snapCounter struct {
-	core.BookingStore
+	booking.BookingStore
 	reads atomic.Int64
 }
 
@@ -76,11 +77,11 @@ func TestSeatLogCompaction(t *testing.T) {
 	r := newRig(t, newShow(500, 25))
 	ctx := context.Background()
 	events := &countingEvents{}
-	engine := func(store core.BookingStore) *core.Bookings {
-		return core.NewBookings(store, shows{r.show}, core.BookingsOptions{HoldTTL: time.Hour, Now: r.clock.Now,
+	engine := func(store booking.BookingStore) *booking.Bookings {
+		return booking.NewBookings(store, shows{r.show}, booking.BookingsOptions{HoldTTL: time.Hour, Now: r.clock.Now,
 			SeatLogRetention: retention, Events: events})
 	}
-	replica := func() core.BookingStore { return newStore(devdb.TestDBNamed(t, r.db.Name())) }
+	replica := func() booking.BookingStore { return newStore(devdb.TestDBNamed(t, r.db.Name())) }
 	a, b := engine(r.store), engine(replica())
 	staleStore, tailStore := &snapCounter{BookingStore: replica()}, &snapCounter{BookingStore: replica()}
 	stale, tailing := engine(staleStore), engine(tailStore)
@@ -91,7 +92,7 @@ func TestSeatLogCompaction(t *testing.T) {
 	// have a hold and its release land after another process's later hold of the same seat,
 	// and then no view can tell.) Beside them, to make history faster, both engines log holds
 	// and releases of the last seat, which nobody books, for bookings that do not exist.
-	labels := core.NewSeatLayout(r.show.NoOfSeats, r.show.SeatsPerRow).Labels()
+	labels := booking.NewSeatLayout(r.show.NoOfSeats, r.show.SeatsPerRow).Labels()
 	filler := labels[len(labels)-1]
 	labels = labels[:len(labels)-1]
 	const workers = 4
@@ -108,7 +109,7 @@ func TestSeatLogCompaction(t *testing.T) {
 		t.Helper()
 		var wg sync.WaitGroup
 		for w := range workers {
-			eng := []*core.Bookings{a, b}[w%2]
+			eng := []*booking.Bookings{a, b}[w%2]
 			wg.Go(func() {
 				for range cycles {
 					i := done[w]
@@ -123,7 +124,7 @@ func TestSeatLogCompaction(t *testing.T) {
 					}
 					switch {
 					case i%25 == 0:
-						_, _, err = eng.Pay(ctx, u, core.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, "")
+						_, _, err = eng.Pay(ctx, u, booking.PaymentRequest{BookingID: bk.ID, Amount: bk.TotalCost}, "")
 						free[w] = free[w][n:]
 					case i%10 == 3:
 						free[w] = free[w][n:]
@@ -144,14 +145,14 @@ func TestSeatLogCompaction(t *testing.T) {
 				if i%2 == 1 {
 					op.Kind = core.SeatOpFreed
 				}
-				if !<-[]*core.Bookings{a, b}[i/2%2].LogOp(r.show.ID, op) {
+				if !<-[]*booking.Bookings{a, b}[i/2%2].LogOp(r.show.ID, op) {
 					t.Errorf("filler %d not logged", i)
 					return
 				}
 			}
 		})
 		wg.Wait()
-		for _, e := range []*core.Bookings{a, b} {
+		for _, e := range []*booking.Bookings{a, b} {
 			e.Settled()
 			e.SeatLogWritten(r.show.ID)
 			e.Settled() // snapshots begun by the last writes
@@ -174,7 +175,7 @@ func TestSeatLogCompaction(t *testing.T) {
 			run(15, 60)
 		}
 	}
-	agree := func(name string, e *core.Bookings) {
+	agree := func(name string, e *booking.Bookings) {
 		t.Helper()
 		wantHeld, wantSold := seatTruth(t, r)
 		held, sold, _, err := e.SeatLogView(ctx, r.show.ID)
@@ -240,7 +241,7 @@ func TestSeatLogCompaction(t *testing.T) {
 	}
 
 	runTo(200)
-	for _, e := range []*core.Bookings{stale, tailing} {
+	for _, e := range []*booking.Bookings{stale, tailing} {
 		if _, _, _, err := e.SeatLogView(ctx, r.show.ID); err != nil {
 			t.Fatal(err)
 		}

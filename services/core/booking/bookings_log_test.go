@@ -1,4 +1,4 @@
-package core_test
+package booking_test
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
+	"github.com/cineflow/cineflow/services/core/booking"
 )
 
 // TestOrphanHoldsReleasedByExpirer: a process wrote a booking's intent, won its seats and a
@@ -125,7 +126,7 @@ func TestFairUseOpenSeats(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Paying the 1-seat booking gives room for one more; cancelling the 2-seat one, for two.
-	if _, _, err := r.eng.Pay(ctx, u, core.PaymentRequest{BookingID: bookings[3].ID, Amount: bookings[3].TotalCost}, ""); err != nil {
+	if _, _, err := r.eng.Pay(ctx, u, booking.PaymentRequest{BookingID: bookings[3].ID, Amount: bookings[3].TotalCost}, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.eng.Book(ctx, u, r.req(1)); err != nil {
@@ -217,9 +218,9 @@ func TestShowDeletionRace(t *testing.T) {
 	var deleterWon, bookersWon int
 	for round := range 30 {
 		show := newShow(10, 10)
-		opts := core.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now}
-		a := core.NewBookings(r.store, shows{show}, opts)
-		b := core.NewBookings(storeB, shows{show}, opts)
+		opts := booking.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now}
+		a := booking.NewBookings(r.store, shows{show}, opts)
+		b := booking.NewBookings(storeB, shows{show}, opts)
 		var wg sync.WaitGroup
 		var booked atomic.Int32
 		var deleted atomic.Bool
@@ -230,7 +231,7 @@ func TestShowDeletionRace(t *testing.T) {
 				if i == 3 {
 					time.Sleep(time.Duration(round%5) * time.Millisecond)
 				}
-				_, err := b.Book(ctx, customer(i), core.BookingRequest{TheatreID: show.TheatreID, MovieID: show.MovieID, Timing: show.Timing, NoOfSeats: 1})
+				_, err := b.Book(ctx, customer(i), booking.BookingRequest{TheatreID: show.TheatreID, MovieID: show.MovieID, Timing: show.Timing, NoOfSeats: 1})
 				switch {
 				case err == nil:
 					booked.Add(1)
@@ -260,7 +261,7 @@ func TestShowDeletionRace(t *testing.T) {
 		if deleted.Load() {
 			deleterWon++
 			// Later bookings see the marker.
-			if _, err := b.Book(ctx, customer(9), core.BookingRequest{TheatreID: show.TheatreID, MovieID: show.MovieID, Timing: show.Timing, NoOfSeats: 1}); !errs.Is(err, errs.Conflict) {
+			if _, err := b.Book(ctx, customer(9), booking.BookingRequest{TheatreID: show.TheatreID, MovieID: show.MovieID, Timing: show.Timing, NoOfSeats: 1}); !errs.Is(err, errs.Conflict) {
 				t.Fatalf("booking a deleted show: %v", err)
 			}
 		}
@@ -295,7 +296,7 @@ func TestReplicaViewsConverge(t *testing.T) {
 	if _, err := r.eng.Cancel(ctx, users[0], mine[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := r.eng.Pay(ctx, users[1], core.PaymentRequest{BookingID: mine[1].ID, Amount: mine[1].TotalCost}, ""); err != nil {
+	if _, _, err := r.eng.Pay(ctx, users[1], booking.PaymentRequest{BookingID: mine[1].ID, Amount: mine[1].TotalCost}, ""); err != nil {
 		t.Fatal(err)
 	}
 	r.eng.Settled()
@@ -322,8 +323,8 @@ func TestReplicaViewsConverge(t *testing.T) {
 	}
 	// The other replica books the 10 free seats without losing one to a conflict.
 	conflicts := &countingEvents{}
-	third := core.NewBookings(newStore(devdb.TestDBNamed(t, r.db.Name())), shows{r.show},
-		core.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now, Events: conflicts})
+	third := booking.NewBookings(newStore(devdb.TestDBNamed(t, r.db.Name())), shows{r.show},
+		booking.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now, Events: conflicts})
 	for i := range 10 {
 		if _, err := third.Book(ctx, customer(100+i), r.req(1)); err != nil {
 			t.Fatalf("booking free seat %d: %v", i, err)
@@ -345,7 +346,7 @@ func (c *countingEvents) SeatLogDropped(n int) { c.dropped.Add(int64(n)) }
 
 // countingStore counts the seat log reads of a store.
 type countingStore struct {
-	core.BookingStore
+	booking.BookingStore
 	logReads atomic.Int64
 }
 
@@ -373,7 +374,7 @@ func TestSeatViewLoadIsBounded(t *testing.T) {
 		}
 	}
 	cs := &countingStore{BookingStore: newStore(devdb.TestDBNamed(t, r.db.Name()))}
-	fresh := core.NewBookings(cs, shows{r.show}, core.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now})
+	fresh := booking.NewBookings(cs, shows{r.show}, booking.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now})
 	m, err := fresh.SeatMap(ctx, r.show.ID)
 	if err != nil {
 		t.Fatal(err)
