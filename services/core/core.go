@@ -1,6 +1,9 @@
-// Package core is the domain of the core (mba) service: users, roles, statuses and the rules
-// of signing up, signing in and approving accounts. It imports no Fiber and no Mongo; the
-// adapters live in mongostore/ and httpapi/.
+// Package core holds the core (mba) service's contracts: the documents every part shares
+// (User, Theatre, Movie, Show, Booking, Payment, Email and the engine's records), their
+// validation, IDs, pages, guards and idempotency types. It imports no Fiber, no driver and
+// no bson. The work is done by one package per subdomain: accounts, catalogue, booking and
+// outbox; the adapters are httpapi (REST), mongostore (MongoDB) and notifyclient (the
+// notification service); cmd/core wires them.
 package core
 
 import (

@@ -1,6 +1,6 @@
-// Package httpapi is the core service's REST API on Fiber (accounts part). Handlers only
-// translate: they parse the request, call accounts.Accounts, and write the envelope; every error
-// goes through the one table in pkg/httpx.
+// Package httpapi is the core service's REST API on Fiber. Handlers only translate: they
+// parse the request, call the subdomain (accounts, catalogue, booking), and write the
+// envelope; every error goes through the one table in pkg/httpx.
 package httpapi
 
 import (

@@ -1,4 +1,6 @@
-// Package mongostore keeps the core service's users in MongoDB (or the FerretDB dev database).
+// Package mongostore is the core service's MongoDB adapter (also on the embedded FerretDB
+// database): the stores of accounts, the catalogue, the booking engine and the outbox, one
+// file per subdomain.
 package mongostore
 
 import (
