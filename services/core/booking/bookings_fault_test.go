@@ -13,6 +13,7 @@ import (
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/mongostore"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // faultRig is two replicas on one database: a (faulty) reaches it through a fault proxy, b
@@ -21,13 +22,14 @@ type faultRig struct {
 	*rig
 	proxy *faultproxy.Proxy
 	a, b  *booking.Bookings
+	aDB   *mongo.Database // a's database, through the proxy
 }
 
 func newFaultRig(t *testing.T, show *core.Show) *faultRig {
 	t.Helper()
 	r := newRig(t, show)
 	p, db := faultproxy.StartTest(t, r.db.Name(), 4)
-	return &faultRig{rig: r, proxy: p, a: r.engine(newStore(db)), b: r.eng}
+	return &faultRig{rig: r, proxy: p, a: r.engine(newStore(db)), b: r.eng, aDB: db}
 }
 
 // faultCase is one write of the booking path failed one way.

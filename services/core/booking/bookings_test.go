@@ -108,9 +108,12 @@ func newStore(db *mongo.Database) *mongostore.Bookings {
 
 // engine is another engine (a replica) on the rig's show and clock.
 func (r *rig) engine(store booking.BookingStore) *booking.Bookings {
-	e := booking.NewBookings(store, shows{r.show}, booking.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now})
-	e.SetOutbox(r.mail)
-	return e
+	return r.engineWith(store, r.mail)
+}
+
+// engineWith is an engine whose confirmation emails go to outbox.
+func (r *rig) engineWith(store booking.BookingStore, outbox core.Outbox) *booking.Bookings {
+	return booking.NewBookings(store, shows{r.show}, booking.BookingsOptions{HoldTTL: time.Minute, Now: r.clock.Now, Outbox: outbox})
 }
 
 func customer(i int) *core.User {

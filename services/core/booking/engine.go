@@ -32,6 +32,9 @@ type BookingsOptions struct {
 	// shows (default DefaultMaxOpenSeatsPerUser; negative: no bound).
 	MaxOpenSeatsPerUser int
 	Events              BookingEvents
+	// Outbox receives the confirmation emails (nil: none are sent). The wiring gives the
+	// outbox relay, built before the engine and started after it.
+	Outbox core.Outbox
 	// SeatViewTTL is how long the engine trusts its in-memory view of a show's seats when it
 	// picks seats (default DefaultSeatViewTTL; negative: always read).
 	SeatViewTTL time.Duration
@@ -85,8 +88,7 @@ type Bookings struct {
 	margin   time.Duration // see BookingsOptions.TakeoverMargin
 	leads    func() bool   // see BookingsOptions.Leads
 
-	outboxMu sync.RWMutex
-	outbox   core.Outbox
+	outbox core.Outbox // see BookingsOptions.Outbox
 
 	mu       sync.Mutex
 	inflight map[string]map[string]int // show id -> seats being inserted by requests of this process
@@ -282,23 +284,10 @@ func NewBookings(store BookingStore, shows core.ShowFinder, opts BookingsOptions
 		slots: slotHints{users: map[string]*slotHint{}},
 		names: map[string]cachedName{}, project: opts.Project, traceParent: opts.TraceParent, outcomes: map[string]core.Outcome{}, recent: map[string]*core.Booking{},
 		released: map[string]*releasedBucket{}, lapsed: lapsedSlots{users: map[string]map[int][]string{}, store: opts.Lapses},
-		margin: max(opts.TakeoverMargin, 0), leads: opts.Leads,
+		margin: max(opts.TakeoverMargin, 0), leads: opts.Leads, outbox: opts.Outbox,
 		store: store, shows: shows, ttl: opts.HoldTTL, rounds: opts.MaxRounds,
 		maxSeats: opts.MaxSeatsPerBooking, maxOpen: opts.MaxOpenSeatsPerUser, events: opts.Events, now: opts.Now,
 		inflight: map[string]map[string]int{}}
-}
-
-// SetOutbox sets where confirmation emails go (nil: none are sent).
-func (b *Bookings) SetOutbox(o core.Outbox) {
-	b.outboxMu.Lock()
-	b.outbox = o
-	b.outboxMu.Unlock()
-}
-
-func (b *Bookings) getOutbox() core.Outbox {
-	b.outboxMu.RLock()
-	defer b.outboxMu.RUnlock()
-	return b.outbox
 }
 
 // HoldTTL is how long a booking holds its seats unpaid.

@@ -30,7 +30,7 @@ func (b *Bookings) confirmFree(ctx context.Context, caller *core.User, bk *core.
 		traceParent = b.traceParent(ctx)
 	}
 	email := b.confirmation(ctx, caller, bk, traceParent)
-	outbox := b.getOutbox()
+	outbox := b.outbox
 	var (
 		wg     sync.WaitGroup
 		oweErr error

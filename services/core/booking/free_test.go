@@ -95,7 +95,7 @@ func TestFreeBookingEndsDecided(t *testing.T) {
 			ctx := context.Background()
 			var rule *faultproxy.Rule
 			if c.outbox {
-				r.a.SetOutbox(failingOutbox{})
+				r.a = r.engineWith(newStore(r.aDB), failingOutbox{})
 			} else {
 				rule = r.proxy.Add(&faultproxy.Rule{Command: "insert", Collection: c.coll, Fault: c.fault, Times: 1})
 			}

@@ -76,7 +76,7 @@ func (b *Bookings) Pay(ctx context.Context, caller *core.User, req PaymentReques
 	// wrong), and a read of the booking's holds: a booking is paid only while it holds every
 	// one of its seats.
 	email := b.confirmation(ctx, caller, bk, traceParent)
-	outbox := b.getOutbox()
+	outbox := b.outbox
 	var (
 		wg              sync.WaitGroup
 		oweErr, holdErr error

@@ -27,11 +27,9 @@ type CatalogueStores struct {
 
 // CatalogueOptions configure the Catalogue.
 type CatalogueOptions struct {
-	// Outbox receives the theatre-created emails. It may be nil (emails are then skipped),
-	// and may be given later with SetOutbox. OutboxFunc, when set, is asked at each send
-	// instead (for wiring where the outbox is built after the catalogue).
-	Outbox     core.Outbox
-	OutboxFunc func() core.Outbox
+	// Outbox receives the theatre-created emails. It may be nil (emails are then skipped).
+	// The wiring gives the outbox relay, built before the catalogue and started after it.
+	Outbox core.Outbox
 	// TraceParent returns the W3C traceparent of the request in ctx, kept with each email
 	// (nil: none). The HTTP layer knows how: the wiring passes httpx.TraceParent.
 	TraceParent func(ctx context.Context) string
@@ -65,7 +63,6 @@ type Catalogue struct {
 	shows     ShowStore
 	deletions DeletionStore
 	opts      CatalogueOptions
-	outbox    atomic.Pointer[outboxRef]
 	showTTL   time.Duration
 
 	mu        sync.Mutex
@@ -81,8 +78,6 @@ type Catalogue struct {
 func (c *Catalogue) SetShowDeletion(f func(ctx context.Context, showID string) (abort func(context.Context), err error)) {
 	c.reserveDeletion.Store(&f)
 }
-
-type outboxRef struct{ o core.Outbox }
 
 type showKey struct{ theatre, movie, timing string }
 
@@ -109,23 +104,7 @@ func NewCatalogue(s CatalogueStores, opts CatalogueOptions) *Catalogue {
 	}
 	c := &Catalogue{movies: s.Movies, theatres: s.Theatres, shows: s.Shows, deletions: s.Deletions, opts: opts,
 		showTTL: opts.ShowCacheTTL, showCache: map[showKey]cachedShow{}}
-	if opts.Outbox != nil {
-		c.SetOutbox(opts.Outbox)
-	}
 	return c
-}
-
-// SetOutbox gives the catalogue the outbox of its emails (nil: emails are skipped).
-func (c *Catalogue) SetOutbox(o core.Outbox) { c.outbox.Store(&outboxRef{o}) }
-
-func (c *Catalogue) outboxNow() core.Outbox {
-	if r := c.outbox.Load(); r != nil && r.o != nil {
-		return r.o
-	}
-	if c.opts.OutboxFunc != nil {
-		return c.opts.OutboxFunc()
-	}
-	return nil
 }
 
 func (c *Catalogue) now() time.Time { return c.opts.Now().UTC().Truncate(time.Millisecond) }
@@ -293,7 +272,7 @@ func (c *Catalogue) CreateTheatre(ctx context.Context, caller *core.User, p core
 }
 
 func (c *Catalogue) enqueueTheatreCreated(ctx context.Context, owner *core.User, t *core.Theatre) error {
-	ob := c.outboxNow()
+	ob := c.opts.Outbox
 	if ob == nil || owner.Email == "" {
 		return nil
 	}

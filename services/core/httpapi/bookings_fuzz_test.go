@@ -104,8 +104,8 @@ func newBookingFuzz(tb testing.TB) *bookingFuzz {
 		tb.Fatal(err)
 	}
 	cat := catalogue.NewCatalogue(stores.Stores(), catalogue.CatalogueOptions{})
-	bookings := booking.NewBookings(holds, cat, booking.BookingsOptions{})
-	bookings.SetOutbox(outbox) // the confirmations are stored; nothing relays them here
+	// The confirmations are stored; nothing relays them here.
+	bookings := booking.NewBookings(holds, cat, booking.BookingsOptions{Outbox: outbox})
 	srv := New(Services{Accounts: acc, Users: users, Catalogue: cat, Bookings: bookings, Idempotency: idem},
 		Options{HTTP: httpx.Options{BodyLimit: 64 << 10}})
 	th, err := cat.CreateTheatre(ctx, admin, core.TheatrePatch{Name: ptrTo("Rex"), City: ptrTo("Pune"), PinCode: ptrTo(411001)})

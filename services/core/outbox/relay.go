@@ -268,7 +268,8 @@ func (r *Relay) guard(kind string) (g OutboxGuard, required bool) {
 // Store is the relay's outbox store.
 func (r *Relay) Store() OutboxStore { return r.store }
 
-// Start runs the relay in the background until Stop. Starting a running relay does nothing.
+// Start runs the relay in the background until Stop (a service that runs its loops itself
+// calls Run instead). Starting a running relay does nothing.
 func (r *Relay) Start() {
 	r.runMu.Lock()
 	defer r.runMu.Unlock()
@@ -279,7 +280,7 @@ func (r *Relay) Start() {
 	r.cancel, r.done = cancel, make(chan struct{})
 	go func(done chan struct{}) {
 		defer close(done)
-		r.run(ctx)
+		r.Run(ctx)
 	}(r.done)
 }
 
@@ -307,7 +308,9 @@ func (r *Relay) Stop(ctx context.Context) error {
 // emails: under a burst of payments, one query then serves many emails instead of each.
 const nudgeGather = 20 * time.Millisecond
 
-func (r *Relay) run(ctx context.Context) {
+// Run relays until ctx ends: a round every Interval, at once when an Enqueue wakes it, and
+// without pause while a backlog drains. Start runs it in the background.
+func (r *Relay) Run(ctx context.Context) {
 	t := time.NewTicker(r.opts.Interval)
 	defer t.Stop()
 	for {
@@ -339,8 +342,8 @@ func (r *Relay) run(ctx context.Context) {
 const maxRoundsPerRun = 20
 
 // RunOnce relays every email due now, Parallel at a time, and returns how many it tried.
-// While the breaker is open it reads nothing, or tries only a probe (see Relay). Run by
-// Start's loop; tests call it directly.
+// While the breaker is open it reads nothing, or tries only a probe (see Relay). Run calls
+// it; tests call it directly.
 func (r *Relay) RunOnce(ctx context.Context) int {
 	tried := 0
 	r.more.Store(false)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"github.com/cineflow/cineflow/pkg/config/configtest"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cineflow/cineflow/pkg/config/configtest"
 )
 
 var (

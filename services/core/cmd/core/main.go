@@ -17,6 +17,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/config"
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/pkg/lease"
+	"github.com/cineflow/cineflow/pkg/lifecycle"
 	"github.com/cineflow/cineflow/pkg/logging"
 	"github.com/cineflow/cineflow/pkg/mongox"
 	"github.com/cineflow/cineflow/pkg/telemetry"
@@ -26,6 +27,7 @@ import (
 	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/httpapi"
 	"github.com/cineflow/cineflow/services/core/mongostore"
+	"github.com/cineflow/cineflow/services/core/outbox"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -144,6 +146,11 @@ type Main struct {
 	Electors map[string]*lease.Elector
 	leases   *lease.MongoStore
 	coord    *mongo.Database // the database through the clock's and leases' client
+	// loops are the background loops (the clock's measures, the relay, the expirer, the
+	// seat logs' compaction, the idempotency clean-up, the back-fills), added while wiring
+	// and started together once everything is built; elections are the electors' polls,
+	// stopped after the loops that ask them who leads.
+	loops, elections lifecycle.Loops
 
 	Registry  *prometheus.Registry
 	Client    *mongo.Client
@@ -151,8 +158,10 @@ type Main struct {
 	Users     *mongostore.Users
 	Accounts  *accounts.Accounts
 	Catalogue *catalogue.Catalogue
-	Outbox    core.Outbox
-	Bookings  *booking.Bookings
+	// Relay relays the outbox's emails (built before the catalogue and the engine, which
+	// write to it, and started with the other loops).
+	Relay    *outbox.Relay
+	Bookings *booking.Bookings
 	// Idempotency keeps the first response per Idempotency-Key.
 	Idempotency httpapi.IdempotencyStore
 	// EditAuthLimits, when set, edits the sign-in and sign-up limits before they are used
@@ -223,6 +232,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return nil
 	})
 	m.coord = coord.Database(dbName)
+	m.OnClose(m.stopElections) // after the loops have stopped (closers run last-added first)
 	m.wireClock(ctx)
 	m.Users = mongostore.New(m.DB)
 	ictx, cancel := context.WithTimeout(ctx, cfg.DBConnectTimeout+10*time.Second)
@@ -256,22 +266,24 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.registerClockMetrics(); err != nil {
 		return err
 	}
-	if err := m.wireCatalogue(ictx, m.DB); err != nil {
+	// The relay first (not started): the catalogue and the engine write their emails to it.
+	if err := m.wireOutbox(ictx, m.DB); err != nil {
 		return err
 	}
-	if err := m.wireOutbox(ictx, m.DB); err != nil {
+	if err := m.wireCatalogue(ictx, m.DB); err != nil {
 		return err
 	}
 	if err := m.wireBookings(ictx, m.DB); err != nil {
 		return err
 	}
 	m.wireIdempotency(ictx, m.DB)
+	// A show is deleted only once the engine has checked it has no bookings that stand.
+	m.Catalogue.SetShowDeletion(m.Bookings.ReserveShowDeletion)
 	// The relay sends an email of a guarded kind only once its guard says the decision stands.
-	relay := m.outboxRelay()
-	relay.Guard(booking.PaidEmailKind, func(ctx context.Context, _, ref string) (core.GuardVerdict, error) {
+	m.Relay.Guard(booking.PaidEmailKind, func(ctx context.Context, _, ref string) (core.GuardVerdict, error) {
 		return m.Bookings.PaidGuard(ctx, ref)
 	})
-	relay.Guard(catalogue.EmailKindTheatreCreated, m.Catalogue.TheatreCreatedGuard)
+	m.Relay.Guard(catalogue.EmailKindTheatreCreated, m.Catalogue.TheatreCreatedGuard)
 
 	proxies, _ := httpapi.ParseTrustedProxies(cfg.TrustedProxies) // checked by Validate
 	httpOpts := cfg.Settings.Options()
@@ -288,6 +300,11 @@ func (m *Main) Run(ctx context.Context) error {
 		Catalogue:      cfg.CatalogueConfig.HTTPOptions(),
 		HTTP:           httpOpts,
 	})
+	// Everything is built: the background loops start, and stop first when the service
+	// closes (after the server has drained).
+	m.elections.Start(ctx)
+	m.loops.Start(ctx)
+	m.OnClose(m.loops.Stop)
 	if err := m.Start(ctx, cfg.Settings, cfg.Port); err != nil {
 		return err
 	}
@@ -302,10 +319,7 @@ func (m *Main) Run(ctx context.Context) error {
 // up if the leader goes away first.
 func (m *Main) backfillUserEmails(ctx context.Context) {
 	e := m.elect(ctx, JobEmailBackfill)
-	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	m.loops.Add("email backfill", func(bctx context.Context) {
 		defer func() { // done, or stopping
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(bctx), time.Second)
 			defer cancel()
@@ -337,11 +351,6 @@ func (m *Main) backfillUserEmails(ctx context.Context) {
 			case <-time.After(wait):
 			}
 		}
-	}()
-	m.OnClose(func(context.Context) error {
-		stop()
-		<-done
-		return nil
 	})
 }
 

@@ -153,7 +153,7 @@ func outboxOutage(b *testing.B, queued, rep int) (p50, p95 float64) {
 	})
 	defer s.m.Close()
 	seedOutbox(b, s.m.DB, queued, "outage")
-	s.m.outboxRelay().Nudge()
+	s.m.Relay.Nudge()
 	toks := s.customers(b, conc)
 	f := s.show(b, 5000, 50)
 	time.Sleep(warmUp)

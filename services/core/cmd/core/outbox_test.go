@@ -148,7 +148,7 @@ func startRelaying(t *testing.T, n *notiService, edit func(*Config)) *service {
 
 func backlog(t *testing.T, s *service) core.OutboxBacklog {
 	t.Helper()
-	b, err := s.m.outboxRelay().Store().Backlog(t.Context())
+	b, err := s.m.Relay.Store().Backlog(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,14 +203,14 @@ func TestOutboxRelaysToNotificationService(t *testing.T) {
 	e.Kind = booking.PaidEmailKind
 	// Guards decide per kind: this one stands.
 	asked := make(chan string, 10)
-	s.m.outboxRelay().Guard(booking.PaidEmailKind, func(_ context.Context, kind, ref string) (core.GuardVerdict, error) {
+	s.m.Relay.Guard(booking.PaidEmailKind, func(_ context.Context, kind, ref string) (core.GuardVerdict, error) {
 		asked <- ref
 		return core.GuardSend, nil
 	})
-	if err := s.m.Outbox.Enqueue(t.Context(), e); err != nil {
+	if err := s.m.Relay.Enqueue(t.Context(), e); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.m.Outbox.Enqueue(t.Context(), e); err != nil { // the same key again: one email
+	if err := s.m.Relay.Enqueue(t.Context(), e); err != nil { // the same key again: one email
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the ticket is created and the outbox empties", func() bool {
@@ -233,12 +233,12 @@ func TestOutboxRelaysToNotificationService(t *testing.T) {
 	}
 
 	// A guard that says Drop: deleted, never sent.
-	s.m.outboxRelay().Guard(booking.PaidEmailKind, func(context.Context, string, string) (core.GuardVerdict, error) {
+	s.m.Relay.Guard(booking.PaidEmailKind, func(context.Context, string, string) (core.GuardVerdict, error) {
 		return core.GuardDrop, nil
 	})
 	e2 := testEmail("booking-paid:b2")
 	e2.Kind = booking.PaidEmailKind
-	if err := s.m.Outbox.Enqueue(t.Context(), e2); err != nil {
+	if err := s.m.Relay.Enqueue(t.Context(), e2); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the dropped email leaves the outbox", func() bool { return backlog(t, s).Pending == 0 })
@@ -252,10 +252,10 @@ func TestOutboxSurvivesNotificationServiceDown(t *testing.T) {
 	n := newNotiService(t) // not started: its port refuses connections
 	s := startRelaying(t, n, nil)
 	e := testEmail("down1")
-	if err := s.m.Outbox.Enqueue(t.Context(), e); err != nil {
+	if err := s.m.Relay.Enqueue(t.Context(), e); err != nil {
 		t.Fatal(err)
 	}
-	store := s.m.outboxRelay().Store()
+	store := s.m.Relay.Store()
 	eventually(t, 10*time.Second, "the relay retries", func() bool {
 		due, err := store.Pending(t.Context(), time.Now().Add(time.Hour), 10)
 		return err == nil && len(due) == 1 && due[0].Attempts >= 3 && due[0].LastError != ""
@@ -288,15 +288,15 @@ func TestOutboxTwoRelaysRaceOneTicketPerEmail(t *testing.T) {
 	// Two core replicas on one database: only nudges wake their relays.
 	a := startRelaying(t, n, func(c *Config) { c.RelayInterval = time.Hour })
 	b := startWith(t, a.cfg)
-	store := a.m.outboxRelay().Store()
+	store := a.m.Relay.Store()
 	const emails = 50
 	for i := range emails {
 		if err := store.Enqueue(t.Context(), testEmail(fmt.Sprintf("race%02d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	a.m.outboxRelay().Nudge()
-	b.m.outboxRelay().Nudge()
+	a.m.Relay.Nudge()
+	b.m.Relay.Nudge()
 	eventually(t, 60*time.Second, "the outbox empties", func() bool { return backlog(t, a).Pending == 0 })
 	ts := n.tickets()
 	subjects := map[string]bool{}
@@ -343,7 +343,7 @@ func TestOutboxTraceContinues(t *testing.T) {
 	if !strings.Contains(e.TraceParent, traceID) {
 		t.Fatalf("traceparent %q", e.TraceParent)
 	}
-	if err := s.m.Outbox.Enqueue(t.Context(), e); err != nil {
+	if err := s.m.Relay.Enqueue(t.Context(), e); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the ticket is created", func() bool { return len(n.tickets()) == 1 })
@@ -377,8 +377,8 @@ func TestOutboxTraceContinues(t *testing.T) {
 // outboxStore is the service's outbox store.
 func outboxStore(t *testing.T, s *service) *mongostore.Outbox {
 	t.Helper()
-	st, ok := s.m.outboxRelay().Store().(*mongostore.Outbox)
-	if led, isLed := s.m.outboxRelay().Store().(ledOutbox); isLed {
+	st, ok := s.m.Relay.Store().(*mongostore.Outbox)
+	if led, isLed := s.m.Relay.Store().(ledOutbox); isLed {
 		st, ok = led.OutboxStore.(*mongostore.Outbox)
 	}
 	if !ok {
@@ -451,7 +451,7 @@ func TestOutboxRelayPausesWhileNotificationServiceDown(t *testing.T) {
 	}
 	const emails = 60
 	for i := range emails {
-		if err := s.m.Outbox.Enqueue(t.Context(), testEmail(fmt.Sprintf("paused%02d", i))); err != nil {
+		if err := s.m.Relay.Enqueue(t.Context(), testEmail(fmt.Sprintf("paused%02d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -60,12 +60,12 @@ func (c BookingConfig) Validate() error {
 	return nil
 }
 
-// wireBookings builds m.Bookings on db and starts the hold expirer (stopped by Close). Hold
+// wireBookings builds m.Bookings on db and adds the hold expirer to the loops. Hold
 // ends follow the database's clock (m.now); the expirer runs on the replica that leads
 // JobExpiry, and shares its notes of lapsed fair-use slots with the others.
 func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
-	if m.Catalogue == nil {
-		return errors.New("bookings need the catalogue (wireCatalogue first)")
+	if m.Catalogue == nil || m.Relay == nil {
+		return errors.New("bookings need the catalogue and the relay (wireCatalogue and wireOutbox first)")
 	}
 	var shows core.ShowFinder = m.Catalogue
 	cfg := m.Config.BookingConfig
@@ -87,38 +87,23 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	m.Bookings = booking.NewBookings(store, shows, booking.BookingsOptions{HoldTTL: cfg.HoldTTL,
 		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, MaxOpenSeatsPerUser: cfg.MaxOpenSeatsPerUser,
 		Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry), TraceParent: httpx.TraceParent, Now: m.now,
-		TakeoverMargin: margin, Leads: m.elect(ctx, JobExpiry).Leader, Lapses: mongostore.NewLapses(db)})
+		TakeoverMargin: margin, Leads: m.elect(ctx, JobExpiry).Leader, Lapses: mongostore.NewLapses(db), Outbox: m.Relay})
 	// Before serving, like the indexes: a store written by a version without seat logs gets
 	// them (once).
 	if err := m.Bookings.MigrateSeatLogs(ctx); err != nil {
 		return err
 	}
-	if m.Outbox != nil {
-		m.Bookings.SetOutbox(m.Outbox)
-	}
-	m.Catalogue.SetShowDeletion(m.Bookings.ReserveShowDeletion)
-	expCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		m.Bookings.Run(expCtx, cfg.ExpiryInterval, func(err error) {
+	m.loops.Add("hold expirer", func(ctx context.Context) {
+		m.Bookings.Run(ctx, cfg.ExpiryInterval, func(err error) {
 			m.Logger.Warn("booking background work failed; retrying", "error", err.Error())
 		})
-	}()
+	})
 	// The seat logs' compaction runs on every replica (each compacts the shows it has seen;
 	// the compaction records keep them from repeating each other's work).
-	compacted := make(chan struct{})
-	go func() {
-		defer close(compacted)
-		m.Bookings.RunCompaction(expCtx, func(err error) {
+	m.loops.Add("seat log compaction", func(ctx context.Context) {
+		m.Bookings.RunCompaction(ctx, func(err error) {
 			m.Logger.Warn("seat log compaction failed; retrying", "error", err.Error())
 		})
-	}()
-	m.OnClose(func(context.Context) error {
-		stop()
-		<-done
-		<-compacted
-		return nil
 	})
 	return nil
 }

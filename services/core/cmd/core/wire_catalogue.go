@@ -9,7 +9,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/cineflow/cineflow/pkg/httpx"
-	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/httpapi"
 	"github.com/cineflow/cineflow/services/core/mongostore"
@@ -51,7 +50,7 @@ func (c CatalogueConfig) showCacheTTL() time.Duration {
 }
 
 // wireCatalogue builds m.Catalogue on db (indexes included). The theatre-created emails go to
-// m.Outbox, read at each send, so wireOutbox may run after this.
+// m.Relay (wireOutbox first).
 func (m *Main) wireCatalogue(ctx context.Context, db *mongo.Database) error {
 	cfg := m.Config.CatalogueConfig
 	if err := cfg.Validate(); err != nil {
@@ -62,7 +61,7 @@ func (m *Main) wireCatalogue(ctx context.Context, db *mongo.Database) error {
 		return fmt.Errorf("catalogue: %w", err)
 	}
 	m.Catalogue = catalogue.NewCatalogue(stores.Stores(), catalogue.CatalogueOptions{
-		OutboxFunc:   func() core.Outbox { return m.Outbox },
+		Outbox:       m.Relay,
 		TraceParent:  httpx.TraceParent,
 		ShowCacheTTL: cfg.showCacheTTL(),
 		// The database's clock (see wireClock): deletion markers are dated by it, so the

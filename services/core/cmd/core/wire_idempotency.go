@@ -41,8 +41,8 @@ func (c IdempotencyConfig) Validate() error {
 
 // wireIdempotency builds m.Idempotency on db. Old records expire by a TTL index where the
 // server has them (MongoDB); where it refuses one (the embedded database), a periodic
-// clean-up removes them instead, on the replica that leads JobIdempotencyCleanup, stopped by
-// Close. Neither ever fails the start. Claims are dated by the database's clock (m.now), so
+// clean-up removes them instead, on the replica that leads JobIdempotencyCleanup (one of the
+// loops). Neither ever fails the start. Claims are dated by the database's clock (m.now), so
 // that a replica whose clock runs ahead does not take over another's claim early.
 func (m *Main) wireIdempotency(ctx context.Context, db *mongo.Database) {
 	cfg := m.Config.IdempotencyConfig
@@ -60,17 +60,9 @@ func (m *Main) wireIdempotency(ctx context.Context, db *mongo.Database) {
 	m.Logger.Info("the database has no TTL index for idempotency records: removing old ones periodically instead",
 		"interval", interval.String(), "reason", err.Error())
 	leads := m.elect(ctx, JobIdempotencyCleanup).Leader
-	cctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		store.RunCleanup(cctx, interval, leads, func(err error) {
+	m.loops.Add("idempotency clean-up", func(ctx context.Context) {
+		store.RunCleanup(ctx, interval, leads, func(err error) {
 			m.Logger.Warn("idempotency clean-up failed; retrying", "error", err.Error())
 		})
-	}()
-	m.OnClose(func(context.Context) error {
-		stop()
-		<-done
-		return nil
 	})
 }

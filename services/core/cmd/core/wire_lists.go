@@ -19,10 +19,7 @@ const listsBackfillRetry = 10 * time.Second
 // up after it is done finds the marker and stops after one pass.
 func (m *Main) backfillLists(ctx context.Context, store *mongostore.Bookings) {
 	e := m.elect(ctx, JobListsBackfill)
-	bctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	m.loops.Add("lists backfill", func(bctx context.Context) {
 		defer func() { // done, or stopping: another replica may lead at once
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(bctx), time.Second)
 			defer cancel()
@@ -62,10 +59,5 @@ func (m *Main) backfillLists(ctx context.Context, store *mongostore.Bookings) {
 			case <-time.After(wait):
 			}
 		}
-	}()
-	m.OnClose(func(context.Context) error {
-		stop()
-		<-done
-		return nil
 	})
 }

@@ -50,7 +50,8 @@ func (c OutboxConfig) Validate(production bool) error {
 	return nil
 }
 
-// wireOutbox builds m.Outbox on db and starts its relay (stopped by Close).
+// wireOutbox builds m.Relay on db, and adds it to the loops (not started: guards are
+// registered first).
 func (m *Main) wireOutbox(ctx context.Context, db *mongo.Database) error {
 	cfg := m.Config.OutboxConfig
 	if err := cfg.Validate(m.Config.Production()); err != nil {
@@ -84,12 +85,11 @@ func (m *Main) wireOutbox(ctx context.Context, db *mongo.Database) error {
 			return fmt.Errorf("outbox metrics: %w", err)
 		}
 	}
-	m.Outbox = relay // Enqueue stores the email and wakes the relay
-	// Closers run last-added first: the relay stops, then the store writes its share of the
-	// outbox count.
+	m.Relay = relay // Enqueue stores the email and wakes the relay
+	// The store writes its share of the outbox count once the relay has stopped (the loops
+	// stop first: closers run last-added first).
 	m.OnClose(store.Flush)
-	relay.Start()
-	m.OnClose(relay.Stop)
+	m.loops.Add("outbox relay", relay.Run)
 	return nil
 }
 
@@ -108,13 +108,6 @@ func (o ledOutbox) Pending(ctx context.Context, now time.Time, limit int) ([]cor
 		return nil, nil
 	}
 	return o.OutboxStore.Pending(ctx, now, limit)
-}
-
-// outboxRelay is the relay wireOutbox started (nil before, or if m.Outbox is something else):
-// register guards on it, e.g. m.outboxRelay().Guard(booking.PaidEmailKind, g).
-func (m *Main) outboxRelay() *outbox.Relay {
-	r, _ := m.Outbox.(*outbox.Relay)
-	return r
 }
 
 // outboxMetrics exports the relay's results (counted as they happen), whether its breaker

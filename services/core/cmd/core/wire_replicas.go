@@ -74,18 +74,10 @@ func (m *Main) wireClock(ctx context.Context) {
 	} else {
 		m.Logger.Debug("offset to the database's clock", "offset", off.String())
 	}
-	cctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		m.Clock.Run(cctx, func(err error) {
+	m.loops.Add("clock", func(ctx context.Context) {
+		m.Clock.Run(ctx, func(err error) {
 			m.Logger.Warn("could not measure the database's clock; keeping the last offset", "error", err.Error())
 		})
-	}()
-	m.OnClose(func(context.Context) error {
-		stop()
-		<-done
-		return nil
 	})
 }
 
@@ -105,9 +97,9 @@ func (m *Main) registerClockMetrics() error {
 }
 
 // elect makes this replica a candidate for job and returns its elector (in m.Electors). It
-// polls once at once, so that a lone replica leads from its start; then it keeps polling until
-// Close, which releases the job (after the loops registered later, which use it, have
-// stopped), so that another replica takes over at once.
+// polls once at once, so that a lone replica leads from its start; then it keeps polling
+// (m.elections) until Close, which releases the job once the loops that use it have stopped
+// (stopElections), so that another replica takes over at once.
 func (m *Main) elect(ctx context.Context, job string) *lease.Elector {
 	if m.Electors == nil {
 		m.Electors = map[string]*lease.Elector{}
@@ -134,23 +126,24 @@ func (m *Main) elect(ctx context.Context, job string) *lease.Elector {
 	if err != nil {
 		log.Warn("could not take part in the election yet; retrying", "error", err.Error())
 	}
-	ectx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		e.Run(ectx, func(err error) { log.Warn("election round failed; retrying", "error", err.Error()) })
-	}()
-	m.OnClose(func(ctx context.Context) error {
-		stop()
-		<-done
-		// Best effort, even when Close's own time is spent: a lease not released ends with its
-		// windows anyway (another replica takes over within 4/3 of a window instead of at once).
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		if err := e.Release(rctx); err != nil {
-			log.Warn("could not release the job; another replica takes it over once its windows end", "error", err.Error())
-		}
-		return nil
+	m.elections.Add("election "+job, func(ctx context.Context) {
+		e.Run(ctx, func(err error) { log.Warn("election round failed; retrying", "error", err.Error()) })
 	})
 	return e
+}
+
+// stopElections stops the electors' polls and releases every job this replica leads. Best
+// effort, even when Close's own time is spent: a lease not released ends with its windows
+// anyway (another replica takes over within 4/3 of a window instead of at once).
+func (m *Main) stopElections(ctx context.Context) error {
+	err := m.elections.Stop(ctx)
+	for job, e := range m.Electors {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		if rerr := e.Release(rctx); rerr != nil {
+			m.Logger.Warn("could not release the job; another replica takes it over once its windows end",
+				"job", job, "error", rerr.Error())
+		}
+		cancel()
+	}
+	return err
 }
