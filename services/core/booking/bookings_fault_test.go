@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/mongo"
+
 	"github.com/cineflow/cineflow/pkg/devdb/faultproxy"
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/mongostore"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // faultRig is two replicas on one database: a (faulty) reaches it through a fault proxy, b

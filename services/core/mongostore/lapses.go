@@ -8,10 +8,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cineflow/cineflow/services/core/booking"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/cineflow/cineflow/services/core/booking"
 )
 
 // lapsedSlotsPrefix starts the name of each collection of lapsed slots' notes: one per bucket

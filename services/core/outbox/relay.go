@@ -10,12 +10,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cineflow/cineflow/services/core"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // OutboxStore keeps the emails owed until the notification service has them. Enqueue (from
@@ -105,8 +106,10 @@ type RelayOptions struct {
 	// kind is registered (a relay starts before the parts of the service that register
 	// guards, and must not send an email whose decision nobody has checked).
 	GuardedKinds []string
-	// OnResult, if set, is called once per attempt (metrics).
+	// OnResult, if set, is called once per attempt.
 	OnResult func(kind string, result RelayResult)
+	// Metrics, if set, exports the relay's figures (see NewMetrics).
+	Metrics *Metrics
 	// TracerProvider makes the "outbox.relay" spans (default: the global one).
 	TracerProvider trace.TracerProvider
 	// Now and Rand (a number in [0, 1) for the jitter) are for tests.
@@ -212,9 +215,18 @@ func NewRelay(store OutboxStore, n Notifier, opts RelayOptions) *Relay {
 	if opts.TracerProvider == nil {
 		opts.TracerProvider = otel.GetTracerProvider()
 	}
-	return &Relay{store: store, notifier: n, opts: opts, log: opts.Logger,
+	r := &Relay{store: store, notifier: n, opts: opts, log: opts.Logger,
 		tracer: opts.TracerProvider.Tracer("cineflow/core/outbox"), nudge: make(chan struct{}, 1),
 		guards: map[string]OutboxGuard{}, guarded: guarded}
+	if m := opts.Metrics; m != nil {
+		m.relay = r
+		if on := opts.OnResult; on != nil {
+			r.opts.OnResult = func(kind string, res RelayResult) { m.observe(kind, res); on(kind, res) }
+		} else {
+			r.opts.OnResult = m.observe
+		}
+	}
+	return r
 }
 
 // Enqueue stores e durably (a repeated Key keeps the first) and wakes the relay.

@@ -11,7 +11,6 @@ import (
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/booking"
-	"github.com/cineflow/cineflow/services/core/httpapi"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -86,7 +85,7 @@ func (m *Main) wireBookings(ctx context.Context, db *mongo.Database) error {
 	}
 	m.Bookings = booking.NewBookings(store, shows, booking.BookingsOptions{HoldTTL: cfg.HoldTTL,
 		MaxSeatsPerBooking: cfg.MaxSeatsPerBooking, MaxOpenSeatsPerUser: cfg.MaxOpenSeatsPerUser,
-		Project: cfg.Projection, Events: httpapi.NewBookingMetrics(m.Registry), TraceParent: httpx.TraceParent, Now: m.now,
+		Project: cfg.Projection, Events: booking.NewMetrics(m.Registry), TraceParent: httpx.TraceParent, Now: m.now,
 		TakeoverMargin: margin, Leads: m.elect(ctx, JobExpiry).Leader, Lapses: mongostore.NewLapses(db), Outbox: m.Relay})
 	// Before serving, like the indexes: a store written by a version without seat logs gets
 	// them (once).
