@@ -36,7 +36,7 @@ type Theatre struct {
 }
 
 // Show is one screening of a movie in a theatre. A booking names it by theatre, movie and
-// the same Timing string. It has NoOfSeats seats, labelled row by row (see SeatLabels).
+// the same Timing string. It has NoOfSeats seats, labelled row by row (see booking.SeatLayout).
 type Show struct {
 	ID          string    `json:"_id"`
 	TheatreID   string    `json:"theatreId"`

@@ -59,9 +59,6 @@ type NotifyError struct {
 func (e *NotifyError) Error() string { return e.Err.Error() }
 func (e *NotifyError) Unwrap() error { return e.Err }
 
-// GuardVerdict, GuardSend, GuardDrop and GuardWait live in guard.go (moved by the lead: the
-// booking engine uses them too). Do not redeclare them here.
-
 // OutboxGuard tells the relay whether the decision an email belongs to (its Kind and Ref)
 // stands. An error means "cannot tell now": the relay retries later.
 type OutboxGuard func(ctx context.Context, kind, ref string) (core.GuardVerdict, error)
