@@ -63,7 +63,7 @@ bench: ## benchmarks with figures (req/s, p50/p99, drain time, memory)
 	-cd services/notification && go test -run '^$$' -bench . -benchtime 3000x ./httpapi/
 	-cd services/notification && go test -v -run '^$$' -bench 'ListGrowth' -benchtime 1x -timeout 60m ./mongostore/
 	-cd jobs/sweeper && go test -v -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
-	-cd services/core && go test -run '^$$' -bench 'FreeSeats|SeatMap' .
+	-cd services/core && go test -run '^$$' -bench 'FreeSeats|SeatMap' ./booking/
 	-cd services/core && go test -run '^$$' -bench 'SignInLookup' -benchtime 200x ./mongostore/
 	-cd services/core && go test -run '^$$' -bench 'Movie' -benchtime 5000x ./cmd/core/
 	-cd services/core && go test -run '^$$' -bench 'BookingHTTP|Contention|CoreMemory' -benchtime 1x -timeout 30m ./cmd/core/
