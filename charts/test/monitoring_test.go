@@ -387,6 +387,54 @@ func monTopLevelWords(s string) []string {
 	return words
 }
 
+// TestMonitoringRunbooks: every alert the chart ships links a section of docs/runbooks.md
+// that exists (its heading is the alert's name), under the base URL the values give; and the
+// page has a section for no alert the chart does not ship.
+func TestMonitoringRunbooks(t *testing.T) {
+	const base = "https://runbooks.example.com/cineflow.md"
+	rules := monOfKind(monRenderObjects(t, append(slices.Clone(monMonitoringValues),
+		"--set", "metrics.prometheusRule.runbookBaseURL="+base)...), "PrometheusRule")
+	if len(rules) != 1 {
+		t.Fatalf("want one PrometheusRule, got %d", len(rules))
+	}
+	var g monRuleGroups
+	if err := json.Unmarshal(rules[0].Spec, &g); err != nil {
+		t.Fatal(err)
+	}
+	page, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "runbooks.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^## (\S+)\s*$`).FindAllStringSubmatch(string(page), -1) {
+		sections[m[1]] = true
+	}
+	shipped := map[string]bool{}
+	for _, grp := range g.Groups {
+		for _, r := range grp.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			shipped[r.Alert] = true
+			want := base + "#" + strings.ToLower(r.Alert)
+			if got := r.Annotations["runbook_url"]; got != want {
+				t.Errorf("alert %s: runbook_url %q, want %q", r.Alert, got, want)
+			}
+			if !sections[r.Alert] {
+				t.Errorf("alert %s has no section in docs/runbooks.md (a heading \"## %s\")", r.Alert, r.Alert)
+			}
+		}
+	}
+	for s := range sections {
+		if !shipped[s] {
+			t.Errorf("docs/runbooks.md has a section for %s, which the chart does not ship", s)
+		}
+	}
+	if len(shipped) != len(monWantAlerts) {
+		t.Errorf("rendered %d alerts, want %d", len(shipped), len(monWantAlerts))
+	}
+}
+
 func TestMonitoringAlertSignal(t *testing.T) {
 	for expr, want := range map[string]string{
 		`time() - max(x{job="a>b"}) > 600`:                              `time() - max(x{job="a>b"})`,
