@@ -11,6 +11,8 @@ import (
 
 	"github.com/caarlos0/env/v11"
 	"github.com/joho/godotenv"
+
+	"github.com/cineflow/cineflow/pkg/logging"
 )
 
 // Common holds what every binary reads.
@@ -32,14 +34,18 @@ func (c Common) Development() bool {
 // so that an empty or misspelt APP_ENV fails closed (Validate refuses a misspelt one).
 func (c Common) Production() bool { return !c.Development() }
 
-// Validate refuses an APP_ENV other than production or development (empty means production).
+// Validate refuses an APP_ENV other than production or development (empty means production)
+// and a LOG_LEVEL other than debug, info, warn or error.
 func (c Common) Validate() error {
 	switch v := strings.ToLower(strings.TrimSpace(c.AppEnv)); v {
 	case "", "production", "development":
-		return nil
 	default:
 		return errors.New("APP_ENV must be production (the default) or development")
 	}
+	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	return nil
 }
 
 // RequiredInProduction is the error of a binary that refuses to start in production without

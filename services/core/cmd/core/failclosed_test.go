@@ -112,6 +112,7 @@ func TestBinaryFailsClosed(t *testing.T) {
 		{"short JWT_SECRET", common("JWT_SECRET="+shortSecret, "NOTIFICATION_API_TOKEN=service-token-value"), "JWT_SECRET must be at least 32 bytes"},
 		{"no NOTIFICATION_API_TOKEN", common("JWT_SECRET=" + longSecret), "NOTIFICATION_API_TOKEN is required in production"},
 		{"misspelt APP_ENV", common("APP_ENV=dev"), "APP_ENV must be production"},
+		{"unknown LOG_LEVEL", common("APP_ENV=development", "LOG_LEVEL=verbose"), "LOG_LEVEL must be one of debug, info, warn, error"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
