@@ -427,6 +427,9 @@ AUTH_LIMITER_ENTRIES: {{ $c.authLimiterEntries | int | toString | quote }}
 {{- with $c.trustedProxies }}
 TRUSTED_PROXIES: {{ . | quote }}
 {{- end }}
+{{- with $c.corsAllowedOrigins }}
+CORS_ALLOWED_ORIGINS: {{ join "," . | quote }}
+{{- end }}
 BOOKING_HOLD_TTL: {{ $c.bookingHoldTTL | quote }}
 HOLD_EXPIRY_INTERVAL: {{ $c.holdExpiryInterval | quote }}
 MAX_SEATS_PER_BOOKING: {{ $c.maxSeatsPerBooking | int | toString | quote }}

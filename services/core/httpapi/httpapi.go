@@ -50,6 +50,9 @@ type Options struct {
 	Catalogue CatalogueOptions
 	// HTTP configures the shared server; Name defaults to "mba", Ready to store.Ping.
 	HTTP httpx.Options
+	// CORSOrigins are the browser origins allowed to call the API (see ParseCORSOrigins);
+	// none by default, and then no CORS header is sent.
+	CORSOrigins []string
 }
 
 // API holds the handlers.
@@ -93,6 +96,9 @@ func Register(app *fiber.App, svc Services, opts Options) *API {
 	a := &API{svc: svc, opts: opts, acc: svc.Accounts, log: opts.Logger,
 		limits: newAuthLimits(opts.AuthLimits, reg)}
 	app.Hooks().OnShutdown(func() error { a.limits.stop(); return nil })
+	if len(opts.CORSOrigins) > 0 {
+		app.Use(BasePath, corsHandler(opts.CORSOrigins))
+	}
 	g := app.Group(BasePath)
 	g.Post("/auth/signup", a.signUp)
 	g.Post("/auth/signin", a.signIn)

@@ -61,6 +61,9 @@ type Config struct {
 	// AdminEmail and AdminPassword create the first APPROVED ADMIN at start (idempotent).
 	AdminEmail    string `env:"ADMIN_EMAIL"`
 	AdminPassword string `env:"ADMIN_PASSWORD"`
+	// CORSAllowedOrigins are the browser origins (comma-separated) allowed to call the API:
+	// none by default (see httpapi.ParseCORSOrigins).
+	CORSAllowedOrigins string `env:"CORS_ALLOWED_ORIGINS"`
 }
 
 // LoadConfig reads the configuration from .env and the environment.
@@ -122,6 +125,9 @@ func (c Config) Validate() error {
 	}
 	if c.DBURL == "" {
 		return errors.New("DB_URL is empty")
+	}
+	if _, err := httpapi.ParseCORSOrigins(c.CORSAllowedOrigins); err != nil {
+		return err
 	}
 	return nil
 }
@@ -285,7 +291,8 @@ func (m *Main) Run(ctx context.Context) error {
 	})
 	m.Relay.Guard(catalogue.EmailKindTheatreCreated, m.Catalogue.TheatreCreatedGuard)
 
-	proxies, _ := httpapi.ParseTrustedProxies(cfg.TrustedProxies) // checked by Validate
+	proxies, _ := httpapi.ParseTrustedProxies(cfg.TrustedProxies)  // checked by Validate
+	origins, _ := httpapi.ParseCORSOrigins(cfg.CORSAllowedOrigins) // checked by Validate
 	httpOpts := cfg.Settings.Options()
 	httpOpts.Registry = m.Registry
 	limits := cfg.AuthConfig.Limits()
@@ -297,6 +304,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger:         log,
 		AuthLimits:     limits,
 		TrustedProxies: proxies,
+		CORSOrigins:    origins,
 		Catalogue:      cfg.CatalogueConfig.HTTPOptions(),
 		HTTP:           httpOpts,
 	})
