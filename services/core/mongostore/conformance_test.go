@@ -1,0 +1,27 @@
+package mongostore_test
+
+import (
+	"testing"
+
+	"github.com/cineflow/cineflow/pkg/devdb"
+	"github.com/cineflow/cineflow/services/core/accounts"
+	"github.com/cineflow/cineflow/services/core/accounts/accountstest"
+	"github.com/cineflow/cineflow/services/core/mongostore"
+)
+
+// The conformance suites of the core's store contracts, run against the MongoDB stores on a
+// database of each subtest's own: the embedded database, or the MongoDB of TEST_MONGODB_URI.
+
+func TestUserStoreConformance(t *testing.T) {
+	t.Parallel()
+	accountstest.RunUserStore(t, func(t *testing.T) accounts.UserStore {
+		s := mongostore.New(devdb.TestDB(t))
+		if err := s.EnsureIndexes(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Backfill(t.Context()); err != nil { // as the service does at start
+			t.Fatal(err)
+		}
+		return s
+	})
+}
