@@ -6,6 +6,8 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/services/core/accounts"
 	"github.com/cineflow/cineflow/services/core/accounts/accountstest"
+	"github.com/cineflow/cineflow/services/core/catalogue"
+	"github.com/cineflow/cineflow/services/core/catalogue/cataloguetest"
 	"github.com/cineflow/cineflow/services/core/mongostore"
 )
 
@@ -24,4 +26,34 @@ func TestUserStoreConformance(t *testing.T) {
 		}
 		return s
 	})
+}
+
+// newCatalogue returns the catalogue stores on a database of the test's own.
+func newCatalogue(t *testing.T) *mongostore.Catalogue {
+	t.Helper()
+	s := mongostore.NewCatalogue(devdb.TestDB(t))
+	if err := s.EnsureIndexes(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestMovieStoreConformance(t *testing.T) {
+	t.Parallel()
+	cataloguetest.RunMovieStore(t, func(t *testing.T) catalogue.MovieStore { return newCatalogue(t).Movies })
+}
+
+func TestTheatreStoreConformance(t *testing.T) {
+	t.Parallel()
+	cataloguetest.RunTheatreStore(t, func(t *testing.T) catalogue.TheatreStore { return newCatalogue(t).Theatres })
+}
+
+func TestShowStoreConformance(t *testing.T) {
+	t.Parallel()
+	cataloguetest.RunShowStore(t, func(t *testing.T) catalogue.ShowStore { return newCatalogue(t).Shows })
+}
+
+func TestDeletionStoreConformance(t *testing.T) {
+	t.Parallel()
+	cataloguetest.RunDeletionStore(t, func(t *testing.T) catalogue.DeletionStore { return newCatalogue(t).Deletions })
 }
