@@ -11,6 +11,8 @@ import (
 	"github.com/cineflow/cineflow/services/core/catalogue"
 	"github.com/cineflow/cineflow/services/core/catalogue/cataloguetest"
 	"github.com/cineflow/cineflow/services/core/mongostore"
+	"github.com/cineflow/cineflow/services/core/outbox"
+	"github.com/cineflow/cineflow/services/core/outbox/outboxtest"
 )
 
 // The conformance suites of the core's store contracts, run against the MongoDB stores on a
@@ -91,4 +93,15 @@ func TestBookingStoreConformanceBeforeListsBackfill(t *testing.T) {
 func TestLapseStoreConformance(t *testing.T) {
 	t.Parallel()
 	bookingtest.RunLapseStore(t, func(t *testing.T) booking.LapseStore { return mongostore.NewLapses(devdb.TestDB(t)) })
+}
+
+func TestOutboxStoreConformance(t *testing.T) {
+	t.Parallel()
+	outboxtest.RunOutboxStore(t, func(t *testing.T) outbox.OutboxStore {
+		s := mongostore.NewOutbox(devdb.TestDB(t))
+		if err := s.EnsureIndexes(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
 }
