@@ -25,7 +25,8 @@ type Email struct {
 }
 
 // Outbox accepts emails to relay. Enqueue is durable when it returns nil; enqueueing the
-// same Key twice keeps one email.
+// same Key again while its email waits unattempted keeps the first email. (Once an attempt
+// has rescheduled it, a store may keep a second copy: see OutboxStore.)
 type Outbox interface {
 	Enqueue(ctx context.Context, e Email) error
 }

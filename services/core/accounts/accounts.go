@@ -416,8 +416,8 @@ func (a *Accounts) UpdateUser(ctx context.Context, caller *core.User, id string,
 
 // UserStore keeps users.
 type UserStore interface {
-	// Create stores u (its ID, CreatedAt and UpdatedAt are set). A taken email answers
-	// errs.Conflict, decided by the store's unique index.
+	// Create stores u and sets its ID (and CreatedAt and UpdatedAt, when zero, to now). A
+	// taken email answers errs.Conflict, decided by the store's unique index.
 	Create(ctx context.Context, u *core.User) error
 	// Get finds a user by id, at its latest version: errs.NotFound if none, errs.Invalid for a
 	// malformed id.

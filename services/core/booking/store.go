@@ -32,8 +32,8 @@ type BookingStore interface {
 	ClaimSlots(ctx context.Context, userID, bookingID string, slots []int) (won []int, err error)
 	ReleaseSlots(ctx context.Context, userID, bookingID string, slots []int) error
 
-	// AddIntent inserts an intent into the bucket of the expiry queue its ExpiresAt falls in;
-	// DeleteIntents deletes intents by id from the bucket of expiresAt. IntentBuckets lists the
+	// AddIntent inserts an intent into the bucket of the expiry queue its ExpiresAt falls in
+	// (an intent there already is success, and stays one); DeleteIntents deletes intents by id from the bucket of expiresAt. IntentBuckets lists the
 	// buckets, earliest first; BucketIntents reads a whole bucket; DropIntentBucket deletes one
 	// with everything in it. ForwardLegacyIntents moves up to limit intents written by earlier
 	// versions (one queue, no buckets) into their buckets. ShowIntents lists a show's intents
@@ -81,14 +81,18 @@ type BookingStore interface {
 	AllHolds(ctx context.Context) ([]core.Hold, error)
 	OpenBookings(ctx context.Context, expiringAfter time.Time) ([]core.Booking, error)
 
+	// CreateBooking stores b under its given id (a malformed id is errs.Invalid; a second
+	// create of an id fails and keeps the first).
 	CreateBooking(ctx context.Context, b *core.Booking) error
-	// GetBooking reads a booking as stored (its Status may lag its outcome).
+	// GetBooking reads a booking as stored (its Status may lag its outcome): errs.NotFound if
+	// none, errs.Invalid for a malformed id.
 	GetBooking(ctx context.Context, id string) (*core.Booking, error)
 	// ListBookings lists bookings by a filtered, sorted find (a scan; Limit 0: all of them).
 	ListBookings(ctx context.Context, f core.BookingFilter) ([]core.Booking, error)
 	// PageBookings returns a page of bookings, newest first, and the cursor of the next page
 	// ("" when there is none). It costs the same however many bookings are stored (once the
 	// store's backfill is done); a page may stop short of Limit and still have a next cursor.
+	// A cursor the store did not write is errs.Invalid.
 	PageBookings(ctx context.Context, f core.BookingFilter) (page []core.Booking, next string, err error)
 	// ProjectStatus copies a decided status onto the bookings.
 	ProjectStatus(ctx context.Context, status core.BookingStatus, ids []string) error
@@ -101,6 +105,7 @@ type BookingStore interface {
 	// Outcomes returns the outcomes of the given bookings, by booking id.
 	Outcomes(ctx context.Context, bookingIDs []string) (map[string]core.Outcome, error)
 
+	// CreatePayment and GetPayment are CreateBooking and GetBooking for payments.
 	CreatePayment(ctx context.Context, p *core.Payment) error
 	GetPayment(ctx context.Context, id string) (*core.Payment, error)
 	// ListPayments lists payments by a filtered, sorted find (a scan); PagePayments returns a

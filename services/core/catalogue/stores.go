@@ -22,7 +22,8 @@ type MovieStore interface {
 	Delete(ctx context.Context, id string) error
 }
 
-// TheatreStore keeps theatres.
+// TheatreStore keeps theatres. Ids (of theatres, owners and movies) are as MovieStore's: a
+// malformed one answers errs.Invalid, an unknown theatre errs.NotFound.
 type TheatreStore interface {
 	Create(ctx context.Context, t *core.Theatre) error
 	Get(ctx context.Context, id string) (*core.Theatre, error)
@@ -52,7 +53,8 @@ type DeletionStore interface {
 }
 
 // ShowStore keeps shows. (theatreId, movieId, timing) is unique: a second show of the same
-// identity answers errs.Conflict, decided by the store's unique index.
+// identity (created, or updated onto it) answers errs.Conflict, decided by the store's unique
+// index. Ids are as MovieStore's.
 type ShowStore interface {
 	Create(ctx context.Context, s *core.Show) error
 	Get(ctx context.Context, id string) (*core.Show, error)

@@ -21,6 +21,9 @@ import (
 
 // OutboxStore keeps the emails owed until the notification service has them. Enqueue (from
 // Outbox) is an insert keyed by Email.Key: a duplicate key is success and keeps the first.
+// A key enqueued again after Reschedule moved its email is not a duplicate to every store
+// (mongostore.Outbox queues a second copy, posted again under the same Idempotency-Key);
+// Pending lists a key once all the same.
 type OutboxStore interface {
 	core.Outbox
 	// Pending lists up to limit emails due at now (NextAttemptAt <= now), the longest due

@@ -178,7 +178,8 @@ func (s *Store) InsertBatch(ctx context.Context, b *notification.Batch) error {
 }
 
 // Assign inserts the assignments of members to b (unordered, so one duplicate does not stop
-// the others) and returns the indexes of the members another batch owns already.
+// the others) and returns the indexes of the members assigned already: to another batch, or
+// to b by an earlier call (the sweeper assigns a member to a new batch only, once).
 func (s *Store) Assign(ctx context.Context, b *notification.Batch, members []notification.Member) (map[int]bool, error) {
 	if len(members) == 0 {
 		return nil, nil
@@ -400,7 +401,8 @@ const maxClaimSteps = 64
 // starting from from (the last claim number its caller knew of; a number too high walks
 // back), after checking that claim n-1 has ended; when claim n exists it checks n and goes
 // on to n+1. So claim n is won by one insert, only once claim n-1 is over, and its winner
-// learns n from that insert. It returns the number won, or ok=false when a lease is held.
+// learns n from that insert. It returns the number won, or ok=false when a lease is held (or
+// when from is more than maxClaimSteps below the last claim: it gives up walking on).
 func (s *Store) Claim(ctx context.Context, batchID string, from int, holder string, now, until time.Time) (int, bool, error) {
 	n := max(from, 1)
 	read := func(n int) (*claim, error) {
