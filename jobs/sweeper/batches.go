@@ -1,6 +1,7 @@
 package sweeper
 
 import (
+	"context"
 	"math/rand/v2"
 	"sort"
 	"time"
@@ -18,11 +19,45 @@ const orphanGrace = 10 * time.Minute
 // maxOpenRead bounds the open batches one sweep reads.
 const maxOpenRead = 20000
 
+// BatchStore is what taking over and forming batches needs from the database: the open
+// batches and their leases, the delivery queue, and the batch records.
+type BatchStore interface {
+	// OpenBatches returns up to limit batches not yet done.
+	OpenBatches(ctx context.Context, limit int) ([]notification.OpenBatch, error)
+	// Claim takes the next lease on a batch: it inserts claim n, starting from from (the last
+	// claim number known, 0 for none) and moving on only over claims that ended, so the
+	// winner of claim n learns n from its own insert. ok is false when a lease is held.
+	Claim(ctx context.Context, batchID string, from int, holder string, now, until time.Time) (n int, ok bool, err error)
+	// ReleaseClaim ends claim n at now, so the next sweep may take the batch at once.
+	ReleaseClaim(ctx context.Context, batchID string, n int, now time.Time) error
+	// Batch reads a batch (nil when there is none).
+	Batch(ctx context.Context, id string) (*notification.Batch, error)
+	// QueueHead returns up to limit queued ticket generations of queue shard shard (of
+	// notification.QueueShards), oldest queued first.
+	QueueHead(ctx context.Context, shard, limit int) ([]notification.QueueEntry, error)
+	// Dequeue removes queue entries.
+	Dequeue(ctx context.Context, keys []string) error
+	// GenerationStarted reports whether a ticket's generation exists (its re-queue is decided).
+	GenerationStarted(ctx context.Context, ticket bson.ObjectID, gen int) (bool, error)
+	// AppendTally records a change of the delivery figures under a unique key, once.
+	AppendTally(ctx context.Context, key string, d notification.Tally) error
+	// InsertBatch stores a new batch (held by its creator until b.NextAttemptAt) and opens it.
+	InsertBatch(ctx context.Context, b *notification.Batch) error
+	// Assign assigns ticket generations to a batch; it returns the indexes another batch owns.
+	Assign(ctx context.Context, b *notification.Batch, members []notification.Member) (lost map[int]bool, err error)
+	// SaveBatch writes the batch (and its open entry) as its holder sees it.
+	SaveBatch(ctx context.Context, b *notification.Batch) error
+	// CloseBatch removes a done batch from the open batches.
+	CloseBatch(ctx context.Context, id string) error
+	// DiscardBatch removes a batch that won no ticket.
+	DiscardBatch(ctx context.Context, id string) error
+}
+
 // produce feeds jobs: first batches that are due again (retries, abandoned leases), then new
 // batches of queued tickets, until there is nothing left or the sweep must stop.
 func (r *run) produce(jobs chan<- job) {
 	cfg := r.s.cfg
-	st := r.s.store
+	var st BatchStore = r.s.store
 	open, err := st.OpenBatches(r.stop, maxOpenRead)
 	if err != nil {
 		r.storeError("open batches", err)
@@ -61,7 +96,7 @@ func (r *run) produce(jobs chan<- job) {
 // entry read was stale), is released at once.
 func (r *run) takeOver(ob notification.OpenBatch) (job, bool) {
 	cfg := r.s.cfg
-	st := r.s.store
+	var st BatchStore = r.s.store
 	// Once started, a claim or a batch is written to the end (hard), so that a stop in the
 	// middle cannot leave one half made and held until its lease ends.
 	n, ok, err := st.Claim(r.hard, ob.ID, ob.Claims, r.holder, cfg.Now(), r.leaseUntil)
@@ -104,7 +139,7 @@ func (r *run) takeOver(ob notification.OpenBatch) (job, bool) {
 // by this sweep or, for the ones it lost, by another) before it reads on.
 func (r *run) formBatches(jobs chan<- job) {
 	cfg := r.s.cfg
-	st := r.s.store
+	var st BatchStore = r.s.store
 	var (
 		buf  []notification.QueueEntry // read, not yet in a batch
 		done []string                  // assigned (or left by a failed re-queue): to dequeue
@@ -194,13 +229,14 @@ func (r *run) formBatches(jobs chan<- job) {
 // generation whose re-queue is not decided is young (the re-queue is under way: left queued)
 // or was left by a re-queue that failed (removed: returned in drop).
 func (r *run) checkGenerations(page []notification.QueueEntry) (keep []notification.QueueEntry, drop []string) {
+	var st BatchStore = r.s.store
 	now := r.s.cfg.Now()
 	for _, e := range page {
 		if e.Generation == 0 {
 			keep = append(keep, e)
 			continue
 		}
-		ok, err := r.s.store.GenerationStarted(r.hard, e.Ticket, e.Generation)
+		ok, err := st.GenerationStarted(r.hard, e.Ticket, e.Generation)
 		switch {
 		case err != nil:
 			r.storeError("read generation", err)
@@ -218,7 +254,7 @@ func (r *run) checkGenerations(page []notification.QueueEntry) (keep []notificat
 // ok that the batch won tickets and is to be sent.
 func (r *run) newBatch(chunk []notification.QueueEntry) (j job, assigned, ok bool) {
 	cfg := r.s.cfg
-	st := r.s.store
+	var st BatchStore = r.s.store
 	now := cfg.Now()
 	members := make([]notification.Member, len(chunk))
 	oldest := chunk[0].QueuedAt
@@ -278,6 +314,7 @@ func (r *run) release(j job) {
 }
 
 func (r *run) releaseUntil(j job, next time.Time) {
+	var st BatchStore = r.s.store
 	r.count(func(rep *Report) { rep.Released++ })
 	b := j.batch
 	b.NextAttemptAt = next
@@ -285,11 +322,11 @@ func (r *run) releaseUntil(j job, next time.Time) {
 	if j.created && !j.sent {
 		b.FirstSendAt = nil // never left this sweep
 	}
-	if err := r.s.store.SaveBatch(r.hard, &b); err != nil {
+	if err := st.SaveBatch(r.hard, &b); err != nil {
 		r.storeError("release batch", err)
 	}
 	if j.claim > 0 {
-		if err := r.s.store.ReleaseClaim(r.hard, b.ID, j.claim, r.s.cfg.Now()); err != nil {
+		if err := st.ReleaseClaim(r.hard, b.ID, j.claim, r.s.cfg.Now()); err != nil {
 			r.storeError("release claim", err)
 		}
 	}

@@ -6,6 +6,22 @@ import (
 	"github.com/cineflow/cineflow/services/notification"
 )
 
+// ProjectionStore is what projection needs from the database: the projection queue, the
+// batches on it and their outcomes, and the ticket documents.
+type ProjectionStore interface {
+	// ProjectionHead returns up to limit batches of the projection queue, whose outcomes are
+	// still to be copied onto the ticket documents.
+	ProjectionHead(ctx context.Context, limit int) ([]string, error)
+	// ProjectionDone takes a batch off the projection queue.
+	ProjectionDone(ctx context.Context, batchID string) error
+	// ProjectMember copies a member's outcome onto its ticket document.
+	ProjectMember(ctx context.Context, m notification.Member, b *notification.Batch, o *notification.Outcome) error
+	// Batch reads a batch (nil when there is none).
+	Batch(ctx context.Context, id string) (*notification.Batch, error)
+	// Outcomes reads the outcomes of ticket generations (missing ones are absent).
+	Outcomes(ctx context.Context, keys []string) (map[string]*notification.Outcome, error)
+}
+
 // decidedBatch is what projection needs of a batch this sweep decided.
 type decidedBatch struct {
 	batch    notification.Batch

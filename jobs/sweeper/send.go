@@ -22,6 +22,26 @@ import (
 // send in flight.
 const KeyWindow = 23 * time.Hour
 
+// OutcomeStore is what sending a batch and recording what happened needs from the database:
+// the members of a batch taken over, the outcomes (the decisions), and the batch's record,
+// lease, figures and projection entry. Methods shared with BatchStore are documented there.
+type OutcomeStore interface {
+	// Members returns the tickets of a batch taken over, verifying its member list (in b).
+	Members(ctx context.Context, b *notification.Batch) ([]notification.Ticket, error)
+	// Decide inserts outcomes; a ticket generation already decided keeps its first outcome,
+	// and its key is returned in already.
+	Decide(ctx context.Context, outcomes []notification.Outcome) (already map[string]bool, err error)
+	// Outcomes reads the outcomes of ticket generations (missing ones are absent).
+	Outcomes(ctx context.Context, keys []string) (map[string]*notification.Outcome, error)
+	// EnqueueProjection puts a decided batch on the projection queue: its outcomes are still
+	// to be copied onto the ticket documents.
+	EnqueueProjection(ctx context.Context, batchID string) error
+	AppendTally(ctx context.Context, key string, d notification.Tally) error
+	SaveBatch(ctx context.Context, b *notification.Batch) error
+	ReleaseClaim(ctx context.Context, batchID string, n int, now time.Time) error
+	CloseBatch(ctx context.Context, id string) error
+}
+
 func (s *Sweeper) pause(d time.Duration) {
 	s.pauseMu.Lock()
 	defer s.pauseMu.Unlock()
@@ -63,7 +83,7 @@ func DeliveryUnknown(firstSend time.Time) string {
 // batch was dealt with.
 func (r *run) prepareTakeOver(j *job) []notification.Ticket {
 	cfg := r.s.cfg
-	st := r.s.store
+	var st OutcomeStore = r.s.store
 	tickets, err := st.Members(r.hard, &j.batch)
 	if err != nil {
 		r.storeError("batch members", err)
@@ -198,6 +218,7 @@ func (r *run) process(j job) {
 // record writes the result of one attempt: outcomes first (the decision), then the batch.
 func (r *run) record(j job, tickets []notification.Ticket, outcomes []Outcome, sendErr *SendError) {
 	cfg := r.s.cfg
+	var st OutcomeStore = r.s.store
 	now := cfg.Now()
 	b := &j.batch
 	b.UpdatedAt = now
@@ -251,11 +272,11 @@ func (r *run) record(j job, tickets []notification.Ticket, outcomes []Outcome, s
 		r.finish(&j, tickets, decide)
 		return
 	}
-	if err := r.s.store.SaveBatch(r.hard, b); err != nil {
+	if err := st.SaveBatch(r.hard, b); err != nil {
 		r.storeError("save batch", err)
 	}
 	if j.claim > 0 {
-		if err := r.s.store.ReleaseClaim(r.hard, b.ID, j.claim, now); err != nil {
+		if err := st.ReleaseClaim(r.hard, b.ID, j.claim, now); err != nil {
 			r.storeError("release claim", err)
 		}
 	}
@@ -269,7 +290,7 @@ func (r *run) record(j job, tickets []notification.Ticket, outcomes []Outcome, s
 // decision), the batch's figures (once per batch), its projection entry, the batch marked
 // done, then its open entry removed. It reports whether the outcomes were recorded.
 func (r *run) finish(j *job, tickets []notification.Ticket, decide []notification.Outcome) bool {
-	st := r.s.store
+	var st OutcomeStore = r.s.store
 	b := &j.batch
 	b.Done = true
 	b.UpdatedAt = r.s.cfg.Now()

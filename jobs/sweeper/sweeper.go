@@ -37,56 +37,17 @@ import (
 	"github.com/cineflow/cineflow/services/notification"
 )
 
-// Store is what a sweep needs from the database (services/notification/mongostore implements
-// it; see notification/delivery.go for the records).
+// Store is what a sweep needs from the database: the store of each part of a sweep, and the
+// figures its report reads (jobs/sweeper/mongostore implements it over
+// services/notification/mongostore; see notification/delivery.go for the records).
 type Store interface {
+	BatchStore
+	OutcomeStore
+	ProjectionStore
 	// Backlog counts the tickets still to deliver: queued, and in open batches.
 	Backlog(ctx context.Context) (int64, error)
-	// OpenBatches returns up to limit batches not yet done.
-	OpenBatches(ctx context.Context, limit int) ([]notification.OpenBatch, error)
-	// Claim takes the next lease on a batch: it inserts claim n, starting from from (the last
-	// claim number known, 0 for none) and moving on only over claims that ended, so the
-	// winner of claim n learns n from its own insert. ok is false when a lease is held.
-	Claim(ctx context.Context, batchID string, from int, holder string, now, until time.Time) (n int, ok bool, err error)
-	// ReleaseClaim ends claim n at now, so the next sweep may take the batch at once.
-	ReleaseClaim(ctx context.Context, batchID string, n int, now time.Time) error
-	// Batch reads a batch (nil when there is none).
-	Batch(ctx context.Context, id string) (*notification.Batch, error)
-	// QueueHead returns up to limit queued ticket generations of queue shard shard (of
-	// notification.QueueShards), oldest queued first.
-	QueueHead(ctx context.Context, shard, limit int) ([]notification.QueueEntry, error)
-	// Dequeue removes queue entries.
-	Dequeue(ctx context.Context, keys []string) error
-	// GenerationStarted reports whether a ticket's generation exists (its re-queue is decided).
-	GenerationStarted(ctx context.Context, ticket bson.ObjectID, gen int) (bool, error)
-	// AppendTally records a change of the delivery figures under a unique key, once.
-	AppendTally(ctx context.Context, key string, d notification.Tally) error
 	// ReadTally sums the figures (folding them, so that reads stay short).
 	ReadTally(ctx context.Context) (notification.Tally, error)
-	// InsertBatch stores a new batch (held by its creator until b.NextAttemptAt) and opens it.
-	InsertBatch(ctx context.Context, b *notification.Batch) error
-	// Assign assigns ticket generations to a batch; it returns the indexes another batch owns.
-	Assign(ctx context.Context, b *notification.Batch, members []notification.Member) (lost map[int]bool, err error)
-	// Members returns the tickets of a batch taken over, verifying its member list (in b).
-	Members(ctx context.Context, b *notification.Batch) ([]notification.Ticket, error)
-	// Decide inserts outcomes; a ticket generation already decided keeps its first outcome,
-	// and its key is returned in already.
-	Decide(ctx context.Context, outcomes []notification.Outcome) (already map[string]bool, err error)
-	// Outcomes reads the outcomes of ticket generations (missing ones are absent).
-	Outcomes(ctx context.Context, keys []string) (map[string]*notification.Outcome, error)
-	// SaveBatch writes the batch (and its open entry) as its holder sees it.
-	SaveBatch(ctx context.Context, b *notification.Batch) error
-	// CloseBatch removes a done batch from the open batches.
-	CloseBatch(ctx context.Context, id string) error
-	// DiscardBatch removes a batch that won no ticket.
-	DiscardBatch(ctx context.Context, id string) error
-	// EnqueueProjection, ProjectionHead and ProjectionDone keep the batches whose outcomes
-	// are still to be copied onto the ticket documents.
-	EnqueueProjection(ctx context.Context, batchID string) error
-	ProjectionHead(ctx context.Context, limit int) ([]string, error)
-	ProjectionDone(ctx context.Context, batchID string) error
-	// ProjectMember copies a member's outcome onto its ticket document.
-	ProjectMember(ctx context.Context, m notification.Member, b *notification.Batch, o *notification.Outcome) error
 }
 
 // Config tunes a sweep. Zero values take the defaults below.
@@ -208,8 +169,8 @@ var ErrAuth = errors.New("the mail provider refused the API key")
 // Sweeper runs sweeps.
 type Sweeper struct {
 	cfg     Config
-	store   Store // deliveries, paced by DBShare
-	project Store // projection, paced by ProjectShare
+	store   Store           // deliveries, paced by DBShare
+	project ProjectionStore // projection, paced by ProjectShare
 	mailer  Mailer
 	limiter *rate.Limiter
 	tracer  trace.Tracer
