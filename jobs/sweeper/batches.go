@@ -6,8 +6,6 @@ import (
 	"sort"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
-
 	"github.com/cineflow/cineflow/services/notification"
 )
 
@@ -38,7 +36,7 @@ type BatchStore interface {
 	// Dequeue removes queue entries.
 	Dequeue(ctx context.Context, keys []string) error
 	// GenerationStarted reports whether a ticket's generation exists (its re-queue is decided).
-	GenerationStarted(ctx context.Context, ticket bson.ObjectID, gen int) (bool, error)
+	GenerationStarted(ctx context.Context, ticket notification.ID, gen int) (bool, error)
 	// AppendTally records a change of the delivery figures under a unique key, once.
 	AppendTally(ctx context.Context, key string, d notification.Tally) error
 	// InsertBatch stores a new batch (held by its creator until b.NextAttemptAt) and opens it.
@@ -267,7 +265,7 @@ func (r *run) newBatch(chunk []notification.QueueEntry) (j job, assigned, ok boo
 	// FirstSendAt is set from the start: the batch may reach the provider from now on. If
 	// it is given back unsent, it is cleared.
 	sendFrom := now
-	b := notification.Batch{ID: bson.NewObjectID().Hex(), From: cfg.From, Size: len(chunk), Members: members,
+	b := notification.Batch{ID: notification.NewID().Hex(), From: cfg.From, Size: len(chunk), Members: members,
 		FirstSendAt: &sendFrom, NextAttemptAt: r.leaseUntil, Oldest: oldest, Errors: []notification.AttemptError{},
 		CreatedAt: now, UpdatedAt: now}
 	if err := st.InsertBatch(r.hard, &b); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"golang.org/x/time/rate"
 
 	"github.com/cineflow/cineflow/services/notification"
@@ -131,7 +130,7 @@ func (p *paced) Dequeue(ctx context.Context, keys []string) error {
 	return do0(p, ctx, func() error { return p.Store.Dequeue(ctx, keys) })
 }
 
-func (p *paced) GenerationStarted(ctx context.Context, ticket bson.ObjectID, gen int) (bool, error) {
+func (p *paced) GenerationStarted(ctx context.Context, ticket notification.ID, gen int) (bool, error) {
 	return do(p, ctx, func() (bool, error) { return p.Store.GenerationStarted(ctx, ticket, gen) })
 }
 

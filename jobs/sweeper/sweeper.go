@@ -28,7 +28,6 @@ import (
 	"sync"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -234,7 +233,7 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	stop, abort := context.WithCancelCause(stopCtx)
 	defer abort(nil)
 
-	r := &run{s: s, holder: bson.NewObjectID().Hex(), start: start, decided: map[string]decidedBatch{},
+	r := &run{s: s, holder: notification.NewID().Hex(), start: start, decided: map[string]decidedBatch{},
 		leaseUntil: start.Add(cfg.Deadline + cfg.LeaseMargin), stop: stop, abort: abort, hard: hard}
 
 	cfg.Logger.Info("sweep started", "holder", r.holder, "deadline", cfg.Deadline.String())
