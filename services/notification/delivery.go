@@ -8,10 +8,12 @@ import (
 // Delivery records. The notification service and the sweeper write them; the ticket's public
 // state is derived from them.
 //
-// Every decision two writers could race on is an insert into a unique key (see DESIGN.md):
-// a GenerationRecord starts a ticket's next generation (an operator's re-queue), an Assignment
-// pins a ticket generation to one batch, a claim takes a batch's next lease, an Outcome decides
-// a ticket generation's fate. Only the holder of a batch updates the Batch record.
+// Every decision two writers could race on is an insert into a unique key, since the
+// development database makes no conditional update atomic and has no transactions (see
+// docs/architecture.md, "Delivery: no email lost, none sent twice"): a GenerationRecord starts
+// a ticket's next generation (an operator's re-queue), an Assignment pins a ticket generation
+// to one batch, a claim takes a batch's next lease, an Outcome decides a ticket generation's
+// fate. Only the holder of a batch updates the Batch record.
 //
 // Work is found through small collections that hold only what is still to do, read by an
 // empty filter with a limit (the only read the dev database serves without reading every

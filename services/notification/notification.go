@@ -1,5 +1,6 @@
 // Package notification is the domain of the notification service: email tickets, their
-// delivery state, and the rules a new ticket must satisfy. It imports no framework or driver.
+// delivery state, and the rules a new ticket must satisfy. It imports no framework; its one
+// use of the database driver is ID (id.go), which is the driver's ObjectID for now.
 package notification
 
 import (
@@ -54,7 +55,9 @@ type Ticket struct {
 	Requester       string   `bson:"requester,omitempty" json:"requester,omitempty"`
 	Status          Status   `bson:"status" json:"status"`
 
-	// Delivery state, written only by the sweeper that holds the ticket's batch.
+	// Delivery state. The stored document holds a projection of the delivery records (see
+	// delivery.go), written by the sweeper and by a re-queue; readers resolve the ticket
+	// from the records (Resolve).
 	Attempts          int            `bson:"attempts" json:"attempts"`
 	LastError         string         `bson:"lastError,omitempty" json:"lastError,omitempty"`
 	Errors            []AttemptError `bson:"errors,omitempty" json:"errors"`
