@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"golang.org/x/time/rate"
 
 	"github.com/cineflow/cineflow/services/notification"
@@ -20,8 +19,11 @@ import (
 // Bounding concurrency matters on the dev database: SQLite takes one writer at a time, and
 // writers that find it busy sleep in steps of up to 100 ms, so concurrent writes from one
 // sweep make it slower, not faster.
+//
+// The paced store embeds store: a method it does not list passes through unpaced, so a method
+// added to Store needs no change here to compile. It lists every method a sweep calls today.
 func Paced(store Store, share float64, concurrency int) Store {
-	p := &paced{s: store}
+	p := &paced{Store: store}
 	if share > 0 && share < 1 {
 		// A burst of 200 ms of database time lets short calls go at once.
 		p.burst = int(200 * time.Millisecond / time.Microsecond)
@@ -37,7 +39,7 @@ func Paced(store Store, share float64, concurrency int) Store {
 }
 
 type paced struct {
-	s     Store
+	Store               // what a method below does not pace
 	lim   *rate.Limiter // tokens are microseconds of database time; nil: no pacing
 	burst int
 	sem   chan struct{} // nil: no bound on concurrent calls
@@ -95,17 +97,17 @@ func do0(p *paced, ctx context.Context, f func() error) error {
 }
 
 func (p *paced) Backlog(ctx context.Context) (int64, error) {
-	return do(p, ctx, func() (int64, error) { return p.s.Backlog(ctx) })
+	return do(p, ctx, func() (int64, error) { return p.Store.Backlog(ctx) })
 }
 
 func (p *paced) OpenBatches(ctx context.Context, limit int) ([]notification.OpenBatch, error) {
-	return do(p, ctx, func() ([]notification.OpenBatch, error) { return p.s.OpenBatches(ctx, limit) })
+	return do(p, ctx, func() ([]notification.OpenBatch, error) { return p.Store.OpenBatches(ctx, limit) })
 }
 
 func (p *paced) Claim(ctx context.Context, batchID string, from int, holder string, now, until time.Time) (int, bool, error) {
 	var ok bool
 	n, err := do(p, ctx, func() (int, error) {
-		n, won, err := p.s.Claim(ctx, batchID, from, holder, now, until)
+		n, won, err := p.Store.Claim(ctx, batchID, from, holder, now, until)
 		ok = won
 		return n, err
 	})
@@ -113,77 +115,77 @@ func (p *paced) Claim(ctx context.Context, batchID string, from int, holder stri
 }
 
 func (p *paced) ReleaseClaim(ctx context.Context, batchID string, n int, now time.Time) error {
-	return do0(p, ctx, func() error { return p.s.ReleaseClaim(ctx, batchID, n, now) })
+	return do0(p, ctx, func() error { return p.Store.ReleaseClaim(ctx, batchID, n, now) })
 }
 
 func (p *paced) Batch(ctx context.Context, id string) (*notification.Batch, error) {
-	return do(p, ctx, func() (*notification.Batch, error) { return p.s.Batch(ctx, id) })
+	return do(p, ctx, func() (*notification.Batch, error) { return p.Store.Batch(ctx, id) })
 }
 
 func (p *paced) QueueHead(ctx context.Context, shard, limit int) ([]notification.QueueEntry, error) {
-	return do(p, ctx, func() ([]notification.QueueEntry, error) { return p.s.QueueHead(ctx, shard, limit) })
+	return do(p, ctx, func() ([]notification.QueueEntry, error) { return p.Store.QueueHead(ctx, shard, limit) })
 }
 
 func (p *paced) Dequeue(ctx context.Context, keys []string) error {
-	return do0(p, ctx, func() error { return p.s.Dequeue(ctx, keys) })
+	return do0(p, ctx, func() error { return p.Store.Dequeue(ctx, keys) })
 }
 
-func (p *paced) GenerationStarted(ctx context.Context, ticket bson.ObjectID, gen int) (bool, error) {
-	return do(p, ctx, func() (bool, error) { return p.s.GenerationStarted(ctx, ticket, gen) })
+func (p *paced) GenerationStarted(ctx context.Context, ticket notification.ID, gen int) (bool, error) {
+	return do(p, ctx, func() (bool, error) { return p.Store.GenerationStarted(ctx, ticket, gen) })
 }
 
 func (p *paced) AppendTally(ctx context.Context, key string, d notification.Tally) error {
-	return do0(p, ctx, func() error { return p.s.AppendTally(ctx, key, d) })
+	return do0(p, ctx, func() error { return p.Store.AppendTally(ctx, key, d) })
 }
 
 func (p *paced) ReadTally(ctx context.Context) (notification.Tally, error) {
-	return do(p, ctx, func() (notification.Tally, error) { return p.s.ReadTally(ctx) })
+	return do(p, ctx, func() (notification.Tally, error) { return p.Store.ReadTally(ctx) })
 }
 
 func (p *paced) InsertBatch(ctx context.Context, b *notification.Batch) error {
-	return do0(p, ctx, func() error { return p.s.InsertBatch(ctx, b) })
+	return do0(p, ctx, func() error { return p.Store.InsertBatch(ctx, b) })
 }
 
 func (p *paced) Assign(ctx context.Context, b *notification.Batch, members []notification.Member) (map[int]bool, error) {
-	return do(p, ctx, func() (map[int]bool, error) { return p.s.Assign(ctx, b, members) })
+	return do(p, ctx, func() (map[int]bool, error) { return p.Store.Assign(ctx, b, members) })
 }
 
 func (p *paced) Members(ctx context.Context, b *notification.Batch) ([]notification.Ticket, error) {
-	return do(p, ctx, func() ([]notification.Ticket, error) { return p.s.Members(ctx, b) })
+	return do(p, ctx, func() ([]notification.Ticket, error) { return p.Store.Members(ctx, b) })
 }
 
 func (p *paced) Decide(ctx context.Context, outcomes []notification.Outcome) (map[string]bool, error) {
-	return do(p, ctx, func() (map[string]bool, error) { return p.s.Decide(ctx, outcomes) })
+	return do(p, ctx, func() (map[string]bool, error) { return p.Store.Decide(ctx, outcomes) })
 }
 
 func (p *paced) Outcomes(ctx context.Context, keys []string) (map[string]*notification.Outcome, error) {
-	return do(p, ctx, func() (map[string]*notification.Outcome, error) { return p.s.Outcomes(ctx, keys) })
+	return do(p, ctx, func() (map[string]*notification.Outcome, error) { return p.Store.Outcomes(ctx, keys) })
 }
 
 func (p *paced) SaveBatch(ctx context.Context, b *notification.Batch) error {
-	return do0(p, ctx, func() error { return p.s.SaveBatch(ctx, b) })
+	return do0(p, ctx, func() error { return p.Store.SaveBatch(ctx, b) })
 }
 
 func (p *paced) CloseBatch(ctx context.Context, id string) error {
-	return do0(p, ctx, func() error { return p.s.CloseBatch(ctx, id) })
+	return do0(p, ctx, func() error { return p.Store.CloseBatch(ctx, id) })
 }
 
 func (p *paced) DiscardBatch(ctx context.Context, id string) error {
-	return do0(p, ctx, func() error { return p.s.DiscardBatch(ctx, id) })
+	return do0(p, ctx, func() error { return p.Store.DiscardBatch(ctx, id) })
 }
 
 func (p *paced) EnqueueProjection(ctx context.Context, batchID string) error {
-	return do0(p, ctx, func() error { return p.s.EnqueueProjection(ctx, batchID) })
+	return do0(p, ctx, func() error { return p.Store.EnqueueProjection(ctx, batchID) })
 }
 
 func (p *paced) ProjectionHead(ctx context.Context, limit int) ([]string, error) {
-	return do(p, ctx, func() ([]string, error) { return p.s.ProjectionHead(ctx, limit) })
+	return do(p, ctx, func() ([]string, error) { return p.Store.ProjectionHead(ctx, limit) })
 }
 
 func (p *paced) ProjectionDone(ctx context.Context, batchID string) error {
-	return do0(p, ctx, func() error { return p.s.ProjectionDone(ctx, batchID) })
+	return do0(p, ctx, func() error { return p.Store.ProjectionDone(ctx, batchID) })
 }
 
 func (p *paced) ProjectMember(ctx context.Context, m notification.Member, b *notification.Batch, o *notification.Outcome) error {
-	return do0(p, ctx, func() error { return p.s.ProjectMember(ctx, m, b, o) })
+	return do0(p, ctx, func() error { return p.Store.ProjectMember(ctx, m, b, o) })
 }

@@ -334,8 +334,8 @@ func TestLegacyDataIsMigratedOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	legacy := func(i int, st notification.Status, extra bson.M) bson.ObjectID {
-		id := bson.NewObjectID()
+	legacy := func(i int, st notification.Status, extra bson.M) notification.ID {
+		id := notification.NewID()
 		doc := bson.M{"_id": id, "subject": "s", "content": "c", "recepientEmails": bson.A{"old" + string(rune('a'+i)) + "@example.com"},
 			"status": st, "attempts": 0, "errors": bson.A{}, "generation": 0, "batch": "", "nextAttemptAt": now,
 			"createdAt": now, "updatedAt": now}
@@ -345,14 +345,14 @@ func TestLegacyDataIsMigratedOnce(t *testing.T) {
 		insert(nstore.TicketsCollection, doc)
 		return id
 	}
-	var pending []bson.ObjectID
+	var pending []notification.ID
 	for i := range 5 {
 		pending = append(pending, legacy(i, notification.StatusPending, nil))
 	}
 	keyed := legacy(5, notification.StatusPending, bson.M{"idempotencyKey": "booking-paid:legacy", "requestHash": "h"})
 	pending = append(pending, keyed)
 	// A batch in flight, the old way: the batch and its assignments only.
-	inFlight := []bson.ObjectID{legacy(6, notification.StatusPending, nil), legacy(7, notification.StatusPending, nil)}
+	inFlight := []notification.ID{legacy(6, notification.StatusPending, nil), legacy(7, notification.StatusPending, nil)}
 	pending = append(pending, inFlight...)
 	insert(nstore.BatchesCollection, bson.M{"_id": "legacy-batch", "from": "CineFlow <tickets@cineflow.test>", "size": 2,
 		"attempts": 1, "nextAttemptAt": now, "done": false, "errors": bson.A{}, "createdAt": now, "updatedAt": now})

@@ -35,7 +35,7 @@ type env struct {
 	notes *nstore.Store
 	fake  *resendfake.Server
 	url   string
-	ids   []bson.ObjectID
+	ids   []notification.ID
 }
 
 func newEnv(t *testing.T, opts resendfake.Options) *env {
@@ -113,7 +113,7 @@ func (e *env) sweeper(cfg sweeper.Config) *sweeper.Sweeper {
 }
 
 // ticket reads a ticket as the notification API shows it.
-func (e *env) ticket(id bson.ObjectID) *notification.Ticket {
+func (e *env) ticket(id notification.ID) *notification.Ticket {
 	e.t.Helper()
 	t, err := e.notes.Get(context.Background(), id)
 	if err != nil {
@@ -531,9 +531,9 @@ func TestStatusListsRightAfterASweep(t *testing.T) {
 	if err != nil || rep.Sent != 44 || rep.Failed != 1 || rep.Projected != 0 {
 		t.Fatalf("sweep: %+v, %v", rep, err)
 	}
-	list := func(st notification.Status) map[bson.ObjectID]notification.Status {
+	list := func(st notification.Status) map[notification.ID]notification.Status {
 		t.Helper()
-		out := map[bson.ObjectID]notification.Status{}
+		out := map[notification.ID]notification.Status{}
 		f := notification.ListFilter{Status: st, Limit: 10}
 		for range 100 {
 			page, err := e.notes.List(context.Background(), f)

@@ -3,17 +3,17 @@ package notification
 import (
 	"fmt"
 	"time"
-
-	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // Delivery records. The notification service and the sweeper write them; the ticket's public
 // state is derived from them.
 //
-// Every decision two writers could race on is an insert into a unique key (see DESIGN.md):
-// a GenerationRecord starts a ticket's next generation (an operator's re-queue), an Assignment
-// pins a ticket generation to one batch, a claim takes a batch's next lease, an Outcome decides
-// a ticket generation's fate. Only the holder of a batch updates the Batch record.
+// Every decision two writers could race on is an insert into a unique key, since the
+// development database makes no conditional update atomic and has no transactions (see
+// docs/architecture.md, "Delivery: no email lost, none sent twice"): a GenerationRecord starts
+// a ticket's next generation (an operator's re-queue), an Assignment pins a ticket generation
+// to one batch, a claim takes a batch's next lease, an Outcome decides a ticket generation's
+// fate. Only the holder of a batch updates the Batch record.
 //
 // Work is found through small collections that hold only what is still to do, read by an
 // empty filter with a limit (the only read the dev database serves without reading every
@@ -29,7 +29,7 @@ import (
 
 // AssignmentKey is the unique key of a ticket generation: of its queue entry, assignment,
 // outcome and generation record.
-func AssignmentKey(ticket bson.ObjectID, generation int) string {
+func AssignmentKey(ticket ID, generation int) string {
 	return fmt.Sprintf("%s:%d", ticket.Hex(), generation)
 }
 
@@ -42,21 +42,21 @@ const QueueShards = 16
 // last byte, the low byte of the ObjectID's counter. Tickets spread evenly over the shards,
 // sixteen consecutive ids share one, so the entries of concurrent creates (coalesced into
 // one insert per collection) mostly land in one shard, one transaction.
-func QueueShard(ticket bson.ObjectID) int { return int(ticket[11] >> 4) }
+func QueueShard(ticket ID) int { return int(ticket[11] >> 4) }
 
 // QueueEntry is a ticket generation waiting to be put into a batch. It carries what the
 // email needs, so forming batches reads nothing else. It is inserted when the ticket is
 // created (generation 0) or re-queued, and deleted once the generation is assigned.
 type QueueEntry struct {
-	Key             string        `bson:"_id"` // AssignmentKey(Ticket, Generation)
-	Ticket          bson.ObjectID `bson:"ticket"`
-	Generation      int           `bson:"generation"`
-	Subject         string        `bson:"subject"`
-	Content         string        `bson:"content"`
-	RecipientEmails []string      `bson:"recepientEmails"`
-	TraceParent     string        `bson:"traceparent,omitempty"`
-	CreatedAt       time.Time     `bson:"createdAt"` // the ticket's
-	QueuedAt        time.Time     `bson:"queuedAt"`  // when this generation became pending
+	Key             string    `bson:"_id"` // AssignmentKey(Ticket, Generation)
+	Ticket          ID        `bson:"ticket"`
+	Generation      int       `bson:"generation"`
+	Subject         string    `bson:"subject"`
+	Content         string    `bson:"content"`
+	RecipientEmails []string  `bson:"recepientEmails"`
+	TraceParent     string    `bson:"traceparent,omitempty"`
+	CreatedAt       time.Time `bson:"createdAt"` // the ticket's
+	QueuedAt        time.Time `bson:"queuedAt"`  // when this generation became pending
 }
 
 // NewQueueEntry is the queue entry of generation gen of t.
@@ -77,25 +77,25 @@ func (q *QueueEntry) AsTicket() Ticket {
 // Generation+1 exists. Its key is AssignmentKey(ticket, Generation); the first insert wins,
 // so one re-queue of a FAILED generation takes effect.
 type GenerationRecord struct {
-	Key        string        `bson:"_id"`
-	Ticket     bson.ObjectID `bson:"ticket"`
-	Generation int           `bson:"generation"`
-	At         time.Time     `bson:"at"`
+	Key        string    `bson:"_id"`
+	Ticket     ID        `bson:"ticket"`
+	Generation int       `bson:"generation"`
+	At         time.Time `bson:"at"`
 }
 
 // Assignment pins a ticket generation to the batch that delivers it.
 type Assignment struct {
-	Key        string        `bson:"_id"`
-	Ticket     bson.ObjectID `bson:"ticket"`
-	Generation int           `bson:"generation"`
-	Batch      string        `bson:"batch"`
-	CreatedAt  time.Time     `bson:"createdAt"`
+	Key        string    `bson:"_id"`
+	Ticket     ID        `bson:"ticket"`
+	Generation int       `bson:"generation"`
+	Batch      string    `bson:"batch"`
+	CreatedAt  time.Time `bson:"createdAt"`
 }
 
 // Member is a ticket generation of a batch.
 type Member struct {
-	Ticket     bson.ObjectID `bson:"ticket"`
-	Generation int           `bson:"generation"`
+	Ticket     ID  `bson:"ticket"`
+	Generation int `bson:"generation"`
 }
 
 // Key is the member's AssignmentKey.
@@ -144,15 +144,15 @@ type OpenBatch struct {
 
 // Outcome is the final fate of a ticket generation: SUCCESS or FAILED.
 type Outcome struct {
-	Key               string        `bson:"_id"`
-	Ticket            bson.ObjectID `bson:"ticket"`
-	Generation        int           `bson:"generation"`
-	Status            Status        `bson:"status"`
-	ProviderMessageID string        `bson:"providerMessageId,omitempty"`
-	SentAt            *time.Time    `bson:"sentAt,omitempty"`
-	Error             string        `bson:"error,omitempty"`
-	Attempts          int           `bson:"attempts"`
-	At                time.Time     `bson:"at"`
+	Key               string     `bson:"_id"`
+	Ticket            ID         `bson:"ticket"`
+	Generation        int        `bson:"generation"`
+	Status            Status     `bson:"status"`
+	ProviderMessageID string     `bson:"providerMessageId,omitempty"`
+	SentAt            *time.Time `bson:"sentAt,omitempty"`
+	Error             string     `bson:"error,omitempty"`
+	Attempts          int        `bson:"attempts"`
+	At                time.Time  `bson:"at"`
 }
 
 // Tally is a change of the delivery figures: tickets delivered, failed, and FAILED tickets
@@ -173,7 +173,7 @@ func (t Tally) Add(d Tally) Tally {
 func BatchTallyKey(batchID string) string { return "batch:" + batchID }
 
 // RequeueTallyKey is the tally key of the re-queue of generation gen of a ticket.
-func RequeueTallyKey(ticket bson.ObjectID, gen int) string {
+func RequeueTallyKey(ticket ID, gen int) string {
 	return "requeue:" + AssignmentKey(ticket, gen)
 }
 

@@ -1,5 +1,6 @@
 // Package notification is the domain of the notification service: email tickets, their
-// delivery state, and the rules a new ticket must satisfy. It imports no framework or driver.
+// delivery state, and the rules a new ticket must satisfy. It imports no framework; its one
+// use of the database driver is ID (id.go), which is the driver's ObjectID for now.
 package notification
 
 import (
@@ -9,8 +10,6 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/pkg/errs"
 )
@@ -49,14 +48,16 @@ type AttemptError struct {
 
 // Ticket is an email to deliver and the record of its delivery.
 type Ticket struct {
-	ID              bson.ObjectID `bson:"_id" json:"_id"`
-	Subject         string        `bson:"subject" json:"subject"`
-	Content         string        `bson:"content" json:"content"`
-	RecipientEmails []string      `bson:"recepientEmails" json:"recepientEmails"`
-	Requester       string        `bson:"requester,omitempty" json:"requester,omitempty"`
-	Status          Status        `bson:"status" json:"status"`
+	ID              ID       `bson:"_id" json:"_id"`
+	Subject         string   `bson:"subject" json:"subject"`
+	Content         string   `bson:"content" json:"content"`
+	RecipientEmails []string `bson:"recepientEmails" json:"recepientEmails"`
+	Requester       string   `bson:"requester,omitempty" json:"requester,omitempty"`
+	Status          Status   `bson:"status" json:"status"`
 
-	// Delivery state, written only by the sweeper that holds the ticket's batch.
+	// Delivery state. The stored document holds a projection of the delivery records (see
+	// delivery.go), written by the sweeper and by a re-queue; readers resolve the ticket
+	// from the records (Resolve).
 	Attempts          int            `bson:"attempts" json:"attempts"`
 	LastError         string         `bson:"lastError,omitempty" json:"lastError,omitempty"`
 	Errors            []AttemptError `bson:"errors,omitempty" json:"errors"`
@@ -167,7 +168,7 @@ type ListFilter struct {
 	// Cursor is where the page starts: the Next of the page before (the store's own format).
 	Cursor string
 	// Before is the cursor of earlier versions, a ticket id: only tickets older than it.
-	Before bson.ObjectID
+	Before ID
 	Skip   int
 	Limit  int
 }
@@ -191,12 +192,12 @@ type TicketStore interface {
 	// Create stores a new PENDING ticket. If t.IdempotencyKey is already used it returns the
 	// existing ticket and created=false (Unprocessable if the request differs).
 	Create(ctx context.Context, t *Ticket) (saved *Ticket, created bool, err error)
-	Get(ctx context.Context, id bson.ObjectID) (*Ticket, error)
+	Get(ctx context.Context, id ID) (*Ticket, error)
 	// List returns one page of tickets as Get shows them (Invalid for a bad f.Cursor).
 	List(ctx context.Context, f ListFilter) (Page, error)
 	// Requeue puts a FAILED ticket back to PENDING, keeping its history (Conflict if it is
 	// not FAILED or someone else re-queued it first).
-	Requeue(ctx context.Context, id bson.ObjectID) (*Ticket, error)
+	Requeue(ctx context.Context, id ID) (*Ticket, error)
 	Stats(ctx context.Context) (Stats, error)
 	Ping(ctx context.Context) error
 }

@@ -6,8 +6,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
-
 	"github.com/cineflow/cineflow/pkg/errs"
 )
 
@@ -49,7 +47,7 @@ func asErr(err error, target **errs.Error) bool {
 
 func TestResolve(t *testing.T) {
 	now := time.Now().UTC()
-	base := Ticket{ID: bson.NewObjectID(), Status: StatusPending, Attempts: 2,
+	base := Ticket{ID: NewID(), Status: StatusPending, Attempts: 2,
 		Errors: []AttemptError{{Attempt: 1, Error: "old"}, {Attempt: 2, Error: "old"}}}
 	b := &Batch{ID: "b1", Attempts: 1, NextAttemptAt: now.Add(time.Minute), LastError: "timeout",
 		Errors: []AttemptError{{Attempt: 1, Error: "timeout"}}, UpdatedAt: now}
@@ -77,7 +75,7 @@ func TestResolve(t *testing.T) {
 // projected by the first re-queue (generation 1, PENDING).
 func TestResolveWalksGenerations(t *testing.T) {
 	now := time.Now().UTC()
-	id := bson.NewObjectID()
+	id := NewID()
 	b0 := &Batch{ID: "b0", Attempts: 2, Done: true, LastError: "503", Errors: []AttemptError{{Attempt: 1, Error: "503"}, {Attempt: 2, Error: "503"}}}
 	o0 := &Outcome{Status: StatusFailed, Error: "gave up", At: now}
 	b1 := &Batch{ID: "b1", Attempts: 1, Done: true, LastError: "550", Errors: []AttemptError{{Attempt: 1, Error: "550"}}}

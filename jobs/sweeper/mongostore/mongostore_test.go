@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
-
 	"github.com/cineflow/cineflow/jobs/sweeper/mongostore"
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/services/notification"
@@ -56,7 +54,7 @@ func TestConcurrentBatchesAssignEachTicketOnce(t *testing.T) {
 	for i := range racers {
 		wg.Go(func() {
 			now := time.Now().UTC()
-			b := &notification.Batch{ID: bson.NewObjectID().Hex(), Members: members, NextAttemptAt: now.Add(time.Minute), CreatedAt: now, UpdatedAt: now}
+			b := &notification.Batch{ID: notification.NewID().Hex(), Members: members, NextAttemptAt: now.Add(time.Minute), CreatedAt: now, UpdatedAt: now}
 			if err := s.InsertBatch(context.Background(), b); err != nil {
 				t.Error(err)
 				return
@@ -73,7 +71,7 @@ func TestConcurrentBatchesAssignEachTicketOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	owners := map[bson.ObjectID]int{}
+	owners := map[notification.ID]int{}
 	for _, w := range won {
 		for _, m := range w {
 			owners[m.Ticket]++
@@ -115,14 +113,14 @@ func TestConcurrentBatchesAssignEachTicketOnce(t *testing.T) {
 func TestClaimIsWonByExactlyOneSweep(t *testing.T) {
 	s, _ := newStore(t)
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	id := bson.NewObjectID().Hex()
+	id := notification.NewID().Hex()
 	claimAll := func(at time.Time) []int {
 		var mu sync.Mutex
 		var won []int
 		var wg sync.WaitGroup
 		for i := range 20 {
 			wg.Go(func() {
-				n, ok, err := s.Claim(context.Background(), id, i%3, bson.NewObjectID().Hex(), at, at.Add(time.Minute))
+				n, ok, err := s.Claim(context.Background(), id, i%3, notification.NewID().Hex(), at, at.Add(time.Minute))
 				if err != nil {
 					t.Error(err)
 				}

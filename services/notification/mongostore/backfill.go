@@ -39,11 +39,11 @@ func (s *Store) BackfillList(ctx context.Context) (listed int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	var ids []bson.ObjectID
+	var ids []notification.ID
 	for cur.Next(ctx) {
 		var d struct {
-			ID      bson.ObjectID `bson:"_id"`
-			ListSeq *int64        `bson:"listSeq"`
+			ID      notification.ID `bson:"_id"`
+			ListSeq *int64          `bson:"listSeq"`
 		}
 		if err := cur.Decode(&d); err != nil {
 			cur.Close(ctx)
@@ -58,7 +58,7 @@ func (s *Store) BackfillList(ctx context.Context) (listed int, err error) {
 	if err != nil {
 		return 0, err
 	}
-	slices.SortFunc(ids, func(a, b bson.ObjectID) int { return bytes.Compare(b[:], a[:]) }) // newest first
+	slices.SortFunc(ids, func(a, b notification.ID) int { return bytes.Compare(b[:], a[:]) }) // newest first
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), backfillChunk)]
 		ids = ids[len(chunk):]
@@ -78,7 +78,7 @@ func (s *Store) BackfillList(ctx context.Context) (listed int, err error) {
 
 // backfillChunk lists the tickets ids (newest first) downward; it returns how many it listed
 // in the index of all tickets.
-func (s *Store) backfillChunk(ctx context.Context, ids []bson.ObjectID) (int, error) {
+func (s *Store) backfillChunk(ctx context.Context, ids []notification.ID) (int, error) {
 	ts := make([]*notification.Ticket, len(ids))
 	err := pointReads(len(ids), func(i int) error {
 		t, err := s.stored(ctx, ids[i])

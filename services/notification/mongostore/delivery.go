@@ -28,7 +28,7 @@ const dequeueChunk = 1000
 func QueueShardCollection(i int) string { return fmt.Sprintf("%s_%x", QueueCollection, i) }
 
 // queueOf is the shard collection of a ticket's queue entries.
-func (s *Store) queueOf(ticket bson.ObjectID) *mongo.Collection {
+func (s *Store) queueOf(ticket notification.ID) *mongo.Collection {
 	return s.queues[notification.QueueShard(ticket)]
 }
 
@@ -51,7 +51,7 @@ func (s *Store) Enqueue(ctx context.Context, entries ...notification.QueueEntry)
 }
 
 // queued reports whether a ticket generation has a queue entry.
-func (s *Store) queued(ctx context.Context, ticket bson.ObjectID, gen int) (bool, error) {
+func (s *Store) queued(ctx context.Context, ticket notification.ID, gen int) (bool, error) {
 	return exists(ctx, s.queueOf(ticket), notification.AssignmentKey(ticket, gen))
 }
 
@@ -112,7 +112,7 @@ const dequeueScanMax = 5000
 func (s *Store) Dequeue(ctx context.Context, keys []string) error {
 	var shards [notification.QueueShards][]string
 	for _, k := range keys {
-		id, err := bson.ObjectIDFromHex(k[:min(len(k), 24)])
+		id, err := notification.ParseID(k[:min(len(k), 24)])
 		if err != nil {
 			return fmt.Errorf("queue key %q: %w", k, err)
 		}
@@ -156,7 +156,7 @@ func (s *Store) Dequeue(ctx context.Context, keys []string) error {
 
 // GenerationStarted reports whether generation gen of a ticket exists: generation 0 always,
 // a later one once its generation record (the re-queue of gen-1) is inserted.
-func (s *Store) GenerationStarted(ctx context.Context, ticket bson.ObjectID, gen int) (bool, error) {
+func (s *Store) GenerationStarted(ctx context.Context, ticket notification.ID, gen int) (bool, error) {
 	if gen == 0 {
 		return true, nil
 	}

@@ -30,7 +30,7 @@ func insert(t *testing.T, db *mongo.Database, coll string, doc any) {
 
 // deliverBatch inserts a batch and assigns the ticket generation to it, taking its queue
 // entry, as a sweep does.
-func deliverBatch(t *testing.T, db *mongo.Database, id bson.ObjectID, gen int, b notification.Batch) {
+func deliverBatch(t *testing.T, db *mongo.Database, id notification.ID, gen int, b notification.Batch) {
 	t.Helper()
 	if b.Errors == nil {
 		b.Errors = []notification.AttemptError{}
@@ -47,7 +47,7 @@ func deliverBatch(t *testing.T, db *mongo.Database, id bson.ObjectID, gen int, b
 
 // decide records the outcome of a ticket generation (Decide: listed, then inserted) and counts
 // it, taking its queue entry, as a sweep does.
-func decide(t *testing.T, db *mongo.Database, id bson.ObjectID, gen int, st notification.Status, reason string) notification.Outcome {
+func decide(t *testing.T, db *mongo.Database, id notification.ID, gen int, st notification.Status, reason string) notification.Outcome {
 	t.Helper()
 	key := notification.AssignmentKey(id, gen)
 	o := notification.Outcome{Key: key, Ticket: id, Generation: gen, Status: st,
@@ -72,7 +72,7 @@ func decide(t *testing.T, db *mongo.Database, id bson.ObjectID, gen int, st noti
 }
 
 // project copies a generation's outcome onto the ticket document, as the sweeper does later.
-func project(t *testing.T, s *mongostore.Store, db *mongo.Database, id bson.ObjectID) {
+func project(t *testing.T, s *mongostore.Store, db *mongo.Database, id notification.ID) {
 	t.Helper()
 	v, err := s.Get(context.Background(), id)
 	if err != nil {
@@ -90,7 +90,7 @@ func project(t *testing.T, s *mongostore.Store, db *mongo.Database, id bson.Obje
 	}
 }
 
-func storedStatus(t *testing.T, db *mongo.Database, id bson.ObjectID) notification.Ticket {
+func storedStatus(t *testing.T, db *mongo.Database, id notification.ID) notification.Ticket {
 	t.Helper()
 	var tk notification.Ticket
 	if err := db.Collection(mongostore.TicketsCollection).FindOne(context.Background(), bson.M{"_id": id}).Decode(&tk); err != nil {
@@ -116,7 +116,7 @@ func TestGetAndListOverlayDeliveryRecords(t *testing.T) {
 		Errors: []notification.AttemptError{e(1, "503"), e(2, "503"), e(3, "503")}})
 	decide(t, db, failed.ID, 0, notification.StatusFailed, "550 recipient rejected")
 
-	check := func(how string, got map[bson.ObjectID]notification.Ticket) {
+	check := func(how string, got map[notification.ID]notification.Ticket) {
 		t.Helper()
 		if g := got[idle.ID]; g.Status != notification.StatusPending || g.Attempts != 0 || g.Errors == nil || len(g.Errors) != 0 {
 			t.Errorf("%s: idle ticket %+v", how, g)
@@ -134,8 +134,8 @@ func TestGetAndListOverlayDeliveryRecords(t *testing.T) {
 			t.Errorf("%s: failed ticket %+v", how, g)
 		}
 	}
-	byGet := map[bson.ObjectID]notification.Ticket{}
-	for _, id := range []bson.ObjectID{idle.ID, retrying.ID, sent.ID, failed.ID} {
+	byGet := map[notification.ID]notification.Ticket{}
+	for _, id := range []notification.ID{idle.ID, retrying.ID, sent.ID, failed.ID} {
 		g, err := s.Get(ctx, id)
 		if err != nil {
 			t.Fatal(err)
@@ -148,7 +148,7 @@ func TestGetAndListOverlayDeliveryRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	page := list.Tickets
-	byList := map[bson.ObjectID]notification.Ticket{}
+	byList := map[notification.ID]notification.Ticket{}
 	for _, g := range page {
 		byList[g.ID] = g
 	}
@@ -171,7 +171,7 @@ func TestListStatusFilterDropsResolvedTicketsAndPagesEveryTicket(t *testing.T) {
 	t.Parallel()
 	s, _, db := newStore(t)
 	const total = 23
-	var all []bson.ObjectID // oldest first
+	var all []notification.ID // oldest first
 	for range total {
 		all = append(all, newTicket(t, s).ID)
 	}
@@ -184,7 +184,7 @@ func TestListStatusFilterDropsResolvedTicketsAndPagesEveryTicket(t *testing.T) {
 		decide(t, db, all[i], 0, st, map[bool]string{true: "550"}[st == notification.StatusFailed])
 	}
 	project(t, s, db, all[12])
-	want := map[notification.Status][]bson.ObjectID{} // newest first
+	want := map[notification.Status][]notification.ID{} // newest first
 	for i := total - 1; i >= 0; i-- {
 		if _, ok := decided[i]; !ok {
 			want[notification.StatusPending] = append(want[notification.StatusPending], all[i])

@@ -23,7 +23,7 @@ func keyed(key, hash string) *notification.Ticket {
 }
 
 // claimRecord is an Idempotency-Key record as a create writes it before its ticket.
-func claimRecord(key string, gen int, ticket bson.ObjectID, hash string, at time.Time) bson.M {
+func claimRecord(key string, gen int, ticket notification.ID, hash string, at time.Time) bson.M {
 	sum := sha256.Sum256([]byte(key))
 	return bson.M{"_id": fmt.Sprintf("%s:%d", hex.EncodeToString(sum[:]), gen), "ticket": ticket, "requestHash": hash, "createdAt": at}
 }
@@ -58,7 +58,7 @@ func TestIdempotencyClaimOfADeadRequestIsTakenOver(t *testing.T) {
 	s, _, db := newStore(t)
 	ctx := context.Background()
 	idem := db.Collection(mongostore.IdempotencyCollection)
-	lost := bson.NewObjectID() // the ticket the dead request never stored
+	lost := notification.NewID() // the ticket the dead request never stored
 
 	insert(t, db, mongostore.IdempotencyCollection, claimRecord("k-live", 0, lost, "h", msNow()))
 	_, _, err := s.Create(ctx, keyed("k-live", "h"))
@@ -72,7 +72,7 @@ func TestIdempotencyClaimOfADeadRequestIsTakenOver(t *testing.T) {
 
 	insert(t, db, mongostore.IdempotencyCollection, claimRecord("k-dead", 0, lost, "h", msNow().Add(-2*mongostore.IdempotencyLease)))
 	const n = 16
-	ids := make([]bson.ObjectID, n)
+	ids := make([]notification.ID, n)
 	created := make([]bool, n)
 	var wg sync.WaitGroup
 	start := make(chan struct{})

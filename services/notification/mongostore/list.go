@@ -140,7 +140,7 @@ func (s *Store) parseCursor(ctx context.Context, q *listQuery, c string) error {
 // is where its document says (listSeq); otherwise the index is bisected on its entries'
 // ticket ids, which grow with the entries' numbers (exactly in the index of all tickets,
 // roughly in the others: there the position is approximate).
-func (s *Store) positionBefore(ctx context.Context, q *listQuery, before bson.ObjectID) error {
+func (s *Store) positionBefore(ctx context.Context, q *listQuery, before notification.ID) error {
 	for i, src := range q.srcs {
 		if i == 0 && src.x == s.lists[listAll] {
 			var d struct {
@@ -439,7 +439,7 @@ func (s *Store) listScan(ctx context.Context, f notification.ListFilter) (notifi
 
 // scanPage reads f.Limit stored tickets for listScan and drops those whose resolved status
 // does not match; next is the id of the last one read, or zero when they ran out.
-func (s *Store) scanPage(ctx context.Context, f notification.ListFilter) (tickets []notification.Ticket, next bson.ObjectID, err error) {
+func (s *Store) scanPage(ctx context.Context, f notification.ListFilter) (tickets []notification.Ticket, next notification.ID, err error) {
 	filter := bson.M{}
 	if f.Status != "" {
 		filter["status"] = f.Status
@@ -463,7 +463,7 @@ func (s *Store) scanPage(ctx context.Context, f notification.ListFilter) (ticket
 		next = raw[len(raw)-1].ID
 	}
 	if err := s.resolveAll(ctx, raw); err != nil {
-		return nil, bson.ObjectID{}, err
+		return nil, notification.ID{}, err
 	}
 	if f.Status == "" {
 		return raw, next, nil

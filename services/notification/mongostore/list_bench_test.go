@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/cineflow/cineflow/pkg/devdb"
@@ -59,8 +58,8 @@ func benchEnv(name string, def int) int {
 // listSeeder grows a store's tickets as described at BenchmarkListGrowth.
 type listSeeder struct {
 	s       *Store
-	ids     []bson.ObjectID // in creation order
-	decided int             // ids[:decided] are decided
+	ids     []notification.ID // in creation order
+	decided int               // ids[:decided] are decided
 	rnd     *rand.Rand
 }
 
@@ -84,7 +83,7 @@ func (sd *listSeeder) create(b *testing.B, n, decideBelow int) {
 		entries := make([]listEntry, k)
 		docs := make([]any, k)
 		for j := range k {
-			id := bson.NewObjectID()
+			id := notification.NewID()
 			entries[j] = listEntry{Key: id.Hex(), Ticket: id, At: now}
 			sd.ids = append(sd.ids, id)
 		}
@@ -120,7 +119,7 @@ func (sd *listSeeder) create(b *testing.B, n, decideBelow int) {
 // batches at once), then re-queues 1 in 200 of the FAILED ones and delivers half of those.
 func (sd *listSeeder) decide(b *testing.B, upto int) {
 	ctx := context.Background()
-	var requeue []bson.ObjectID
+	var requeue []notification.ID
 	var batches [][]notification.Outcome
 	for i := sd.decided; i < upto; i += 100 {
 		var out []notification.Outcome

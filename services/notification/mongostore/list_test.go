@@ -33,21 +33,21 @@ func walk(t *testing.T, s *mongostore.Store, f notification.ListFilter) ([]notif
 		if page.Next == "" {
 			return seen, pages
 		}
-		f.Cursor, f.Before, f.Skip = page.Next, bson.ObjectID{}, 0
+		f.Cursor, f.Before, f.Skip = page.Next, notification.ID{}, 0
 	}
 	t.Fatal("paging does not end")
 	return nil, 0
 }
 
-func ids(ts []notification.Ticket) []bson.ObjectID {
-	out := make([]bson.ObjectID, len(ts))
+func ids(ts []notification.Ticket) []notification.ID {
+	out := make([]notification.ID, len(ts))
 	for i, tk := range ts {
 		out[i] = tk.ID
 	}
 	return out
 }
 
-func reversed(in []bson.ObjectID) []bson.ObjectID {
+func reversed(in []notification.ID) []notification.ID {
 	out := slices.Clone(in)
 	slices.Reverse(out)
 	return out
@@ -55,7 +55,7 @@ func reversed(in []bson.ObjectID) []bson.ObjectID {
 
 // decideAll records outcomes of the tickets' current generations the way a sweep does (the
 // store's Decide), without projecting them onto the ticket documents.
-func decideAll(t *testing.T, s *mongostore.Store, st notification.Status, tickets ...bson.ObjectID) {
+func decideAll(t *testing.T, s *mongostore.Store, st notification.Status, tickets ...notification.ID) {
 	t.Helper()
 	ctx := context.Background()
 	var out []notification.Outcome
@@ -83,7 +83,7 @@ func TestListPagesEveryTicketOnceNewestFirst(t *testing.T) {
 	t.Parallel()
 	s, _, _ := newStore(t)
 	ctx := context.Background()
-	var created []bson.ObjectID
+	var created []notification.ID
 	for range 23 {
 		created = append(created, newTicket(t, s).ID)
 	}
@@ -138,7 +138,7 @@ func TestListConcurrentWritersListEachTicketOnce(t *testing.T) {
 	replicas := []*mongostore.Store{s, mongostore.New(db)}
 	const n = 120
 	var mu sync.Mutex
-	var created []bson.ObjectID
+	var created []notification.ID
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
@@ -154,9 +154,9 @@ func TestListConcurrentWritersListEachTicketOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	once := func(what string, got []notification.Ticket, want []bson.ObjectID) {
+	once := func(what string, got []notification.Ticket, want []notification.ID) {
 		t.Helper()
-		seen := map[bson.ObjectID]int{}
+		seen := map[notification.ID]int{}
 		for _, id := range ids(got) {
 			seen[id]++
 		}
@@ -189,7 +189,7 @@ func TestListConcurrentWritersListEachTicketOnce(t *testing.T) {
 func TestStatusListsRightAfterDelivery(t *testing.T) {
 	t.Parallel()
 	s, _, db := newStore(t)
-	var created []bson.ObjectID
+	var created []notification.ID
 	for range 12 {
 		created = append(created, newTicket(t, s).ID)
 	}
@@ -201,11 +201,11 @@ func TestStatusListsRightAfterDelivery(t *testing.T) {
 	}
 	for _, c := range []struct {
 		status notification.Status
-		want   []bson.ObjectID
+		want   []notification.ID
 	}{
-		{notification.StatusSuccess, []bson.ObjectID{created[8], created[3], created[2], created[0]}},
-		{notification.StatusFailed, []bson.ObjectID{created[5]}},
-		{notification.StatusPending, []bson.ObjectID{created[11], created[10], created[9], created[7], created[6], created[4], created[1]}},
+		{notification.StatusSuccess, []notification.ID{created[8], created[3], created[2], created[0]}},
+		{notification.StatusFailed, []notification.ID{created[5]}},
+		{notification.StatusPending, []notification.ID{created[11], created[10], created[9], created[7], created[6], created[4], created[1]}},
 		{"", reversed(created)},
 	} {
 		for _, limit := range []int{2, 20} {
@@ -235,7 +235,7 @@ func TestRequeuedTicketMovesBetweenLists(t *testing.T) {
 	ctx := context.Background()
 	a, b, c := newTicket(t, s).ID, newTicket(t, s).ID, newTicket(t, s).ID
 	decideAll(t, s, notification.StatusFailed, a, b)
-	list := func(st notification.Status) []bson.ObjectID {
+	list := func(st notification.Status) []notification.ID {
 		t.Helper()
 		got, _ := walk(t, s, notification.ListFilter{Status: st, Limit: 2})
 		for _, tk := range got {
@@ -245,26 +245,26 @@ func TestRequeuedTicketMovesBetweenLists(t *testing.T) {
 		}
 		return ids(got)
 	}
-	check := func(when string, pending, success, failed []bson.ObjectID) {
+	check := func(when string, pending, success, failed []notification.ID) {
 		t.Helper()
-		for st, want := range map[notification.Status][]bson.ObjectID{notification.StatusPending: pending,
+		for st, want := range map[notification.Status][]notification.ID{notification.StatusPending: pending,
 			notification.StatusSuccess: success, notification.StatusFailed: failed} {
 			if got := list(st); !slices.Equal(got, want) {
 				t.Errorf("%s: %s list %v, want %v", when, st, got, want)
 			}
 		}
-		if got, _ := walk(t, s, notification.ListFilter{Limit: 2}); !slices.Equal(ids(got), []bson.ObjectID{c, b, a}) {
+		if got, _ := walk(t, s, notification.ListFilter{Limit: 2}); !slices.Equal(ids(got), []notification.ID{c, b, a}) {
 			t.Errorf("%s: all tickets %v", when, ids(got))
 		}
 	}
-	check("failed", []bson.ObjectID{c}, nil, []bson.ObjectID{b, a})
+	check("failed", []notification.ID{c}, nil, []notification.ID{b, a})
 	time.Sleep(2 * time.Millisecond) // the re-queue happens after c was created
 	if _, err := s.Requeue(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	check("re-queued", []bson.ObjectID{a, c}, nil, []bson.ObjectID{b})
+	check("re-queued", []notification.ID{a, c}, nil, []notification.ID{b})
 	decideAll(t, s, notification.StatusSuccess, a)
-	check("delivered in generation 1", []bson.ObjectID{c}, []bson.ObjectID{a}, []bson.ObjectID{b})
+	check("delivered in generation 1", []notification.ID{c}, []notification.ID{a}, []notification.ID{b})
 	if g, err := s.Get(ctx, a); err != nil || g.Generation != 1 || g.Status != notification.StatusSuccess {
 		t.Fatalf("ticket %+v %v", g, err)
 	}
@@ -275,7 +275,7 @@ func TestRequeuedTicketMovesBetweenLists(t *testing.T) {
 func TestListPageStopsEarlyWithANext(t *testing.T) {
 	t.Parallel()
 	s, _, _ := newStore(t)
-	var created []bson.ObjectID
+	var created []notification.ID
 	for range 320 {
 		created = append(created, newTicket(t, s).ID)
 	}
@@ -291,20 +291,20 @@ func TestListPageStopsEarlyWithANext(t *testing.T) {
 		t.Fatalf("first page: %d tickets, next %q; want none yet, and a next", len(first.Tickets), first.Next)
 	}
 	got, pages := walk(t, s, f)
-	if !slices.Equal(ids(got), []bson.ObjectID{created[1], created[0]}) || pages < 2 {
+	if !slices.Equal(ids(got), []notification.ID{created[1], created[0]}) || pages < 2 {
 		t.Fatalf("PENDING: %v in %d pages", ids(got), pages)
 	}
 }
 
 // legacyTicket inserts a ticket document as an earlier version stored it (no list entry).
-func legacyTicket(t *testing.T, db *mongo.Database, at time.Time, st notification.Status, gen int) bson.ObjectID {
+func legacyTicket(t *testing.T, db *mongo.Database, at time.Time, st notification.Status, gen int) notification.ID {
 	t.Helper()
 	id := bson.NewObjectIDFromTimestamp(at)
 	doc := bson.M{"_id": id, "subject": "s", "content": "c", "recepientEmails": bson.A{"old@example.com"},
 		"status": st, "attempts": 0, "errors": bson.A{}, "generation": gen, "batch": "", "nextAttemptAt": at,
 		"createdAt": at, "updatedAt": at}
 	insert(t, db, mongostore.TicketsCollection, doc)
-	return id
+	return notification.ID(id)
 }
 
 func TestBackfillListsEarlierTickets(t *testing.T) {
@@ -313,11 +313,11 @@ func TestBackfillListsEarlierTickets(t *testing.T) {
 	ctx := context.Background()
 	// An earlier version's data: 30 tickets, some delivered, one failed, one re-queued.
 	base := time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
-	var legacy []bson.ObjectID // oldest first
+	var legacy []notification.ID // oldest first
 	for i := range 30 {
 		legacy = append(legacy, legacyTicket(t, db, base.Add(time.Duration(i)*time.Second), notification.StatusPending, 0))
 	}
-	outcome := func(id bson.ObjectID, gen int, st notification.Status) {
+	outcome := func(id notification.ID, gen int, st notification.Status) {
 		insert(t, db, mongostore.OutcomesCollection, notification.Outcome{Key: notification.AssignmentKey(id, gen), Ticket: id,
 			Generation: gen, Status: st, At: base})
 	}
@@ -333,7 +333,7 @@ func TestBackfillListsEarlierTickets(t *testing.T) {
 	if err := s.EnsureIndexes(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var fresh []bson.ObjectID
+	var fresh []notification.ID
 	for range 3 {
 		fresh = append(fresh, newTicket(t, s).ID)
 	}
@@ -372,7 +372,7 @@ func TestBackfillListsEarlierTickets(t *testing.T) {
 	if !slices.Equal(ids(got), everything) {
 		t.Fatalf("after the back-fill: %v\nwant %v", ids(got), everything)
 	}
-	wantStatus := map[notification.Status][]bson.ObjectID{
+	wantStatus := map[notification.Status][]notification.ID{
 		notification.StatusSuccess: {legacy[20], legacy[10], legacy[2], legacy[1], legacy[0]},
 		notification.StatusFailed:  {legacy[5]},
 	}

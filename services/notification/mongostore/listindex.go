@@ -13,6 +13,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/cineflow/cineflow/pkg/mongox"
+	"github.com/cineflow/cineflow/services/notification"
 )
 
 // The list indexes: what GET / reads instead of a sorted, filtered find of the tickets (which
@@ -71,12 +72,12 @@ const maxOrderedInsert = 100
 
 // listEntry is one entry of a list index: ticket Ticket, in generation Gen, at At.
 type listEntry struct {
-	ID     string        `bson:"_id"` // seqID(Seq)
-	Seq    int64         `bson:"seq"`
-	Key    string        `bson:"key"` // unique in the index
-	Ticket bson.ObjectID `bson:"ticket"`
-	Gen    int           `bson:"gen"`
-	At     time.Time     `bson:"at"`
+	ID     string          `bson:"_id"` // seqID(Seq)
+	Seq    int64           `bson:"seq"`
+	Key    string          `bson:"key"` // unique in the index
+	Ticket notification.ID `bson:"ticket"`
+	Gen    int             `bson:"gen"`
+	At     time.Time       `bson:"at"`
 }
 
 // listIndex is one list index and what this process knows of its ends.

@@ -188,7 +188,7 @@ func (s *Store) Create(ctx context.Context, t *notification.Ticket) (*notificati
 	if key != "" {
 		return s.createIdempotent(ctx, t, key, hash)
 	}
-	t.ID = bson.NewObjectID()
+	t.ID = notification.NewID()
 	if err := s.insertTicket(ctx, t, s.now()); err != nil {
 		return nil, false, err
 	}
@@ -246,7 +246,7 @@ func exists(ctx context.Context, coll *mongo.Collection, id any) (bool, error) {
 
 // records reads the delivery records of a ticket generation by _id: its assignment's batch
 // and its outcome, each nil when missing.
-func (s *Store) records(ctx context.Context, id bson.ObjectID, gen int) (notification.GenerationRecords, error) {
+func (s *Store) records(ctx context.Context, id notification.ID, gen int) (notification.GenerationRecords, error) {
 	key := notification.AssignmentKey(id, gen)
 	g := notification.GenerationRecords{Generation: gen}
 	var (
@@ -369,7 +369,7 @@ func (s *Store) resolveAll(ctx context.Context, ts []notification.Ticket) error 
 }
 
 // stored reads a ticket document as stored (nil when there is none).
-func (s *Store) stored(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
+func (s *Store) stored(ctx context.Context, id notification.ID) (*notification.Ticket, error) {
 	var t notification.Ticket
 	found, err := findByID(ctx, s.tickets, id, &t)
 	if err != nil {
@@ -382,7 +382,7 @@ func (s *Store) stored(ctx context.Context, id bson.ObjectID) (*notification.Tic
 }
 
 // Get returns one ticket as its delivery records say it is now (point reads by _id).
-func (s *Store) Get(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
+func (s *Store) Get(ctx context.Context, id notification.ID) (*notification.Ticket, error) {
 	t, err := s.stored(ctx, id)
 	if err != nil {
 		return nil, err
@@ -404,7 +404,7 @@ func (s *Store) Get(ctx context.Context, id bson.ObjectID) (*notification.Ticket
 // before the decision (so a decided re-queue is always queued and listed) and the queue entry
 // again after it; then the figures are told, and the ticket document gets the new generation
 // (projection, repaired if a late projection of the old one lands after).
-func (s *Store) Requeue(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
+func (s *Store) Requeue(ctx context.Context, id notification.ID) (*notification.Ticket, error) {
 	t, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err

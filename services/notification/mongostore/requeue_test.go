@@ -15,14 +15,14 @@ import (
 	"github.com/cineflow/cineflow/services/notification/mongostore"
 )
 
-func newStore(t *testing.T) (*mongostore.Store, func(id bson.ObjectID), *mongo.Database) {
+func newStore(t *testing.T) (*mongostore.Store, func(id notification.ID), *mongo.Database) {
 	t.Helper()
 	db := devdb.TestDB(t)
 	s := mongostore.New(db)
 	if err := s.EnsureIndexes(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	fail := func(id bson.ObjectID) {
+	fail := func(id notification.ID) {
 		t.Helper()
 		_, err := db.Collection(mongostore.TicketsCollection).UpdateOne(context.Background(), bson.M{"_id": id},
 			bson.M{"$set": bson.M{"status": notification.StatusFailed, "lastError": "550 mailbox unavailable",

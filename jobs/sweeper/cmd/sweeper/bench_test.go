@@ -53,11 +53,11 @@ func (w *world) seedDelivered(t testing.TB, n int) {
 	for start := 0; start < n; start += 10000 {
 		var tickets, assignments, outcomes, batches, entries []any
 		for bs := start; bs < min(n, start+10000); bs += sweeper.MaxBatch {
-			b := notification.Batch{ID: bson.NewObjectID().Hex(), From: "CineFlow <tickets@cineflow.test>", Verified: true,
+			b := notification.Batch{ID: notification.NewID().Hex(), From: "CineFlow <tickets@cineflow.test>", Verified: true,
 				Attempts: 1, Done: true, NextAttemptAt: now, Errors: []notification.AttemptError{}, CreatedAt: now, UpdatedAt: now,
 				FirstSendAt: &now, Oldest: now}
 			for i := bs; i < min(n, bs+sweeper.MaxBatch); i++ {
-				id := bson.NewObjectID()
+				id := notification.NewID()
 				sent := now
 				tickets = append(tickets, notification.Ticket{ID: id, Subject: fmt.Sprintf("Booking #%d confirmed", i),
 					Content:         strings.Repeat("Your seats are A1, A2. Enjoy the show! ", 10),
@@ -174,7 +174,7 @@ func insertCeiling(b testing.TB, w *world, n int) float64 {
 		wg.Go(func() {
 			for next.Add(1) <= int64(n) {
 				now := time.Now().UTC()
-				tk := notification.Ticket{ID: bson.NewObjectID(), Subject: "Booking confirmed",
+				tk := notification.Ticket{ID: notification.NewID(), Subject: "Booking confirmed",
 					Content:         strings.Repeat("Your seats are A1, A2. Enjoy the show! ", 10),
 					RecipientEmails: []string{"fan@example.com"}, Status: notification.StatusPending,
 					Errors: []notification.AttemptError{}, CreatedAt: now, UpdatedAt: now, NextAttemptAt: now}

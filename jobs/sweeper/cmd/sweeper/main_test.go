@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -37,7 +36,7 @@ type world struct {
 	db    *mongo.Database
 	fake  *resendfake.Server
 	url   string
-	ids   []bson.ObjectID
+	ids   []notification.ID
 }
 
 func newWorld(t testing.TB, n int, fakeOpts resendfake.Options) *world {
@@ -69,7 +68,7 @@ func (w *world) seed(t testing.TB, n int) {
 		var docs []any
 		var entries []notification.QueueEntry
 		for i := start; i < min(n, start+1000); i++ {
-			tk := notification.Ticket{ID: bson.NewObjectID(), Subject: fmt.Sprintf("Booking #%d confirmed", i),
+			tk := notification.Ticket{ID: notification.NewID(), Subject: fmt.Sprintf("Booking #%d confirmed", i),
 				Content:         strings.Repeat("Your seats are A1, A2. Enjoy the show! ", 10),
 				RecipientEmails: []string{fmt.Sprintf("fan%d@example.com", i)}, Status: notification.StatusPending,
 				Errors: []notification.AttemptError{}, NextAttemptAt: now, CreatedAt: now, UpdatedAt: now}

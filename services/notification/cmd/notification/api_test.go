@@ -544,7 +544,7 @@ func TestListPagination(t *testing.T) {
 		t.Errorf("limit=100: %d tickets", len(r.tickets(t)))
 	}
 	// Status filter (with cursor).
-	failed := []bson.ObjectID{created[3].ID, created[10].ID, created[17].ID}
+	failed := []notification.ID{created[3].ID, created[10].ID, created[17].ID}
 	for _, id := range failed {
 		s.setFailed(id, 1)
 	}
@@ -657,9 +657,9 @@ func TestListFollowsLinkHeaders(t *testing.T) {
 	}
 }
 
-func mustID(t *testing.T, hex string) bson.ObjectID {
+func mustID(t *testing.T, hex string) notification.ID {
 	t.Helper()
-	id, err := bson.ObjectIDFromHex(hex)
+	id, err := notification.ParseID(hex)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -678,7 +678,7 @@ func TestGetTicketIDs(t *testing.T) {
 			t.Errorf("GET /%s: %d, want 400: %s", id, r.status, r.raw)
 		}
 	}
-	r := s.do(req{method: "GET", path: base + "/" + bson.NewObjectID().Hex()})
+	r := s.do(req{method: "GET", path: base + "/" + notification.NewID().Hex()})
 	wantStatus(t, r, 404)
 	if !strings.Contains(r.errorText(), "not found") {
 		t.Errorf("404 error %s", r.errorText())
@@ -723,7 +723,7 @@ func TestRetry(t *testing.T) {
 	wantStatus(t, s.do(req{method: "POST", path: path}), 409)
 
 	wantStatus(t, s.do(req{method: "POST", path: base + "/nope/retry"}), 400)
-	wantStatus(t, s.do(req{method: "POST", path: base + "/" + bson.NewObjectID().Hex() + "/retry"}), 404)
+	wantStatus(t, s.do(req{method: "POST", path: base + "/" + notification.NewID().Hex() + "/retry"}), 404)
 	wantStatus(t, s.do(req{method: "GET", path: path}), 405)
 }
 
@@ -765,7 +765,7 @@ func TestRetryConcurrent(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	s := startService(t, nil)
-	var ids []bson.ObjectID
+	var ids []notification.ID
 	for i := range 6 {
 		ids = append(ids, s.create(i).ID)
 	}
@@ -901,7 +901,7 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 	s := startService(t, nil)
 	var (
 		mu      sync.Mutex
-		created []bson.ObjectID
+		created []notification.ID
 		stop    = make(chan struct{})
 		wg      sync.WaitGroup
 	)
@@ -955,7 +955,7 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 }
 
 // idemRecord is the Idempotency-Key record a create writes before storing its ticket.
-func idemRecord(key string, ticket bson.ObjectID, at time.Time) bson.M {
+func idemRecord(key string, ticket notification.ID, at time.Time) bson.M {
 	sum := sha256.Sum256([]byte(key))
 	return bson.M{"_id": hex.EncodeToString(sum[:]) + ":0", "ticket": ticket, "requestHash": "", "createdAt": at}
 }
@@ -979,7 +979,7 @@ func TestIdempotencyClaimInProgressThenTakenOver(t *testing.T) {
 	if err := s.db.Collection("ticket_idempotency").FindOne(ctx, bson.M{"_id": hex.EncodeToString(sum[:]) + ":0"}).Decode(&probe); err != nil {
 		t.Fatal(err)
 	}
-	rec := idemRecord(key["Idempotency-Key"], bson.NewObjectID(), time.Now().UTC())
+	rec := idemRecord(key["Idempotency-Key"], notification.NewID(), time.Now().UTC())
 	rec["requestHash"] = probe.Hash
 	if _, err := s.db.Collection("ticket_idempotency").InsertOne(ctx, rec); err != nil {
 		t.Fatal(err)
@@ -1015,8 +1015,8 @@ func TestExpiredIdempotencyKeysAreCleanedUp(t *testing.T) {
 	}
 	ctx := context.Background()
 	idem := s.db.Collection("ticket_idempotency")
-	old := idemRecord("expired", bson.NewObjectID(), time.Now().UTC().Add(-25*time.Hour))
-	young := idemRecord("young", bson.NewObjectID(), time.Now().UTC().Add(-23*time.Hour))
+	old := idemRecord("expired", notification.NewID(), time.Now().UTC().Add(-25*time.Hour))
+	young := idemRecord("young", notification.NewID(), time.Now().UTC().Add(-23*time.Hour))
 	for _, r := range []bson.M{old, young} {
 		if _, err := idem.InsertOne(ctx, r); err != nil {
 			t.Fatal(err)

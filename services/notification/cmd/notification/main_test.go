@@ -90,7 +90,7 @@ func testConfig(t testing.TB) Config {
 	cfg := Config{
 		Settings: httpx.Settings{Host: "127.0.0.1", BodyLimit: 1 << 20, ShutdownTimeout: 10 * time.Second},
 		Port:     0, DBURL: testDBURL(t), DBConnectTimeout: 20 * time.Second,
-		APIToken: "test-token-" + bson.NewObjectID().Hex(), MetricsStatsTTL: 5 * time.Second,
+		APIToken: "test-token-" + notification.NewID().Hex(), MetricsStatsTTL: 5 * time.Second,
 	}
 	cfg.AppEnv, cfg.LogLevel = "development", "debug"
 	return cfg
@@ -290,7 +290,7 @@ func (s *service) create(i int) notification.Ticket {
 // decide records the outcome of the ticket's current generation as the sweeper does: its
 // queue entry is taken, the outcome inserted and counted (the store counts and resolves from
 // these records, before any projection onto the ticket).
-func (s *service) decide(id bson.ObjectID, st notification.Status) {
+func (s *service) decide(id notification.ID, st notification.Status) {
 	s.t.Helper()
 	ctx := context.Background()
 	tk, err := s.m.Store.Get(ctx, id)
@@ -315,7 +315,7 @@ func (s *service) decide(id bson.ObjectID, st notification.Status) {
 }
 
 // setFailed marks a ticket FAILED directly in the database, as the sweeper would.
-func (s *service) setFailed(id bson.ObjectID, attempts int) {
+func (s *service) setFailed(id notification.ID, attempts int) {
 	s.t.Helper()
 	s.decide(id, notification.StatusFailed)
 	var history bson.A
@@ -330,7 +330,7 @@ func (s *service) setFailed(id bson.ObjectID, attempts int) {
 	}
 }
 
-func (s *service) setStatus(id bson.ObjectID, st notification.Status) {
+func (s *service) setStatus(id notification.ID, st notification.Status) {
 	s.t.Helper()
 	if st != notification.StatusPending {
 		s.decide(id, st)
