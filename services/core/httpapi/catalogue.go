@@ -306,8 +306,25 @@ func catParam(c *fiber.Ctx, name string) string { return strings.Clone(c.Params(
 
 func catQuery(c *fiber.Ctx, name string) string { return strings.Clone(c.Query(name)) }
 
-func catTotal(n int64) map[string]string {
-	return map[string]string{"X-Total-Count": strconv.FormatInt(n, 10)}
+// catPaging is the paging headers of a catalogue list page of got items: X-Total-Count, and
+// a Link rel="next" (RFC 8288) while more follow: the same route, filters (name, value
+// pairs; empty values are left out) and limit, skip moved past this page.
+func catPaging(c *fiber.Ctx, p core.Page, got int, total int64, filters ...string) map[string]string {
+	h := map[string]string{"X-Total-Count": strconv.FormatInt(total, 10)}
+	next := p.Skip + got
+	if got == 0 || int64(next) >= total || next > core.MaxPageSkip {
+		return h
+	}
+	q := url.Values{}
+	for i := 0; i+1 < len(filters); i += 2 {
+		if filters[i+1] != "" {
+			q.Set(filters[i], filters[i+1])
+		}
+	}
+	q.Set("limit", strconv.Itoa(p.Limit))
+	q.Set("skip", strconv.Itoa(next))
+	h[fiber.HeaderLink] = "<" + c.Route().Path + "?" + q.Encode() + `>; rel="next"`
+	return h
 }
 
 // ---- movies ----
@@ -370,7 +387,7 @@ func (h *catalogueRoutes) listMovies(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	return h.cache.Serve(c, key, []string{TagMovies}, 0, func() (int, any, string, error) {
 		ms, n, err := h.cat.ListMovies(ctx, f)
-		return fiber.StatusOK, Headed{Data: ms, Header: catTotal(n)}, "movies", err
+		return fiber.StatusOK, Headed{Data: ms, Header: catPaging(c, f.Page, len(ms), n, "name", f.Name)}, "movies", err
 	})
 }
 
@@ -480,7 +497,12 @@ func (h *catalogueRoutes) listTheatres(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	return h.cache.Serve(c, key, []string{TagTheatres}, 0, func() (int, any, string, error) {
 		ts, n, err := h.cat.ListTheatres(ctx, f)
-		return fiber.StatusOK, Headed{Data: ts, Header: catTotal(n)}, "theatres", err
+		pin := ""
+		if f.PinCode != 0 {
+			pin = strconv.Itoa(f.PinCode)
+		}
+		return fiber.StatusOK, Headed{Data: ts, Header: catPaging(c, f.Page, len(ts), n,
+			"city", f.City, "name", f.Name, "pinCode", pin, "movieId", f.MovieID)}, "theatres", err
 	})
 }
 
@@ -597,7 +619,8 @@ func (h *catalogueRoutes) listShows(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	return h.cache.Serve(c, key, []string{TagShows}, 0, func() (int, any, string, error) {
 		ss, n, err := h.cat.ListShows(ctx, f)
-		return fiber.StatusOK, Headed{Data: ss, Header: catTotal(n)}, "shows", err
+		return fiber.StatusOK, Headed{Data: ss, Header: catPaging(c, f.Page, len(ss), n,
+			"theatreId", f.TheatreID, "movieId", f.MovieID)}, "shows", err
 	})
 }
 
