@@ -75,7 +75,10 @@ func CodeForStatus(status int) Code {
 // Error is a coded error. Message is safe to show to a client; Fields, when set, maps a
 // request field to what is wrong with it.
 type Error struct {
-	Code       Code
+	Code Code
+	// Reason, when set, is a stable machine-readable code more precise than Code (e.g.
+	// "seat_taken" for a Conflict), answered as the envelope's code; snake_case.
+	Reason     string
 	Message    string
 	Fields     map[string]string
 	RetryAfter time.Duration // for RateLimited and Unavailable, when known
@@ -105,6 +108,38 @@ func Wrap(code Code, err error, message string) *Error {
 // Fields makes an Invalid error for field validation failures.
 func Fields(fields map[string]string) *Error {
 	return &Error{Code: Invalid, Message: "validation failed", Fields: fields}
+}
+
+// Reasons shared by both services (each service declares its own beside its domain).
+const (
+	ReasonKeyInProgress = "key_in_progress" // 409: a request with this Idempotency-Key is still running
+	ReasonKeyExhausted  = "key_exhausted"   // 409: requests with this Idempotency-Key failed too often
+	ReasonKeyReused     = "key_reused"      // 422: the Idempotency-Key was used with another request
+)
+
+// Because sets e's Reason and returns e.
+func (e *Error) Because(reason string) *Error {
+	e.Reason = reason
+	return e
+}
+
+// After sets e's RetryAfter and returns e.
+func (e *Error) After(d time.Duration) *Error {
+	e.RetryAfter = d
+	return e
+}
+
+// Answer is the machine-readable code a client gets for err: its Reason when set, else its
+// Code.
+func Answer(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		if e.Reason != "" {
+			return e.Reason
+		}
+		return string(e.Code)
+	}
+	return string(Internal)
 }
 
 // CodeOf is the code of err: the code of the first *Error in its chain, else Internal.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -16,11 +17,18 @@ import (
 
 // Envelope is the body of every JSON response.
 type Envelope struct {
-	Success bool   `json:"success"`
-	Error   any    `json:"error"`
+	Success bool `json:"success"`
+	Error   any  `json:"error"`
+	// Code is a failure's stable machine-readable code (the error's Reason, else its
+	// errs.Code: "seat_taken", "email_taken", "key_in_progress", "rate_limited" …); absent on
+	// success.
+	Code    string `json:"code,omitempty"`
 	Data    any    `json:"data"`
 	Message string `json:"message"`
 }
+
+// defaultRetryAfter is the Retry-After of a 429 or 503 whose error says no better.
+const defaultRetryAfter = time.Second
 
 var empty = struct{}{}
 
@@ -32,9 +40,20 @@ func OK(c *fiber.Ctx, status int, data any, message string) error {
 	return c.Status(status).JSON(Envelope{Success: true, Error: empty, Data: data, Message: message})
 }
 
-// Fail writes a failed envelope; reason is a string or a map of field -> reason.
+// Fail writes a failed envelope; reason is a string or a map of field -> reason. Its code is
+// the errs code of status; a 429 or 503 without a Retry-After gets one.
 func Fail(c *fiber.Ctx, status int, reason any, message string) error {
-	return c.Status(status).JSON(Envelope{Success: false, Error: reason, Data: empty, Message: message})
+	return fail(c, status, string(errs.CodeForStatus(status)), reason, empty, message)
+}
+
+func fail(c *fiber.Ctx, status int, code string, reason, data any, message string) error {
+	if (status == fiber.StatusTooManyRequests || status == fiber.StatusServiceUnavailable) && c.GetRespHeader(fiber.HeaderRetryAfter) == "" {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(int(defaultRetryAfter.Seconds())))
+	}
+	if data == nil {
+		data = empty
+	}
+	return c.Status(status).JSON(Envelope{Success: false, Error: reason, Code: code, Data: data, Message: message})
 }
 
 // ErrorHandler turns any error returned by a handler into an envelope. Coded errors keep
@@ -59,10 +78,7 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		if len(ae.Fields) > 0 {
 			reason = ae.Fields
 		}
-		if ae.Data != nil {
-			return c.Status(status).JSON(Envelope{Success: false, Error: reason, Data: ae.Data, Message: ae.Message})
-		}
-		return Fail(c, status, reason, ae.Message)
+		return fail(c, status, errs.Answer(ae), reason, ae.Data, ae.Message)
 	case errors.As(err, &fe):
 		msg := fe.Message
 		switch {
@@ -78,12 +94,12 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 				"requestId", requestID(c))
 			msg = "internal error"
 		}
-		return Fail(c, fe.Code, msg, msg)
+		return fail(c, fe.Code, string(errs.CodeForStatus(fe.Code)), msg, nil, msg)
 	default:
 		s.internalErrors.Inc()
 		s.log.ErrorContext(c.UserContext(), "unexpected error", "error", err.Error(), "route", c.Route().Path,
 			"method", c.Method(), "requestId", requestID(c))
-		return Fail(c, fiber.StatusInternalServerError, "internal error", "internal error")
+		return fail(c, fiber.StatusInternalServerError, string(errs.Internal), "internal error", nil, "internal error")
 	}
 }
 

@@ -328,7 +328,7 @@ func (a *Accounts) change(ctx context.Context, id string, edit func(u *core.User
 			return u, nil
 		}
 		if attempt+1 >= MaxUserChangeAttempts {
-			e := errs.Wrap(errs.Conflict, err, MsgUserChangedMeanwhile)
+			e := errs.Wrap(errs.Conflict, err, MsgUserChangedMeanwhile).Because(core.ReasonChangedMeanwhile)
 			e.RetryAfter = time.Second
 			return nil, e
 		}
@@ -348,7 +348,7 @@ func (a *Accounts) ResetPassword(ctx context.Context, caller *core.User, oldPass
 		if u.PasswordHash != checked {
 			if !a.checkPassword(u, oldPassword) {
 				if attempt > 0 {
-					return errs.E(errs.Conflict, "the password was changed by another request at the same time; sign in again")
+					return errs.E(errs.Conflict, "the password was changed by another request at the same time; sign in again").Because(core.ReasonChangedMeanwhile)
 				}
 				return errs.Fields(map[string]string{"oldPassword": core.MsgOldPasswordMismatch})
 			}

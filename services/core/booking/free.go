@@ -71,9 +71,9 @@ func (b *Bookings) confirmFree(ctx context.Context, caller *core.User, bk *core.
 		case cause != nil:
 			return nil, cause
 		case o.Status == core.BookingExpired:
-			return nil, errs.E(errs.Gone, "the booking's hold ended before it could be confirmed; book again")
+			return nil, errs.E(errs.Gone, "the booking's hold ended before it could be confirmed; book again").Because(core.ReasonHoldExpired)
 		}
-		return nil, errs.E(errs.Conflict, "the booking was cancelled before it could be confirmed; book again")
+		return nil, errs.E(errs.Conflict, "the booking was cancelled before it could be confirmed; book again").Because(core.ReasonCancelled)
 	}
 	b.projectPayment(ctx, p.ID, core.PaymentSuccess, "")
 	b.events.Booking("paid")

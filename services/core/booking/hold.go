@@ -71,7 +71,7 @@ func (b *Bookings) Book(ctx context.Context, caller *core.User, req BookingReque
 		return nil, err
 	}
 	if req.NoOfSeats > b.maxSeats {
-		return nil, errs.E(errs.RateLimited, "at most %d seats per booking", b.maxSeats)
+		return nil, errs.E(errs.RateLimited, "at most %d seats per booking", b.maxSeats).Because(core.ReasonTooManySeats).After(b.ttl)
 	}
 	show, err := b.shows.FindShow(ctx, req.TheatreID, req.MovieID, req.Timing)
 	if errs.Is(err, errs.NotFound) {
@@ -88,7 +88,7 @@ func (b *Bookings) Book(ctx context.Context, caller *core.User, req BookingReque
 		}
 	}
 	if req.NoOfSeats > show.NoOfSeats {
-		return nil, errs.E(errs.Conflict, "the show has only %d seats", show.NoOfSeats)
+		return nil, errs.E(errs.Conflict, "the show has only %d seats", show.NoOfSeats).Because(core.ReasonNotEnoughSeats)
 	}
 	now := b.clock()
 	bk := &core.Booking{ID: b.store.NewID(), UserID: caller.ID, TheatreID: show.TheatreID, MovieID: show.MovieID,
@@ -236,7 +236,8 @@ func (b *Bookings) hold(ctx context.Context, show *core.Show, layout *SeatLayout
 			}
 			if len(slotPick) < want {
 				b.markInflight(show.ID, pick, -1)
-				return fail(errs.E(errs.RateLimited, "you hold seats in unpaid bookings up to the limit of %d: pay or cancel one before booking more", b.maxOpen))
+				return fail(errs.E(errs.RateLimited, "you hold seats in unpaid bookings up to the limit of %d: pay or cancel one before booking more", b.maxOpen).
+					Because(core.ReasonFairUseExceeded).After(b.ttl))
 			}
 			triedSlots = append(triedSlots, slotPick...)
 		}
@@ -394,14 +395,14 @@ func (b *Bookings) noSeats(ctx context.Context, show *core.Show, layout *SeatLay
 
 func (b *Bookings) conflict(need int, named, free []string) error {
 	b.events.Booking("conflict")
-	msg := fmt.Sprintf("not enough free seats: %d asked, %d free", need, len(free))
+	msg, reason := fmt.Sprintf("not enough free seats: %d asked, %d free", need, len(free)), core.ReasonNotEnoughSeats
 	if len(named) > 0 {
-		msg = "some of the seats asked for are taken"
+		msg, reason = "some of the seats asked for are taken", core.ReasonSeatTaken
 	}
 	if free == nil {
 		free = []string{}
 	}
-	e := errs.E(errs.Conflict, "%s", msg)
+	e := errs.E(errs.Conflict, "%s", msg).Because(reason)
 	e.Data = map[string]any{"freeSeats": free, "noOfFreeSeats": len(free)}
 	return e
 }

@@ -143,17 +143,17 @@ func (b *Bookings) lostSeats(ctx context.Context, bk *core.Booking, p *core.Paym
 	if o.Status != core.BookingCancelled || !won {
 		return paidState(o.Status)
 	}
-	return errs.E(errs.Conflict, "the booking no longer holds seats %s: it is cancelled; book again", strings.Join(missing, ", "))
+	return errs.E(errs.Conflict, "the booking no longer holds seats %s: it is cancelled; book again", strings.Join(missing, ", ")).Because(core.ReasonSeatsLost)
 }
 
 func paidState(s core.BookingStatus) error {
 	switch s {
 	case core.BookingPaid:
-		return errs.E(errs.Conflict, "the booking is already paid")
+		return errs.E(errs.Conflict, "the booking is already paid").Because(core.ReasonAlreadyPaid)
 	case core.BookingCancelled:
-		return errs.E(errs.Conflict, "the booking is cancelled")
+		return errs.E(errs.Conflict, "the booking is cancelled").Because(core.ReasonCancelled)
 	case core.BookingExpired:
-		return errs.E(errs.Gone, "the booking's hold has expired; its seats are back on sale")
+		return errs.E(errs.Gone, "the booking's hold has expired; its seats are back on sale").Because(core.ReasonHoldExpired)
 	}
 	return nil
 }

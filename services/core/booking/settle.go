@@ -154,9 +154,9 @@ func (b *Bookings) Cancel(ctx context.Context, caller *core.User, id string) (*c
 	}
 	switch bk.Status {
 	case core.BookingPaid:
-		return nil, errs.E(errs.Conflict, "the booking is paid and cannot be cancelled")
+		return nil, errs.E(errs.Conflict, "the booking is paid and cannot be cancelled").Because(core.ReasonAlreadyPaid)
 	case core.BookingExpired:
-		return nil, errs.E(errs.Gone, "the booking's hold has expired; its seats are back on sale")
+		return nil, errs.E(errs.Gone, "the booking's hold has expired; its seats are back on sale").Because(core.ReasonHoldExpired)
 	}
 	return bk, nil
 }

@@ -15,7 +15,7 @@ func (b *Bookings) showOpen(ctx context.Context, showID string) error {
 		return err
 	}
 	if ok && b.now().Sub(at) < core.DeletionMarkerStale {
-		return errs.E(errs.Conflict, "the show is being deleted")
+		return errs.E(errs.Conflict, "the show is being deleted").Because(core.ReasonBeingDeleted)
 	}
 	return nil
 }
@@ -38,7 +38,7 @@ func (b *Bookings) ReserveShowDeletion(ctx context.Context, showID string) (abor
 			return nil, err
 		}
 		if ok && b.now().Sub(at) < core.DeletionMarkerStale {
-			return nil, errs.E(errs.Conflict, "the show is being deleted by another request")
+			return nil, errs.E(errs.Conflict, "the show is being deleted by another request").Because(core.ReasonBeingDeleted)
 		}
 		// A marker left by a deleter that died: take the deletion over.
 		if err := b.store.UnmarkShowDeleting(ctx, showID); err != nil {
@@ -48,7 +48,7 @@ func (b *Bookings) ReserveShowDeletion(ctx context.Context, showID string) (abor
 			return nil, err
 		}
 		if !won {
-			return nil, errs.E(errs.Conflict, "the show is being deleted by another request")
+			return nil, errs.E(errs.Conflict, "the show is being deleted by another request").Because(core.ReasonBeingDeleted)
 		}
 	}
 	abort = func(ctx context.Context) { _ = b.store.UnmarkShowDeleting(context.WithoutCancel(ctx), showID) }
@@ -61,7 +61,7 @@ func (b *Bookings) ReserveShowDeletion(ctx context.Context, showID string) (abor
 		if err != nil {
 			return nil, err
 		}
-		return nil, errs.E(errs.Conflict, "the show has seats held or sold: cancel its bookings first")
+		return nil, errs.E(errs.Conflict, "the show has seats held or sold: cancel its bookings first").Because(core.ReasonInUse)
 	}
 	return abort, nil
 }

@@ -76,7 +76,7 @@ func (c *Catalogue) deleting(ctx context.Context, kind, id string, check, del fu
 	}
 	if !won {
 		return errs.E(errs.Conflict, "the %s is being deleted by another request (or was, by one that failed less than %s ago)",
-			kind, core.DeletionMarkerStale)
+			kind, core.DeletionMarkerStale).Because(core.ReasonBeingDeleted)
 	}
 	defer func() { _ = c.deletions.Unmark(context.WithoutCancel(ctx), key) }()
 	if err := check(ctx); err != nil {
@@ -189,7 +189,7 @@ func (c *Catalogue) markedRefs(ctx context.Context, refs []catRef, lost map[catR
 	}
 	for k, at := range marks {
 		if r := owner[k]; now.Sub(at) < core.DeletionMarkerStale {
-			lost[r] = errs.E(errs.Conflict, "the %s %s is being deleted", r.kind, r.id)
+			lost[r] = errs.E(errs.Conflict, "the %s %s is being deleted", r.kind, r.id).Because(core.ReasonBeingDeleted)
 		}
 	}
 	return nil

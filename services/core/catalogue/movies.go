@@ -64,7 +64,7 @@ func (c *Catalogue) DeleteMovie(ctx context.Context, caller *core.User, id strin
 	err = c.deleting(ctx, markMovie, id, func(ctx context.Context) error {
 		n, err := c.shows.Count(ctx, core.ShowFilter{MovieID: id})
 		if err == nil && n > 0 {
-			err = errs.E(errs.Conflict, "the movie has %d show(s): delete them first", n)
+			err = errs.E(errs.Conflict, "the movie has %d show(s): delete them first", n).Because(core.ReasonInUse)
 		}
 		return err
 	}, func(ctx context.Context) error {

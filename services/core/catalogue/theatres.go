@@ -123,7 +123,7 @@ func (c *Catalogue) DeleteTheatre(ctx context.Context, caller *core.User, id str
 	err = c.deleting(ctx, markTheatre, id, func(ctx context.Context) error {
 		n, err := c.shows.Count(ctx, core.ShowFilter{TheatreID: id})
 		if err == nil && n > 0 {
-			err = errs.E(errs.Conflict, "the theatre has %d show(s): delete them first", n)
+			err = errs.E(errs.Conflict, "the theatre has %d show(s): delete them first", n).Because(core.ReasonInUse)
 		}
 		return err
 	}, func(ctx context.Context) error { return c.theatres.Delete(ctx, id) })

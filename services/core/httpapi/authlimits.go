@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/services/core"
 )
 
 // AuthLimits configure the limits of sign-in, sign-up and password-change attempts. They stop
@@ -163,7 +164,7 @@ func addressKey(a netip.Addr) string {
 }
 
 func tooMany(msg string, wait time.Duration) error {
-	e := errs.E(errs.RateLimited, "%s", msg)
+	e := errs.E(errs.RateLimited, "%s", msg).Because(core.ReasonTooManyAttempts)
 	e.RetryAfter = max(wait, time.Second)
 	return e
 }

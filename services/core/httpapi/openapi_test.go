@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -19,6 +23,7 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 
 	"github.com/cineflow/cineflow/pkg/devdb"
+	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/httpx"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/accounts"
@@ -348,9 +353,99 @@ func (o *openAPICheck) send(checkRequest bool, method, template string, params m
 	}
 	var env struct {
 		Data json.RawMessage `json:"data"`
+		Code *string         `json:"code"`
 	}
 	_ = json.Unmarshal(raw, &env)
+	switch {
+	case resp.StatusCode < 400 && env.Code != nil:
+		t.Errorf("%s %s: a %d answer carries a code %q", method, path, resp.StatusCode, *env.Code)
+	case resp.StatusCode >= 400 && (env.Code == nil || !slices.Contains(documentedCodes(route.Operation, resp.StatusCode), *env.Code)):
+		t.Errorf("%s %s: the %d answer's code %v is not one the document gives this route (%v)", method, path,
+			resp.StatusCode, env.Code, documentedCodes(route.Operation, resp.StatusCode))
+	}
+	if (resp.StatusCode == 429 || resp.StatusCode == 503) && resp.Header.Get("Retry-After") == "" {
+		t.Errorf("%s %s: a %d without Retry-After", method, path, resp.StatusCode)
+	}
 	return resp.StatusCode, env.Data
+}
+
+// documentedCodes are the codes an operation may answer with status: the status's general
+// code (errs), and the precise ones its x-error-codes list for that status.
+func documentedCodes(op *openapi3.Operation, status int) []string {
+	out := []string{string(errs.CodeForStatus(status))}
+	if status == 400 {
+		out = append(out, string(errs.PaymentFailed))
+	}
+	out = append(out, operationCodes(op)[strconv.Itoa(status)]...)
+	return out
+}
+
+// operationCodes reads an operation's x-error-codes: status -> codes.
+func operationCodes(op *openapi3.Operation) map[string][]string {
+	out := map[string][]string{}
+	raw, ok := op.Extensions["x-error-codes"]
+	if !ok {
+		return out
+	}
+	b, err := json.Marshal(raw)
+	if err == nil {
+		_ = json.Unmarshal(b, &out)
+	}
+	return out
+}
+
+// TestOpenAPIErrorCodesDocumented: every precise code the core answers (core.Reason*,
+// errs.Reason*) is listed by some route's x-error-codes, and every code listed is one of them.
+func TestOpenAPIErrorCodesDocumented(t *testing.T) {
+	doc := openAPITestDoc(t)
+	var defined []string
+	for _, file := range []string{"../reasons.go", "../../../pkg/errs/errs.go"} {
+		fset := token.NewFileSet()
+		f, err := parser.ParseFile(fset, file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			g, ok := d.(*ast.GenDecl)
+			if !ok || g.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range g.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, n := range vs.Names {
+					if strings.HasPrefix(n.Name, "Reason") && i < len(vs.Values) {
+						if lit, ok := vs.Values[i].(*ast.BasicLit); ok {
+							v, _ := strconv.Unquote(lit.Value)
+							defined = append(defined, v)
+						}
+					}
+				}
+			}
+		}
+	}
+	if len(defined) < 10 {
+		t.Fatalf("found only %d reasons: %v", len(defined), defined)
+	}
+	listed := map[string]bool{}
+	for _, item := range doc.Paths.Map() {
+		for _, op := range item.Operations() {
+			for _, cs := range operationCodes(op) {
+				for _, c := range cs {
+					listed[c] = true
+				}
+			}
+		}
+	}
+	for _, r := range defined {
+		if !listed[r] {
+			t.Errorf("code %q is answered but no route documents it (x-error-codes)", r)
+		}
+	}
+	for c := range listed {
+		if !slices.Contains(defined, c) {
+			t.Errorf("x-error-codes lists %q, which nothing answers", c)
+		}
+	}
 }
 
 func (o *openAPICheck) want(wantStatus int, method, template string, params map[string]string, body, token string) json.RawMessage {

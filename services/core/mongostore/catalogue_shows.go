@@ -57,7 +57,7 @@ func (s *Shows) Create(ctx context.Context, sh *core.Show) error {
 		Price: sh.Price, Format: sh.Format, CreatedAt: catStamp(sh.CreatedAt), UpdatedAt: catStamp(sh.UpdatedAt)}
 	if _, err := s.c.InsertOne(ctx, d); err != nil {
 		if mongox.IsDuplicateKey(err) {
-			return errs.E(errs.Conflict, msgShowTaken)
+			return errs.E(errs.Conflict, msgShowTaken).Because(core.ReasonShowExists)
 		}
 		return dbError(err, "could not create the show")
 	}
@@ -173,7 +173,7 @@ func (s *Shows) Update(ctx context.Context, id string, p core.ShowPatch, at time
 	if err != nil {
 		var ce *errs.Error
 		if errors.As(err, &ce) && catDuplicate(ce.Err) {
-			return nil, errs.E(errs.Conflict, msgShowTaken)
+			return nil, errs.E(errs.Conflict, msgShowTaken).Because(core.ReasonShowExists)
 		}
 		return nil, err
 	}

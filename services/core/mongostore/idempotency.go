@@ -106,7 +106,7 @@ func claimID(c core.IdempotencyClaim) string { return c.Scope + "#" + strconv.It
 func releaseID(c core.IdempotencyClaim) string { return claimID(c) + "#released" }
 
 func inProgress() error {
-	e := errs.E(errs.Conflict, "a request with this Idempotency-Key is still in progress")
+	e := errs.E(errs.Conflict, "a request with this Idempotency-Key is still in progress").Because(errs.ReasonKeyInProgress)
 	e.RetryAfter = time.Second
 	return e
 }
@@ -149,7 +149,7 @@ func (s *Idempotency) Begin(ctx context.Context, scope, fp string) (*core.Stored
 		}
 		return nil, core.IdempotencyClaim{}, inProgress()
 	}
-	return nil, core.IdempotencyClaim{}, errs.E(errs.Conflict, "requests with this Idempotency-Key failed too often; use a new key")
+	return nil, core.IdempotencyClaim{}, errs.E(errs.Conflict, "requests with this Idempotency-Key failed too often; use a new key").Because(errs.ReasonKeyExhausted)
 }
 
 // stored returns the stored response of scope (nil if none).
@@ -168,7 +168,7 @@ func (s *Idempotency) stored(ctx context.Context, scope, fp string) (*core.Store
 }
 
 func errUsedKey() error {
-	return errs.E(errs.Unprocessable, "this Idempotency-Key was used with a different request body")
+	return errs.E(errs.Unprocessable, "this Idempotency-Key was used with a different request body").Because(errs.ReasonKeyReused)
 }
 
 // Finish stores the response of the claim's request, unless one is stored already.

@@ -233,7 +233,7 @@ func (s *Theatres) changeMovies(ctx context.Context, id string, movieIDs []strin
 			return nil, err
 		}
 	}
-	e := errs.E(errs.Conflict, "the theatre's movies were changed by other requests at the same time; retry")
+	e := errs.E(errs.Conflict, "the theatre's movies were changed by other requests at the same time; retry").Because(core.ReasonChangedMeanwhile)
 	e.RetryAfter = time.Second
 	return nil, e
 }

@@ -185,7 +185,7 @@ func (s *Users) Create(ctx context.Context, u *core.User) error {
 		Status: string(u.Status), CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
 	if _, err := s.users.InsertOne(ctx, d); err != nil {
 		if mongox.IsDuplicateKey(err) {
-			return errs.E(errs.Conflict, "an account with this email already exists")
+			return errs.E(errs.Conflict, "an account with this email already exists").Because(core.ReasonEmailTaken)
 		}
 		return dbError(err, "could not create the user")
 	}
@@ -209,7 +209,7 @@ func (s *Users) claimEmail(ctx context.Context, email string, oid bson.ObjectID)
 	}
 	switch _, err := s.findOne(ctx, bson.D{{Key: "_id", Value: cur.UserID}}); {
 	case err == nil:
-		return bson.NilObjectID, errs.E(errs.Conflict, "an account with this email already exists")
+		return bson.NilObjectID, errs.E(errs.Conflict, "an account with this email already exists").Because(core.ReasonEmailTaken)
 	case errs.Is(err, errs.NotFound):
 		return cur.UserID, nil
 	default:
@@ -402,7 +402,7 @@ func (s *Users) Change(ctx context.Context, u *core.User) error {
 	}
 	if _, err := s.changes.InsertOne(ctx, c); err != nil {
 		if mongox.IsDuplicateKey(err) {
-			return errs.E(errs.Conflict, "the user was changed by another request at the same time")
+			return errs.E(errs.Conflict, "the user was changed by another request at the same time").Because(core.ReasonChangedMeanwhile)
 		}
 		return dbError(err, "could not change the user")
 	}

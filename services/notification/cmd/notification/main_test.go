@@ -211,8 +211,10 @@ func checkEnvelope(t testing.TB, what string, resp *http.Response) response {
 	if err := json.Unmarshal(raw, &keys); err != nil {
 		t.Fatalf("%s: body is not a JSON object: %v: %s", what, err, raw)
 	}
-	if len(keys) != 4 {
-		t.Fatalf("%s: envelope has keys %v, want success,error,data,message: %s", what, keys, raw)
+	// success, error, data, message; and a failure's code.
+	if _, coded := keys["code"]; len(keys) != 4 && !(resp.StatusCode >= 400 && coded && len(keys) == 5) ||
+		resp.StatusCode >= 400 && !coded {
+		t.Fatalf("%s: envelope has keys %v, want success,error,data,message (and code on a failure): %s", what, keys, raw)
 	}
 	if err := json.Unmarshal(raw, &r.env); err != nil {
 		t.Fatalf("%s: envelope: %v: %s", what, err, raw)
