@@ -22,9 +22,10 @@ const maxOpenRead = 20000
 type BatchStore interface {
 	// OpenBatches returns up to limit batches not yet done.
 	OpenBatches(ctx context.Context, limit int) ([]notification.OpenBatch, error)
-	// Claim takes the next lease on a batch: it inserts claim n, starting from from (the last
-	// claim number known, 0 for none) and moving on only over claims that ended, so the
-	// winner of claim n learns n from its own insert. ok is false when a lease is held.
+	// Claim takes the next lease on a batch: it finds the last claim from from (the last
+	// claim number known, 0 for none; a hint any distance behind or ahead costs a few reads
+	// more) and, when that claim has ended, inserts the next one, n, so the winner of claim n
+	// learns n from its own insert. ok is false when a lease is held.
 	Claim(ctx context.Context, batchID string, from int, holder string, now, until time.Time) (n int, ok bool, err error)
 	// ReleaseClaim ends claim n at now, so the next sweep may take the batch at once.
 	ReleaseClaim(ctx context.Context, batchID string, n int, now time.Time) error
@@ -91,7 +92,8 @@ func (r *run) produce(jobs chan<- job) {
 
 // takeOver claims a due batch and reads it afresh: the claim is won first, so what is read
 // is what the previous holder last wrote. A batch done, or not due after all (the open
-// entry read was stale), is released at once.
+// entry read was stale), is released at once, its claim number not saved: the next Claim
+// finds the last claim from the older hint.
 func (r *run) takeOver(ob notification.OpenBatch) (job, bool) {
 	cfg := r.s.cfg
 	var st BatchStore = r.s.store

@@ -384,7 +384,8 @@ func (s *Store) Outcomes(ctx context.Context, keys []string) (map[string]*notifi
 }
 
 // claim is one lease on a batch: claim n of a batch is inserted only after claim n-1 ended,
-// so its number is learned from the insert that won it.
+// so its number is learned from the insert that won it. A batch's claims are numbered 1, 2,
+// 3, ... without gaps, and never removed.
 type claim struct {
 	Key    string    `bson:"_id"` // <batch>:<n>
 	Batch  string    `bson:"batch"`
@@ -394,50 +395,96 @@ type claim struct {
 	At     time.Time `bson:"at"`
 }
 
-// maxClaimSteps bounds how many ended claims one Claim walks past.
-const maxClaimSteps = 64
+// maxClaimTries bounds how many claims one Claim tries to insert (each lost race moves it on
+// to the next number, and only while the claim that won ended at once).
+const maxClaimTries = 64
 
-// Claim takes the next lease on a batch, until until: it inserts claim n (claims start at 1),
-// starting from from (the last claim number its caller knew of; a number too high walks
-// back), after checking that claim n-1 has ended; when claim n exists it checks n and goes
-// on to n+1. So claim n is won by one insert, only once claim n-1 is over, and its winner
-// learns n from that insert. It returns the number won, or ok=false when a lease is held (or
-// when from is more than maxClaimSteps below the last claim: it gives up walking on).
+// Claim takes the next lease on a batch, until until. It finds the batch's last claim n from
+// from (the last claim number its caller knew of, 0 for none; see lastClaim), checks that
+// claim n has ended, and inserts claim n+1 (claims start at 1); when another caller inserted
+// n+1 first, it checks that one and goes on. So claim n+1 is won by one insert, only once
+// claim n is over, and its winner learns n+1 from that insert. A hint any distance behind or
+// ahead of the last claim costs a few reads by exact _id (logarithmic in the distance), so a
+// batch whose hint was not saved by the sweeps that claimed it (a claim released at once, a
+// sweep killed after its claim) can always be claimed again. It returns the number won, or
+// ok=false when a lease is held.
 func (s *Store) Claim(ctx context.Context, batchID string, from int, holder string, now, until time.Time) (int, bool, error) {
-	n := max(from, 1)
+	key := func(n int) string { return fmt.Sprintf("%s:%d", batchID, n) }
 	read := func(n int) (*claim, error) {
 		var c claim
-		found, err := findByID(ctx, s.claims, fmt.Sprintf("%s:%d", batchID, n), &c)
+		found, err := findByID(ctx, s.claims, key(n), &c)
 		if err != nil || !found {
 			return nil, err
 		}
 		return &c, nil
 	}
-	for range maxClaimSteps {
-		if n > 1 { // claim n may follow only an ended claim n-1 (a hint too high walks back)
-			prev, err := read(n - 1)
-			if err != nil {
-				return 0, false, err
-			}
-			if prev == nil {
-				n--
-				continue
-			}
-			if prev.Until.After(now) {
-				return 0, false, nil // held
-			}
+	hint := from
+	for range maxClaimTries {
+		n, last, err := lastClaim(read, hint)
+		if err != nil {
+			return 0, false, err
 		}
-		c := claim{Key: fmt.Sprintf("%s:%d", batchID, n), Batch: batchID, N: n, Holder: holder, Until: until, At: now}
-		_, err := s.claims.InsertOne(ctx, c)
+		if last != nil && last.Until.After(now) {
+			return 0, false, nil // held
+		}
+		n++
+		c := claim{Key: key(n), Batch: batchID, N: n, Holder: holder, Until: until, At: now}
+		_, err = s.claims.InsertOne(ctx, c)
 		if err == nil {
 			return n, true, nil
 		}
 		if !mongox.IsDuplicateKey(err) {
 			return 0, false, err
 		}
-		n++ // claim n exists: whether it ended is checked before claiming n+1
+		hint = n // claim n exists: whether it ended is checked before claiming n+1
 	}
 	return 0, false, nil
+}
+
+// lastClaim returns the number of a batch's last claim (0 for none) and that claim (nil for
+// none), read with read, starting from hint: since the claims are 1..n without gaps, it
+// reads the hint's claim, then gallops on (hint+1, +2, +4, ...) while claims exist, or, when
+// the hint is past the last, starts from below it; then it bisects. The hint's own claim
+// and the next are read when the hint is the last claim, about 2*log2(d) claims when it is
+// d behind.
+func lastClaim(read func(n int) (*claim, error), hint int) (int, *claim, error) {
+	lo, hi := 0, 0 // claim lo exists (lo 0: none needs to), claim hi does not (hi 0: none known)
+	var last *claim
+	if hint > 0 {
+		c, err := read(hint)
+		if err != nil {
+			return 0, nil, err
+		}
+		if c != nil {
+			lo, last = hint, c
+		} else {
+			hi = hint
+		}
+	}
+	for step := 1; hi == 0; step *= 2 {
+		c, err := read(lo + step)
+		if err != nil {
+			return 0, nil, err
+		}
+		if c == nil {
+			hi = lo + step
+		} else {
+			lo, last = lo+step, c
+		}
+	}
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		c, err := read(mid)
+		if err != nil {
+			return 0, nil, err
+		}
+		if c != nil {
+			lo, last = mid, c
+		} else {
+			hi = mid
+		}
+	}
+	return lo, last, nil
 }
 
 // ReleaseClaim ends claim n of a batch at now (only its holder calls it).
