@@ -69,7 +69,7 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		}
 		if status >= 500 {
 			s.log.ErrorContext(c.UserContext(), "request failed", "code", string(ae.Code), "error", err.Error(),
-				"route", c.Route().Path, "requestId", requestID(c))
+				"route", c.Route().Path, "request_id", requestID(c))
 		}
 		if ae.Code == errs.Unauthorized {
 			c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="cineflow"`)
@@ -91,14 +91,14 @@ func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
 		case fe.Code >= 500:
 			s.internalErrors.Inc()
 			s.log.ErrorContext(c.UserContext(), "request failed", "status", fe.Code, "error", fe.Message,
-				"requestId", requestID(c))
+				"request_id", requestID(c))
 			msg = "internal error"
 		}
 		return fail(c, fe.Code, string(errs.CodeForStatus(fe.Code)), msg, nil, msg)
 	default:
 		s.internalErrors.Inc()
 		s.log.ErrorContext(c.UserContext(), "unexpected error", "error", err.Error(), "route", c.Route().Path,
-			"method", c.Method(), "requestId", requestID(c))
+			"method", c.Method(), "request_id", requestID(c))
 		return fail(c, fiber.StatusInternalServerError, string(errs.Internal), "internal error", nil, "internal error")
 	}
 }
@@ -109,5 +109,5 @@ func requestID(c *fiber.Ctx) string {
 
 // Logger returns a logger that carries the request id.
 func Logger(c *fiber.Ctx, base *slog.Logger) *slog.Logger {
-	return base.With("requestId", requestID(c))
+	return base.With("request_id", requestID(c))
 }

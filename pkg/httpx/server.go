@@ -141,7 +141,7 @@ func NewServer(opts Options) *Server {
 }
 
 func (s *Server) logPanic(c *fiber.Ctx, e any) {
-	s.log.ErrorContext(c.UserContext(), "panic in handler", "panic", e, "route", c.Route().Path, "requestId", requestID(c))
+	s.log.ErrorContext(c.UserContext(), "panic in handler", "panic", e, "route", c.Route().Path, "request_id", requestID(c))
 }
 
 var reqSeq atomic.Uint64

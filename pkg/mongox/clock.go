@@ -139,7 +139,7 @@ func (c *Clock) report(off time.Duration) {
 	}
 	if over {
 		c.opts.Logger.Warn("this process's clock differs from the database's; hold ends and leases follow the database's clock",
-			"offset", off.Round(time.Millisecond).String(), "warnAbove", c.opts.Warn.String())
+			"offset", off.Round(time.Millisecond).String(), "warn_above", c.opts.Warn.String())
 	} else {
 		c.opts.Logger.Info("this process's clock agrees with the database's again", "offset", off.Round(time.Millisecond).String())
 	}

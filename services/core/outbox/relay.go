@@ -482,9 +482,9 @@ func (r *Relay) noteNotify(up bool, probe bool, cause error) {
 	switch {
 	case opened:
 		r.log.Warn("outbox: the notification service is failing: relay paused, probing with one email at a time",
-			"failuresInARow", failures, "firstProbeIn", probeIn.String(), "error", cause.Error())
+			"failures_in_a_row", failures, "first_probe_in", probeIn.String(), "error", cause.Error())
 	case closed:
-		r.log.Info("outbox: the notification service answers again: relay resumed", "pausedFor", pausedFor.String())
+		r.log.Info("outbox: the notification service answers again: relay resumed", "paused_for", pausedFor.String())
 	}
 }
 
@@ -586,10 +586,10 @@ func (r *Relay) retry(ctx context.Context, e core.OutboxEntry, cause error, atLe
 	}
 	if wait {
 		r.log.Debug("outbox: email waits for its decision", "kind", e.Kind, "ref", e.Ref, "key", e.Key,
-			"attempt", attempts, "retryIn", delay.String())
+			"attempt", attempts, "retry_in", delay.String())
 	} else {
 		r.log.Warn("outbox: email not relayed yet, will retry", "kind", e.Kind, "ref", e.Ref, "key", e.Key,
-			"attempt", attempts, "retryIn", delay.String(), "error", cause.Error())
+			"attempt", attempts, "retry_in", delay.String(), "error", cause.Error())
 	}
 	return RelayRetry
 }

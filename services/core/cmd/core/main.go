@@ -258,12 +258,12 @@ func (m *Main) Run(ctx context.Context) error {
 		case err != nil:
 			return fmt.Errorf("first admin (ADMIN_EMAIL, ADMIN_PASSWORD): %w", err)
 		case created:
-			log.Info("first admin created from ADMIN_EMAIL", "userId", u.ID)
+			log.Info("first admin created from ADMIN_EMAIL", "user_id", u.ID)
 		case !u.Is(core.RoleAdmin):
 			log.Warn("ADMIN_EMAIL belongs to an existing account that is not an approved admin; left unchanged",
-				"userId", u.ID, "role", string(u.Role), "status", string(u.Status))
+				"user_id", u.ID, "role", string(u.Role), "status", string(u.Status))
 		default:
-			log.Info("first admin already exists", "userId", u.ID)
+			log.Info("first admin already exists", "user_id", u.ID)
 		}
 	}
 
