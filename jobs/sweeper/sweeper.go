@@ -285,9 +285,9 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	span.SetAttributes(attribute.Int("sweep.sent", r.rep.Sent), attribute.Int("sweep.failed", r.rep.Failed),
 		attribute.Int("sweep.retried", r.rep.Retried), attribute.String("sweep.stopped", r.rep.Stopped))
 	cfg.Logger.Info("sweep finished", "stopped", r.rep.Stopped, "backlog", r.rep.Backlog, "sent", r.rep.Sent, "failed", r.rep.Failed,
-		"deliveryUnknown", r.rep.Unknown, "retried", r.rep.Retried, "batches", r.rep.Batches, "released", r.rep.Released,
-		"rateLimited", r.rep.RateLimited, "projected", r.rep.Projected, "storeErrors", r.rep.StoreErrors,
-		"deliveredInSeconds", r.rep.DeliveredIn.Seconds(), "durationSeconds", r.rep.Duration.Seconds())
+		"delivery_unknown", r.rep.Unknown, "retried", r.rep.Retried, "batches", r.rep.Batches, "released", r.rep.Released,
+		"rate_limited", r.rep.RateLimited, "projected", r.rep.Projected, "store_errors", r.rep.StoreErrors,
+		"delivered_in_seconds", r.rep.DeliveredIn.Seconds(), "duration_seconds", r.rep.Duration.Seconds())
 	if r.rep.Stopped == "auth" {
 		return r.rep, ErrAuth
 	}

@@ -168,8 +168,8 @@ func sweep(ctx context.Context, cfg Config, log *slog.Logger) (sweeper.Report, e
 	if mig, err := store.MigrateLegacy(ctx); err != nil {
 		return sweeper.Report{}, fmt.Errorf("migrating the delivery records: %w", err)
 	} else if mig.Done {
-		log.Info("delivery records migrated to the work queues", "queued", mig.Queued, "reopenedBatches", mig.Reopened,
-			"idempotencyKeys", mig.Idempotent)
+		log.Info("delivery records migrated to the work queues", "queued", mig.Queued, "reopened_batches", mig.Reopened,
+			"idempotency_keys", mig.Idempotent)
 	}
 
 	var mailer sweeper.Mailer

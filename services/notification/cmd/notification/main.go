@@ -132,7 +132,7 @@ func (m *Main) Run(ctx context.Context) error {
 			}
 		} else if mig.Done {
 			log.Info("delivery records migrated to the work queues", "queued", mig.Queued,
-				"reopenedBatches", mig.Reopened, "idempotencyKeys", mig.Idempotent)
+				"reopened_batches", mig.Reopened, "idempotency_keys", mig.Idempotent)
 		}
 	}()
 	m.OnClose(func(context.Context) error {
