@@ -146,8 +146,8 @@ func BenchmarkSweepOverDelivered(b *testing.B) {
 				if bad := w.notExactlyOnce(); bad != 0 {
 					b.Fatalf("%d tickets not delivered exactly once", bad)
 				}
-				secs[i] = append(secs[i], finished["durationSeconds"].(float64))
-				delivered[i] = append(delivered[i], finished["deliveredInSeconds"].(float64))
+				secs[i] = append(secs[i], finished["duration_seconds"].(float64))
+				delivered[i] = append(delivered[i], finished["delivered_in_seconds"].(float64))
 				rss[i] = max(rss[i], peak)
 			}
 		}
@@ -234,7 +234,7 @@ func BenchmarkDrain20kUnlimited(b *testing.B) {
 		provCeiling := providerCeiling(b, w, 60)
 		w.fake.Reset()
 		finished, wall, rss := sweepOnce(b, w, "RESEND_RATE_LIMIT=100000", "SWEEP_DEADLINE=300s")
-		drain := finished["deliveredInSeconds"].(float64)
+		drain := finished["delivered_in_seconds"].(float64)
 		if finished["sent"].(float64) != 20000 {
 			b.Fatalf("sweep: %v", finished)
 		}
@@ -373,7 +373,7 @@ func BenchmarkDrainBesideRequests(b *testing.B) {
 			b.ReportMetric(rate, name+"_req/s")
 			b.ReportMetric(p99, name+"_p99_ms")
 			b.ReportMetric(rate/quiet, name+"_of_quiet")
-			b.ReportMetric(finished["deliveredInSeconds"].(float64), name+"_drain_s")
+			b.ReportMetric(finished["delivered_in_seconds"].(float64), name+"_drain_s")
 		}
 		_, peak, err := procStatus(pid)
 		if err != nil {
