@@ -392,7 +392,7 @@ func BenchmarkDrain10k(b *testing.B) {
 		}
 		dups := len(w.fake.Duplicates())
 		lost := w.notExactlyOnce() - dups
-		b.ReportMetric(finished["deliveredInSeconds"].(float64), "drain_s")
+		b.ReportMetric(finished["delivered_in_seconds"].(float64), "drain_s")
 		b.ReportMetric(wall.Seconds(), "process_s")
 		b.ReportMetric(float64(dups), "duplicates")
 		b.ReportMetric(float64(lost), "lost")
