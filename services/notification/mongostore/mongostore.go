@@ -73,6 +73,8 @@ type Store struct {
 	// Coalesced inserts of concurrent creates (see batch.go); queueIns serves every shard.
 	ticketIns, idemIns, queueIns *inserter
 
+	idemExpiry mongox.Expiry // of the Idempotency-Key records (idempotency.go)
+
 	// The list indexes (listindex.go), and whether they hold every ticket (list.go).
 	lists    [numLists]*listIndex
 	listDone atomic.Bool
@@ -106,6 +108,7 @@ func New(db *mongo.Database) *Store {
 		s.lists[i] = newListIndex(db.Collection(name))
 	}
 	s.ticketIns, s.idemIns, s.queueIns = newInserter(s.tickets), newInserter(s.idem), newInserter(s.queues[:]...)
+	s.idemExpiry = idemExpiry(s.idem)
 	return s
 }
 
