@@ -51,7 +51,7 @@ const SeatLogCompactionsCollection = "seat_log_compactions"
 // database serves nothing else without scanning its whole collection, so the cost of a
 // request stays the same however many bookings are stored.
 //
-// Inserts of concurrent requests are coalesced per collection (see inserter): each hold,
+// Inserts of concurrent requests are coalesced per collection (see mongox.Inserter): each hold,
 // outcome and booking is still decided by its own key.
 type Bookings struct {
 	db        *mongo.Database
@@ -76,7 +76,7 @@ type Bookings struct {
 // background work (the expirer) have a set each, so that a request's write never queues behind
 // a background batch of hundreds: the two go out side by side.
 type coalescers struct {
-	ins struct{ holds, slots, seatLog, bookings, outcomes, payments *inserter }
+	ins struct{ holds, slots, seatLog, bookings, outcomes, payments *mongox.Inserter }
 	del struct{ holds, slots, legacyIntents *deleter }
 
 	bucketsMu sync.Mutex
@@ -84,7 +84,7 @@ type coalescers struct {
 }
 
 type bucketQueues struct {
-	ins *inserter
+	ins *mongox.Inserter
 	del *deleter
 }
 
@@ -102,7 +102,7 @@ func (q *coalescers) bucket(db *mongo.Database, name string) *bucketQueues {
 			clear(q.buckets)
 		}
 		c := db.Collection(name)
-		b = &bucketQueues{ins: newInserter(c), del: newDeleter(c)}
+		b = &bucketQueues{ins: mongox.NewInserter(c), del: newDeleter(c)}
 		q.buckets[name] = b
 	}
 	return b
@@ -116,9 +116,9 @@ func (q *coalescers) forgetBucket(name string) {
 
 func (s *Bookings) newCoalescers() *coalescers {
 	q := &coalescers{buckets: map[string]*bucketQueues{}}
-	q.ins.holds, q.ins.slots = newInserter(s.holds), newInserter(s.slots)
-	q.ins.seatLog, q.ins.bookings = newInserter(s.seatLog), newInserter(s.bookings)
-	q.ins.outcomes, q.ins.payments = newInserter(s.outcomes), newInserter(s.payments)
+	q.ins.holds, q.ins.slots = mongox.NewInserter(s.holds), mongox.NewInserter(s.slots)
+	q.ins.seatLog, q.ins.bookings = mongox.NewInserter(s.seatLog), mongox.NewInserter(s.bookings)
+	q.ins.outcomes, q.ins.payments = mongox.NewInserter(s.outcomes), mongox.NewInserter(s.payments)
 	q.del.holds, q.del.slots, q.del.legacyIntents = newDeleter(s.holds), newDeleter(s.slots), newDeleter(s.intents)
 	return q
 }
@@ -197,7 +197,7 @@ func (s *Bookings) InsertHolds(ctx context.Context, holds []core.Hold) ([]string
 		docs[i] = holdDoc{ID: ids[i].(string), SeatKey: h.ShowID + ":" + h.Seat, ShowID: h.ShowID,
 			Seat: h.Seat, BookingID: h.BookingID, ExpiresAt: h.ExpiresAt, Sold: h.Sold, CreatedAt: now}
 	}
-	lost, err := s.q(ctx).ins.holds.insert(ctx, docs...)
+	lost, err := s.q(ctx).ins.holds.Insert(ctx, docs...)
 	if err != nil {
 		// Which holds landed is unknown: report none won and release them all (their ids name
 		// this booking, so nobody else's hold can be deleted). If the delete fails too, the
@@ -301,7 +301,7 @@ func (s *Bookings) ClaimSlots(ctx context.Context, userID, bookingID string, slo
 		docs[i] = slotDoc{ID: slotID(userID, k, bookingID), SlotKey: userID + ":" + strconv.Itoa(k), UserID: userID,
 			Slot: k, BookingID: bookingID, CreatedAt: now}
 	}
-	lost, err := s.q(ctx).ins.slots.insert(ctx, docs...)
+	lost, err := s.q(ctx).ins.slots.Insert(ctx, docs...)
 	if err != nil {
 		_ = s.q(ctx).del.slots.delete(context.WithoutCancel(ctx), slotIDs(userID, bookingID, slots)...)
 		return nil, dbError(err, "could not count the open seats")
@@ -398,7 +398,7 @@ func parseIntentBucket(name string) (core.IntentBucket, bool) {
 func (s *Bookings) AddIntent(ctx context.Context, in core.Intent) error {
 	d := intentDoc{ID: in.ID, BookingID: in.BookingID, ShowID: in.ShowID, UserID: in.UserID, Seats: in.Seats,
 		Slots: in.Slots, ExpiresAt: in.ExpiresAt, CreatedAt: s.now().UTC()}
-	if _, err := s.q(ctx).bucket(s.db, s.IntentBucketName(in.ExpiresAt)).ins.insert(ctx, d); err != nil {
+	if _, err := s.q(ctx).bucket(s.db, s.IntentBucketName(in.ExpiresAt)).ins.Insert(ctx, d); err != nil {
 		return dbError(err, "could not record the booking")
 	}
 	return nil
@@ -527,7 +527,7 @@ func (s *Bookings) AppendSeatLog(ctx context.Context, e core.SeatLogEntry) (bool
 	for i, op := range e.Ops {
 		d.Ops[i] = seatOpDoc{Kind: string(op.Kind), BookingID: op.BookingID, Seats: op.Seats, ExpiresAt: op.ExpiresAt}
 	}
-	dup, err := s.q(ctx).ins.seatLog.insert(ctx, d)
+	dup, err := s.q(ctx).ins.seatLog.Insert(ctx, d)
 	if err != nil {
 		return false, dbError(err, "could not record the seats")
 	}
@@ -724,7 +724,7 @@ func (s *Bookings) CreateBooking(ctx context.Context, b *core.Booking) error {
 	d := bookingDoc{ID: oid, UserID: b.UserID, TheatreID: b.TheatreID, MovieID: b.MovieID, ShowID: b.ShowID,
 		Timing: b.Timing, NoOfSeats: b.NoOfSeats, Seats: b.Seats, TotalCost: b.TotalCost, Status: string(b.Status),
 		ExpiresAt: b.ExpiresAt, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt, Slots: b.Slots, Rounds: b.Rounds, Listed: true}
-	dup, err := s.q(ctx).ins.bookings.insert(ctx, d)
+	dup, err := s.q(ctx).ins.bookings.Insert(ctx, d)
 	if err == nil && dup[0] {
 		err = errors.New("duplicate booking id")
 	}
@@ -813,7 +813,7 @@ func (d *outcomeDoc) outcome() core.Outcome {
 // Decide inserts the outcome unless one exists; it returns the one in force.
 func (s *Bookings) Decide(ctx context.Context, o core.Outcome) (core.Outcome, bool, error) {
 	d := outcomeDoc{BookingID: o.BookingID, Status: string(o.Status), PaymentID: o.PaymentID, DecidedAt: o.DecidedAt}
-	dup, err := s.q(ctx).ins.outcomes.insert(ctx, d)
+	dup, err := s.q(ctx).ins.outcomes.Insert(ctx, d)
 	if err != nil {
 		return core.Outcome{}, false, dbError(err, "could not decide the booking")
 	}
@@ -890,7 +890,7 @@ func (s *Bookings) CreatePayment(ctx context.Context, p *core.Payment) error {
 	}
 	d := paymentDoc{ID: oid, BookingID: p.BookingID, UserID: p.UserID, Amount: p.Amount, Status: string(p.Status),
 		Reason: p.Reason, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt, Listed: true}
-	dup, err := s.q(ctx).ins.payments.insert(ctx, d)
+	dup, err := s.q(ctx).ins.payments.Insert(ctx, d)
 	if err == nil && dup[0] {
 		err = errors.New("duplicate payment id")
 	}

@@ -55,7 +55,7 @@ func (s *Store) createIdempotent(ctx context.Context, t *notification.Ticket, ke
 	for gen := 0; gen < maxClaimGenerations; {
 		now := s.now()
 		c := idemClaim{ID: claimID(scope, gen), Ticket: bson.NewObjectID(), Hash: hash, CreatedAt: now}
-		err := s.idemIns.insert(ctx, c)
+		err := s.idemIns.InsertOne(ctx, c)
 		if err == nil {
 			t.ID = c.Ticket
 			if err := s.insertTicket(ctx, t, now); err != nil {
