@@ -944,7 +944,7 @@ func TestMonitoringPrometheus(t *testing.T) {
 	t0 := time.Now()
 	for _, b := range []struct{ dir, pkg string }{
 		{"services/core", "./cmd/..."}, {"services/notification", "./cmd/..."}, {"jobs/sweeper", "./cmd/..."},
-		{"pkg/devdb", "./cmd/..."}, {"pkg", "./resendfake/cmd/resendfake"},
+		{"pkg/devdb", "./cmd/..."}, {"pkg/devdb", "./resendfake/cmd/resendfake"},
 	} {
 		cmd := exec.Command("go", "build", "-o", bin+"/", b.pkg)
 		cmd.Dir, cmd.Env = filepath.Join(root, b.dir), monBuildEnv()

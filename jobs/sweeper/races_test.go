@@ -11,7 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/jobs/sweeper"
-	"github.com/cineflow/cineflow/pkg/resendfake"
+	"github.com/cineflow/cineflow/pkg/devdb/resendfake"
 	"github.com/cineflow/cineflow/services/notification"
 	nstore "github.com/cineflow/cineflow/services/notification/mongostore"
 )

@@ -18,7 +18,7 @@ import (
 	"github.com/cineflow/cineflow/jobs/sweeper/mongostore"
 	"github.com/cineflow/cineflow/jobs/sweeper/resendmail"
 	"github.com/cineflow/cineflow/pkg/devdb"
-	"github.com/cineflow/cineflow/pkg/resendfake"
+	"github.com/cineflow/cineflow/pkg/devdb/resendfake"
 	"github.com/cineflow/cineflow/pkg/telemetry"
 	"github.com/cineflow/cineflow/services/notification"
 	nstore "github.com/cineflow/cineflow/services/notification/mongostore"

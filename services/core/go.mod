@@ -5,15 +5,12 @@ go 1.26.0
 require (
 	github.com/cineflow/cineflow/pkg v0.0.0
 	github.com/cineflow/cineflow/pkg/devdb v0.0.0
-	github.com/cineflow/cineflow/services/notification v0.0.0
 	github.com/gofiber/fiber/v2 v2.52.15
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	go.mongodb.org/mongo-driver/v2 v2.10.0
 	golang.org/x/crypto v0.57.0
 	golang.org/x/time v0.16.0
 )
-
-require github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
 
 require (
 	github.com/getkin/kin-openapi v0.153.0
@@ -101,5 +98,4 @@ require (
 replace (
 	github.com/cineflow/cineflow/pkg => ../../pkg
 	github.com/cineflow/cineflow/pkg/devdb => ../../pkg/devdb
-	github.com/cineflow/cineflow/services/notification => ../notification
 )

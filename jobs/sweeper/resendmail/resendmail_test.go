@@ -15,7 +15,7 @@ import (
 
 	"github.com/cineflow/cineflow/jobs/sweeper"
 	"github.com/cineflow/cineflow/jobs/sweeper/resendmail"
-	"github.com/cineflow/cineflow/pkg/resendfake"
+	"github.com/cineflow/cineflow/pkg/devdb/resendfake"
 )
 
 const apiKey = "re_secret_KEY_42"

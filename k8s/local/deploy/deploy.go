@@ -52,7 +52,7 @@ var AppImages = []Image{
 // DevImages are the dev pieces' images and the local cluster's own helpers.
 var DevImages = []Image{
 	{Name: "devdb", ModDir: ".", Pkg: "./pkg/devdb/cmd/devdb", GoWork: true},
-	{Name: "resendfake", ModDir: ".", Pkg: "./pkg/resendfake/cmd/resendfake", GoWork: true},
+	{Name: "resendfake", ModDir: ".", Pkg: "./pkg/devdb/resendfake/cmd/resendfake", GoWork: true},
 	{Name: "probe", ModDir: "k8s/local", Pkg: "./cmd/probe"},
 }
 

@@ -21,9 +21,8 @@ import (
 
 // Idempotency headers of POST /bookings and POST /payments.
 const (
-	HeaderIdempotencyKey   = "Idempotency-Key"
+	HeaderIdempotencyKey   = httpx.HeaderIdempotencyKey
 	HeaderIdempotentReplay = "Idempotent-Replayed"
-	maxIdempotencyKey      = 255
 	defaultListLimit       = 50
 	maxListLimit           = 500
 	maxListSkip            = 100000
@@ -268,33 +267,6 @@ const SeatMapTTL = time.Second
 // invalidateSeats drops cached seat maps of the show after a change in this process.
 func (a *API) invalidateSeats(showID string) { a.ResponseCache().Invalidate(SeatsTag(showID)) }
 
-// idempotencyKey returns the Idempotency-Key header ("" when absent): 1 to 255 printable
-// ASCII characters, else Invalid.
-func idempotencyKey(c *fiber.Ctx) (string, error) {
-	raw := c.Request().Header.Peek(HeaderIdempotencyKey)
-	present := len(raw) > 0
-	if !present {
-		c.Request().Header.VisitAll(func(k, _ []byte) {
-			if strings.EqualFold(string(k), HeaderIdempotencyKey) {
-				present = true
-			}
-		})
-	}
-	if !present {
-		return "", nil
-	}
-	bad := len(raw) == 0 || len(raw) > maxIdempotencyKey
-	for _, b := range raw {
-		if b < 0x20 || b > 0x7e {
-			bad = true
-		}
-	}
-	if bad {
-		return "", errs.Fields(map[string]string{HeaderIdempotencyKey: "must be 1 to 255 printable ASCII characters"})
-	}
-	return string(raw), nil // a copy: fasthttp reuses its buffers
-}
-
 // keepsAnswer reports whether an Idempotency-Key keeps an answer of this status, to replay it
 // to every retry with the key and the same body. Stripe's rule for idempotent requests is the
 // model: a result is saved only once the endpoint has begun to act; a request refused before
@@ -326,7 +298,7 @@ func keepsAnswer(status int) bool {
 // claim's lease has passed.
 func (a *API) idempotent(route string, h fiber.Handler) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		key, err := idempotencyKey(c)
+		key, err := httpx.IdempotencyKey(c)
 		if err != nil || key == "" || a.svc.Idempotency == nil {
 			if err != nil {
 				return err

@@ -2,133 +2,24 @@ package mongostore
 
 import (
 	"context"
-	"errors"
 	"sync"
-	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/cineflow/cineflow/pkg/mongox"
 )
 
-// maxBatchDocs bounds the documents of one coalesced insertMany.
-const maxBatchDocs = 500
+// maxBatchDocs bounds the documents of one coalesced write (mongox.Inserter's bound too).
+const maxBatchDocs = mongox.MaxBatchDocs
 
-// batchTimeout bounds one coalesced insertMany (it runs for many requests, so on no
-// request's context).
-const batchTimeout = 30 * time.Second
-
-// inserter coalesces the inserts of concurrent requests into one unordered insertMany per
-// collection ("group commit"): while one batch is in flight, the next requests queue, and the
-// next batch takes them all. At low load a request's insert goes out at once, alone; under
-// load, sixteen bookings cost one write instead of sixteen. Each document still succeeds or
-// fails on its own: a unique key refuses the duplicates of one batch exactly as it would
-// refuse them one by one, and each caller learns which of its documents were refused.
-type inserter struct {
-	coll    *mongo.Collection
-	mu      sync.Mutex
-	queue   []*insertReq
-	running bool
-}
-
-type insertReq struct {
-	docs []any
-	done chan insertResult
-}
-
-type insertResult struct {
-	dup map[int]bool // positions in the request's docs refused by a unique key
-	err error        // any other failure (then nothing can be assumed about the documents)
-}
-
-func newInserter(coll *mongo.Collection) *inserter { return &inserter{coll: coll} }
-
-// insert inserts docs (in one of the coalesced batches) and returns the positions refused by a
-// unique key. On ctx's end it returns at once; the documents may still be inserted.
-func (in *inserter) insert(ctx context.Context, docs ...any) (map[int]bool, error) {
-	if len(docs) == 0 {
-		return nil, nil
-	}
-	req := &insertReq{docs: docs, done: make(chan insertResult, 1)}
-	in.mu.Lock()
-	in.queue = append(in.queue, req)
-	if !in.running {
-		in.running = true
-		go in.loop()
-	}
-	in.mu.Unlock()
-	select {
-	case r := <-req.done:
-		return r.dup, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-func (in *inserter) loop() {
-	for {
-		in.mu.Lock()
-		var batch []*insertReq
-		n := 0
-		for len(in.queue) > 0 && (len(batch) == 0 || n+len(in.queue[0].docs) <= maxBatchDocs) {
-			n += len(in.queue[0].docs)
-			batch = append(batch, in.queue[0])
-			in.queue = in.queue[1:]
-		}
-		if len(batch) == 0 {
-			in.running = false
-			in.queue = nil
-			in.mu.Unlock()
-			return
-		}
-		in.mu.Unlock()
-		in.flush(batch, n)
-	}
-}
-
-func (in *inserter) flush(batch []*insertReq, n int) {
-	docs := make([]any, 0, n)
-	for _, r := range batch {
-		docs = append(docs, r.docs...)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-	_, err := in.coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-	cancel()
-	results := make([]insertResult, len(batch))
-	if err != nil {
-		var bwe mongo.BulkWriteException
-		if !errors.As(err, &bwe) || bwe.WriteConcernError != nil {
-			for i := range results {
-				results[i].err = err
-			}
-		} else {
-			// Map each write error back to its request and position.
-			for _, we := range bwe.WriteErrors {
-				off := we.Index
-				for i, r := range batch {
-					if off < len(r.docs) {
-						if mongo.IsDuplicateKeyError(we) {
-							if results[i].dup == nil {
-								results[i].dup = map[int]bool{}
-							}
-							results[i].dup[off] = true
-						} else if results[i].err == nil {
-							results[i].err = we
-						}
-						break
-					}
-					off -= len(r.docs)
-				}
-			}
-		}
-	}
-	for i, r := range batch {
-		r.done <- results[i]
-	}
-}
+// batchTimeout bounds one coalesced write (it runs for many requests, so on no request's
+// context).
+const batchTimeout = mongox.BatchTimeout
 
 // deleter coalesces the deletes by _id of concurrent callers into one delete command per batch,
-// like inserter: while one is in flight the next callers queue, and the next batch takes them
+// like mongox.Inserter: while one is in flight the next callers queue, and the next batch takes them
 // all. A delete of a missing document is not an error.
 type deleter struct {
 	coll    *mongo.Collection

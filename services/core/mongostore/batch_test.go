@@ -3,7 +3,6 @@ package mongostore
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,64 +11,6 @@ import (
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/services/core"
 )
-
-// TestInserterDecidesEachKeyOnce: 40 goroutines insert overlapping documents (each key by
-// 8 of them) through one inserter: every key is won by exactly one caller, each caller learns
-// exactly which of its documents lost, and the collection holds every key once.
-func TestInserterDecidesEachKeyOnce(t *testing.T) {
-	t.Parallel()
-	coll := devdb.TestDB(t).Collection("batch_test")
-	in := newInserter(coll)
-	const callers, keys = 40, 50
-	var mu sync.Mutex
-	wins := map[string]int{}
-	var wg sync.WaitGroup
-	for c := range callers {
-		wg.Go(func() {
-			var docs []any
-			var ids []string
-			for k := c % 8; k < keys; k += 8 { // callers c and c+8, c+16... share keys
-				id := fmt.Sprintf("k%02d", k)
-				ids = append(ids, id)
-				docs = append(docs, bson.M{"_id": id, "by": c})
-			}
-			dup, err := in.insert(context.Background(), docs...)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			for i, id := range ids {
-				if !dup[i] {
-					wins[id]++
-				}
-			}
-		})
-	}
-	wg.Wait()
-	for k := range keys {
-		id := fmt.Sprintf("k%02d", k)
-		if wins[id] != 1 {
-			t.Errorf("%s won %d times", id, wins[id])
-		}
-	}
-	n, err := coll.CountDocuments(context.Background(), bson.M{})
-	if err != nil || n != keys {
-		t.Fatalf("%d documents (%v), want %d", n, err, keys)
-	}
-}
-
-// TestInserterReportsContextEnd: a caller whose context has ended gets its error at once.
-func TestInserterReportsContextEnd(t *testing.T) {
-	t.Parallel()
-	in := newInserter(devdb.TestDB(t).Collection("batch_ctx"))
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := in.insert(ctx, bson.M{"_id": "x"}); err == nil {
-		t.Fatal("no error after the context ended")
-	}
-}
 
 // TestRequestWritesPassBackgroundBatches: while the expirer's (background) delete of 499
 // holds is in flight, a request's delete of one hold goes out beside it, not queued behind it.

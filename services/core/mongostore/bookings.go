@@ -47,7 +47,7 @@ const SeatLogCompactionsCollection = "seat_log_compactions"
 // database serves nothing else without scanning its whole collection, so the cost of a
 // request stays the same however many bookings are stored.
 //
-// Inserts of concurrent requests are coalesced per collection (see inserter): each hold,
+// Inserts of concurrent requests are coalesced per collection (see mongox.Inserter): each hold,
 // outcome and booking is still decided by its own key.
 type Bookings struct {
 	db        *mongo.Database
@@ -72,7 +72,7 @@ type Bookings struct {
 // background work (the expirer) have a set each, so that a request's write never queues behind
 // a background batch of hundreds: the two go out side by side.
 type coalescers struct {
-	ins struct{ holds, slots, seatLog, bookings, outcomes, payments *inserter }
+	ins struct{ holds, slots, seatLog, bookings, outcomes, payments *mongox.Inserter }
 	del struct{ holds, slots, legacyIntents *deleter }
 
 	bucketsMu sync.Mutex
@@ -80,7 +80,7 @@ type coalescers struct {
 }
 
 type bucketQueues struct {
-	ins *inserter
+	ins *mongox.Inserter
 	del *deleter
 }
 
@@ -98,7 +98,7 @@ func (q *coalescers) bucket(db *mongo.Database, name string) *bucketQueues {
 			clear(q.buckets)
 		}
 		c := db.Collection(name)
-		b = &bucketQueues{ins: newInserter(c), del: newDeleter(c)}
+		b = &bucketQueues{ins: mongox.NewInserter(c), del: newDeleter(c)}
 		q.buckets[name] = b
 	}
 	return b
@@ -112,9 +112,9 @@ func (q *coalescers) forgetBucket(name string) {
 
 func (s *Bookings) newCoalescers() *coalescers {
 	q := &coalescers{buckets: map[string]*bucketQueues{}}
-	q.ins.holds, q.ins.slots = newInserter(s.holds), newInserter(s.slots)
-	q.ins.seatLog, q.ins.bookings = newInserter(s.seatLog), newInserter(s.bookings)
-	q.ins.outcomes, q.ins.payments = newInserter(s.outcomes), newInserter(s.payments)
+	q.ins.holds, q.ins.slots = mongox.NewInserter(s.holds), mongox.NewInserter(s.slots)
+	q.ins.seatLog, q.ins.bookings = mongox.NewInserter(s.seatLog), mongox.NewInserter(s.bookings)
+	q.ins.outcomes, q.ins.payments = mongox.NewInserter(s.outcomes), mongox.NewInserter(s.payments)
 	q.del.holds, q.del.slots, q.del.legacyIntents = newDeleter(s.holds), newDeleter(s.slots), newDeleter(s.intents)
 	return q
 }
@@ -221,7 +221,7 @@ func (s *Bookings) CreateBooking(ctx context.Context, b *core.Booking) error {
 	d := bookingDoc{ID: oid, UserID: b.UserID, TheatreID: b.TheatreID, MovieID: b.MovieID, ShowID: b.ShowID,
 		Timing: b.Timing, NoOfSeats: b.NoOfSeats, Seats: b.Seats, TotalCost: b.TotalCost, Status: string(b.Status),
 		ExpiresAt: b.ExpiresAt, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt, Slots: b.Slots, Rounds: b.Rounds, Listed: true}
-	dup, err := s.q(ctx).ins.bookings.insert(ctx, d)
+	dup, err := s.q(ctx).ins.bookings.Insert(ctx, d)
 	if err == nil && dup[0] {
 		err = errors.New("duplicate booking id")
 	}

@@ -36,7 +36,7 @@ func (s *Bookings) InsertHolds(ctx context.Context, holds []core.Hold) ([]string
 		docs[i] = holdDoc{ID: ids[i].(string), SeatKey: h.ShowID + ":" + h.Seat, ShowID: h.ShowID,
 			Seat: h.Seat, BookingID: h.BookingID, ExpiresAt: h.ExpiresAt, Sold: h.Sold, CreatedAt: now}
 	}
-	lost, err := s.q(ctx).ins.holds.insert(ctx, docs...)
+	lost, err := s.q(ctx).ins.holds.Insert(ctx, docs...)
 	if err != nil {
 		// Which holds landed is unknown: report none won and release them all (their ids name
 		// this booking, so nobody else's hold can be deleted). If the delete fails too, the
@@ -140,7 +140,7 @@ func (s *Bookings) ClaimSlots(ctx context.Context, userID, bookingID string, slo
 		docs[i] = slotDoc{ID: slotID(userID, k, bookingID), SlotKey: userID + ":" + strconv.Itoa(k), UserID: userID,
 			Slot: k, BookingID: bookingID, CreatedAt: now}
 	}
-	lost, err := s.q(ctx).ins.slots.insert(ctx, docs...)
+	lost, err := s.q(ctx).ins.slots.Insert(ctx, docs...)
 	if err != nil {
 		_ = s.q(ctx).del.slots.delete(context.WithoutCancel(ctx), slotIDs(userID, bookingID, slots)...)
 		return nil, dbError(err, "could not count the open seats")

@@ -86,7 +86,7 @@ func parseIntentBucket(name string) (core.IntentBucket, bool) {
 func (s *Bookings) AddIntent(ctx context.Context, in core.Intent) error {
 	d := intentDoc{ID: in.ID, BookingID: in.BookingID, ShowID: in.ShowID, UserID: in.UserID, Seats: in.Seats,
 		Slots: in.Slots, ExpiresAt: in.ExpiresAt, CreatedAt: s.now().UTC()}
-	if _, err := s.q(ctx).bucket(s.db, s.IntentBucketName(in.ExpiresAt)).ins.insert(ctx, d); err != nil {
+	if _, err := s.q(ctx).bucket(s.db, s.IntentBucketName(in.ExpiresAt)).ins.Insert(ctx, d); err != nil {
 		return dbError(err, "could not record the booking")
 	}
 	return nil

@@ -27,7 +27,7 @@ func (d *outcomeDoc) outcome() core.Outcome {
 // Decide inserts the outcome unless one exists; it returns the one in force.
 func (s *Bookings) Decide(ctx context.Context, o core.Outcome) (core.Outcome, bool, error) {
 	d := outcomeDoc{BookingID: o.BookingID, Status: string(o.Status), PaymentID: o.PaymentID, DecidedAt: o.DecidedAt}
-	dup, err := s.q(ctx).ins.outcomes.insert(ctx, d)
+	dup, err := s.q(ctx).ins.outcomes.Insert(ctx, d)
 	if err != nil {
 		return core.Outcome{}, false, dbError(err, "could not decide the booking")
 	}

@@ -41,7 +41,7 @@ func (s *Bookings) CreatePayment(ctx context.Context, p *core.Payment) error {
 	}
 	d := paymentDoc{ID: oid, BookingID: p.BookingID, UserID: p.UserID, Amount: p.Amount, Status: string(p.Status),
 		Reason: p.Reason, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt, Listed: true}
-	dup, err := s.q(ctx).ins.payments.insert(ctx, d)
+	dup, err := s.q(ctx).ins.payments.Insert(ctx, d)
 	if err == nil && dup[0] {
 		err = errors.New("duplicate payment id")
 	}

@@ -38,7 +38,7 @@ func (s *Bookings) AppendSeatLog(ctx context.Context, e core.SeatLogEntry) (bool
 	for i, op := range e.Ops {
 		d.Ops[i] = seatOpDoc{Kind: string(op.Kind), BookingID: op.BookingID, Seats: op.Seats, ExpiresAt: op.ExpiresAt}
 	}
-	dup, err := s.q(ctx).ins.seatLog.insert(ctx, d)
+	dup, err := s.q(ctx).ins.seatLog.Insert(ctx, d)
 	if err != nil {
 		return false, dbError(err, "could not record the seats")
 	}

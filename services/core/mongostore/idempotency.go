@@ -8,7 +8,6 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/mongox"
@@ -62,6 +61,7 @@ type Idempotency struct {
 	keys    *mongo.Collection
 	results *mongo.Collection
 	opts    IdempotencyOptions
+	expiry  mongox.Expiry
 }
 
 var _ core.IdempotencyStore = (*Idempotency)(nil)
@@ -82,7 +82,15 @@ func NewIdempotencyWith(db *mongo.Database, opts IdempotencyOptions) *Idempotenc
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Idempotency{keys: db.Collection(IdempotencyKeysCollection), results: db.Collection(IdempotencyResultsCollection), opts: opts}
+	s := &Idempotency{keys: db.Collection(IdempotencyKeysCollection), results: db.Collection(IdempotencyResultsCollection), opts: opts}
+	s.expiry = mongox.Expiry{Colls: []*mongo.Collection{s.keys, s.results}, Field: "createdAt", Index: "createdAt_ttl",
+		Retention: opts.Retention, Page: cleanupPage, Wrap: func(err error, reading bool) error {
+			if reading {
+				return dbError(err, "could not read the oldest idempotency records")
+			}
+			return dbError(err, "could not remove an idempotency record")
+		}}
+	return s
 }
 
 type idemKeyDoc struct {
@@ -193,65 +201,13 @@ func (s *Idempotency) Abandon(ctx context.Context, c core.IdempotencyClaim) erro
 // EnsureTTL asks the server to expire records after the retention (a TTL index on createdAt
 // of both collections). A server without TTL indexes (the embedded database refuses
 // expireAfterSeconds) answers an error: run RunCleanup instead.
-func (s *Idempotency) EnsureTTL(ctx context.Context) error {
-	for _, c := range []*mongo.Collection{s.keys, s.results} {
-		if err := mongox.EnsureIndexes(ctx, c, mongo.IndexModel{Keys: bson.D{{Key: "createdAt", Value: 1}},
-			Options: options.Index().SetName("createdAt_ttl").SetExpireAfterSeconds(int32(s.opts.Retention / time.Second))}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (s *Idempotency) EnsureTTL(ctx context.Context) error { return s.expiry.EnsureTTL(ctx) }
 
 // Clean removes records older than the retention, oldest first, at most limit per collection
 // (limit <= 0: no bound), and returns how many it removed. Its cost does not grow with the
-// data kept: it reads the first rows with an empty filter and a limit, which the embedded
-// database serves by reading only those rows (in insertion order), deletes each old one by
-// exact _id, and stops at the first younger one (records are inserted about in createdAt
-// order; one inserted out of order waits for the younger ones before it).
+// data kept (see mongox.Expiry.Clean).
 func (s *Idempotency) Clean(ctx context.Context, limit int) (int, error) {
-	cutoff := s.opts.Now().UTC().Add(-s.opts.Retention)
-	removed := 0
-	for _, c := range []*mongo.Collection{s.keys, s.results} {
-		n, err := cleanOldest(ctx, c, cutoff, limit)
-		removed += n
-		if err != nil {
-			return removed, err
-		}
-	}
-	return removed, nil
-}
-
-func cleanOldest(ctx context.Context, c *mongo.Collection, cutoff time.Time, limit int) (int, error) {
-	type row struct {
-		ID        bson.RawValue `bson:"_id"`
-		CreatedAt time.Time     `bson:"createdAt"`
-	}
-	removed := 0
-	for limit <= 0 || removed < limit {
-		page := cleanupPage
-		if limit > 0 {
-			page = min(page, limit-removed)
-		}
-		rows, err := findAll(ctx, c, bson.D{}, options.Find().SetLimit(int64(page)), "read the oldest idempotency records",
-			func(r *row) row { return *r })
-		if err != nil {
-			return removed, err
-		}
-		for _, r := range rows {
-			if !r.CreatedAt.Before(cutoff) {
-				return removed, nil
-			}
-			if _, err := c.DeleteOne(ctx, bson.D{{Key: "_id", Value: r.ID}}); err != nil {
-				return removed, dbError(err, "could not remove an idempotency record")
-			}
-			removed++
-		}
-		if len(rows) < page {
-			return removed, nil
-		}
-	}
-	return removed, nil
+	return s.expiry.Clean(ctx, s.opts.Now().UTC(), limit)
 }
 
 // RunCleanup runs Clean every interval (and once at once) until ctx ends, reporting failures

@@ -316,7 +316,7 @@ type appendReq struct {
 	done   chan error
 }
 
-// listWriter appends the entries of concurrent callers, coalesced like inserter: while one
+// listWriter appends the entries of concurrent callers, coalesced like mongox.Inserter: while one
 // batch is in flight the next callers queue, and the next batch takes them all.
 type listWriter struct {
 	l       *lists

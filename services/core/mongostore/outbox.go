@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/cineflow/cineflow/pkg/mongox"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/outbox"
 )
@@ -87,7 +88,7 @@ type Outbox struct {
 // outboxQueue is one of the outbox's collections with its coalescers.
 type outboxQueue struct {
 	coll *mongo.Collection
-	ins  *inserter        // concurrent inserts share one insertMany
+	ins  *mongox.Inserter // concurrent inserts share one insertMany
 	del  *countingDeleter // concurrent deletes share one bulk delete
 }
 
@@ -149,7 +150,7 @@ func (s *Outbox) queue(name string) *outboxQueue {
 	q := s.queues[name]
 	if q == nil {
 		coll := s.db.Collection(name)
-		q = &outboxQueue{coll: coll, ins: newInserter(coll), del: &countingDeleter{coll: coll, count: s.count}}
+		q = &outboxQueue{coll: coll, ins: mongox.NewInserter(coll), del: &countingDeleter{coll: coll, count: s.count}}
 		s.queues[name] = q
 	}
 	return q
@@ -216,7 +217,7 @@ func (s *Outbox) retryBuckets(ctx context.Context) ([]retryBucket, error) {
 // already in the front is success (the first email is kept).
 func (s *Outbox) Enqueue(ctx context.Context, e core.Email) error {
 	now := s.now().UTC().Truncate(time.Millisecond)
-	dup, err := s.queue("").ins.insert(ctx, &outboxDoc{Key: e.Key, Recipients: e.Recipients, Subject: e.Subject,
+	dup, err := s.queue("").ins.Insert(ctx, &outboxDoc{Key: e.Key, Recipients: e.Recipients, Subject: e.Subject,
 		Content: e.Content, Kind: e.Kind, Ref: e.Ref, TraceParent: e.TraceParent,
 		CreatedAt: now, NextAttemptAt: now})
 	if err != nil {
@@ -393,7 +394,7 @@ func (s *Outbox) moveAll(ctx context.Context, es []core.OutboxEntry) error {
 			s.mu.Lock()
 			delete(s.emptyAt, target)
 			s.mu.Unlock()
-			dup, err := q.ins.insert(ctx, docs...)
+			dup, err := q.ins.Insert(ctx, docs...)
 			if err == nil {
 				s.count.add(int64(len(docs) - len(dup)))
 				for i := range dup {

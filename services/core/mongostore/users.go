@@ -340,14 +340,14 @@ func (s *Users) Backfill(ctx context.Context) (indexed int, err error) {
 		return 0, dbError(err, "could not list the users")
 	}
 	defer cur.Close(ctx)
-	ins := newInserter(s.emails)
+	ins := mongox.NewInserter(s.emails)
 	page := make([]emailDoc, 0, maxBatchDocs)
 	flush := func() error {
 		docs := make([]any, len(page))
 		for i := range page {
 			docs[i] = page[i]
 		}
-		dup, err := ins.insert(ctx, docs...)
+		dup, err := ins.Insert(ctx, docs...)
 		if err != nil {
 			return dbError(err, "could not index the users' emails")
 		}

@@ -29,7 +29,7 @@ const BasePath = "/notiservice/api/v1/notifications"
 
 // Headers of the idempotent create.
 const (
-	HeaderIdempotencyKey    = "Idempotency-Key"
+	HeaderIdempotencyKey    = httpx.HeaderIdempotencyKey
 	HeaderIdempotentReplay  = "Idempotent-Replayed"
 	HeaderNextCursor        = "X-Next-Cursor"
 	defaultListLimit        = 20
@@ -128,7 +128,7 @@ func (r *createRequest) newTicket() (notification.NewTicket, error) {
 }
 
 func (a *API) create(c *fiber.Ctx) error {
-	key, err := idempotencyKey(c)
+	key, err := httpx.IdempotencyKey(c)
 	if err != nil {
 		return err
 	}
@@ -167,39 +167,6 @@ func (a *API) create(c *fiber.Ctx) error {
 	}
 	c.Location(BasePath + "/" + saved.ID.Hex())
 	return httpx.OK(c, fiber.StatusCreated, view(saved), msg)
-}
-
-// idempotencyKey returns the Idempotency-Key header ("" when absent): 1 to 255 printable
-// ASCII characters, else Invalid.
-func idempotencyKey(c *fiber.Ctx) (string, error) {
-	raw := c.Request().Header.Peek(HeaderIdempotencyKey)
-	if len(raw) == 0 {
-		present := false
-		c.Request().Header.VisitAll(func(k, _ []byte) {
-			if strings.EqualFold(string(k), HeaderIdempotencyKey) {
-				present = true
-			}
-		})
-		if present {
-			return "", badIdempotencyKey()
-		}
-		return "", nil
-	}
-	if len(raw) > notification.MaxIdempotencyKey {
-		return "", badIdempotencyKey()
-	}
-	for _, b := range raw {
-		if b < 0x20 || b > 0x7e {
-			return "", badIdempotencyKey()
-		}
-	}
-	return string(raw), nil // a copy: fasthttp reuses its buffers
-}
-
-func badIdempotencyKey() error {
-	return errs.Fields(map[string]string{
-		HeaderIdempotencyKey: "must be 1 to 255 printable ASCII characters",
-	})
 }
 
 // RequestHash is the SHA-256 of a validated (normalised) request: the same ticket asked for

@@ -4,13 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/mongox"
@@ -57,7 +55,7 @@ func (s *Store) createIdempotent(ctx context.Context, t *notification.Ticket, ke
 	for gen := 0; gen < maxClaimGenerations; {
 		now := s.now()
 		c := idemClaim{ID: claimID(scope, gen), Ticket: bson.NewObjectID(), Hash: hash, CreatedAt: now}
-		err := s.idemIns.insert(ctx, c)
+		err := s.idemIns.InsertOne(ctx, c)
 		if err == nil {
 			t.ID = c.Ticket
 			if err := s.insertTicket(ctx, t, now); err != nil {
@@ -154,16 +152,21 @@ func (s *Store) ensureQueued(ctx context.Context, t *notification.Ticket) error 
 	return nil
 }
 
+// idemExpiry removes Idempotency-Key records IdempotencyRetention after their createdAt: a
+// TTL index where the server has them, else CleanupIdempotency (one read of its limit).
+func idemExpiry(idem *mongo.Collection) mongox.Expiry {
+	return mongox.Expiry{Colls: []*mongo.Collection{idem}, Field: "createdAt", Index: "created_at_ttl",
+		Retention: IdempotencyRetention}
+}
+
 // ensureIdempotencyTTL creates the TTL index on the records' createdAt where the server
 // supports one; a server that refuses it (FerretDB) is left to CleanupIdempotency.
 func (s *Store) ensureIdempotencyTTL(ctx context.Context) error {
-	err := mongox.EnsureIndexes(ctx, s.idem, mongo.IndexModel{Keys: bson.D{{Key: "createdAt", Value: 1}},
-		Options: options.Index().SetName("created_at_ttl").SetExpireAfterSeconds(int32(IdempotencyRetention.Seconds()))})
-	var se mongo.ServerError
+	err := s.idemExpiry.EnsureTTL(ctx)
 	switch {
 	case err == nil:
 		s.ttl.Store(true)
-	case errors.As(err, &se):
+	case mongox.TTLRefused(err):
 		s.ttl.Store(false) // refused: no TTL indexes here
 	default:
 		return err
@@ -180,24 +183,5 @@ func (s *Store) IdempotencyTTL() bool { return s.ttl.Load() }
 // filter with a limit: the dev database reads only those rows) and deletes each by _id, so
 // its cost does not grow with the records kept; a full result means more may be due.
 func (s *Store) CleanupIdempotency(ctx context.Context, limit int) (int, error) {
-	cutoff := s.now().Add(-IdempotencyRetention)
-	cur, err := s.idem.Find(ctx, bson.D{}, options.Find().SetLimit(int64(limit)))
-	if err != nil {
-		return 0, err
-	}
-	var rows []idemClaim
-	if err := cur.All(ctx, &rows); err != nil {
-		return 0, err
-	}
-	removed := 0
-	for _, r := range rows {
-		if !r.CreatedAt.Before(cutoff) {
-			break // records are read in the order they were inserted: the rest are younger
-		}
-		if _, err := s.idem.DeleteOne(ctx, bson.M{"_id": r.ID}); err != nil {
-			return removed, err
-		}
-		removed++
-	}
-	return removed, nil
+	return s.idemExpiry.Clean(ctx, s.now(), limit)
 }

@@ -198,7 +198,7 @@ func (x *listIndex) read(ctx context.Context, nums []int64) ([]*listEntry, error
 }
 
 // appender coalesces the upward appends of concurrent requests into one ordered insert, as
-// the inserter of batch.go does for plain inserts: at low load an append goes out alone,
+// mongox.Inserter does for plain inserts: at low load an append goes out alone,
 // under load the requests that queued meanwhile go out together, taking consecutive numbers.
 type appender struct {
 	x       *listIndex
@@ -236,7 +236,7 @@ func (a *appender) loop() {
 	for {
 		a.mu.Lock()
 		n, size := 0, 0
-		for n < len(a.queue) && (n == 0 || size+len(a.queue[n].entries) <= maxBatchDocs) {
+		for n < len(a.queue) && (n == 0 || size+len(a.queue[n].entries) <= mongox.MaxBatchDocs) {
 			size += len(a.queue[n].entries)
 			n++
 		}
@@ -258,7 +258,7 @@ func (a *appender) flush(batch []*appendReq) {
 	for _, r := range batch {
 		all = append(all, r.entries...)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), mongox.BatchTimeout)
 	nums, err := a.x.insertRun(ctx, false, all)
 	cancel()
 	for _, r := range batch {

@@ -70,8 +70,10 @@ type Store struct {
 	// Now is the clock (milliseconds, UTC); tests may replace it before use.
 	Now func() time.Time
 
-	// Coalesced inserts of concurrent creates (see batch.go); queueIns serves every shard.
-	ticketIns, idemIns, queueIns *inserter
+	// Coalesced inserts of concurrent creates (see mongox.Inserter); queueIns serves every shard.
+	ticketIns, idemIns, queueIns *mongox.Inserter
+
+	idemExpiry mongox.Expiry // of the Idempotency-Key records (idempotency.go)
 
 	// The list indexes (listindex.go), and whether they hold every ticket (list.go).
 	lists    [numLists]*listIndex
@@ -105,7 +107,8 @@ func New(db *mongo.Database) *Store {
 	for i, name := range listCollections {
 		s.lists[i] = newListIndex(db.Collection(name))
 	}
-	s.ticketIns, s.idemIns, s.queueIns = newInserter(s.tickets), newInserter(s.idem), newInserter(s.queues[:]...)
+	s.ticketIns, s.idemIns, s.queueIns = mongox.NewInserter(s.tickets), mongox.NewInserter(s.idem), mongox.NewInserter(s.queues[:]...)
+	s.idemExpiry = idemExpiry(s.idem)
 	return s
 }
 
@@ -220,10 +223,10 @@ func (s *Store) insertTicket(ctx context.Context, t *notification.Ticket, now ti
 	if nums[0] != alreadyListed {
 		doc.ListSeq = &nums[0]
 	}
-	if err := s.ticketIns.insert(ctx, doc); err != nil {
+	if err := s.ticketIns.InsertOne(ctx, doc); err != nil {
 		return unavailable(err, "store the ticket")
 	}
-	if err := s.queueIns.insertInto(ctx, notification.QueueShard(t.ID), notification.NewQueueEntry(t, 0, now)); err != nil && !mongox.IsDuplicateKey(err) {
+	if err := s.queueIns.InsertOneInto(ctx, notification.QueueShard(t.ID), notification.NewQueueEntry(t, 0, now)); err != nil && !mongox.IsDuplicateKey(err) {
 		return unavailable(err, "queue the ticket")
 	}
 	return nil

@@ -26,7 +26,7 @@ import (
 
 	"github.com/cineflow/cineflow/jobs/sweeper"
 	"github.com/cineflow/cineflow/jobs/sweeper/resendmail"
-	"github.com/cineflow/cineflow/pkg/resendfake"
+	"github.com/cineflow/cineflow/pkg/devdb/resendfake"
 	"github.com/cineflow/cineflow/services/notification"
 	nstore "github.com/cineflow/cineflow/services/notification/mongostore"
 )

@@ -23,7 +23,7 @@ import (
 
 	"github.com/cineflow/cineflow/pkg/config/configtest"
 	"github.com/cineflow/cineflow/pkg/devdb"
-	"github.com/cineflow/cineflow/pkg/resendfake"
+	"github.com/cineflow/cineflow/pkg/devdb/resendfake"
 	"github.com/cineflow/cineflow/services/notification"
 	nstore "github.com/cineflow/cineflow/services/notification/mongostore"
 )

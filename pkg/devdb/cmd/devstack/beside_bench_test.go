@@ -123,7 +123,7 @@ func BenchmarkBookingBesideSweep(b *testing.B) {
 	buildStack(b, binDir)
 	root := filepath.Dir(strings.TrimSpace(string(must(exec.Command("go", "env", "GOWORK").Output()))))
 	build := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "./resendfake/cmd/resendfake")
-	build.Dir, build.Env = filepath.Join(root, "pkg"), append(os.Environ(), "CGO_ENABLED=0")
+	build.Dir, build.Env = filepath.Join(root, "pkg", "devdb"), append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("build resendfake: %v\n%s", err, out)
 	}

@@ -2,16 +2,14 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,9 +22,7 @@ import (
 	"testing"
 	"time"
 
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	"google.golang.org/protobuf/proto"
+	"github.com/cineflow/cineflow/pkg/devdb/otlptest"
 )
 
 const (
@@ -36,198 +32,8 @@ const (
 	notiRoute     = "POST " + notificationAPI
 	relaySpan     = "outbox.relay"
 	sendSpan      = "resend.send" // jobs/sweeper: one per provider batch, linked to each ticket's traceparent
-	spanKindSrv   = 2             // SPAN_KIND_SERVER
+	spanKindSrv   = otlptest.KindServer
 )
-
-// ---- the OTLP/HTTP receiver ----
-
-type otlpLink struct{ TraceID, SpanID string }
-
-type otlpSpan struct {
-	TraceID, SpanID, ParentID string
-	Name, Service             string
-	Kind                      int32
-	Links                     []otlpLink
-}
-
-func (s otlpSpan) String() string {
-	var links []string
-	for _, l := range s.Links {
-		links = append(links, l.TraceID+"/"+l.SpanID)
-	}
-	return fmt.Sprintf("%-12s %-45q kind=%d trace=%s span=%s parent=%s links=%v",
-		s.Service, s.Name, s.Kind, s.TraceID, s.SpanID, orDash(s.ParentID), links)
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-// receiver is an OTLP/HTTP trace receiver (POST /v1/traces, protobuf or JSON) that keeps
-// every span it is sent.
-type receiver struct {
-	mu       sync.Mutex
-	spans    []otlpSpan
-	requests int
-	errs     []string
-}
-
-func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost || r.URL.Path != "/v1/traces" {
-		rc.fail("unexpected %s %s", r.Method, r.URL.Path)
-		http.NotFound(w, r)
-		return
-	}
-	var body io.Reader = r.Body
-	if strings.EqualFold(r.Header.Get("Content-Encoding"), "gzip") {
-		zr, err := gzip.NewReader(r.Body)
-		if err != nil {
-			rc.fail("gzip: %v", err)
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		defer zr.Close()
-		body = zr
-	}
-	data, err := io.ReadAll(body)
-	if err != nil {
-		rc.fail("read: %v", err)
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	var spans []otlpSpan
-	if ct == "application/json" {
-		spans, err = decodeJSON(data)
-	} else {
-		spans, err = decodeProto(data)
-	}
-	if err != nil {
-		rc.fail("decode %s: %v", ct, err)
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	rc.mu.Lock()
-	rc.spans = append(rc.spans, spans...)
-	rc.requests++
-	rc.mu.Unlock()
-	if ct == "application/json" {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte("{}"))
-		return
-	}
-	out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	_, _ = w.Write(out)
-}
-
-func (rc *receiver) fail(format string, args ...any) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	rc.errs = append(rc.errs, fmt.Sprintf(format, args...))
-}
-
-func (rc *receiver) snapshot() (spans []otlpSpan, requests int, errs []string) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return slices.Clone(rc.spans), rc.requests, slices.Clone(rc.errs)
-}
-
-func decodeProto(data []byte) ([]otlpSpan, error) {
-	var req coltracepb.ExportTraceServiceRequest
-	if err := proto.Unmarshal(data, &req); err != nil {
-		return nil, err
-	}
-	var out []otlpSpan
-	for _, rs := range req.GetResourceSpans() {
-		svc := ""
-		for _, kv := range rs.GetResource().GetAttributes() {
-			if kv.GetKey() == "service.name" {
-				svc = anyString(kv.GetValue())
-			}
-		}
-		for _, ss := range rs.GetScopeSpans() {
-			for _, sp := range ss.GetSpans() {
-				s := otlpSpan{TraceID: hex.EncodeToString(sp.GetTraceId()), SpanID: hex.EncodeToString(sp.GetSpanId()),
-					ParentID: hex.EncodeToString(sp.GetParentSpanId()), Name: sp.GetName(), Service: svc, Kind: int32(sp.GetKind())}
-				for _, l := range sp.GetLinks() {
-					s.Links = append(s.Links, otlpLink{TraceID: hex.EncodeToString(l.GetTraceId()), SpanID: hex.EncodeToString(l.GetSpanId())})
-				}
-				out = append(out, s)
-			}
-		}
-	}
-	return out, nil
-}
-
-func anyString(v *commonpb.AnyValue) string {
-	if v == nil {
-		return ""
-	}
-	return v.GetStringValue()
-}
-
-// decodeJSON reads OTLP/JSON, whose ids are hex strings (not protobuf JSON's base64).
-func decodeJSON(data []byte) ([]otlpSpan, error) {
-	type kv struct {
-		Key   string `json:"key"`
-		Value struct {
-			StringValue string `json:"stringValue"`
-		} `json:"value"`
-	}
-	type link struct {
-		TraceID string `json:"traceId"`
-		SpanID  string `json:"spanId"`
-	}
-	var req struct {
-		ResourceSpans []struct {
-			Resource struct {
-				Attributes []kv `json:"attributes"`
-			} `json:"resource"`
-			ScopeSpans []struct {
-				Spans []struct {
-					TraceID      string          `json:"traceId"`
-					SpanID       string          `json:"spanId"`
-					ParentSpanID string          `json:"parentSpanId"`
-					Name         string          `json:"name"`
-					Kind         json.RawMessage `json:"kind"`
-					Links        []link          `json:"links"`
-				} `json:"spans"`
-			} `json:"scopeSpans"`
-		} `json:"resourceSpans"`
-	}
-	if err := json.Unmarshal(data, &req); err != nil {
-		return nil, err
-	}
-	var out []otlpSpan
-	for _, rs := range req.ResourceSpans {
-		svc := ""
-		for _, a := range rs.Resource.Attributes {
-			if a.Key == "service.name" {
-				svc = a.Value.StringValue
-			}
-		}
-		for _, ss := range rs.ScopeSpans {
-			for _, sp := range ss.Spans {
-				s := otlpSpan{TraceID: strings.ToLower(sp.TraceID), SpanID: strings.ToLower(sp.SpanID),
-					ParentID: strings.ToLower(sp.ParentSpanID), Name: sp.Name, Service: svc}
-				if k, err := strconv.Atoi(string(sp.Kind)); err == nil {
-					s.Kind = int32(k)
-				} else if k, ok := map[string]int32{`"SPAN_KIND_SERVER"`: 2, `"SPAN_KIND_CLIENT"`: 3}[string(sp.Kind)]; ok {
-					s.Kind = k
-				}
-				for _, l := range sp.Links {
-					s.Links = append(s.Links, otlpLink{TraceID: strings.ToLower(l.TraceID), SpanID: strings.ToLower(l.SpanID)})
-				}
-				out = append(out, s)
-			}
-		}
-	}
-	return out, nil
-}
 
 // ---- the stack ----
 
@@ -434,9 +240,7 @@ func TestTracingEndToEnd(t *testing.T) {
 			"something else (another `make run`?) listens on it: %v", corePort, err)
 	}
 
-	rc := &receiver{}
-	otlp := httptest.NewServer(rc)
-	t.Cleanup(otlp.Close)
+	rc, otlpURL := otlptest.Start(t)
 
 	tmp := t.TempDir()
 	binDir := filepath.Join(tmp, "bin")
@@ -459,7 +263,7 @@ func TestTracingEndToEnd(t *testing.T) {
 		"-sweeper", filepath.Join(binDir, "sweeper"))
 	ds.Dir = work
 	ds.Env = stackEnv(map[string]string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.URL,
+		"OTEL_EXPORTER_OTLP_ENDPOINT": otlpURL,
 		"OTEL_BSP_SCHEDULE_DELAY":     "100",
 		"SWEEP_INTERVAL":              "3s",
 		"OUTBOX_DIR":                  outboxDir,
@@ -604,14 +408,14 @@ func TestTracingEndToEnd(t *testing.T) {
 
 	// The spans: wait until every one is in, then check how they connect.
 	var (
-		spans                        []otlpSpan
-		inTrace                      map[string]otlpSpan // span id -> span, in the payment's trace
-		coreSpan, notiSpan, linkSpan *otlpSpan
+		spans                        []otlptest.Span
+		inTrace                      map[string]otlptest.Span // span id -> span, in the payment's trace
+		coreSpan, notiSpan, linkSpan *otlptest.Span
 		relays                       int
 	)
 	find := func() bool {
-		spans, _, _ = rc.snapshot()
-		inTrace = map[string]otlpSpan{}
+		spans, _, _ = rc.Snapshot()
+		inTrace = map[string]otlptest.Span{}
 		coreSpan, notiSpan, linkSpan, relays = nil, nil, nil, 0
 		for i := range spans {
 			sp := &spans[i]
@@ -627,7 +431,7 @@ func TestTracingEndToEnd(t *testing.T) {
 					relays++
 				}
 			}
-			if sp.Name == sendSpan && slices.ContainsFunc(sp.Links, func(l otlpLink) bool { return l.TraceID == traceID }) {
+			if sp.Name == sendSpan && slices.ContainsFunc(sp.Links, func(l otlptest.Link) bool { return l.TraceID == traceID }) {
 				linkSpan = sp
 			}
 		}
@@ -635,7 +439,7 @@ func TestTracingEndToEnd(t *testing.T) {
 	}
 	report := func() string {
 		var b strings.Builder
-		spans, requests, errs := rc.snapshot()
+		spans, requests, errs := rc.Snapshot()
 		fmt.Fprintf(&b, "%d spans in %d export requests", len(spans), requests)
 		if len(errs) > 0 {
 			fmt.Fprintf(&b, "; receiver errors: %v", errs)
@@ -681,7 +485,7 @@ func TestTracingEndToEnd(t *testing.T) {
 	// Each span names its service in its resource (service.name), as telemetry.Setup says.
 	for _, c := range []struct {
 		what string
-		sp   *otlpSpan
+		sp   *otlptest.Span
 		want string
 	}{{"core's server span " + strconv.Quote(paymentsRoute), coreSpan, "core"},
 		{"the notification service's server span " + strconv.Quote(notiRoute), notiSpan, "notification"},
@@ -693,7 +497,7 @@ func TestTracingEndToEnd(t *testing.T) {
 	// core's server span continues the client's span (the traceparent the test sent).
 	if coreSpan.ParentID != clientSpan {
 		t.Errorf("core's server span %s has parent %s, want the test's client span %s\n%s",
-			coreSpan.SpanID, orDash(coreSpan.ParentID), clientSpan, report())
+			coreSpan.SpanID, cmp.Or(coreSpan.ParentID, "-"), clientSpan, report())
 	}
 	// The notification service's span descends, parent by parent, from the relay's span, and
 	// that from core's server span: one chain back to the payment.
@@ -713,7 +517,7 @@ func TestTracingEndToEnd(t *testing.T) {
 		next, ok := inTrace[sp.ParentID]
 		if !ok {
 			t.Fatalf("the chain from the notification span breaks at %q (parent %s not received): %s\n%s",
-				sp.Name, orDash(sp.ParentID), strings.Join(chain, " <- "), report())
+				sp.Name, cmp.Or(sp.ParentID, "-"), strings.Join(chain, " <- "), report())
 		}
 		sp = next
 	}
@@ -728,7 +532,7 @@ func TestTracingEndToEnd(t *testing.T) {
 		t.Errorf("the sweeper's %s span is in the payment's trace; want a trace of its own linked to it", sendSpan)
 	}
 	tkSpan, _, _ := strings.Cut(strings.TrimPrefix(tk.TraceParent, "00-"+traceID+"-"), "-")
-	i := slices.IndexFunc(linkSpan.Links, func(l otlpLink) bool { return l.TraceID == traceID })
+	i := slices.IndexFunc(linkSpan.Links, func(l otlptest.Link) bool { return l.TraceID == traceID })
 	l := linkSpan.Links[i]
 	if l.SpanID != tkSpan {
 		t.Errorf("the %s link points at span %s, want the ticket's traceparent span %s", sendSpan, l.SpanID, tkSpan)

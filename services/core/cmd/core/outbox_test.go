@@ -5,10 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
+	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,73 +19,45 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/cineflow/cineflow/pkg/devdb"
+	"github.com/cineflow/cineflow/pkg/devdb/notitest"
+	"github.com/cineflow/cineflow/pkg/devdb/otlptest"
 	"github.com/cineflow/cineflow/pkg/httpx"
-	"github.com/cineflow/cineflow/pkg/logging"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/mongostore"
-	notihttp "github.com/cineflow/cineflow/services/notification/httpapi"
-	notimongo "github.com/cineflow/cineflow/services/notification/mongostore"
 )
 
-const notiToken = "noti-test-token-0123456789"
+const notiToken = notitest.DefaultToken
 
-// notiService is the real notification service (its httpapi on its mongostore), in process,
-// over real HTTP on 127.0.0.1, with a database of its own on the test database server.
+// TestMain removes the notification service's binary the tests built (notitest).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	notitest.Cleanup()
+	os.Exit(code)
+}
+
+// notiService is the real notification service, its binary run as a process of its own
+// (notitest), over real HTTP on 127.0.0.1, with a database of its own on the test database
+// server.
 type notiService struct {
-	t     *testing.T
-	port  int
-	store *notimongo.Store
-	logs  *syncBuffer
-
-	mu  sync.Mutex
-	srv *httpx.Server
+	*notitest.Service
+	t *testing.T
 }
 
-// newNotiService prepares the service on a free port without starting it.
-func newNotiService(t *testing.T) *notiService {
+// newNotiService prepares the service on a free port without starting it; with an OTLP
+// endpoint, the service exports its spans there.
+func newNotiService(t *testing.T, otlp ...string) *notiService {
 	t.Helper()
-	store := notimongo.New(devdb.TestDB(t))
-	if err := store.EnsureIndexes(t.Context()); err != nil {
-		t.Fatal(err)
+	opts := notitest.Options{Token: notiToken}
+	if len(otlp) > 0 {
+		opts.OTLPEndpoint = otlp[0]
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close() // free until start: the relay meets "connection refused"
-	n := &notiService{t: t, port: port, store: store, logs: &syncBuffer{}}
-	t.Cleanup(n.stop)
-	return n
+	return &notiService{Service: notitest.New(t, opts), t: t}
 }
 
-func (n *notiService) url() string {
-	return fmt.Sprintf("http://127.0.0.1:%d%s", n.port, notihttp.BasePath)
-}
+func (n *notiService) url() string { return n.URL() }
 
-func (n *notiService) start() {
-	n.t.Helper()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	srv := notihttp.New(n.store, notihttp.Options{Token: notiToken,
-		Logger: logging.NewTo(n.logs, "info", "notification")})
-	if err := srv.Start(n.t.Context(), "127.0.0.1", n.port); err != nil {
-		n.t.Fatalf("notification service: %v", err)
-	}
-	n.srv = srv
-}
-
-func (n *notiService) stop() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = n.srv.Stop(ctx, 0)
-		n.srv = nil
-	}
-}
+func (n *notiService) start() { n.t.Helper(); n.Start() }
 
 type ticket struct {
 	ID              string   `json:"_id"`
@@ -319,7 +290,8 @@ func TestOutboxTwoRelaysRaceOneTicketPerEmail(t *testing.T) {
 }
 
 // TestOutboxTraceContinues runs alone (no t.Parallel): it installs a span recorder as the
-// global tracer provider.
+// global tracer provider (the core's spans); the notification service exports its own to an
+// OTLP receiver.
 func TestOutboxTraceContinues(t *testing.T) {
 	if _, err := sharedTelemetry(t.Context()); err != nil { // before: it would replace ours
 		t.Fatal(err)
@@ -334,7 +306,8 @@ func TestOutboxTraceContinues(t *testing.T) {
 		otel.SetTextMapPropagator(prevProp)
 	})
 
-	n := newNotiService(t)
+	otlp, otlpURL := otlptest.Start(t) // the notification service's spans
+	n := newNotiService(t, otlpURL)
 	n.start()
 	s := startRelaying(t, n, nil)
 
@@ -364,13 +337,13 @@ func TestOutboxTraceContinues(t *testing.T) {
 	eventually(t, 5*time.Second, "the relay and server spans end", func() bool {
 		relaySpan, serverSpan = false, false
 		for _, sp := range rec.Ended() {
-			if sp.SpanContext().TraceID().String() != traceID {
-				continue
-			}
-			switch {
-			case sp.Name() == "outbox.relay":
+			if sp.SpanContext().TraceID().String() == traceID && sp.Name() == "outbox.relay" {
 				relaySpan = true
-			case sp.Name() == "POST "+notihttp.BasePath:
+			}
+		}
+		spans, _, _ := otlp.Snapshot()
+		for _, sp := range spans {
+			if sp.TraceID == traceID && sp.Name == "POST "+notitest.BasePath {
 				serverSpan = true
 			}
 		}

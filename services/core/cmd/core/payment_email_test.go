@@ -18,10 +18,11 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cineflow/cineflow/pkg/devdb/notitest"
+	"github.com/cineflow/cineflow/pkg/devdb/otlptest"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/booking"
 	"github.com/cineflow/cineflow/services/core/outbox"
-	notihttp "github.com/cineflow/cineflow/services/notification/httpapi"
 )
 
 // The relay settings of these tests: short, so that an outage and its recovery take a second.
@@ -364,7 +365,8 @@ func TestPaymentEmailOnlyWhenPaid(t *testing.T) {
 }
 
 // TestPaymentTraceReachesNotification runs alone (no t.Parallel): it installs a span recorder
-// as the global tracer provider. The trace of the client's POST /payments goes on through the
+// as the global tracer provider (the core's spans); the notification service exports its own
+// to an OTLP receiver. The trace of the client's POST /payments goes on through the
 // core's server span, the relay's attempt and the notification service's server span, and
 // the ticket keeps it.
 func TestPaymentTraceReachesNotification(t *testing.T) {
@@ -382,7 +384,8 @@ func TestPaymentTraceReachesNotification(t *testing.T) {
 		_ = tp.Shutdown(t.Context())
 	})
 
-	n := newNotiService(t)
+	otlp, otlpURL := otlptest.Start(t) // the notification service's spans
+	n := newNotiService(t, otlpURL)
 	n.start()
 	s := startPayRelaying(t, n)
 	f := s.newShow(10, 80)
@@ -409,10 +412,11 @@ func TestPaymentTraceReachesNotification(t *testing.T) {
 	}
 
 	coreRoute := "POST " + base + "/payments"
-	notiRoute := "POST " + notihttp.BasePath
+	notiRoute := "POST " + notitest.BasePath
 	var (
 		spans                 map[trace.SpanID]sdktrace.ReadOnlySpan
-		coreSpan, notiSpan    sdktrace.ReadOnlySpan
+		coreSpan              sdktrace.ReadOnlySpan
+		notiSpan              *otlptest.Span // the notification service's, received by OTLP
 		relaySent, relayTried int
 	)
 	eventually(t, 10*time.Second, "the core, relay and notification spans of the trace end", func() bool {
@@ -426,13 +430,17 @@ func TestPaymentTraceReachesNotification(t *testing.T) {
 			switch {
 			case sp.Name() == coreRoute && sp.SpanKind() == trace.SpanKindServer:
 				coreSpan = sp
-			case sp.Name() == notiRoute && sp.SpanKind() == trace.SpanKindServer:
-				notiSpan = sp
 			case sp.Name() == "outbox.relay":
 				relayTried++
 				if attr(sp, "outbox.result") == string(outbox.RelaySent) {
 					relaySent++
 				}
+			}
+		}
+		received, _, _ := otlp.Snapshot()
+		for i, sp := range received {
+			if sp.TraceID == traceID && sp.Name == notiRoute && sp.Kind == otlptest.KindServer {
+				notiSpan = &received[i]
 			}
 		}
 		return coreSpan != nil && notiSpan != nil && relaySent > 0
@@ -449,9 +457,14 @@ func TestPaymentTraceReachesNotification(t *testing.T) {
 	}
 	// The notification service's span descends from the relay's sending attempt, which
 	// descends from the core's server span: one chain back to the client.
-	var chain []string
+	chain := []string{notiSpan.Name}
 	sawRelay := false
-	for sp := notiSpan; sp != nil; {
+	parent, err := trace.SpanIDFromHex(notiSpan.ParentID)
+	sp, ok := spans[parent]
+	if err != nil || !ok {
+		t.Fatalf("the notification span's parent %q is none of the core's spans in the trace", notiSpan.ParentID)
+	}
+	for sp != nil {
 		chain = append(chain, sp.Name())
 		if sp.Name() == "outbox.relay" {
 			sawRelay = true

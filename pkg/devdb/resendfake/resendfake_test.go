@@ -17,7 +17,7 @@ import (
 
 	"github.com/resend/resend-go/v2"
 
-	"github.com/cineflow/cineflow/pkg/resendfake"
+	"github.com/cineflow/cineflow/pkg/devdb/resendfake"
 )
 
 const apiKey = "re_test_123"

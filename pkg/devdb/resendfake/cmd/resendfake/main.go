@@ -38,7 +38,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cineflow/cineflow/pkg/resendfake"
+	"github.com/cineflow/cineflow/pkg/devdb/resendfake"
 )
 
 func env(name, def string) string {
