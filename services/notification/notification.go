@@ -201,3 +201,12 @@ type TicketStore interface {
 	Stats(ctx context.Context) (Stats, error)
 	Ping(ctx context.Context) error
 }
+
+// The machine-readable codes of the notification service's failures a client may want to
+// tell apart, answered as the envelope's code (errs.Error.Because; the Idempotency-Key
+// codes are errs.ReasonKey*). The OpenAPI document lists, per route, the codes it may answer
+// (x-error-codes).
+const (
+	ReasonNotFailed       = "not_failed"       // 409: only a FAILED ticket can be re-queued
+	ReasonAlreadyRequeued = "already_requeued" // 409: another retry re-queued this failure first
+)

@@ -75,7 +75,7 @@ func (s *Store) createIdempotent(ctx context.Context, t *notification.Ticket, ke
 			continue // removed a moment ago (past its retention): claim it afresh
 		}
 		if prev.Hash != hash {
-			return nil, false, errs.E(errs.Unprocessable, "Idempotency-Key was already used with a different request")
+			return nil, false, errs.E(errs.Unprocessable, "Idempotency-Key was already used with a different request").Because(errs.ReasonKeyReused)
 		}
 		tk, err := s.stored(ctx, prev.Ticket)
 		if err != nil {
@@ -101,13 +101,13 @@ func (s *Store) createIdempotent(ctx context.Context, t *notification.Ticket, ke
 			return nil, false, unavailable(err, "read the Idempotency-Key")
 		}
 		if !next && now.Sub(prev.CreatedAt) < IdempotencyLease {
-			e := errs.E(errs.Conflict, "a request with this Idempotency-Key is still in progress; retry")
+			e := errs.E(errs.Conflict, "a request with this Idempotency-Key is still in progress; retry").Because(errs.ReasonKeyInProgress)
 			e.RetryAfter = time.Second
 			return nil, false, e
 		}
 		gen++ // taken over already, or its request died: the next generation decides
 	}
-	return nil, false, errs.E(errs.Conflict, "this Idempotency-Key was taken over too many times; use a new key")
+	return nil, false, errs.E(errs.Conflict, "this Idempotency-Key was taken over too many times; use a new key").Because(errs.ReasonKeyExhausted)
 }
 
 // awaitTicketFor is how long a repeat of a key waits for the first request to store its

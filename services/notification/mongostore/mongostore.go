@@ -419,7 +419,7 @@ func (s *Store) Requeue(ctx context.Context, id notification.ID) (*notification.
 				return nil, err
 			}
 		}
-		return nil, errs.E(errs.Conflict, "only a FAILED ticket can be re-queued; this one is %s", t.Status)
+		return nil, errs.E(errs.Conflict, "only a FAILED ticket can be re-queued; this one is %s", t.Status).Because(notification.ReasonNotFailed)
 	}
 	now := s.now()
 	g := t.Generation
@@ -438,7 +438,7 @@ func (s *Store) Requeue(ctx context.Context, id notification.ID) (*notification.
 				return nil, err
 			}
 		}
-		return nil, errs.E(errs.Conflict, "this ticket was already re-queued")
+		return nil, errs.E(errs.Conflict, "this ticket was already re-queued").Because(notification.ReasonAlreadyRequeued)
 	}
 	if err != nil {
 		return nil, unavailable(err, "re-queue the ticket")

@@ -244,23 +244,30 @@ func TestBookingValidation(t *testing.T) {
 		body   any
 		status int
 		field  string
+		code   string // the envelope's code, when the case is about one
 	}{
-		{map[string]any{}, 400, "theatreId"},
-		{map[string]any{"theatreId": "x", "movieId": f.movieID, "timing": f.timing, "noOfSeats": 1}, 400, "theatreId"},
-		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 0}, 400, "noOfSeats"},
-		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 11}, 429, ""}, // MAX_SEATS_PER_BOOKING
-		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": "two"}, 400, "noOfSeats"},
-		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "seats": []string{"Q99"}}, 400, "seats"},
-		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 2, "seats": []string{"A1"}}, 400, "noOfSeats"},
-		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": "2031-01-01T00:00:00Z", "noOfSeats": 1}, 404, ""},
-		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 9}, 409, ""}, // more than the show has
-		{"[1,2]", 400, ""},
-		{"{", 400, ""},
+		{map[string]any{}, 400, "theatreId", "invalid"},
+		{map[string]any{"theatreId": "x", "movieId": f.movieID, "timing": f.timing, "noOfSeats": 1}, 400, "theatreId", ""},
+		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 0}, 400, "noOfSeats", ""},
+		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 11}, 429, "", "too_many_seats"}, // MAX_SEATS_PER_BOOKING
+		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": "two"}, 400, "noOfSeats", ""},
+		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "seats": []string{"Q99"}}, 400, "seats", ""},
+		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 2, "seats": []string{"A1"}}, 400, "noOfSeats", ""},
+		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": "2031-01-01T00:00:00Z", "noOfSeats": 1}, 404, "", "not_found"},
+		{map[string]any{"theatreId": f.theatreID, "movieId": f.movieID, "timing": f.timing, "noOfSeats": 9}, 409, "", "not_enough_seats"}, // more than the show has
+		{"[1,2]", 400, "", ""},
+		{"{", 400, "", ""},
 	}
 	for _, c := range cases {
 		r := s.do(req{method: "POST", path: base + "/bookings", token: tok, body: c.body})
 		if r.status != c.status || (c.field != "" && r.fields()[c.field] == "") {
 			t.Errorf("%v: %d %s; want %d naming %q", c.body, r.status, r.raw, c.status, c.field)
+		}
+		if c.code != "" && !strings.Contains(string(r.raw), `"code":"`+c.code+`"`) {
+			t.Errorf("%v: %s; want code %q", c.body, r.raw, c.code)
+		}
+		if r.status == 429 && r.header.Get("Retry-After") == "" {
+			t.Errorf("%v: 429 without Retry-After", c.body)
 		}
 	}
 	for _, c := range []struct {

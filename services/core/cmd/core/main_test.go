@@ -339,7 +339,9 @@ func TestDuplicateEmailConflict(t *testing.T) {
 	t.Parallel()
 	s := startService(t, nil)
 	s.expect(s.signUp("A", "dup@example.com", "password-1", ""), 201)
-	s.expect(s.signUp("B", "DUP@example.com", "password-2", core.RoleClient), 409)
+	if r := s.expect(s.signUp("B", "DUP@example.com", "password-2", core.RoleClient), 409); !strings.Contains(string(r.raw), `"code":"email_taken"`) {
+		t.Errorf("duplicate email: want code email_taken: %s", r.raw)
+	}
 	// the admin's email is taken too
 	s.expect(s.signUp("B", adminEmail, "password-2", ""), 409)
 

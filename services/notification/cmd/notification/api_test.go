@@ -693,6 +693,9 @@ func TestRetry(t *testing.T) {
 
 	r := s.do(req{method: "POST", path: path})
 	wantStatus(t, r, 409)
+	if !strings.Contains(string(r.raw), `"code":"not_failed"`) {
+		t.Errorf("retry of a PENDING ticket: want code not_failed: %s", r.raw)
+	}
 
 	s.setFailed(tk.ID, 3)
 	r = s.do(req{method: "POST", path: path})
@@ -986,8 +989,8 @@ func TestIdempotencyClaimInProgressThenTakenOver(t *testing.T) {
 	}
 	r = s.do(req{method: "POST", path: base, body: body, header: key})
 	wantStatus(t, r, 409)
-	if r.header.Get("Retry-After") == "" {
-		t.Errorf("409 in progress without Retry-After: %v", r.header)
+	if r.header.Get("Retry-After") == "" || !strings.Contains(string(r.raw), `"code":"key_in_progress"`) {
+		t.Errorf("409 in progress without Retry-After or code key_in_progress: %v %s", r.header, r.raw)
 	}
 	if _, err := s.db.Collection("ticket_idempotency").UpdateOne(ctx, bson.M{"_id": rec["_id"]},
 		bson.M{"$set": bson.M{"createdAt": time.Now().UTC().Add(-2 * time.Minute)}}); err != nil {
