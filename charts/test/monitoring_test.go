@@ -12,8 +12,13 @@ package charttest
 // pushing to a real Pushgateway, and a real Prometheus scraping both services and the
 // Pushgateway every second with the chart's rules loaded. After a scripted scenario (sign-ups,
 // bookings, a seat conflict, payments, a wrong amount, a cancel, tickets straight to the
-// notification service) and a sweep, it evaluates every expression of the dashboard and every
-// rule on that Prometheus and requires each to return data.
+// notification service) and a sweep, it evaluates every expression of the dashboard (its
+// $namespace and $release as the release the system is labelled with) and every rule on that
+// Prometheus and requires each to return data. Core and notification are scraped twice (a second
+// "replica" exporting the same figures): the expressions that read figures every replica
+// exports alike must give the same answer with one replica or two. Then the fake Resend answers
+// 500 to every request: CineFlowEmailProviderFailing must fire within two sweep periods of the
+// first failed request, and resolve within two sweep periods of the fake answering again.
 //
 // Prometheus and the Pushgateway are Debian's packages (prometheus, prometheus-pushgateway).
 // Missing binaries skip the tests, or fail them when CI is set.
@@ -21,8 +26,10 @@ package charttest
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -46,6 +53,14 @@ const (
 	// monRateInterval replaces Grafana's $__rate_interval when the dashboard's PromQL is evaluated
 	// on Prometheus (scrapes are every second there, so one minute holds plenty of samples).
 	monRateInterval = "1m"
+	// monNamespace and monRelease are where monRenderObjects installs the chart; they replace the
+	// dashboard's $namespace and $release, and label the system the Prometheus test scrapes.
+	monNamespace, monRelease = "shop", "rel"
+	// monSweepEvery is the system's sweep period (devstack's SWEEP_INTERVAL).
+	monSweepEvery = 5 * time.Second
+	// monReplica2 is the instance label of the second scrape of core and of notification: a
+	// second replica exporting the very same figures.
+	monReplica2 = "replica-2"
 )
 
 // monMonitoringValues turns every monitoring object on.
@@ -60,7 +75,7 @@ var monMonitoringValues = []string{
 
 // monWantAlerts are the alerts the chart ships with monMonitoringValues.
 var monWantAlerts = []string{
-	"CineFlowSweeperNotSucceeding", "CineFlowSweeperNeverSucceeded", "CineFlowSweeperPushStale",
+	"CineFlowSweeperNotSucceeding", "CineFlowSweeperNeverSucceeded", "CineFlowSweeperPushStale", "CineFlowEmailProviderFailing",
 	"CineFlowOldestPendingTicketTooOld", "CineFlowDeliveryFailureRatioHigh", "CineFlowTicketStatsDown",
 	"CineFlowBookingLatencyP99High", "CineFlowOutboxStuck", "CineFlowOutboxRelayPaused", "CineFlowClockOffsetHigh",
 	"CineFlowCoreHTTP5xxRatioHigh", "CineFlowNotificationHTTP5xxRatioHigh",
@@ -82,7 +97,7 @@ type monObject struct {
 // monRenderObjects runs helm template on the chart and returns the objects of the given kinds.
 func monRenderObjects(t *testing.T, args ...string) []monObject {
 	t.Helper()
-	base := []string{"template", "rel", chartDir(t), "--namespace", "shop",
+	base := []string{"template", monRelease, chartDir(t), "--namespace", monNamespace,
 		// what the chart requires before it renders anything
 		"--set", "database.coreURL=mongodb://mongo:27017/mba", "--set", "database.notificationURL=mongodb://mongo:27017/noti",
 		"--set", "resend.apiKey=re_test_key"}
@@ -131,11 +146,11 @@ type monRuleGroups struct {
 	} `json:"groups"`
 }
 
-// monRenderRules renders the PrometheusRule with monMonitoringValues and returns its spec, and the
-// spec written as a rules file in dir.
-func monRenderRules(t *testing.T, dir string) (monRuleGroups, string) {
+// monRenderRules renders the PrometheusRule with monMonitoringValues (and extra values) and
+// returns its spec, and the spec written as a rules file in dir.
+func monRenderRules(t *testing.T, dir string, extra ...string) (monRuleGroups, string) {
 	t.Helper()
-	rules := monOfKind(monRenderObjects(t, monMonitoringValues...), "PrometheusRule")
+	rules := monOfKind(monRenderObjects(t, append(slices.Clone(monMonitoringValues), extra...)...), "PrometheusRule")
 	if len(rules) != 1 {
 		t.Fatalf("want one PrometheusRule with monitoring on, got %d", len(rules))
 	}
@@ -209,6 +224,14 @@ func monDashboardQueries(t *testing.T, raw []byte) []monDashboardQuery {
 	}) {
 		t.Errorf("dashboard lacks the DS_PROMETHEUS data source variable")
 	}
+	// One release at a time: every panel filters by these (TestMonitoringTemplates checks it).
+	for _, name := range []string{"namespace", "release"} {
+		if !slices.ContainsFunc(dash.Templating.List, func(v struct{ Name, Type, Query string }) bool {
+			return v.Name == name && v.Type == "query" && strings.HasPrefix(v.Query, "label_values(")
+		}) {
+			t.Errorf("dashboard lacks the %s query variable", name)
+		}
+	}
 	var out []monDashboardQuery
 	var walk func([]json.RawMessage)
 	walk = func(raws []json.RawMessage) {
@@ -239,14 +262,60 @@ func monDashboardQueries(t *testing.T, raw []byte) []monDashboardQuery {
 	return out
 }
 
-// monPromQL turns a dashboard expression into plain PromQL: $__rate_interval is the only Grafana
-// variable it may use.
+// monPromQL turns a dashboard expression into plain PromQL: $__rate_interval, $namespace and
+// $release are the only Grafana variables it may use (the last two as monNamespace and
+// monRelease).
 func monPromQL(expr string) (string, error) {
-	q := strings.ReplaceAll(expr, "$__rate_interval", monRateInterval)
+	q := strings.NewReplacer("$__rate_interval", monRateInterval, "$namespace", monNamespace, "$release", monRelease).Replace(expr)
 	if strings.Contains(q, "$") {
-		return "", fmt.Errorf("uses a Grafana variable other than $__rate_interval: %s", expr)
+		return "", fmt.Errorf("uses a Grafana variable other than $__rate_interval, $namespace and $release: %s", expr)
 	}
 	return q, nil
+}
+
+// monSelectorRe finds every selector of a CineFlow metric: its name and its matchers, if any.
+var monSelectorRe = regexp.MustCompile(`\b((?:mba|notification|sweeper)_[a-zA-Z0-9_]*|push_time_seconds)\b(\{[^}]*\})?`)
+
+// monUnfiltered returns the selectors of expr that lack any of the matchers want.
+func monUnfiltered(expr string, want ...string) []string {
+	var bad []string
+	for _, m := range monSelectorRe.FindAllStringSubmatch(expr, -1) {
+		for _, w := range want {
+			if !strings.Contains(m[2], w) {
+				bad = append(bad, m[0])
+				break
+			}
+		}
+	}
+	return bad
+}
+
+// monFleetWide are the figures every replica of a service exports alike (read from the
+// database): a panel or a rule takes them with max (or min), never sums them over replicas.
+var monFleetWide = []string{"notification_tickets", "notification_tickets_delivered_total", "notification_oldest_pending_age_seconds",
+	"notification_ticket_stats_up", "mba_outbox_pending", "mba_outbox_oldest_pending_age_seconds"}
+
+// monOnlyFleetWide reports whether every CineFlow metric expr reads is one of monFleetWide.
+func monOnlyFleetWide(expr string) bool {
+	ms := monSelectorRe.FindAllStringSubmatch(expr, -1)
+	for _, m := range ms {
+		if !slices.Contains(monFleetWide, m[1]) {
+			return false
+		}
+	}
+	return len(ms) > 0
+}
+
+// monWithMatcher adds matcher (e.g. instance!="replica-2") to every selector of a CineFlow
+// metric in expr.
+func monWithMatcher(expr, matcher string) string {
+	return monSelectorRe.ReplaceAllStringFunc(expr, func(sel string) string {
+		m := monSelectorRe.FindStringSubmatch(sel)
+		if m[2] == "" {
+			return m[1] + "{" + matcher + "}"
+		}
+		return m[1] + "{" + matcher + ", " + m[2][1:]
+	})
 }
 
 // monAlertSignal returns what an alert measures, to be evaluated on its own: the expression with
@@ -511,13 +580,23 @@ func TestMonitoringTemplates(t *testing.T) {
 			NamespaceSelector struct {
 				MatchNames []string `json:"matchNames"`
 			} `json:"namespaceSelector"`
-			Endpoints []struct{ Port, Path, Interval string } `json:"endpoints"`
+			Endpoints []struct {
+				Port, Path, Interval string
+				Relabelings          []struct {
+					SourceLabels []string `json:"sourceLabels"`
+					TargetLabel  string   `json:"targetLabel"`
+				} `json:"relabelings"`
+			} `json:"endpoints"`
 		}
 		if err := json.Unmarshal(sm.Spec, &spec); err != nil {
 			t.Fatal(err)
 		}
 		if len(spec.Endpoints) != 1 || spec.Endpoints[0].Port != "metrics" || spec.Endpoints[0].Path != "/metrics" {
 			t.Errorf("%s: endpoints %+v, want port metrics path /metrics", name, spec.Endpoints)
+		} else if rl := spec.Endpoints[0].Relabelings; len(rl) != 1 || rl[0].TargetLabel != "release" ||
+			!slices.Equal(rl[0].SourceLabels, []string{"__meta_kubernetes_service_label_app_kubernetes_io_instance"}) {
+			// The dashboard and the rules tell releases apart by this label.
+			t.Errorf("%s: relabelings %+v, want release from the Service's app.kubernetes.io/instance", name, rl)
 		}
 		if !slices.Equal(spec.NamespaceSelector.MatchNames, []string{"shop"}) {
 			t.Errorf("%s: namespaceSelector %v", name, spec.NamespaceSelector.MatchNames)
@@ -558,6 +637,12 @@ func TestMonitoringTemplates(t *testing.T) {
 					t.Errorf("alert %s: %v", r.Alert, err)
 				}
 			}
+			// The sweeper's alerts watch this release's own sweeper: its Pushgateway group.
+			if strings.Contains(r.Expr, "sweeper_") || strings.Contains(r.Expr, "push_time_seconds") {
+				if bad := monUnfiltered(r.Expr, `job="sweeper"`, `namespace="`+monNamespace+`"`, `release="`+monRelease+`"`); len(bad) > 0 {
+					t.Errorf("alert %s: selectors %v do not pick this release's sweeper group", r.Alert, bad)
+				}
+			}
 		}
 	}
 	slices.Sort(alerts)
@@ -572,6 +657,7 @@ func TestMonitoringTemplates(t *testing.T) {
 	}
 	// Thresholds come from the values.
 	custom := monRenderObjects(t, append(slices.Clone(monMonitoringValues), "--set", "metrics.prometheusRule.sweeperStaleSeconds=1234",
+		"--set", "metrics.prometheusRule.emailProviderFailingFor=7m",
 		"--set-json", "metrics.prometheusRule.http5xxRatio=0.25", "--set", "metrics.prometheusRule.bookingLatencyP99Seconds=2")...)
 	var customRules monRuleGroups
 	if err := json.Unmarshal(monOfKind(custom, "PrometheusRule")[0].Spec, &customRules); err != nil {
@@ -581,6 +667,9 @@ func TestMonitoringTemplates(t *testing.T) {
 	for _, grp := range customRules.Groups {
 		for _, r := range grp.Rules {
 			exprs = append(exprs, r.Expr)
+			if r.Alert == "CineFlowEmailProviderFailing" && r.For != "7m" {
+				t.Errorf("CineFlowEmailProviderFailing: for %q, want metrics.prometheusRule.emailProviderFailingFor (7m)", r.For)
+			}
 		}
 	}
 	all := strings.Join(exprs, "\n")
@@ -631,6 +720,10 @@ func TestMonitoringTemplates(t *testing.T) {
 	for _, q := range qs {
 		if _, err := monPromQL(q.Expr); err != nil {
 			t.Errorf("panel %q %s: %v", q.Panel, q.RefID, err)
+		}
+		// Every panel shows one release: every selector filters by the two variables.
+		if bad := monUnfiltered(q.Expr, `namespace="$namespace"`, `release="$release"`); len(bad) > 0 {
+			t.Errorf("panel %q %s: selectors %v lack namespace=\"$namespace\" and release=\"$release\"", q.Panel, q.RefID, bad)
 		}
 	}
 
@@ -779,6 +872,7 @@ func monBuildEnv() []string {
 // variables that would point it elsewhere (a developer's DB_URL, tokens, tracing), plus extra.
 func monServiceEnv(extra ...string) []string {
 	drop := []string{"DB_URL", "DEVDB_ADDR", "DEVDB_DIR", "PORT", "HOST", "NOTIFICATION_API_TOKEN", "NOTIFICATION_SERVICE_URL",
+		"POD_NAMESPACE", "CINEFLOW_RELEASE",
 		"ADMIN_EMAIL", "ADMIN_PASSWORD", "JWT_SECRET", "APP_ENV", "RESEND_", "EMAIL_FROM", "PUSHGATEWAY_URL",
 		"OUTBOX_DIR", "SWEEP_", "OTEL_", "BOOKING_", "LOG_LEVEL", "GOWORK="}
 	var env []string
@@ -856,6 +950,203 @@ func monStr(t *testing.T, data map[string]any, key string) string {
 		t.Fatalf("no %q in %s", key, data["_raw"])
 	}
 	return s
+}
+
+// monDashboardVariables returns the query of each query variable of the dashboard, by name.
+func monDashboardVariables(t *testing.T, raw []byte) map[string]string {
+	t.Helper()
+	var dash struct {
+		Templating struct {
+			List []struct{ Name, Type, Query string } `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, v := range dash.Templating.List {
+		if v.Type == "query" {
+			out[v.Name] = v.Query
+		}
+	}
+	return out
+}
+
+// monValues evaluates q at the Unix time at (now when "") and returns each series' value by
+// its labels (rendered as {a="x", b="y"}, sorted; {} for a scalar).
+func monValues(promURL, q, at string) (map[string]float64, error) {
+	params := url.Values{"query": {q}}
+	if at != "" {
+		params.Set("time", at)
+	}
+	resp, err := http.Get(promURL + "/api/v1/query?" + params.Encode())
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var r monPromResult
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return nil, fmt.Errorf("decode: %v", err)
+	}
+	if r.Status != "success" {
+		return nil, fmt.Errorf("%s: %s", r.ErrorType, r.Error)
+	}
+	out := map[string]float64{}
+	if r.Data.ResultType == "scalar" {
+		var v []any
+		if err := json.Unmarshal(r.Data.Result, &v); err != nil || len(v) != 2 {
+			return nil, fmt.Errorf("scalar %s: %v", r.Data.Result, err)
+		}
+		f, err := strconv.ParseFloat(fmt.Sprint(v[1]), 64)
+		out["{}"] = f
+		return out, err
+	}
+	var series []struct {
+		Metric map[string]string `json:"metric"`
+		Value  []any             `json:"value"`
+	}
+	if err := json.Unmarshal(r.Data.Result, &series); err != nil {
+		return nil, err
+	}
+	for _, s := range series {
+		var labels []string
+		for k, v := range s.Metric {
+			labels = append(labels, fmt.Sprintf("%s=%q", k, v))
+		}
+		slices.Sort(labels)
+		if len(s.Value) != 2 {
+			return nil, fmt.Errorf("series %v: value %v", s.Metric, s.Value)
+		}
+		f, err := strconv.ParseFloat(fmt.Sprint(s.Value[1]), 64)
+		if err != nil {
+			return nil, err
+		}
+		out["{"+strings.Join(labels, ", ")+"}"] = f
+	}
+	return out, nil
+}
+
+// monBetween reports whether both, first and second hold the same series and each value of
+// both lies between the values of first and second (with 5% of slack for rounding).
+func monBetween(both, first, second map[string]float64) bool {
+	if len(both) != len(first) || len(both) != len(second) {
+		return false
+	}
+	for k, x := range both {
+		a, ok1 := first[k]
+		b, ok2 := second[k]
+		if !ok1 || !ok2 {
+			return false
+		}
+		if math.IsNaN(x) && (math.IsNaN(a) || math.IsNaN(b)) {
+			continue
+		}
+		lo, hi := math.Min(a, b), math.Max(a, b)
+		if x < lo-0.05*math.Abs(lo)-1e-9 || x > hi+0.05*math.Abs(hi)+1e-9 {
+			return false
+		}
+	}
+	return true
+}
+
+// monProviderOutage makes the fake Resend answer 500 to every request and measures how long
+// CineFlowEmailProviderFailing takes to fire (from the first failed request) and, once the
+// fake answers again, to resolve; each must take at most two sweep periods. It also checks
+// what the sweeper logged of the failures and the figures it pushed.
+func monProviderOutage(t *testing.T, promURL, resendURL string, stack, prom *monProc, authed monClient) {
+	t.Helper()
+	setFaults := func(body string) {
+		t.Helper()
+		resp, err := http.Post(resendURL+"/_fake/faults", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("POST /_fake/faults %s: %s", body, resp.Status)
+		}
+	}
+	failedRequests := func() int {
+		resp, err := http.Get(resendURL + "/_fake/stats")
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		var st struct {
+			FailedBefore int `json:"failed_before"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&st)
+		return st.FailedBefore
+	}
+	alert := fmt.Sprintf(`ALERTS{alertname="CineFlowEmailProviderFailing", alertstate="firing", namespace=%q, release=%q}`, monNamespace, monRelease)
+	firing := func() (bool, error) {
+		n, _, _, err := monQuery(promURL, alert)
+		return n > 0, err
+	}
+	if on, err := firing(); err != nil || on {
+		t.Fatalf("CineFlowEmailProviderFailing fires before the outage (%v)", err)
+	}
+	email := func(subject string) {
+		authed.must(201, "POST", "", map[string]any{"subject": subject, "content": "Your seats", "recepientEmails": []string{"gail@example.com"}})
+	}
+
+	start := time.Now()
+	setFaults(`{"fail_rate": 1}`)
+	email("During the outage")
+	var firstFailure time.Time
+	monWaitFor(t, "CineFlowEmailProviderFailing to fire", 60*time.Second, []*monProc{stack, prom}, func() error {
+		if firstFailure.IsZero() && failedRequests() > 0 {
+			firstFailure = time.Now()
+		}
+		if on, err := firing(); err != nil || !on {
+			return fmt.Errorf("not firing (%v); failed requests so far: %d", err, failedRequests())
+		}
+		return nil
+	})
+	fired := time.Now()
+	if firstFailure.IsZero() {
+		firstFailure = fired
+	}
+	t.Logf("CineFlowEmailProviderFailing fired %s after the first failed request (%s after the provider began failing; sweep period %s)",
+		fired.Sub(firstFailure).Round(100*time.Millisecond), fired.Sub(start).Round(100*time.Millisecond), monSweepEvery)
+	if d := fired.Sub(firstFailure); d > 2*monSweepEvery {
+		t.Errorf("CineFlowEmailProviderFailing took %s from the first failed request to fire, want at most two sweep periods (%s)", d, 2*monSweepEvery)
+	}
+	q := fmt.Sprintf(`sweeper_last_run_provider_errors_by_class{job="sweeper", namespace=%q, release=%q, class="5xx"} > 0`, monNamespace, monRelease)
+	if n, _, _, err := monQuery(promURL, q); err != nil || n != 1 {
+		t.Errorf("%s: %d series (%v), want the sweep's 5xx counted", q, n, err)
+	}
+	// The sweeper said what the provider answered, at WARN, without the key or a recipient.
+	logged, _ := os.ReadFile(stack.log)
+	warned := false
+	for _, line := range strings.Split(string(logged), "\n") {
+		if !strings.Contains(line, `"msg":"mail provider request failed"`) {
+			continue
+		}
+		warned = warned || strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, `"status":500`) &&
+			strings.Contains(line, `"error_name":"internal_server_error"`)
+		if strings.Contains(line, "re_test_key") || strings.Contains(line, "@example.com") {
+			t.Errorf("the sweeper's warning carries the API key or a recipient: %s", line)
+		}
+	}
+	if !warned {
+		t.Errorf("the sweeper logged no WARN line with the provider's status and error name")
+	}
+
+	restored := time.Now()
+	setFaults(`{}`)
+	email("After the outage")
+	monWaitFor(t, "CineFlowEmailProviderFailing to resolve", 60*time.Second, []*monProc{stack, prom}, func() error {
+		if on, err := firing(); err != nil || on {
+			return fmt.Errorf("still firing (%v)", err)
+		}
+		return nil
+	})
+	resolved := time.Now()
+	t.Logf("CineFlowEmailProviderFailing resolved %s after the provider answered again", resolved.Sub(restored).Round(100*time.Millisecond))
+	if d := resolved.Sub(restored); d > 2*monSweepEvery {
+		t.Errorf("CineFlowEmailProviderFailing took %s to resolve, want at most two sweep periods (%s)", d, 2*monSweepEvery)
+	}
 }
 
 // monPromResult is the answer of /api/v1/query.
@@ -955,7 +1246,9 @@ func TestMonitoringPrometheus(t *testing.T) {
 	t.Logf("built the binaries in %s", time.Since(t0).Round(time.Second))
 
 	// The chart's rules, exactly as rendered; promtool must accept them.
-	rules, rulesFile := monRenderRules(t, tmp)
+	// CineFlowEmailProviderFailing waits a little over one sweep period, as its default does
+	// for the chart's 2-minute schedule.
+	rules, rulesFile := monRenderRules(t, tmp, "--set", "metrics.prometheusRule.emailProviderFailingFor="+(monSweepEvery+time.Second).String())
 	if out, err := exec.Command(promtool, "check", "rules", rulesFile).CombinedOutput(); err != nil {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
@@ -978,7 +1271,9 @@ func TestMonitoringPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	stack := monStart(t, logs, "devstack", monServiceEnv(
-		fmt.Sprintf("PORT=%d", notifPort), "SWEEP_INTERVAL=5s", "PUSHGATEWAY_URL="+pgURL,
+		fmt.Sprintf("PORT=%d", notifPort), "SWEEP_INTERVAL="+monSweepEvery.String(), "PUSHGATEWAY_URL="+pgURL,
+		// The sweeper's grouping key, as the chart's CronJob sets it.
+		"POD_NAMESPACE="+monNamespace, "CINEFLOW_RELEASE="+monRelease,
 		"OUTBOX_DIR="+filepath.Join(tmp, "outbox"), "NOTIFICATION_API_TOKEN="+token,
 		"RESEND_API_KEY=re_test_key", "RESEND_BASE_URL="+resendURL+"/", "RETRY_BACKOFF_BASE=1s", "METRICS_STATS_TTL=1s",
 	), work, filepath.Join(bin, "devstack"),
@@ -993,7 +1288,9 @@ func TestMonitoringPrometheus(t *testing.T) {
 		return monHttpOK(coreURL + "/readyz")
 	})
 
-	// Prometheus: both services and the Pushgateway every second, the chart's rules.
+	// Prometheus, every second: both services, labelled namespace and release as the chart's
+	// ServiceMonitors label them, each scraped twice (the second as instance="replica-2": a second
+	// replica exporting the very same figures); the Pushgateway with honor_labels; the chart's rules.
 	promDir := filepath.Join(tmp, "prometheus")
 	if err := os.MkdirAll(promDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -1003,16 +1300,20 @@ func TestMonitoringPrometheus(t *testing.T) {
   scrape_timeout: 1s
   evaluation_interval: 1s
 rule_files:
-  - %q
+  - %[1]q
 scrape_configs:
   - job_name: core
-    static_configs: [{targets: ["127.0.0.1:3000"]}]
+    static_configs:
+      - {targets: ["127.0.0.1:3000"], labels: {namespace: %[4]q, release: %[5]q}}
+      - {targets: ["127.0.0.1:3000"], labels: {namespace: %[4]q, release: %[5]q, instance: %[6]q}}
   - job_name: notification
-    static_configs: [{targets: ["127.0.0.1:%d"]}]
+    static_configs:
+      - {targets: ["127.0.0.1:%[2]d"], labels: {namespace: %[4]q, release: %[5]q}}
+      - {targets: ["127.0.0.1:%[2]d"], labels: {namespace: %[4]q, release: %[5]q, instance: %[6]q}}
   - job_name: pushgateway
     honor_labels: true
-    static_configs: [{targets: ["127.0.0.1:%d"]}]
-`, rulesFile, notifPort, pgPort)
+    static_configs: [{targets: ["127.0.0.1:%[3]d"]}]
+`, rulesFile, notifPort, pgPort, monNamespace, monRelease, monReplica2)
 	configFile := filepath.Join(promDir, "prometheus.yml")
 	if err := os.WriteFile(configFile, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
@@ -1025,12 +1326,12 @@ scrape_configs:
 		"--config.file="+configFile, "--storage.tsdb.path="+filepath.Join(promDir, "data"),
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", promPort))
 	monWaitFor(t, "Prometheus", 60*time.Second, []*monProc{prom}, func() error { return monHttpOK(promURL + "/-/ready") })
-	monWaitFor(t, "Prometheus to scrape core, notification and the Pushgateway", 30*time.Second, []*monProc{prom, stack}, func() error {
+	monWaitFor(t, "Prometheus to scrape core, notification (each twice) and the Pushgateway", 30*time.Second, []*monProc{prom, stack}, func() error {
 		n, _, shown, err := monQuery(promURL, `up == 1`)
 		if err != nil {
 			return err
 		}
-		if n != 3 {
+		if n != 5 {
 			return fmt.Errorf("targets up: %s", shown)
 		}
 		return nil
@@ -1162,6 +1463,54 @@ scrape_configs:
 	} else {
 		t.Logf("all %d expressions (dashboard and rules) return data", len(checks))
 	}
+
+	// The dashboard's variables offer this release: label_values(<selector>, <label>) finds it.
+	for name, q := range monDashboardVariables(t, raw) {
+		m := regexp.MustCompile(`^label_values\((.+), *(\w+)\)$`).FindStringSubmatch(q)
+		if m == nil {
+			t.Errorf("variable %s: query %q is not label_values(<selector>, <label>)", name, q)
+			continue
+		}
+		sel, _ := monPromQL(m[1])
+		vals, err := monValues(promURL, fmt.Sprintf("count by (%s) (%s)", m[2], sel), "")
+		want := map[string]string{"namespace": monNamespace, "release": monRelease}[name]
+		if _, ok := vals[fmt.Sprintf("{%s=%q}", m[2], want)]; err != nil || !ok {
+			t.Errorf("variable %s (%s) offers %v (%v), want %s among them", name, q, vals, err, want)
+		}
+	}
+
+	// Figures every replica exports alike are not double-counted: each expression that reads
+	// only such figures answers, with both replicas, what one of them alone answers (between
+	// the two replicas' answers, which differ by the times of their scrapes); a sum over the
+	// replicas would answer both together.
+	at := strconv.FormatInt(time.Now().Add(-2*time.Second).Unix(), 10)
+	fleetChecks := 0
+	for _, c := range checks {
+		if !monOnlyFleetWide(c.expr) {
+			continue
+		}
+		fleetChecks++
+		both, err1 := monValues(promURL, c.expr, at)
+		first, err2 := monValues(promURL, monWithMatcher(c.expr, fmt.Sprintf("instance!=%q", monReplica2)), at)
+		second, err3 := monValues(promURL, monWithMatcher(c.expr, fmt.Sprintf("instance=%q", monReplica2)), at)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			t.Errorf("%s: %v", c.what, err)
+			continue
+		}
+		if !monBetween(both, first, second) {
+			t.Errorf("%s counts a figure once per replica: %v with two replicas, %v and %v with each alone\n    %s", c.what, both, first, second, c.expr)
+		} else {
+			t.Logf("ok  %s: as with one replica %v", c.what, both)
+		}
+	}
+	if fleetChecks < 8 {
+		t.Errorf("only %d expressions read replica-wide figures alone; want the backlog panels and rules", fleetChecks)
+	}
+
+	// The mail provider fails every request (500). CineFlowEmailProviderFailing fires within two
+	// sweep periods of the first failed request, and resolves within two sweep periods of the
+	// provider answering again.
+	monProviderOutage(t, promURL, resendURL, stack, prom, authed)
 
 	// Prometheus loaded every rule and evaluates each without error.
 	resp, err := http.Get(promURL + "/api/v1/rules")

@@ -76,6 +76,38 @@ type SendError struct {
 	Name       string        // the provider's error name, e.g. "validation_error"
 	Message    string        // the provider's message (never contains the API key)
 	RetryAfter time.Duration // from retry-after, for RateLimited
+	Timeout    bool          // no answer within the time allowed (Status 0)
+}
+
+// ErrorClass is how a failed provider request is counted in the sweep's figures: by what the
+// provider answered.
+type ErrorClass string
+
+const (
+	Class429     ErrorClass = "429"     // rate limited
+	Class4xx     ErrorClass = "4xx"     // any other 4xx (a refused key or request), or refused for good without one
+	Class5xx     ErrorClass = "5xx"     // the provider failed
+	ClassTimeout ErrorClass = "timeout" // no answer in time
+	ClassNetwork ErrorClass = "network" // no answer at all (connection refused, reset, DNS), or an answer that could not be read
+)
+
+// ErrorClasses lists every ErrorClass, in the order the figures show them.
+var ErrorClasses = []ErrorClass{Class429, Class4xx, Class5xx, ClassTimeout, ClassNetwork}
+
+// Class returns the class the failed request is counted under.
+func (e *SendError) Class() ErrorClass {
+	switch {
+	case e.Status == 429:
+		return Class429
+	case e.Status >= 500:
+		return Class5xx
+	case e.Status >= 400, e.Kind == Auth, e.Kind == Permanent:
+		return Class4xx
+	case e.Timeout:
+		return ClassTimeout
+	default:
+		return ClassNetwork
+	}
 }
 
 func (e *SendError) Error() string {

@@ -185,10 +185,10 @@ func (r *run) process(j job) {
 			}
 			break
 		}
-		r.count(func(rep *Report) { rep.ProviderErrors++ })
 		if !errors.As(err, &sendErr) {
 			sendErr = &SendError{Kind: Transient, Message: err.Error()}
 		}
+		r.providerError(&j, emails, sendErr)
 		if sendErr.Kind == RateLimited {
 			r.count(func(rep *Report) { rep.RateLimited++ })
 			wait := max(sendErr.RetryAfter, time.Second)

@@ -159,11 +159,27 @@ type Report struct {
 	Stopped        string // "drained", "deadline", "signal" or "auth"
 	StoreErrors    int    // database failures during the sweep (the work is retried later)
 	ProviderErrors int    // failed provider requests (any kind)
+	// ProviderErrorsByClass counts the failed provider requests by class (they add up to
+	// ProviderErrors).
+	ProviderErrorsByClass map[ErrorClass]int
+	// ProviderRejected counts the failed requests the provider refused for good (Permanent:
+	// their tickets are FAILED): an answer, not a failing provider.
+	ProviderRejected int
 }
+
+// ProviderFailing reports whether the sweep met a failing provider: it delivered nothing
+// while provider requests failed for a reason other than a refusal for good (429s, 5xx,
+// timeouts, network errors, a refused API key).
+func (r Report) ProviderFailing() bool { return r.Sent == 0 && r.ProviderErrors > r.ProviderRejected }
 
 // ErrAuth means the provider refused the API key: the sweep stopped and nothing more will
 // succeed until the configuration is fixed.
 var ErrAuth = errors.New("the mail provider refused the API key")
+
+// ErrProviderFailing means the sweep delivered nothing while its provider requests failed
+// (Report.ProviderFailing): the tickets are retried by later sweeps, but the sweep did not do
+// its job.
+var ErrProviderFailing = errors.New("the mail provider failed the sweep's requests and nothing was delivered")
 
 // Sweeper runs sweeps.
 type Sweeper struct {
@@ -213,11 +229,16 @@ type run struct {
 	decidedTickets int
 	// startErr is set when the database failed before the sweep could look at any work.
 	startErr error
+	// logged holds the kinds of provider failure already logged in this sweep (see
+	// providerError); repeats counts the failures not logged because their kind was.
+	logged  map[string]bool
+	repeats int
 }
 
-// Run performs one sweep. It returns an error only when the sweep could not do its work
-// (the database failed before anything was sent) or the provider refused the API key
-// (ErrAuth); failed emails are reported, not returned.
+// Run performs one sweep. It returns an error only when the sweep could not do its work: the
+// database failed before anything was sent, the provider refused the API key (ErrAuth), or
+// the sweep delivered nothing while its provider requests failed (ErrProviderFailing). Emails
+// that failed otherwise are reported, not returned; the report is complete in every case.
 func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	cfg := s.cfg
 	start := cfg.Now()
@@ -234,7 +255,9 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	defer abort(nil)
 
 	r := &run{s: s, holder: notification.NewID().Hex(), start: start, decided: map[string]decidedBatch{},
-		leaseUntil: start.Add(cfg.Deadline + cfg.LeaseMargin), stop: stop, abort: abort, hard: hard}
+		leaseUntil: start.Add(cfg.Deadline + cfg.LeaseMargin), stop: stop, abort: abort, hard: hard,
+		logged: map[string]bool{}}
+	r.rep.ProviderErrorsByClass = make(map[ErrorClass]int, len(ErrorClasses))
 
 	cfg.Logger.Info("sweep started", "holder", r.holder, "deadline", cfg.Deadline.String())
 
@@ -284,15 +307,18 @@ func (s *Sweeper) Run(ctx context.Context) (Report, error) {
 	}
 	span.SetAttributes(attribute.Int("sweep.sent", r.rep.Sent), attribute.Int("sweep.failed", r.rep.Failed),
 		attribute.Int("sweep.retried", r.rep.Retried), attribute.String("sweep.stopped", r.rep.Stopped))
+	r.summariseProviderErrors()
 	cfg.Logger.Info("sweep finished", "stopped", r.rep.Stopped, "backlog", r.rep.Backlog, "sent", r.rep.Sent, "failed", r.rep.Failed,
 		"delivery_unknown", r.rep.Unknown, "retried", r.rep.Retried, "batches", r.rep.Batches, "released", r.rep.Released,
-		"rate_limited", r.rep.RateLimited, "projected", r.rep.Projected, "store_errors", r.rep.StoreErrors,
-		"delivered_in_seconds", r.rep.DeliveredIn.Seconds(), "duration_seconds", r.rep.Duration.Seconds())
-	if r.rep.Stopped == "auth" {
+		"rate_limited", r.rep.RateLimited, "provider_errors", r.rep.ProviderErrors, "projected", r.rep.Projected,
+		"store_errors", r.rep.StoreErrors, "delivered_in_seconds", r.rep.DeliveredIn.Seconds(), "duration_seconds", r.rep.Duration.Seconds())
+	switch {
+	case r.rep.Stopped == "auth":
 		return r.rep, ErrAuth
-	}
-	if r.startErr != nil {
+	case r.startErr != nil:
 		return r.rep, fmt.Errorf("sweep could not run: %w", r.startErr)
+	case r.rep.ProviderFailing():
+		return r.rep, fmt.Errorf("%w (%s failed requests); the tickets are retried by later sweeps", ErrProviderFailing, r.rep.errorClasses())
 	}
 	return r.rep, nil
 }

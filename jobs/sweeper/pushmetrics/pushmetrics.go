@@ -1,8 +1,11 @@
 // Package pushmetrics pushes a sweep's figures to a Prometheus Pushgateway. A sweep lives
-// for seconds, so it cannot be scraped: it pushes gauges under job="sweeper" (no instance
-// label, so runs on different pods replace each other) with push-add, and pushes
+// for seconds, so it cannot be scraped: it pushes gauges with push-add under the grouping key
+// job="sweeper", namespace and release (no instance label, so runs on different pods replace
+// each other, while releases and namespaces sharing a Pushgateway keep their own figures; the
+// Pushgateway must be scraped with honor_labels so that these labels survive). It pushes
 // sweeper_last_success_timestamp_seconds only after a successful sweep, so that an alert on
-// its age fires when sweeps keep failing.
+// its age fires when sweeps keep failing, and sweeper_provider_failing only after a sweep that
+// called the mail provider, so that it holds across sweeps that had nothing to send.
 package pushmetrics
 
 import (
@@ -19,6 +22,13 @@ import (
 // Job is the Pushgateway job label of every push.
 const Job = "sweeper"
 
+// Group is the rest of the grouping key: where the sweeper runs. Empty values are left out
+// of the key (a sweeper run outside Kubernetes, e.g. by make run).
+type Group struct {
+	Namespace string // the Kubernetes namespace (POD_NAMESPACE)
+	Release   string // the Helm release (CINEFLOW_RELEASE)
+}
+
 func gauge(name, help string, v float64) prometheus.Gauge {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
 	g.Set(v)
@@ -30,6 +40,12 @@ func Collectors(rep sweeper.Report, success bool, now time.Time) []prometheus.Co
 	avg := 0.0
 	if rep.Requests > 0 {
 		avg = rep.LatencySum.Seconds() / float64(rep.Requests)
+	}
+	byClass := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "sweeper_last_run_provider_errors_by_class",
+		Help: "Failed mail provider requests in the last sweep, by class: 429, 4xx (other refusals), 5xx, timeout, network (no answer)."},
+		[]string{"class"})
+	for _, c := range sweeper.ErrorClasses {
+		byClass.WithLabelValues(string(c)).Set(float64(rep.ProviderErrorsByClass[c]))
 	}
 	cs := []prometheus.Collector{
 		gauge("sweeper_last_run_duration_seconds", "Duration of the last sweep.", rep.Duration.Seconds()),
@@ -43,10 +59,20 @@ func Collectors(rep sweeper.Report, success bool, now time.Time) []prometheus.Co
 		gauge("sweeper_last_run_provider_requests", "Requests to the mail provider in the last sweep.", float64(rep.Requests)),
 		gauge("sweeper_last_run_provider_rate_limited", "429 answers from the mail provider in the last sweep.", float64(rep.RateLimited)),
 		gauge("sweeper_last_run_provider_errors", "Failed mail provider requests in the last sweep.", float64(rep.ProviderErrors)),
+		byClass,
 		gauge("sweeper_last_run_provider_latency_avg_seconds", "Mean mail provider latency in the last sweep.", avg),
 		gauge("sweeper_last_run_provider_latency_max_seconds", "Slowest mail provider request in the last sweep.", rep.LatencyMax.Seconds()),
 		gauge("sweeper_last_run_store_errors", "Database errors in the last sweep.", float64(rep.StoreErrors)),
 		gauge("sweeper_last_run_timestamp_seconds", "When the last sweep ended.", float64(now.Unix())),
+	}
+	if rep.Requests > 0 {
+		failing := 0.0
+		if rep.ProviderFailing() {
+			failing = 1
+		}
+		cs = append(cs, gauge("sweeper_provider_failing",
+			"1 when the last sweep that called the mail provider delivered nothing while its requests failed (429, 5xx, timeouts, network errors, a refused API key), else 0. Sweeps that make no provider request leave it as it is.",
+			failing))
 	}
 	if success {
 		cs = append(cs, gauge("sweeper_last_success_timestamp_seconds", "When the last successful sweep ended.", float64(now.Unix())))
@@ -54,9 +80,15 @@ func Collectors(rep sweeper.Report, success bool, now time.Time) []prometheus.Co
 	return cs
 }
 
-// Push adds the run's gauges to the Pushgateway at url.
-func Push(ctx context.Context, url string, rep sweeper.Report, success bool, client *http.Client) error {
+// Push adds the run's gauges to the Pushgateway at url, under job="sweeper" and group.
+func Push(ctx context.Context, url string, group Group, rep sweeper.Report, success bool, client *http.Client) error {
 	p := push.New(url, Job).Client(client)
+	if group.Namespace != "" {
+		p = p.Grouping("namespace", group.Namespace)
+	}
+	if group.Release != "" {
+		p = p.Grouping("release", group.Release)
+	}
 	for _, c := range Collectors(rep, success, time.Now()) {
 		p = p.Collector(c)
 	}

@@ -219,7 +219,8 @@ func (m *Mailer) classify(rec *recorder, err error) *sweeper.SendError {
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
 		errors.As(err, &urlErr), errors.As(err, &netErr):
 		// No answer: timeout, cancellation or network error. Resend may have accepted it.
-		return &sweeper.SendError{Kind: sweeper.Transient, Message: m.scrub(err.Error())}
+		timeout := errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout()
+		return &sweeper.SendError{Kind: sweeper.Transient, Message: m.scrub(err.Error()), Timeout: timeout}
 	case r.status != 0:
 		// A 2xx whose body could not be read: accepted, but we do not know the ids.
 		return &sweeper.SendError{Kind: sweeper.Transient, Status: r.status,

@@ -162,6 +162,7 @@ func TestSingleRejectedIsPermanent(t *testing.T) {
 	_, _, m := setup(t, resendfake.Options{Reject: []string{"bounce@example.com"}}, 5*time.Second)
 	_, se, err := send(m, "s1", mail("t1", "bounce@example.com"))
 	wantKind(t, se, err, sweeper.Permanent, 422, "validation_error")
+	wantClass(t, se, sweeper.Class4xx)
 }
 
 func TestAuth(t *testing.T) {
@@ -174,6 +175,7 @@ func TestAuth(t *testing.T) {
 	before := fake.Requests()
 	_, se, err = send(resendmail.New("", ts.URL, 5*time.Second, nil), "a1", mail("t1", "a@example.com"))
 	wantKind(t, se, err, sweeper.Auth, 0, "")
+	wantClass(t, se, sweeper.Class4xx)
 	if fake.Requests() != before {
 		t.Fatal("sent without a key")
 	}
@@ -190,6 +192,7 @@ func TestRateLimited(t *testing.T) {
 	}
 	_, se, err := send(m, "r2", mail("t2", "a@example.com"))
 	wantKind(t, se, err, sweeper.RateLimited, 429, "rate_limit_exceeded")
+	wantClass(t, se, sweeper.Class429)
 	if se.RetryAfter != time.Second {
 		t.Fatalf("retry after %v", se.RetryAfter)
 	}
@@ -243,6 +246,7 @@ func TestServerErrorIsTransient(t *testing.T) {
 	fake.FailNext(1)
 	_, se, err := send(m, "e1", mail("t1", "a@example.com"), mail("t2", "b@example.com"))
 	wantKind(t, se, err, sweeper.Transient, 500, "internal_server_error")
+	wantClass(t, se, sweeper.Class5xx)
 	if len(fake.Deliveries()) != 0 {
 		t.Fatal("delivered")
 	}
@@ -272,6 +276,7 @@ func TestTimeoutThenReplay(t *testing.T) {
 	start := time.Now()
 	_, se, err := send(m, "slow", mail("t1", "a@example.com"), mail("t2", "b@example.com"))
 	wantKind(t, se, err, sweeper.Transient, 0, "")
+	wantClass(t, se, sweeper.ClassTimeout)
 	if time.Since(start) > 2*time.Second {
 		t.Fatalf("timeout took %v", time.Since(start))
 	}
@@ -297,6 +302,7 @@ func TestContextDeadlineIsTransient(t *testing.T) {
 	if !errors.As(err, &se) || se.Kind != sweeper.Transient || se.Status != 0 {
 		t.Fatalf("err %v", err)
 	}
+	wantClass(t, se, sweeper.ClassTimeout)
 }
 
 func TestNetworkErrorIsTransient(t *testing.T) {
@@ -305,6 +311,15 @@ func TestNetworkErrorIsTransient(t *testing.T) {
 	ts.Close()
 	_, se, err := send(resendmail.New(apiKey, url, time.Second, nil), "n1", mail("t1", "a@example.com"))
 	wantKind(t, se, err, sweeper.Transient, 0, "")
+	wantClass(t, se, sweeper.ClassNetwork)
+}
+
+// wantClass checks the class a failed request is counted under.
+func wantClass(t *testing.T, se *sweeper.SendError, class sweeper.ErrorClass) {
+	t.Helper()
+	if got := se.Class(); got != class {
+		t.Fatalf("%+v: class %q, want %q", se, got, class)
+	}
 }
 
 // TestRawResponses covers what the fake does not produce: other error names, non-JSON bodies,
@@ -338,6 +353,22 @@ func TestRawResponses(t *testing.T) {
 		{"batch bad index", 200, nil, `{"data":[{"id":"1"}],"errors":[{"index":5,"message":"x"}]}`, 2, sweeper.Permanent, "", 0, "bad error index"},
 		{"2xx garbage", 200, nil, `not json`, 1, sweeper.Transient, "", 0, "reading response"},
 	}
+	// The class each case is counted under: by status; refused for good without an error
+	// status counts as 4xx; an answer that cannot be read as a network error.
+	classOf := map[string]sweeper.ErrorClass{"batch mismatch": sweeper.Class4xx, "batch bad index": sweeper.Class4xx,
+		"2xx garbage": sweeper.ClassNetwork}
+	for _, c := range cases {
+		if _, ok := classOf[c.name]; !ok {
+			switch {
+			case c.status == 429:
+				classOf[c.name] = sweeper.Class429
+			case c.status >= 500:
+				classOf[c.name] = sweeper.Class5xx
+			default:
+				classOf[c.name] = sweeper.Class4xx
+			}
+		}
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -365,6 +396,7 @@ func TestRawResponses(t *testing.T) {
 			if c.status >= 400 && se.Status != c.status {
 				t.Fatalf("status %d", se.Status)
 			}
+			wantClass(t, se, classOf[c.name])
 		})
 	}
 }

@@ -1,6 +1,9 @@
 // Command sweeper runs one sweep over the notification database, then exits: 0 when the
-// sweep ran (even if some emails failed; they are recorded), 1 when it could not run
-// (bad configuration, database unreachable, the provider refusing the API key).
+// sweep did its job (even if some emails failed; they are recorded), 1 when it could not
+// (bad configuration, database unreachable, the provider refusing the API key, or nothing
+// delivered while the provider failed the sweep's requests). Kubernetes then shows the Job
+// failed; the chart's backoffLimit is 0, and a retried sweep re-sends a batch only under its
+// idempotency key, so a non-zero exit never causes a second email.
 package main
 
 import (
@@ -52,6 +55,8 @@ type Config struct {
 	ProjectShare   float64       `env:"PROJECT_DB_SHARE" envDefault:"0.25"`
 	DBConcurrency  int           `env:"SWEEP_DB_CONCURRENCY" envDefault:"1"`
 	PushgatewayURL string        `env:"PUSHGATEWAY_URL"`
+	Namespace      string        `env:"POD_NAMESPACE"`
+	Release        string        `env:"CINEFLOW_RELEASE"`
 	OutboxDir      string        `env:"OUTBOX_DIR" envDefault:".outbox"`
 }
 
@@ -100,7 +105,9 @@ func program() config.Program {
 The CineFlow sweeper: runs one sweep over the notification database (DB_URL) and exits. A sweep
 delivers the PENDING e-mail tickets through the Resend API (RESEND_API_KEY; without it, a dev
 mailer logs each e-mail and writes it to OUTBOX_DIR) and marks them SUCCESS or FAILED. A
-Kubernetes CronJob runs it every 2 minutes. Exit 0 when the sweep ran, 1 when it could not.`}
+Kubernetes CronJob runs it every 2 minutes. Exit 0 when the sweep did its job, 1 when it could
+not (including a sweep that delivered nothing while the provider failed its requests). The run's
+figures go to PUSHGATEWAY_URL, grouped by POD_NAMESPACE and CINEFLOW_RELEASE when they are set.`}
 }
 
 func main() {
@@ -140,7 +147,8 @@ func run(ctx context.Context, logOut *os.File) int {
 	if cfg.PushgatewayURL != "" {
 		pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		client := &http.Client{Timeout: 10 * time.Second}
-		if perr := pushmetrics.Push(pctx, cfg.PushgatewayURL, rep, success, client); perr != nil {
+		group := pushmetrics.Group{Namespace: cfg.Namespace, Release: cfg.Release}
+		if perr := pushmetrics.Push(pctx, cfg.PushgatewayURL, group, rep, success, client); perr != nil {
 			log.Warn("could not push metrics to the Pushgateway", "error", perr.Error())
 		}
 		cancel()

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
@@ -286,14 +288,42 @@ type pushgateway struct {
 	bodies []string
 	paths  []string
 	method []string
+	types  []string
 }
 
 func (p *pushgateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
 	p.mu.Lock()
 	p.bodies, p.paths, p.method = append(p.bodies, string(b)), append(p.paths, r.URL.Path), append(p.method, r.Method)
+	p.types = append(p.types, r.Header.Get("Content-Type"))
 	p.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
+}
+
+// gauges decodes push i: the value of each gauge, by name and, for labelled ones, by
+// name{label="value"}.
+func (p *pushgateway) gauges(t *testing.T, i int) map[string]float64 {
+	t.Helper()
+	p.mu.Lock()
+	body, ctype := p.bodies[i], p.types[i]
+	p.mu.Unlock()
+	dec := expfmt.NewDecoder(strings.NewReader(body), expfmt.Format(ctype))
+	out := map[string]float64{}
+	for {
+		var mf dto.MetricFamily
+		if err := dec.Decode(&mf); err == io.EOF {
+			return out
+		} else if err != nil {
+			t.Fatalf("push %d (%s): %v", i, ctype, err)
+		}
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += fmt.Sprintf("{%s=%q}", l.GetName(), l.GetValue())
+			}
+			out[name] = m.GetGauge().GetValue()
+		}
+	}
 }
 
 func TestRunMetricsArePushed(t *testing.T) {
@@ -302,16 +332,32 @@ func TestRunMetricsArePushed(t *testing.T) {
 	srv := httptest.NewServer(pg)
 	defer srv.Close()
 	w := newWorld(t, 10, resendfake.Options{})
-	if code, stderr := runBinary(t, w.env("PUSHGATEWAY_URL="+srv.URL)); code != 0 {
+	if code, stderr := runBinary(t, w.env("PUSHGATEWAY_URL="+srv.URL, "POD_NAMESPACE=shop", "CINEFLOW_RELEASE=blue")); code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
 	if code, _ := runBinary(t, []string{"DB_URL=mongodb://127.0.0.1:1/", "DB_CONNECT_TIMEOUT=200ms", "PUSHGATEWAY_URL=" + srv.URL}); code != 1 {
 		t.Fatal("want exit 1 without a database")
 	}
+	okGauges, failedGauges := pg.gauges(t, 0), pg.gauges(t, 1)
 	pg.mu.Lock()
 	defer pg.mu.Unlock()
-	if len(pg.bodies) != 2 || pg.paths[0] != "/metrics/job/sweeper" || pg.method[0] != http.MethodPost {
+	// Grouped by namespace and release when they are known (a second release pushing to the
+	// same Pushgateway keeps its own group), by job alone outside Kubernetes.
+	if len(pg.bodies) != 2 || pg.paths[0] != "/metrics/job/sweeper/namespace/shop/release/blue" || pg.method[0] != http.MethodPost ||
+		pg.paths[1] != "/metrics/job/sweeper" {
 		t.Fatalf("pushes: %v %v", pg.method, pg.paths)
+	}
+	for _, c := range []string{"429", "4xx", "5xx", "timeout", "network"} {
+		name := fmt.Sprintf("sweeper_last_run_provider_errors_by_class{class=%q}", c)
+		if v, ok := okGauges[name]; !ok || v != 0 {
+			t.Fatalf("%s = %v (pushed: %v), want 0", name, v, ok)
+		}
+	}
+	if v, ok := okGauges["sweeper_provider_failing"]; !ok || v != 0 || okGauges["sweeper_last_run_sent"] != 10 {
+		t.Fatalf("successful push: %v", okGauges)
+	}
+	if _, ok := failedGauges["sweeper_provider_failing"]; ok {
+		t.Fatal("a sweep that made no provider request pushed sweeper_provider_failing")
 	}
 	// Protobuf bodies still carry the metric names as plain bytes.
 	ok, failed := pg.bodies[0], pg.bodies[1]
@@ -322,6 +368,67 @@ func TestRunMetricsArePushed(t *testing.T) {
 	}
 	if strings.Contains(failed, "sweeper_last_success_timestamp_seconds") || !strings.Contains(failed, "sweeper_last_run_duration_seconds") {
 		t.Fatal("a failed sweep must push its run gauges but not a success time")
+	}
+}
+
+// TestFailingProviderFailsTheJobAndTheRetrySendsOnce: the provider takes every request and
+// then answers 500 (the emails went out; the answers were lost). The sweep logs what the
+// provider said at WARN, exits 1 (Kubernetes shows the Job failed), and pushes its figures with
+// sweeper_provider_failing 1 but no success time. A second sweep right after it, as a Job
+// retry (backoffLimit > 0) would run, with the provider answering again: exit 0, every ticket
+// delivered exactly once (the re-sends are answered from the provider's idempotency keys),
+// sweeper_provider_failing back to 0 and a success time.
+func TestFailingProviderFailsTheJobAndTheRetrySendsOnce(t *testing.T) {
+	t.Parallel()
+	pg := &pushgateway{}
+	srv := httptest.NewServer(pg)
+	defer srv.Close()
+	w := newWorld(t, 25, resendfake.Options{})
+	w.fake.SetFaults(resendfake.Faults{LoseRate: 1})
+	env := w.env("PUSHGATEWAY_URL="+srv.URL, "POD_NAMESPACE=shop", "CINEFLOW_RELEASE=blue", "BATCH_SIZE=5",
+		"RETRY_BACKOFF_BASE=1ms", "RETRY_BACKOFF_MAX=1ms", "LOG_LEVEL=info")
+	code, stderr := runBinary(t, env)
+	if code != 1 {
+		t.Fatalf("exit %d with the provider failing every request\n%s", code, stderr)
+	}
+	if w.fake.Stats().Deliveries != 25 {
+		t.Fatalf("the fake delivered %d of 25", w.fake.Stats().Deliveries)
+	}
+	var warned, failed bool
+	for _, line := range strings.Split(stderr, "\n") {
+		var l map[string]any
+		if json.Unmarshal([]byte(line), &l) != nil {
+			continue
+		}
+		switch l["msg"] {
+		case "mail provider request failed":
+			warned = l["level"] == "WARN" && l["status"] == 500.0 && l["error_name"] == "internal_server_error" && l["class"] == "5xx"
+		case "sweep failed":
+			failed = l["level"] == "ERROR" && strings.Contains(fmt.Sprint(l["error"]), "5xx: 5")
+		}
+	}
+	if !warned || !failed {
+		t.Fatalf("want a WARN line with the provider's answer and an ERROR naming 5 failed 5xx requests:\n%s", stderr)
+	}
+	if strings.Contains(stderr, testKey) || strings.Contains(stderr, "@example.com") {
+		t.Fatalf("the log carries the API key or a recipient:\n%s", stderr)
+	}
+	g := pg.gauges(t, 0)
+	if _, ok := g["sweeper_last_success_timestamp_seconds"]; ok || g["sweeper_provider_failing"] != 1 ||
+		g[`sweeper_last_run_provider_errors_by_class{class="5xx"}`] != 5 || g["sweeper_last_run_provider_errors"] != 5 {
+		t.Fatalf("failing sweep pushed %v", g)
+	}
+
+	w.fake.SetFaults(resendfake.Faults{})
+	if code, stderr := runBinary(t, env); code != 0 {
+		t.Fatalf("retry: exit %d\n%s", code, stderr)
+	}
+	if bad := w.notExactlyOnce(); bad != 0 || len(w.fake.Duplicates()) != 0 || w.fake.Stats().Replayed != 5 {
+		t.Fatalf("%d tickets not delivered exactly once, stats %+v", bad, w.fake.Stats())
+	}
+	g = pg.gauges(t, 1)
+	if _, ok := g["sweeper_last_success_timestamp_seconds"]; !ok || g["sweeper_provider_failing"] != 0 || g["sweeper_last_run_sent"] != 25 {
+		t.Fatalf("retry pushed %v", g)
 	}
 }
 
