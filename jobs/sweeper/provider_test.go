@@ -88,7 +88,7 @@ func TestFailingProviderIsLoggedAndFailsTheSweep(t *testing.T) {
 		fmt.Sprint(s["by_class"]) != "map[5xx:3]" {
 		t.Fatalf("summary line: %v", s)
 	}
-	if fin := withMsg(lines, "sweep finished"); len(fin) != 1 || fin[0]["providerErrors"] != 3.0 {
+	if fin := withMsg(lines, "sweep finished"); len(fin) != 1 || fin[0]["provider_errors"] != 3.0 {
 		t.Fatalf("sweep finished: %v", fin)
 	}
 
