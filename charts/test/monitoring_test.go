@@ -292,8 +292,8 @@ func monUnfiltered(expr string, want ...string) []string {
 
 // monFleetWide are the figures every replica of a service exports alike (read from the
 // database): a panel or a rule takes them with max (or min), never sums them over replicas.
-var monFleetWide = []string{"notification_tickets", "notification_tickets_delivered_total", "notification_oldest_pending_age_seconds",
-	"notification_ticket_stats_up", "mba_outbox_pending", "mba_outbox_oldest_pending_age_seconds"}
+var monFleetWide = []string{"cineflow_notification_tickets", "cineflow_notification_tickets_delivered_total", "cineflow_notification_oldest_pending_age_seconds",
+	"cineflow_notification_ticket_stats_up", "cineflow_core_outbox_pending", "cineflow_core_outbox_oldest_pending_age_seconds"}
 
 // monOnlyFleetWide reports whether every CineFlow metric expr reads is one of monFleetWide.
 func monOnlyFleetWide(expr string) bool {
@@ -507,10 +507,10 @@ func TestMonitoringRunbooks(t *testing.T) {
 func TestMonitoringAlertSignal(t *testing.T) {
 	for expr, want := range map[string]string{
 		`time() - max(x{job="a>b"}) > 600`:                              `time() - max(x{job="a>b"})`,
-		`absent(sweeper_last_success_timestamp_seconds{job="s"})`:       `sweeper_last_success_timestamp_seconds{job="s"}`,
+		`absent(cineflow_sweeper_last_success_timestamp_seconds{job="s"})`:       `cineflow_sweeper_last_success_timestamp_seconds{job="s"}`,
 		"histogram_quantile(0.99,\n sum by (le) (rate(h[5m]))\n) > 0.5": "histogram_quantile(0.99,\n sum by (le) (rate(h[5m]))\n)",
 		`(a or b * 0) / c >= 0.05`:                                      `(a or b * 0) / c`,
-		`max(notification_ticket_stats_up) < 1`:                         `max(notification_ticket_stats_up)`,
+		`max(cineflow_notification_ticket_stats_up) < 1`:                         `max(cineflow_notification_ticket_stats_up)`,
 		`absent_over_time(up{job="x"}[5m])`:                             `up{job="x"}`,
 		`sum(rate(x{code=~"5.."}[5m])) / sum(rate(x[5m])) > bool 0.1`:   `sum(rate(x{code=~"5.."}[5m])) / sum(rate(x[5m]))`,
 		`a > 1 and b > 2`:        "",
@@ -1112,7 +1112,7 @@ func monProviderOutage(t *testing.T, promURL, resendURL string, stack, prom *mon
 	if d := fired.Sub(firstFailure); d > 2*monSweepEvery {
 		t.Errorf("CineFlowEmailProviderFailing took %s from the first failed request to fire, want at most two sweep periods (%s)", d, 2*monSweepEvery)
 	}
-	q := fmt.Sprintf(`sweeper_last_run_provider_errors_by_class{job="sweeper", namespace=%q, release=%q, class="5xx"} > 0`, monNamespace, monRelease)
+	q := fmt.Sprintf(`cineflow_sweeper_last_run_provider_errors_by_class{job="sweeper", namespace=%q, release=%q, class="5xx"} > 0`, monNamespace, monRelease)
 	if n, _, _, err := monQuery(promURL, q); err != nil || n != 1 {
 		t.Errorf("%s: %d series (%v), want the sweep's 5xx counted", q, n, err)
 	}
@@ -1395,9 +1395,9 @@ scrape_configs:
 	// notification service first).
 	monWaitFor(t, "a sweep that delivers and fails", 90*time.Second, []*monProc{stack, prom}, func() error {
 		for _, q := range []string{
-			`notification_tickets{status="FAILED"} >= 2`, `notification_tickets{status="SUCCESS"} >= 5`,
-			`notification_tickets{status="PENDING"} == 0`, `mba_outbox_pending == 0`,
-			`sweeper_last_success_timestamp_seconds{job="sweeper"}`,
+			`cineflow_notification_tickets{status="FAILED"} >= 2`, `cineflow_notification_tickets{status="SUCCESS"} >= 5`,
+			`cineflow_notification_tickets{status="PENDING"} == 0`, `cineflow_core_outbox_pending == 0`,
+			`cineflow_sweeper_last_success_timestamp_seconds{job="sweeper"}`,
 		} {
 			if n, _, _, err := monQuery(promURL, q); err != nil || n == 0 {
 				return fmt.Errorf("%s: no data yet (%v)", q, err)

@@ -24,13 +24,20 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/cineflow/cineflow/pkg/telemetry"
 )
 
 // Options configure a Server.
 type Options struct {
-	// Name prefixes the metrics ("mba", "notification") and names the tracer.
-	Name   string
-	Logger *slog.Logger
+	// Name names the app and the tracer ("cineflow/<Name>").
+	Name string
+	// Metrics names the service in its metrics: cineflow_<Metrics>_http_requests_total …, and
+	// cineflow_build_info{service="<Metrics>"} (default Name).
+	Metrics string
+	// Version is the binary's version, in cineflow_build_info.
+	Version string
+	Logger  *slog.Logger
 	// BodyLimit is the largest request body in bytes (default 1 MiB); larger answers 413,
 	// decided from Content-Length before reading when it is given (see body.go).
 	BodyLimit int
@@ -93,21 +100,25 @@ func NewServer(opts Options) *Server {
 		opts.Registry = prometheus.NewRegistry()
 		opts.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
+	if opts.Metrics == "" {
+		opts.Metrics = opts.Name
+	}
+	prefix := "cineflow_" + opts.Metrics
 	s := &Server{Registry: opts.Registry, log: opts.Logger, opts: opts}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: opts.Name + "_http_requests_total",
+		Name: prefix + "_http_requests_total",
 		Help: "HTTP requests by route template, method and status code.",
 	}, []string{"route", "method", "code"})
 	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    opts.Name + "_http_request_duration_seconds",
+		Name:    prefix + "_http_request_duration_seconds",
 		Help:    "HTTP request latency by route template and method.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	}, []string{"route", "method"})
 	s.internalErrors = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: opts.Name + "_http_internal_errors_total",
+		Name: prefix + "_http_internal_errors_total",
 		Help: "Requests answered 500 because of an unexpected error or panic.",
 	})
-	opts.Registry.MustRegister(s.requests, s.duration, s.internalErrors)
+	opts.Registry.MustRegister(s.requests, s.duration, s.internalErrors, telemetry.BuildInfo(opts.Metrics, opts.Version))
 
 	s.App = fiber.New(fiber.Config{
 		AppName:   opts.Name,

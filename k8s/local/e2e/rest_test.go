@@ -45,7 +45,7 @@ func (e *env) monitoring(t *testing.T) {
 	// The sweeps push their figures to the Pushgateway; wait for a recent successful one.
 	var last float64
 	err = eventually(period+30*time.Second, 2*time.Second, func() error {
-		v, err := pushedValue(e.pushgw+"/metrics", "sweeper_last_success_timestamp_seconds")
+		v, err := pushedValue(e.pushgw+"/metrics", "cineflow_sweeper_last_success_timestamp_seconds")
 		if err != nil {
 			return err
 		}
@@ -69,9 +69,9 @@ func (e *env) monitoring(t *testing.T) {
 		if len(targets) == 0 {
 			t.Errorf("ServiceMonitor %s selects no target", sm.GetName())
 		}
-		want := "notification_tickets_created_total"
+		want := "cineflow_notification_tickets_created_total"
 		if strings.HasSuffix(sm.GetName(), "-core") {
-			want = "mba_outbox_pending"
+			want = "cineflow_core_outbox_pending"
 		}
 		for _, u := range targets {
 			wants[u] = want
@@ -83,7 +83,7 @@ func (e *env) monitoring(t *testing.T) {
 	}
 	// The Pushgateway too, by its cluster DNS name.
 	pushURL := "http://pushgateway." + ns + ".svc.cluster.local:9091/metrics"
-	wants[pushURL] = `sweeper_last_success_timestamp_seconds{`
+	wants[pushURL] = `cineflow_sweeper_last_success_timestamp_seconds{`
 	urls = append(urls, pushURL)
 	// The API Services never serve /metrics (METRICS_PORT): 404 there.
 	apiMetrics := map[string]bool{}

@@ -13,13 +13,13 @@ type Metrics struct {
 // NewMetrics registers the booking metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		bookings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mba_bookings_total",
+		bookings: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cineflow_core_bookings_total",
 			Help: "Booking events by outcome: created, conflict, paid, payment_failed, cancelled, expired."}, []string{"outcome"}),
-		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "mba_seat_conflicts_total",
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "cineflow_core_seat_conflicts_total",
 			Help: "Seats lost to another booking while holding (each is retried on another seat when possible)."}),
-		expiries: prometheus.NewCounter(prometheus.CounterOpts{Name: "mba_hold_expiries_total",
+		expiries: prometheus.NewCounter(prometheus.CounterOpts{Name: "cineflow_core_hold_expiries_total",
 			Help: "Unpaid bookings decided EXPIRED, their seats returned to sale."}),
-		logDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "mba_seat_log_dropped_total",
+		logDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "cineflow_core_seat_log_dropped_total",
 			Help: "Seat log operations that could not be written (other replicas then learn those seats from the unique seat keys)."}),
 	}
 	for _, o := range []string{"created", "conflict", "paid", "payment_failed", "cancelled", "expired"} {

@@ -122,7 +122,7 @@ func newAuthLimits(cfg AuthLimits, reg prometheus.Registerer) *authLimits {
 		signups:   newBuckets(cfg.SignupPerMinute, cfg.SignupBurst, n, every, now),
 		pairs:     newBackoff(cfg.BackoffBase, cfg.BackoffMax, 4*cfg.BackoffMax, n, every, now),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mba_auth_rate_limited_total",
+			Name: "cineflow_core_auth_rate_limited_total",
 			Help: "Sign-in, sign-up and password-change attempts refused with 429, by the limit that refused them.",
 		}, []string{"limit"}),
 	}
@@ -134,7 +134,7 @@ func newAuthLimits(cfg AuthLimits, reg prometheus.Registerer) *authLimits {
 		for name, size := range map[string]func() int{"address": l.attempts.size, "address_failures": l.addrFails.size,
 			"account_failures": l.acctFails.size, "signup": l.signups.size, "backoff": l.pairs.size} {
 			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name:        "mba_auth_limiter_entries",
+				Name:        "cineflow_core_auth_limiter_entries",
 				Help:        "Entries (fixed size, hashed keys) in each table of the sign-in and sign-up limits; idle ones expire.",
 				ConstLabels: prometheus.Labels{"table": name},
 			}, func() float64 { return float64(size()) }))

@@ -79,7 +79,7 @@ type CacheOptions struct {
 	// least recently used entries go first.
 	MaxEntries int
 	MaxBytes   int
-	// Registerer receives mba_cache_requests_total{cache,result} (nil: not exported). Several
+	// Registerer receives cineflow_core_cache_requests_total{cache,result} (nil: not exported). Several
 	// caches may share one registry.
 	Registerer prometheus.Registerer
 	// Disabled makes Serve load every request (still with ETag and 304).
@@ -100,7 +100,7 @@ type cacheEntry struct {
 
 func (e *cacheEntry) size() int { return len(e.body) + len(e.key) + 256 }
 
-// Cache results (the result label of mba_cache_requests_total).
+// Cache results (the result label of cineflow_core_cache_requests_total).
 const (
 	CacheHit    = "hit"    // served from the cache
 	CacheMiss   = "miss"   // loaded
@@ -127,7 +127,7 @@ func NewResponseCache(o CacheOptions) *ResponseCache {
 	rc := &ResponseCache{name: o.Name, ttl: o.TTL, maxEntries: o.MaxEntries, maxBytes: o.MaxBytes, disabled: o.Disabled, now: o.Now,
 		entries: map[string]*list.Element{}, lru: list.New(), gens: map[string]uint64{}}
 	rc.results = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "mba_cache_requests_total",
+		Name: "cineflow_core_cache_requests_total",
 		Help: "Requests answered through an in-process response cache, by cache and result (hit, miss, shared).",
 	}, []string{"cache", "result"})
 	if o.Registerer != nil {

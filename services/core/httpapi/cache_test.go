@@ -125,7 +125,7 @@ func TestResponseCacheHitsETagAndInvalidation(t *testing.T) {
 	if v := testutil.ToFloat64(r.rc.results.WithLabelValues("test", CacheHit)); v < 3 {
 		t.Errorf("hits counted: %v", v)
 	}
-	if n, err := testutil.GatherAndCount(reg, "mba_cache_requests_total"); err != nil || n < 2 {
+	if n, err := testutil.GatherAndCount(reg, "cineflow_core_cache_requests_total"); err != nil || n < 2 {
 		t.Errorf("registry: %d %v", n, err)
 	}
 	// a second cache on the same registry shares the metric

@@ -39,7 +39,7 @@ func SeatsTag(showID string) string { return "seats:" + showID }
 
 // ResponseCache is the API's response cache, shared by every route of the API (the catalogue
 // reads; the booking routes cache seat maps in it under SeatsTag). Its metrics go to
-// Options.HTTP.Registry as mba_cache_requests_total{cache="mba"}.
+// Options.HTTP.Registry as cineflow_core_cache_requests_total{cache="mba"}.
 func (a *API) ResponseCache() *ResponseCache {
 	a.cacheOnce.Do(func() {
 		o := a.opts.Catalogue

@@ -72,6 +72,9 @@ func New(svc Services, opts Options) *httpx.Server {
 	if hopts.Name == "" {
 		hopts.Name = "mba"
 	}
+	if hopts.Metrics == "" {
+		hopts.Metrics = "core"
+	}
 	if hopts.Logger == nil {
 		hopts.Logger = opts.Logger
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/cineflow/cineflow/pkg/mongox"
 )
 
-// The outbox's count (the mba_outbox_pending gauge) is kept, not counted: on the dev database
+// The outbox's count (the cineflow_core_outbox_pending gauge) is kept, not counted: on the dev database
 // every way of counting a collection reads all of it (count decodes every document: 3.8 s at
 // 100,000 e-mails; collStats and $collStats walk every page: 0.2 s), and its cost would grow
 // with the backlog an outage piles up.

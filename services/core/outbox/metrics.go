@@ -33,16 +33,16 @@ type Metrics struct {
 func NewMetrics(store OutboxStore, ttl time.Duration) *Metrics {
 	return &Metrics{store: store, ttl: ttl,
 		relayed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mba_outbox_relayed_total",
+			Name: "cineflow_core_outbox_relayed_total",
 			Help: "Attempts to relay an outbox email to the notification service, by kind and result (sent, dropped, retry, failed).",
 		}, []string{"kind", "result"}),
-		open: prometheus.NewDesc("mba_outbox_relay_open",
+		open: prometheus.NewDesc("cineflow_core_outbox_relay_open",
 			"1 while this replica's outbox relay is paused by its circuit breaker (the notification service keeps failing: "+
 				"one email is tried per probe interval), else 0.", nil, nil),
-		pending: prometheus.NewDesc("mba_outbox_pending",
+		pending: prometheus.NewDesc("cineflow_core_outbox_pending",
 			"Emails in the outbox not yet accepted by the notification service (kept as emails come and go: an estimate, "+
 				"settled to 0 when the outbox is seen empty).", nil, nil),
-		oldest: prometheus.NewDesc("mba_outbox_oldest_pending_age_seconds",
+		oldest: prometheus.NewDesc("cineflow_core_outbox_oldest_pending_age_seconds",
 			"Age of the oldest email in the outbox (0 when empty).", nil, nil),
 	}
 }

@@ -243,14 +243,14 @@ func TestReplayHeaderAndCounter(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "notification_tickets_created_total" {
+		if mf.GetName() == "cineflow_notification_tickets_created_total" {
 			if v := mf.GetMetric()[0].GetCounter().GetValue(); v != 1 {
 				t.Errorf("created_total %v, want 1", v)
 			}
 			return
 		}
 	}
-	t.Error("notification_tickets_created_total not registered")
+	t.Error("cineflow_notification_tickets_created_total not registered")
 }
 
 func TestIdempotencyKeyHeader(t *testing.T) {
@@ -397,22 +397,22 @@ func TestStatsCollectorCaches(t *testing.T) {
 		}
 	}
 	const head = `
-# HELP notification_oldest_pending_age_seconds Age of the oldest PENDING ticket (0 when none is pending).
-# TYPE notification_oldest_pending_age_seconds gauge
-# HELP notification_ticket_stats_up 1 if the last read of the ticket figures from the database succeeded, else 0.
-# TYPE notification_ticket_stats_up gauge
-# HELP notification_tickets Tickets in the database by delivery status.
-# TYPE notification_tickets gauge
-# HELP notification_tickets_delivered_total Tickets delivered (status SUCCESS) since the database began.
-# TYPE notification_tickets_delivered_total counter
+# HELP cineflow_notification_oldest_pending_age_seconds Age of the oldest PENDING ticket (0 when none is pending).
+# TYPE cineflow_notification_oldest_pending_age_seconds gauge
+# HELP cineflow_notification_ticket_stats_up 1 if the last read of the ticket figures from the database succeeded, else 0.
+# TYPE cineflow_notification_ticket_stats_up gauge
+# HELP cineflow_notification_tickets Tickets in the database by delivery status.
+# TYPE cineflow_notification_tickets gauge
+# HELP cineflow_notification_tickets_delivered_total Tickets delivered (status SUCCESS) since the database began.
+# TYPE cineflow_notification_tickets_delivered_total counter
 `
 	expect(head + `
-notification_oldest_pending_age_seconds 90
-notification_ticket_stats_up 1
-notification_tickets{status="FAILED"} 0
-notification_tickets{status="PENDING"} 4
-notification_tickets{status="SUCCESS"} 10
-notification_tickets_delivered_total 10
+cineflow_notification_oldest_pending_age_seconds 90
+cineflow_notification_ticket_stats_up 1
+cineflow_notification_tickets{status="FAILED"} 0
+cineflow_notification_tickets{status="PENDING"} 4
+cineflow_notification_tickets{status="SUCCESS"} 10
+cineflow_notification_tickets_delivered_total 10
 `)
 	// Within the window: no query, but the age keeps growing.
 	pending.Store(5)
@@ -421,12 +421,12 @@ notification_tickets_delivered_total 10
 		_, _ = reg.Gather()
 	}
 	expect(head + `
-notification_oldest_pending_age_seconds 93
-notification_ticket_stats_up 1
-notification_tickets{status="FAILED"} 0
-notification_tickets{status="PENDING"} 4
-notification_tickets{status="SUCCESS"} 10
-notification_tickets_delivered_total 10
+cineflow_notification_oldest_pending_age_seconds 93
+cineflow_notification_ticket_stats_up 1
+cineflow_notification_tickets{status="FAILED"} 0
+cineflow_notification_tickets{status="PENDING"} 4
+cineflow_notification_tickets{status="SUCCESS"} 10
+cineflow_notification_tickets_delivered_total 10
 `)
 	if n := calls.Load(); n != 1 {
 		t.Errorf("%d Stats calls within the window, want 1", n)
@@ -441,12 +441,12 @@ notification_tickets_delivered_total 10
 	fail.Store(true)
 	clock.add(6 * time.Second)
 	expect(head + `
-notification_oldest_pending_age_seconds 101
-notification_ticket_stats_up 0
-notification_tickets{status="FAILED"} 0
-notification_tickets{status="PENDING"} 5
-notification_tickets{status="SUCCESS"} 10
-notification_tickets_delivered_total 10
+cineflow_notification_oldest_pending_age_seconds 101
+cineflow_notification_ticket_stats_up 0
+cineflow_notification_tickets{status="FAILED"} 0
+cineflow_notification_tickets{status="PENDING"} 5
+cineflow_notification_tickets{status="SUCCESS"} 10
+cineflow_notification_tickets_delivered_total 10
 `)
 	_, _ = reg.Gather()
 	if n := calls.Load(); n != 3 {
@@ -476,8 +476,8 @@ func TestStatsCollectorConcurrentScrapesShareOneQuery(t *testing.T) {
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if !bytes.Contains(b, []byte(`notification_tickets{status="FAILED"} 0`)) ||
-				!bytes.Contains(b, []byte("notification_oldest_pending_age_seconds 0")) {
+			if !bytes.Contains(b, []byte(`cineflow_notification_tickets{status="FAILED"} 0`)) ||
+				!bytes.Contains(b, []byte("cineflow_notification_oldest_pending_age_seconds 0")) {
 				t.Errorf("scrape:\n%s", b)
 			}
 		}()
@@ -498,9 +498,9 @@ func TestStatsCollectorNeverRead(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewStatsCollector(store, time.Second, quiet))
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP notification_ticket_stats_up 1 if the last read of the ticket figures from the database succeeded, else 0.
-# TYPE notification_ticket_stats_up gauge
-notification_ticket_stats_up 0
+# HELP cineflow_notification_ticket_stats_up 1 if the last read of the ticket figures from the database succeeded, else 0.
+# TYPE cineflow_notification_ticket_stats_up gauge
+cineflow_notification_ticket_stats_up 0
 `)); err != nil {
 		t.Error(err)
 	}

@@ -88,7 +88,7 @@ func Register(srv *httpx.Server, store notification.TicketStore, opts Options) *
 		opts.StatsTTL = defaultStatsCacheWindow
 	}
 	a := &API{store: store, log: opts.Logger, created: prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "notification_tickets_created_total",
+		Name: "cineflow_notification_tickets_created_total",
 		Help: "Tickets created by this process (idempotent replays not counted).",
 	})}
 	srv.Registry.MustRegister(a.created, NewStatsCollector(store, opts.StatsTTL, opts.Logger))

@@ -44,13 +44,13 @@ func NewStatsCollector(store notification.TicketStore, ttl time.Duration, log *s
 	}
 	return &StatsCollector{
 		store: store, ttl: ttl, log: log, now: time.Now,
-		tickets: prometheus.NewDesc("notification_tickets",
+		tickets: prometheus.NewDesc("cineflow_notification_tickets",
 			"Tickets in the database by delivery status.", []string{"status"}, nil),
-		delivered: prometheus.NewDesc("notification_tickets_delivered_total",
+		delivered: prometheus.NewDesc("cineflow_notification_tickets_delivered_total",
 			"Tickets delivered (status SUCCESS) since the database began.", nil, nil),
-		oldest: prometheus.NewDesc("notification_oldest_pending_age_seconds",
+		oldest: prometheus.NewDesc("cineflow_notification_oldest_pending_age_seconds",
 			"Age of the oldest PENDING ticket (0 when none is pending).", nil, nil),
-		up: prometheus.NewDesc("notification_ticket_stats_up",
+		up: prometheus.NewDesc("cineflow_notification_ticket_stats_up",
 			"1 if the last read of the ticket figures from the database succeeded, else 0.", nil, nil),
 	}
 }

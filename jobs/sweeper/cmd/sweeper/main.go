@@ -147,7 +147,7 @@ func run(ctx context.Context, logOut *os.File) int {
 	if cfg.PushgatewayURL != "" {
 		pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		client := &http.Client{Timeout: 10 * time.Second}
-		group := pushmetrics.Group{Namespace: cfg.Namespace, Release: cfg.Release}
+		group := pushmetrics.Group{Namespace: cfg.Namespace, Release: cfg.Release, Version: version}
 		if perr := pushmetrics.Push(pctx, cfg.PushgatewayURL, group, rep, success, client); perr != nil {
 			log.Warn("could not push metrics to the Pushgateway", "error", perr.Error())
 		}

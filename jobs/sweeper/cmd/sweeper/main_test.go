@@ -348,25 +348,25 @@ func TestRunMetricsArePushed(t *testing.T) {
 		t.Fatalf("pushes: %v %v", pg.method, pg.paths)
 	}
 	for _, c := range []string{"429", "4xx", "5xx", "timeout", "network"} {
-		name := fmt.Sprintf("sweeper_last_run_provider_errors_by_class{class=%q}", c)
+		name := fmt.Sprintf("cineflow_sweeper_last_run_provider_errors_by_class{class=%q}", c)
 		if v, ok := okGauges[name]; !ok || v != 0 {
 			t.Fatalf("%s = %v (pushed: %v), want 0", name, v, ok)
 		}
 	}
-	if v, ok := okGauges["sweeper_provider_failing"]; !ok || v != 0 || okGauges["sweeper_last_run_sent"] != 10 {
+	if v, ok := okGauges["cineflow_sweeper_provider_failing"]; !ok || v != 0 || okGauges["cineflow_sweeper_last_run_sent"] != 10 {
 		t.Fatalf("successful push: %v", okGauges)
 	}
-	if _, ok := failedGauges["sweeper_provider_failing"]; ok {
-		t.Fatal("a sweep that made no provider request pushed sweeper_provider_failing")
+	if _, ok := failedGauges["cineflow_sweeper_provider_failing"]; ok {
+		t.Fatal("a sweep that made no provider request pushed cineflow_sweeper_provider_failing")
 	}
 	// Protobuf bodies still carry the metric names as plain bytes.
 	ok, failed := pg.bodies[0], pg.bodies[1]
-	for _, name := range []string{"sweeper_last_run_sent", "sweeper_last_run_duration_seconds", "sweeper_last_run_backlog", "sweeper_last_success_timestamp_seconds"} {
+	for _, name := range []string{"cineflow_sweeper_last_run_sent", "cineflow_sweeper_last_run_duration_seconds", "cineflow_sweeper_last_run_backlog", "cineflow_sweeper_last_success_timestamp_seconds", "cineflow_build_info"} {
 		if !strings.Contains(ok, name) {
 			t.Fatalf("successful push lacks %s", name)
 		}
 	}
-	if strings.Contains(failed, "sweeper_last_success_timestamp_seconds") || !strings.Contains(failed, "sweeper_last_run_duration_seconds") {
+	if strings.Contains(failed, "cineflow_sweeper_last_success_timestamp_seconds") || !strings.Contains(failed, "cineflow_sweeper_last_run_duration_seconds") {
 		t.Fatal("a failed sweep must push its run gauges but not a success time")
 	}
 }
@@ -374,10 +374,10 @@ func TestRunMetricsArePushed(t *testing.T) {
 // TestFailingProviderFailsTheJobAndTheRetrySendsOnce: the provider takes every request and
 // then answers 500 (the emails went out; the answers were lost). The sweep logs what the
 // provider said at WARN, exits 1 (Kubernetes shows the Job failed), and pushes its figures with
-// sweeper_provider_failing 1 but no success time. A second sweep right after it, as a Job
+// cineflow_sweeper_provider_failing 1 but no success time. A second sweep right after it, as a Job
 // retry (backoffLimit > 0) would run, with the provider answering again: exit 0, every ticket
 // delivered exactly once (the re-sends are answered from the provider's idempotency keys),
-// sweeper_provider_failing back to 0 and a success time.
+// cineflow_sweeper_provider_failing back to 0 and a success time.
 func TestFailingProviderFailsTheJobAndTheRetrySendsOnce(t *testing.T) {
 	t.Parallel()
 	pg := &pushgateway{}
@@ -414,8 +414,8 @@ func TestFailingProviderFailsTheJobAndTheRetrySendsOnce(t *testing.T) {
 		t.Fatalf("the log carries the API key or a recipient:\n%s", stderr)
 	}
 	g := pg.gauges(t, 0)
-	if _, ok := g["sweeper_last_success_timestamp_seconds"]; ok || g["sweeper_provider_failing"] != 1 ||
-		g[`sweeper_last_run_provider_errors_by_class{class="5xx"}`] != 5 || g["sweeper_last_run_provider_errors"] != 5 {
+	if _, ok := g["cineflow_sweeper_last_success_timestamp_seconds"]; ok || g["cineflow_sweeper_provider_failing"] != 1 ||
+		g[`cineflow_sweeper_last_run_provider_errors_by_class{class="5xx"}`] != 5 || g["cineflow_sweeper_last_run_provider_errors"] != 5 {
 		t.Fatalf("failing sweep pushed %v", g)
 	}
 
@@ -427,7 +427,7 @@ func TestFailingProviderFailsTheJobAndTheRetrySendsOnce(t *testing.T) {
 		t.Fatalf("%d tickets not delivered exactly once, stats %+v", bad, w.fake.Stats())
 	}
 	g = pg.gauges(t, 1)
-	if _, ok := g["sweeper_last_success_timestamp_seconds"]; !ok || g["sweeper_provider_failing"] != 0 || g["sweeper_last_run_sent"] != 25 {
+	if _, ok := g["cineflow_sweeper_last_success_timestamp_seconds"]; !ok || g["cineflow_sweeper_provider_failing"] != 0 || g["cineflow_sweeper_last_run_sent"] != 25 {
 		t.Fatalf("retry pushed %v", g)
 	}
 }

@@ -410,7 +410,7 @@ func TestResetPasswordBacksOff(t *testing.T) {
 	l.expect(reset("password-1"), 200)
 }
 
-var entriesLine = regexp.MustCompile(`(?m)^mba_auth_limiter_entries\{table="([a-z_]+)"\} ([0-9.e+]+)$`)
+var entriesLine = regexp.MustCompile(`(?m)^cineflow_core_auth_limiter_entries\{table="([a-z_]+)"\} ([0-9.e+]+)$`)
 
 // limiterEntries reads the limit tables' sizes from /metrics.
 func (l *limited) limiterEntries() map[string]int {

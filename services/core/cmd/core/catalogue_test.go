@@ -535,9 +535,9 @@ func TestCatalogueCacheETagAndInvalidation(t *testing.T) {
 	}
 	// metrics
 	resp, body := s.rawGet("/metrics", nil)
-	if resp.StatusCode != 200 || !strings.Contains(string(body), `mba_cache_requests_total{cache="mba",result="hit"}`) ||
-		!strings.Contains(string(body), `mba_cache_requests_total{cache="mba",result="miss"}`) {
-		t.Errorf("cache metrics missing:\n%s", grepLines(string(body), "mba_cache"))
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `cineflow_core_cache_requests_total{cache="mba",result="hit"}`) ||
+		!strings.Contains(string(body), `cineflow_core_cache_requests_total{cache="mba",result="miss"}`) {
+		t.Errorf("cache metrics missing:\n%s", grepLines(string(body), "cineflow_core_cache"))
 	}
 }
 

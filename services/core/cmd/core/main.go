@@ -295,6 +295,7 @@ func (m *Main) Run(ctx context.Context) error {
 	origins, _ := httpapi.ParseCORSOrigins(cfg.CORSAllowedOrigins) // checked by Validate
 	httpOpts := cfg.Settings.Options()
 	httpOpts.Registry = m.Registry
+	httpOpts.Version = version
 	limits := cfg.AuthConfig.Limits()
 	if m.EditAuthLimits != nil {
 		m.EditAuthLimits(&limits)

@@ -166,8 +166,8 @@ func TestOutboxRelaysToNotificationService(t *testing.T) {
 	n := newNotiService(t)
 	n.start()
 	s := startRelaying(t, n, nil)
-	if v, ok := gather(t, s, "mba_outbox_pending", nil); !ok || v != 0 {
-		t.Fatalf("mba_outbox_pending %v %v, want 0", v, ok)
+	if v, ok := gather(t, s, "cineflow_core_outbox_pending", nil); !ok || v != 0 {
+		t.Fatalf("cineflow_core_outbox_pending %v %v, want 0", v, ok)
 	}
 
 	e := testEmail("booking-paid:b1")
@@ -203,8 +203,8 @@ func TestOutboxRelaysToNotificationService(t *testing.T) {
 	if got := len(n.tickets()); got != 1 {
 		t.Fatalf("%d tickets, want 1", got)
 	}
-	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "sent"}); v != 1 {
-		t.Fatalf("mba_outbox_relayed_total{sent} = %v, want 1", v)
+	if v, _ := gather(t, s, "cineflow_core_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "sent"}); v != 1 {
+		t.Fatalf("cineflow_core_outbox_relayed_total{sent} = %v, want 1", v)
 	}
 
 	// A guard that says Drop: deleted, never sent.
@@ -235,11 +235,11 @@ func TestOutboxSurvivesNotificationServiceDown(t *testing.T) {
 		due, err := store.Pending(t.Context(), time.Now().Add(time.Hour), 10)
 		return err == nil && len(due) == 1 && due[0].Attempts >= 3 && due[0].LastError != ""
 	})
-	if v, _ := gather(t, s, "mba_outbox_pending", nil); v != 1 {
-		t.Fatalf("mba_outbox_pending = %v while the service is down, want 1", v)
+	if v, _ := gather(t, s, "cineflow_core_outbox_pending", nil); v != 1 {
+		t.Fatalf("cineflow_core_outbox_pending = %v while the service is down, want 1", v)
 	}
-	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": testKind, "result": "retry"}); v < 3 {
-		t.Fatalf("mba_outbox_relayed_total{retry} = %v, want >= 3", v)
+	if v, _ := gather(t, s, "cineflow_core_outbox_relayed_total", map[string]string{"kind": testKind, "result": "retry"}); v < 3 {
+		t.Fatalf("cineflow_core_outbox_relayed_total{retry} = %v, want >= 3", v)
 	}
 	if strings.Contains(s.logs.String(), notiToken) {
 		t.Fatal("the token appears in the logs")
@@ -281,8 +281,8 @@ func TestOutboxTwoRelaysRaceOneTicketPerEmail(t *testing.T) {
 	if len(ts) != emails || len(subjects) != emails {
 		t.Fatalf("%d tickets (%d distinct), want %d", len(ts), len(subjects), emails)
 	}
-	sentA, _ := gather(t, a, "mba_outbox_relayed_total", map[string]string{"kind": testKind, "result": "sent"})
-	sentB, _ := gather(t, b, "mba_outbox_relayed_total", map[string]string{"kind": testKind, "result": "sent"})
+	sentA, _ := gather(t, a, "cineflow_core_outbox_relayed_total", map[string]string{"kind": testKind, "result": "sent"})
+	sentB, _ := gather(t, b, "cineflow_core_outbox_relayed_total", map[string]string{"kind": testKind, "result": "sent"})
 	t.Logf("relay A posted %v, relay B %v: %v emails posted twice, deduplicated by Idempotency-Key", sentA, sentB, sentA+sentB-emails)
 	if sentA+sentB < emails {
 		t.Fatalf("posted %v in all, want at least %d", sentA+sentB, emails)
@@ -416,15 +416,15 @@ func logLines(s *service, msg string) []map[string]any {
 }
 
 // TestOutboxRelayPausesWhileNotificationServiceDown: with the notification service down and
-// many emails waiting, the relay pauses after a few failures (mba_outbox_relay_open 1, one
+// many emails waiting, the relay pauses after a few failures (cineflow_core_outbox_relay_open 1, one
 // WARN line), tries one email per probe interval whatever the backlog, and once the service is
 // back resumes (0, one INFO line) and delivers every email exactly once.
 func TestOutboxRelayPausesWhileNotificationServiceDown(t *testing.T) {
 	t.Parallel()
 	n := newNotiService(t) // not started: its port refuses connections
 	s := startRelaying(t, n, nil)
-	if v, ok := gather(t, s, "mba_outbox_relay_open", nil); !ok || v != 0 {
-		t.Fatalf("mba_outbox_relay_open %v (present %v) at start, want 0", v, ok)
+	if v, ok := gather(t, s, "cineflow_core_outbox_relay_open", nil); !ok || v != 0 {
+		t.Fatalf("cineflow_core_outbox_relay_open %v (present %v) at start, want 0", v, ok)
 	}
 	const emails = 60
 	for i := range emails {
@@ -433,11 +433,11 @@ func TestOutboxRelayPausesWhileNotificationServiceDown(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "the relay pauses", func() bool {
-		v, _ := gather(t, s, "mba_outbox_relay_open", nil)
+		v, _ := gather(t, s, "cineflow_core_outbox_relay_open", nil)
 		return v == 1
 	})
 	retries := func() float64 {
-		v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": testKind, "result": "retry"})
+		v, _ := gather(t, s, "cineflow_core_outbox_relayed_total", map[string]string{"kind": testKind, "result": "retry"})
 		return v
 	}
 	first := retries()
@@ -451,8 +451,8 @@ func TestOutboxRelayPausesWhileNotificationServiceDown(t *testing.T) {
 	if probes := retries() - first; probes > 8 {
 		t.Fatalf("%v attempts in 3 s while paused, want one per probe interval (at most 8)", probes)
 	}
-	eventually(t, 10*time.Second, "mba_outbox_pending counts the emails waiting (read every 5 s at most)", func() bool {
-		v, _ := gather(t, s, "mba_outbox_pending", nil)
+	eventually(t, 10*time.Second, "cineflow_core_outbox_pending counts the emails waiting (read every 5 s at most)", func() bool {
+		v, _ := gather(t, s, "cineflow_core_outbox_pending", nil)
 		return v == emails
 	})
 	paused := logLines(s, "relay paused")
@@ -464,8 +464,8 @@ func TestOutboxRelayPausesWhileNotificationServiceDown(t *testing.T) {
 	eventually(t, 20*time.Second, "every email is delivered once the service is up", func() bool {
 		return len(n.tickets()) == emails && backlog(t, s).Pending == 0
 	})
-	if v, _ := gather(t, s, "mba_outbox_relay_open", nil); v != 0 {
-		t.Fatalf("mba_outbox_relay_open = %v after the recovery, want 0", v)
+	if v, _ := gather(t, s, "cineflow_core_outbox_relay_open", nil); v != 0 {
+		t.Fatalf("cineflow_core_outbox_relay_open = %v after the recovery, want 0", v)
 	}
 	resumed := logLines(s, "relay resumed")
 	if len(resumed) != 1 || resumed[0]["level"] != "INFO" {

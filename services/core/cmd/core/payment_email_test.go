@@ -181,8 +181,8 @@ func TestPaymentEmailSurvivesNotificationOutage(t *testing.T) {
 		!mentions(doc.Content, bk.ID) {
 		t.Fatalf("outbox document %+v", doc)
 	}
-	if v, ok := scrapeGauge(t, s, "mba_outbox_pending"); !ok || v < 1 {
-		t.Fatalf("GET /metrics: mba_outbox_pending %v (present %v), want >= 1 while the service is down", v, ok)
+	if v, ok := scrapeGauge(t, s, "cineflow_core_outbox_pending"); !ok || v < 1 {
+		t.Fatalf("GET /metrics: cineflow_core_outbox_pending %v (present %v), want >= 1 while the service is down", v, ok)
 	}
 
 	// A second payment while the service is down: 409, and the outbox gains nothing.
@@ -223,11 +223,11 @@ func TestPaymentEmailSurvivesNotificationOutage(t *testing.T) {
 	if got = ticketsFor(n, u.Email); len(got) != 1 {
 		t.Fatalf("%d tickets for %s after a refused payment, want 1", len(got), u.Email)
 	}
-	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "sent"}); v != 1 {
-		t.Fatalf("mba_outbox_relayed_total{kind=booking-paid,result=sent} = %v, want 1", v)
+	if v, _ := gather(t, s, "cineflow_core_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "sent"}); v != 1 {
+		t.Fatalf("cineflow_core_outbox_relayed_total{kind=booking-paid,result=sent} = %v, want 1", v)
 	}
-	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "retry"}); v < 2 {
-		t.Fatalf("mba_outbox_relayed_total{kind=booking-paid,result=retry} = %v, want >= 2 (the outage)", v)
+	if v, _ := gather(t, s, "cineflow_core_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "retry"}); v < 2 {
+		t.Fatalf("cineflow_core_outbox_relayed_total{kind=booking-paid,result=retry} = %v, want >= 2 (the outage)", v)
 	}
 	if strings.Contains(s.logs.String(), notiToken) {
 		t.Fatal("the notification token appears in core's logs")
@@ -352,10 +352,10 @@ func TestPaymentEmailOnlyWhenPaid(t *testing.T) {
 	if len(confirmed) != len(paid) {
 		t.Fatalf("confirmed %v, want every one of %d paid bookings", confirmed, len(paid))
 	}
-	if v, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "sent"}); v != float64(len(paid)) {
-		t.Fatalf("mba_outbox_relayed_total{kind=booking-paid,result=sent} = %v, want %d", v, len(paid))
+	if v, _ := gather(t, s, "cineflow_core_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "sent"}); v != float64(len(paid)) {
+		t.Fatalf("cineflow_core_outbox_relayed_total{kind=booking-paid,result=sent} = %v, want %d", v, len(paid))
 	}
-	dropped, _ := gather(t, s, "mba_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "dropped"})
+	dropped, _ := gather(t, s, "cineflow_core_outbox_relayed_total", map[string]string{"kind": booking.PaidEmailKind, "result": "dropped"})
 	t.Logf("confirmations queued for a booking whose cancel won, then dropped by the guard: %v", dropped)
 	for id := range never {
 		if got := bookingOf(t, s.expect(s.do(req{method: "GET", path: base + "/bookings/" + id, token: tok}), 200)); got.Status == core.BookingPaid {

@@ -146,8 +146,8 @@ func TestFastReplicaKeepsToTheDatabaseClock(t *testing.T) {
 	}
 	_, raw := fast.rawGet("/metrics", nil)
 	var gauge float64
-	if _, err := fmt.Sscanf(grepLines(string(raw), "mba_clock_offset_seconds -"), "mba_clock_offset_seconds %g", &gauge); err != nil || gauge > -29 || gauge < -31 {
-		t.Fatalf("no offset gauge near -30 in /metrics (%v, %v):\n%s", gauge, err, grepLines(string(raw), "mba_clock"))
+	if _, err := fmt.Sscanf(grepLines(string(raw), "cineflow_core_clock_offset_seconds -"), "cineflow_core_clock_offset_seconds %g", &gauge); err != nil || gauge > -29 || gauge < -31 {
+		t.Fatalf("no offset gauge near -30 in /metrics (%v, %v):\n%s", gauge, err, grepLines(string(raw), "cineflow_core_clock"))
 	}
 	f := normal.newShow(1, 100)
 	tok, _ := normal.customer()

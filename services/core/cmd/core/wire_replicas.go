@@ -87,7 +87,7 @@ func (m *Main) now() time.Time { return m.Clock.Now() }
 // registerClockMetrics exports the measured offset.
 func (m *Main) registerClockMetrics() error {
 	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "mba_clock_offset_seconds",
+		Name: "cineflow_core_clock_offset_seconds",
 		Help: "Offset of the database's clock to this process's, as last measured (positive: the database's is ahead). Hold ends and leases follow the database's.",
 	}, func() float64 { return m.Clock.Offset().Seconds() })
 	if err := m.Registry.Register(g); err != nil {

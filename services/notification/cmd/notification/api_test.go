@@ -403,8 +403,8 @@ func TestIdempotency(t *testing.T) {
 		t.Errorf("%d Idempotency-Key records, want 2 (%v)", n, err)
 	}
 	m := s.metrics()
-	if v := metricValue(t, m, "notification_tickets_created_total"); v != 4 {
-		t.Errorf("notification_tickets_created_total = %v, want 4 (replays are not creations)", v)
+	if v := metricValue(t, m, "cineflow_notification_tickets_created_total"); v != 4 {
+		t.Errorf("cineflow_notification_tickets_created_total = %v, want 4 (replays are not creations)", v)
 	}
 }
 
@@ -783,24 +783,24 @@ func TestMetrics(t *testing.T) {
 	}
 	m := s.metrics()
 	for name, want := range map[string]float64{
-		`notification_tickets{status="PENDING"}`: 2,
-		`notification_tickets{status="SUCCESS"}`: 3,
-		`notification_tickets{status="FAILED"}`:  1,
-		"notification_tickets_delivered_total":   3,
-		"notification_tickets_created_total":     6,
-		"notification_ticket_stats_up":           1,
-		`notification_http_requests_total{code="201",method="POST",route="/notiservice/api/v1/notifications"}`: 6,
+		`cineflow_notification_tickets{status="PENDING"}`: 2,
+		`cineflow_notification_tickets{status="SUCCESS"}`: 3,
+		`cineflow_notification_tickets{status="FAILED"}`:  1,
+		"cineflow_notification_tickets_delivered_total":   3,
+		"cineflow_notification_tickets_created_total":     6,
+		"cineflow_notification_ticket_stats_up":           1,
+		`cineflow_notification_http_requests_total{code="201",method="POST",route="/notiservice/api/v1/notifications"}`: 6,
 	} {
 		if got := metricValue(t, m, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	if age := metricValue(t, m, "notification_oldest_pending_age_seconds"); age < 3599 || age > 3700 {
-		t.Errorf("notification_oldest_pending_age_seconds = %v, want about 3600", age)
+	if age := metricValue(t, m, "cineflow_notification_oldest_pending_age_seconds"); age < 3599 || age > 3700 {
+		t.Errorf("cineflow_notification_oldest_pending_age_seconds = %v, want about 3600", age)
 	}
-	for _, want := range []string{"# TYPE notification_tickets gauge", "# TYPE notification_tickets_delivered_total counter",
-		"# TYPE notification_oldest_pending_age_seconds gauge", "# TYPE notification_tickets_created_total counter",
-		"notification_http_request_duration_seconds_bucket", "go_goroutines", "process_resident_memory_bytes"} {
+	for _, want := range []string{"# TYPE cineflow_notification_tickets gauge", "# TYPE cineflow_notification_tickets_delivered_total counter",
+		"# TYPE cineflow_notification_oldest_pending_age_seconds gauge", "# TYPE cineflow_notification_tickets_created_total counter",
+		"cineflow_notification_http_request_duration_seconds_bucket", "go_goroutines", "process_resident_memory_bytes"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("scrape lacks %q", want)
 		}
@@ -814,9 +814,9 @@ func TestMetricsEmptyDatabase(t *testing.T) {
 	t.Parallel()
 	s := startService(t, func(c *Config) { c.MetricsStatsTTL = time.Minute })
 	m := s.metrics()
-	for _, name := range []string{`notification_tickets{status="PENDING"}`, `notification_tickets{status="SUCCESS"}`,
-		`notification_tickets{status="FAILED"}`, "notification_tickets_delivered_total",
-		"notification_oldest_pending_age_seconds", "notification_tickets_created_total"} {
+	for _, name := range []string{`cineflow_notification_tickets{status="PENDING"}`, `cineflow_notification_tickets{status="SUCCESS"}`,
+		`cineflow_notification_tickets{status="FAILED"}`, "cineflow_notification_tickets_delivered_total",
+		"cineflow_notification_oldest_pending_age_seconds", "cineflow_notification_tickets_created_total"} {
 		if got := metricValue(t, m, name); got != 0 {
 			t.Errorf("%s = %v, want 0", name, got)
 		}
@@ -824,10 +824,10 @@ func TestMetricsEmptyDatabase(t *testing.T) {
 	// The figures are cached: a ticket created now shows in the next window, not this one.
 	s.create(1)
 	m = s.metrics()
-	if got := metricValue(t, m, `notification_tickets{status="PENDING"}`); got != 0 {
+	if got := metricValue(t, m, `cineflow_notification_tickets{status="PENDING"}`); got != 0 {
 		t.Errorf("PENDING = %v within the cache window, want the cached 0", got)
 	}
-	if got := metricValue(t, m, "notification_tickets_created_total"); got != 1 {
+	if got := metricValue(t, m, "cineflow_notification_tickets_created_total"); got != 1 {
 		t.Errorf("created_total = %v, want 1 (a live counter)", got)
 	}
 }

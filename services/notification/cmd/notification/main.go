@@ -182,7 +182,7 @@ func (m *Main) Run(ctx context.Context) error {
 		Token:    cfg.APIToken,
 		Logger:   log,
 		StatsTTL: cfg.MetricsStatsTTL,
-		HTTP:     cfg.Settings.Options(),
+		HTTP:     m.httpOptions(),
 	})
 	if err := m.Start(ctx, cfg.Settings, cfg.Port); err != nil {
 		return err
@@ -283,4 +283,12 @@ func main() {
 		os.Exit(1)
 	}
 	os.Exit(httpx.RunMain("notification", log, &Main{Config: cfg, Logger: log}, cfg.Settings))
+}
+
+// httpOptions are the server's options: the settings' limits, and the version in
+// cineflow_build_info.
+func (m *Main) httpOptions() httpx.Options {
+	o := m.Config.Settings.Options()
+	o.Version = version
+	return o
 }
