@@ -33,7 +33,7 @@ const (
 	HeaderIdempotentReplay  = "Idempotent-Replayed"
 	HeaderNextCursor        = "X-Next-Cursor"
 	defaultListLimit        = 20
-	maxListLimit            = 100
+	maxListLimit            = 500 // as every list of both services
 	maxListSkip             = 100000
 	defaultStatsCacheWindow = 5 * time.Second
 )

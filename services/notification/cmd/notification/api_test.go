@@ -569,7 +569,7 @@ func TestListPagination(t *testing.T) {
 	// Bad parameters.
 	for _, q := range []struct{ query, field string }{
 		{"status=SENT", "status"}, {"status=pending%00", "status"},
-		{"limit=0", "limit"}, {"limit=101", "limit"}, {"limit=-1", "limit"}, {"limit=ten", "limit"}, {"limit=1.5", "limit"},
+		{"limit=0", "limit"}, {"limit=501", "limit"}, {"limit=-1", "limit"}, {"limit=ten", "limit"}, {"limit=1.5", "limit"},
 		{"skip=-1", "skip"}, {"skip=100001", "skip"}, {"skip=x", "skip"},
 		{"cursor=xyz", "cursor"}, {"cursor=0123456789abcdef0123456", "cursor"}, {"cursor=0123456789abcdef012345678", "cursor"},
 		{"cursor=zzzzzzzzzzzzzzzzzzzzzzzz", "cursor"},
