@@ -78,6 +78,9 @@ func (s *Store) RequeueFailed(ctx context.Context, f notification.RequeueFilter)
 	if err := f.Validate(); err != nil {
 		return rep, err
 	}
+	// Failure times are stored to the millisecond: a failure in FailedSince's millisecond
+	// is in the window.
+	f.FailedSince = f.FailedSince.Truncate(time.Millisecond)
 	ready, err := s.listReady(ctx)
 	if err != nil {
 		return rep, unavailable(err, "read the failed tickets")

@@ -324,3 +324,17 @@ func TestRequeueFailedReachesBackfilledTickets(t *testing.T) {
 		t.Fatalf("fresh failures outside the window: %v", got)
 	}
 }
+
+// Failure times are stored to the millisecond: a window opening within a failure's
+// millisecond includes it.
+func TestRequeueFailedSinceWithinTheMillisecond(t *testing.T) {
+	t.Parallel()
+	s, _, _ := newStore(t)
+	at := msNow()
+	ts := newTickets(t, s, 1)
+	failAt(t, s, at, "550", ts...)
+	rep, err := s.RequeueFailed(context.Background(), notification.RequeueFilter{FailedSince: at.Add(700 * time.Microsecond)})
+	if err != nil || rep.Requeued != 1 {
+		t.Fatalf("%+v %v, want the failure re-queued", rep, err)
+	}
+}
