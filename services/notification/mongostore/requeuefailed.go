@@ -43,7 +43,7 @@ const requeueOrderMargin = 5 * time.Minute
 
 // requeueExamine bounds the entries one call of RequeueFailed reads, and requeueTime the
 // time it starts new rounds for: a call answers within about requeueTime plus a round
-// (on the development database, about 30 ms per ticket re-queued on a loaded machine), and
+// (on the development database, 15 to 30 ms per ticket re-queued on a loaded machine), and
 // says where to go on.
 const (
 	requeueExamine = 50000
