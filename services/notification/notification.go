@@ -198,6 +198,11 @@ type TicketStore interface {
 	// Requeue puts a FAILED ticket back to PENDING, keeping its history (Conflict if it is
 	// not FAILED or someone else re-queued it first).
 	Requeue(ctx context.Context, id ID) (*Ticket, error)
+	// RequeueFailed re-queues, each as Requeue does, the tickets whose current generation
+	// FAILED as f selects, newest failures first (see requeue.go); the report says how many
+	// and whether more remain (Invalid for a filter RequeueFilter.Validate refuses or a
+	// cursor not made by it).
+	RequeueFailed(ctx context.Context, f RequeueFilter) (RequeueReport, error)
 	Stats(ctx context.Context) (Stats, error)
 	Ping(ctx context.Context) error
 }

@@ -98,6 +98,7 @@ func Register(srv *httpx.Server, store notification.TicketStore, opts Options) *
 	g.Get("", a.list)
 	g.Get("/:id", a.get)
 	g.Post("/:id/retry", a.retry)
+	g.Post(RequeuePath, a.requeueFailed)
 	MountOpenAPI(srv.App)
 	return a
 }

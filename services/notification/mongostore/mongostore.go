@@ -408,6 +408,15 @@ func (s *Store) Get(ctx context.Context, id notification.ID) (*notification.Tick
 // again after it; then the figures are told, and the ticket document gets the new generation
 // (projection, repaired if a late projection of the old one lands after).
 func (s *Store) Requeue(ctx context.Context, id notification.ID) (*notification.Ticket, error) {
+	return s.requeue(ctx, id, anyGeneration)
+}
+
+// anyGeneration asks requeue for the ticket's current generation, whichever it is.
+const anyGeneration = -1
+
+// requeue is Requeue of generation gen of the ticket (anyGeneration: its current one): a
+// Conflict when the ticket is no longer in generation gen (it was re-queued since).
+func (s *Store) requeue(ctx context.Context, id notification.ID, gen int) (*notification.Ticket, error) {
 	t, err := s.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -420,6 +429,9 @@ func (s *Store) Requeue(ctx context.Context, id notification.ID) (*notification.
 			}
 		}
 		return nil, errs.E(errs.Conflict, "only a FAILED ticket can be re-queued; this one is %s", t.Status).Because(notification.ReasonNotFailed)
+	}
+	if gen != anyGeneration && t.Generation != gen {
+		return nil, errs.E(errs.Conflict, "this ticket was already re-queued")
 	}
 	now := s.now()
 	g := t.Generation
