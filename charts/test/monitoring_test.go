@@ -274,7 +274,7 @@ func monPromQL(expr string) (string, error) {
 }
 
 // monSelectorRe finds every selector of a CineFlow metric: its name and its matchers, if any.
-var monSelectorRe = regexp.MustCompile(`\b((?:mba|notification|sweeper)_[a-zA-Z0-9_]*|push_time_seconds)\b(\{[^}]*\})?`)
+var monSelectorRe = regexp.MustCompile(`\b(cineflow_[a-zA-Z0-9_]*|push_time_seconds)\b(\{[^}]*\})?`)
 
 // monUnfiltered returns the selectors of expr that lack any of the matchers want.
 func monUnfiltered(expr string, want ...string) []string {
