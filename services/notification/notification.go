@@ -1,6 +1,6 @@
 // Package notification is the domain of the notification service: email tickets, their
-// delivery state, and the rules a new ticket must satisfy. It imports no framework; its one
-// use of the database driver is ID (id.go), which is the driver's ObjectID for now.
+// delivery state, and the rules a new ticket must satisfy. It imports no framework or driver:
+// ID (id.go) is stored as an ObjectID without one.
 package notification
 
 import (

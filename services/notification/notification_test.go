@@ -1,6 +1,8 @@
 package notification
 
 import (
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,4 +145,26 @@ func FuzzValidate(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The root package holds the domain's contracts, which every part shares: it must not depend
+// on the database driver (the stores in mongostore/ do), directly or through another package.
+func TestRootDependsOnNoDriver(t *testing.T) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go command not found")
+	}
+	out, err := exec.Command(gobin, "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/cineflow/cineflow/services/notification") {
+		t.Fatalf("go list -deps looks wrong:\n%s", out)
+	}
+	for _, d := range deps {
+		if strings.HasPrefix(d, "go.mongodb.org/") {
+			t.Errorf("services/notification depends on %s", d)
+		}
+	}
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cineflow/cineflow/services/notification"
-	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // The suite of batches, assignments and members (see the package comment).
@@ -37,7 +36,7 @@ func runBatches(run runFunc) {
 		if got, _ := s.Batch(ctx, b.ID); got.Size != b.Size {
 			t.Fatalf("after the second insert: %+v, want the first", got)
 		}
-		if got, err := s.Batch(ctx, bson.NewObjectID().Hex()); err != nil || got != nil {
+		if got, err := s.Batch(ctx, notification.NewID().Hex()); err != nil || got != nil {
 			t.Fatalf("unknown batch: %+v, %v; want nil", got, err)
 		}
 	})
@@ -123,7 +122,7 @@ func runBatches(run runFunc) {
 		if open := openBatches(t, ctx, s, 10); len(open) != 1 || open[0].ID != kept.ID {
 			t.Fatalf("open batches %+v, want %s's alone", open, kept.ID)
 		}
-		if err := s.DiscardBatch(ctx, bson.NewObjectID().Hex()); err != nil {
+		if err := s.DiscardBatch(ctx, notification.NewID().Hex()); err != nil {
 			t.Fatalf("discard of a batch never made: %v", err)
 		}
 	})
@@ -161,10 +160,10 @@ func runBatches(run runFunc) {
 		// A sweep taking each batch over keeps the members whose assignment names it.
 		for i, b := range batches {
 			tks, err := s.Members(ctx, b)
-			want := []bson.ObjectID{own[i].ID}
+			want := []notification.ID{own[i].ID}
 			if i == owner {
 				want = append(want, shared.ID)
-				slices.SortFunc(want, func(x, y bson.ObjectID) int { return bytes.Compare(x[:], y[:]) })
+				slices.SortFunc(want, func(x, y notification.ID) int { return bytes.Compare(x[:], y[:]) })
 			}
 			if err != nil || !slices.Equal(ticketIDs(tks), want) {
 				t.Fatalf("batch %d's members: %v, %v; want %v", i, ticketIDs(tks), err, want)
@@ -183,7 +182,7 @@ func runBatches(run runFunc) {
 		if err != nil || len(tks) != 2 {
 			t.Fatalf("members: %+v, %v", tks, err)
 		}
-		byID := map[bson.ObjectID]notification.Ticket{tks[0].ID: tks[0], tks[1].ID: tks[1]}
+		byID := map[notification.ID]notification.Ticket{tks[0].ID: tks[0], tks[1].ID: tks[1]}
 		if !slices.IsSortedFunc(tks, func(x, y notification.Ticket) int { return bytes.Compare(x.ID[:], y.ID[:]) }) {
 			t.Fatalf("members not in id order: %v", ticketIDs(tks))
 		}

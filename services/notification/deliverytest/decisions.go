@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cineflow/cineflow/services/notification"
-	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // The suite of outcomes, claims, the tally and the projection queue (see the package comment).
@@ -60,7 +59,7 @@ func runDecisions(run runFunc) {
 	})
 
 	run(fmt.Sprintf("Claim/Race%d_OneWinsClaimOne_RestHeld", Racers), func(t *testing.T, ctx context.Context, s Store) {
-		batch := bson.NewObjectID().Hex()
+		batch := notification.NewID().Hex()
 		now := msNow()
 		n, ok := claimRace(t, ctx, s, batch, 0, now, now.Add(time.Minute))
 		if n != 1 || !ok {
@@ -77,7 +76,7 @@ func runDecisions(run runFunc) {
 	})
 
 	run("Claim/ReleaseEndsTheLease_HintTooHighWalksBack_HintTooLowWalksOn", func(t *testing.T, ctx context.Context, s Store) {
-		batch := bson.NewObjectID().Hex()
+		batch := notification.NewID().Hex()
 		now := msNow()
 		claim := func(from int, at time.Time) (int, bool) {
 			t.Helper()

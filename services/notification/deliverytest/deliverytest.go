@@ -49,8 +49,6 @@ import (
 	"testing"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
-
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/services/notification"
 )
@@ -60,14 +58,14 @@ import (
 // sizes), and the ticket methods that give them tickets to deliver.
 type Store interface {
 	Create(ctx context.Context, t *notification.Ticket) (*notification.Ticket, bool, error)
-	Get(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error)
-	Requeue(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error)
+	Get(ctx context.Context, id notification.ID) (*notification.Ticket, error)
+	Requeue(ctx context.Context, id notification.ID) (*notification.Ticket, error)
 
 	Enqueue(ctx context.Context, entries ...notification.QueueEntry) error
 	QueueHead(ctx context.Context, shard, limit int) ([]notification.QueueEntry, error)
 	QueueLen(ctx context.Context) (int64, error)
 	Dequeue(ctx context.Context, keys []string) error
-	GenerationStarted(ctx context.Context, ticket bson.ObjectID, gen int) (bool, error)
+	GenerationStarted(ctx context.Context, ticket notification.ID, gen int) (bool, error)
 
 	InsertBatch(ctx context.Context, b *notification.Batch) error
 	Batch(ctx context.Context, id string) (*notification.Batch, error)
@@ -143,20 +141,20 @@ func msNow() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
 
 // newObjectID returns a random ObjectID (not one of this process's sequence, which idInShard
 // would otherwise risk colliding with).
-func newObjectID() bson.ObjectID {
-	var id bson.ObjectID
+func newObjectID() notification.ID {
+	var id notification.ID
 	_, _ = rand.Read(id[:])
 	return id
 }
 
 // idInShard returns a random ticket id whose queue entries go to shard i.
-func idInShard(i int) bson.ObjectID {
+func idInShard(i int) notification.ID {
 	id := newObjectID()
 	id[11] = byte(i)<<4 | id[11]&0x0f
 	return id
 }
 
-func entry(ticket bson.ObjectID, gen int, at time.Time) notification.QueueEntry {
+func entry(ticket notification.ID, gen int, at time.Time) notification.QueueEntry {
 	t := &notification.Ticket{ID: ticket, Subject: "Booked " + ticket.Hex()[18:], Content: "Seats A1, A2",
 		RecipientEmails: []string{"ann@example.com"}, TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		CreatedAt: at.Add(-time.Minute)}
@@ -217,7 +215,7 @@ func newTicket(t *testing.T, ctx context.Context, s Store) *notification.Ticket 
 // newBatch is a batch as a sweep forms it: held by its creator for a minute.
 func newBatch(at time.Time, members ...notification.Member) *notification.Batch {
 	first := at
-	return &notification.Batch{ID: bson.NewObjectID().Hex(), From: "CineFlow <tickets@example.com>", Size: len(members),
+	return &notification.Batch{ID: notification.NewID().Hex(), From: "CineFlow <tickets@example.com>", Size: len(members),
 		Members: members, FirstSendAt: &first, NextAttemptAt: at.Add(time.Minute), Oldest: at.Add(-time.Minute),
 		Errors: []notification.AttemptError{}, CreatedAt: at, UpdatedAt: at}
 }
@@ -235,7 +233,7 @@ func insertAndAssign(t *testing.T, ctx context.Context, s Store, b *notification
 	b.Verified = true
 }
 
-func outcome(ticket bson.ObjectID, gen int, st notification.Status, at time.Time) notification.Outcome {
+func outcome(ticket notification.ID, gen int, st notification.Status, at time.Time) notification.Outcome {
 	o := notification.Outcome{Key: notification.AssignmentKey(ticket, gen), Ticket: ticket, Generation: gen, Status: st,
 		Attempts: 1, At: at}
 	if st == notification.StatusSuccess {
@@ -282,8 +280,8 @@ func sameOutcome(a, b notification.Outcome) bool {
 		(a.SentAt == nil || a.SentAt.Equal(*b.SentAt)) && a.Error == b.Error && a.Attempts == b.Attempts && a.At.Equal(b.At)
 }
 
-func ticketIDs(ts []notification.Ticket) []bson.ObjectID {
-	out := make([]bson.ObjectID, len(ts))
+func ticketIDs(ts []notification.Ticket) []notification.ID {
+	out := make([]notification.ID, len(ts))
 	for i, t := range ts {
 		out[i] = t.ID
 	}

@@ -21,8 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
-
 	"github.com/cineflow/cineflow/pkg/devdb"
 	"github.com/cineflow/cineflow/services/notification"
 	"github.com/cineflow/cineflow/services/notification/mongostore"
@@ -160,7 +158,7 @@ func BenchmarkDriverInsert(b *testing.B) {
 	insert := func() error {
 		t := tmpl
 		now := time.Now().UTC().Truncate(time.Millisecond)
-		t.ID, t.CreatedAt, t.UpdatedAt, t.NextAttemptAt = bson.NewObjectID(), now, now, now
+		t.ID, t.CreatedAt, t.UpdatedAt, t.NextAttemptAt = notification.NewID(), now, now, now
 		_, err := coll.InsertOne(ctx, &t)
 		return err
 	}

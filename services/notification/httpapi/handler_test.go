@@ -18,7 +18,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/httpx"
@@ -39,22 +38,22 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // mockStore is a notification.TicketStore for handler tests.
 type mockStore struct {
 	CreateFn  func(ctx context.Context, t *notification.Ticket) (*notification.Ticket, bool, error)
-	GetFn     func(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error)
+	GetFn     func(ctx context.Context, id notification.ID) (*notification.Ticket, error)
 	ListFn    func(ctx context.Context, f notification.ListFilter) (notification.Page, error)
-	RequeueFn func(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error)
+	RequeueFn func(ctx context.Context, id notification.ID) (*notification.Ticket, error)
 	StatsFn   func(ctx context.Context) (notification.Stats, error)
 	PingFn    func(ctx context.Context) error
 }
 
 func (m *mockStore) Create(ctx context.Context, t *notification.Ticket) (*notification.Ticket, bool, error) {
 	if m.CreateFn == nil {
-		t.ID, t.Status = bson.NewObjectID(), notification.StatusPending
+		t.ID, t.Status = notification.NewID(), notification.StatusPending
 		return t, true, nil
 	}
 	return m.CreateFn(ctx, t)
 }
 
-func (m *mockStore) Get(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
+func (m *mockStore) Get(ctx context.Context, id notification.ID) (*notification.Ticket, error) {
 	if m.GetFn == nil {
 		return nil, errs.E(errs.NotFound, "ticket %s not found", id.Hex())
 	}
@@ -68,7 +67,7 @@ func (m *mockStore) List(ctx context.Context, f notification.ListFilter) (notifi
 	return m.ListFn(ctx, f)
 }
 
-func (m *mockStore) Requeue(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
+func (m *mockStore) Requeue(ctx context.Context, id notification.ID) (*notification.Ticket, error) {
 	if m.RequeueFn == nil {
 		return nil, errs.E(errs.Conflict, "not FAILED")
 	}
@@ -139,7 +138,7 @@ const validBody = `{"subject":"Hi","content":"Body","recepientEmails":["a@exampl
 func TestStoreErrorsMapToEnvelope(t *testing.T) {
 	t.Parallel()
 	secret := errors.New("dial tcp 10.1.2.3:27017: auth failed for db-password-xyz")
-	id := bson.NewObjectID().Hex()
+	id := notification.NewID().Hex()
 	cases := []struct {
 		name           string
 		store          *mockStore
@@ -148,7 +147,7 @@ func TestStoreErrorsMapToEnvelope(t *testing.T) {
 		status         int
 		wantMsg, never string
 	}{
-		{"unavailable", &mockStore{GetFn: func(context.Context, bson.ObjectID) (*notification.Ticket, error) {
+		{"unavailable", &mockStore{GetFn: func(context.Context, notification.ID) (*notification.Ticket, error) {
 			return nil, errs.Wrap(errs.Unavailable, secret, "database unavailable: could not read the ticket")
 		}}, "GET", BasePath + "/" + id, "", 503, "database unavailable", "db-password-xyz"},
 		{"unexpected", &mockStore{ListFn: func(context.Context, notification.ListFilter) (notification.Page, error) {
@@ -162,7 +161,7 @@ func TestStoreErrorsMapToEnvelope(t *testing.T) {
 		}}, "POST", BasePath, validBody, 503, "could not store", "10.1.2.3"},
 		{"conflict", &mockStore{}, "POST", BasePath + "/" + id + "/retry", "", 409, "not FAILED", ""},
 		{"not found", &mockStore{}, "GET", BasePath + "/" + id, "", 404, "not found", ""},
-		{"panic", &mockStore{GetFn: func(context.Context, bson.ObjectID) (*notification.Ticket, error) {
+		{"panic", &mockStore{GetFn: func(context.Context, notification.ID) (*notification.Ticket, error) {
 			panic("db-password-xyz")
 		}}, "GET", BasePath + "/" + id, "", 500, "internal error", "db-password-xyz"},
 	}
@@ -184,7 +183,7 @@ func TestCreatePassesOnlyClientFields(t *testing.T) {
 	srv := newTestServer(&mockStore{CreateFn: func(_ context.Context, tk *notification.Ticket) (*notification.Ticket, bool, error) {
 		c := *tk
 		got = &c
-		tk.ID, tk.Status = bson.NewObjectID(), notification.StatusPending
+		tk.ID, tk.Status = notification.NewID(), notification.StatusPending
 		return tk, true, nil
 	}})
 	body := `{"subject":" S ","content":"C","recepientEmails":["b@example.com","a@example.com","B@example.com"],` +
@@ -220,7 +219,7 @@ func TestCreatePassesOnlyClientFields(t *testing.T) {
 
 func TestReplayHeaderAndCounter(t *testing.T) {
 	t.Parallel()
-	prev := &notification.Ticket{ID: bson.NewObjectID(), Status: notification.StatusSuccess, Subject: "first"}
+	prev := &notification.Ticket{ID: notification.NewID(), Status: notification.StatusSuccess, Subject: "first"}
 	var created atomic.Bool
 	srv := newTestServer(&mockStore{CreateFn: func(_ context.Context, tk *notification.Ticket) (*notification.Ticket, bool, error) {
 		if created.CompareAndSwap(false, true) {
@@ -303,7 +302,7 @@ func TestRequestHash(t *testing.T) {
 func TestListParameters(t *testing.T) {
 	t.Parallel()
 	var got notification.ListFilter
-	ids := []bson.ObjectID{bson.NewObjectID(), bson.NewObjectID()}
+	ids := []notification.ID{notification.NewID(), notification.NewID()}
 	srv := newTestServer(&mockStore{ListFn: func(_ context.Context, f notification.ListFilter) (notification.Page, error) {
 		got = f
 		var page notification.Page
@@ -323,7 +322,7 @@ func TestListParameters(t *testing.T) {
 		t.Errorf("data %s is not an array", r.env.Data)
 	}
 	// The cursor of earlier versions (a ticket id), and the store's own.
-	cursor := bson.NewObjectID()
+	cursor := notification.NewID()
 	r = call(t, srv, "GET", BasePath+"?status=failed&limit=2&skip=7&cursor="+cursor.Hex(), "", nil)
 	want := notification.ListFilter{Status: notification.StatusFailed, Limit: 2, Skip: 7, Before: cursor}
 	if r.status != 200 || got != want {

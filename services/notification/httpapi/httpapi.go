@@ -17,7 +17,6 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/httpx"
@@ -221,7 +220,7 @@ func (a *API) list(c *fiber.Ctx) error {
 		switch {
 		case len(cur) == 24:
 			// A ticket id: the cursor of earlier versions (tickets older than it).
-			if f.Before, err = bson.ObjectIDFromHex(cur); err != nil {
+			if f.Before, err = notification.ParseID(cur); err != nil {
 				return badCursor()
 			}
 		case len(cur) <= maxCursorLen && validCursor(cur):
@@ -292,8 +291,8 @@ func (a *API) retry(c *fiber.Ctx) error {
 	return httpx.OK(c, fiber.StatusOK, view(t), "ticket re-queued")
 }
 
-func ticketID(c *fiber.Ctx) (bson.ObjectID, error) {
-	id, err := bson.ObjectIDFromHex(c.Params("id"))
+func ticketID(c *fiber.Ctx) (notification.ID, error) {
+	id, err := notification.ParseID(c.Params("id"))
 	if err != nil {
 		return id, errs.E(errs.Invalid, "malformed ticket id: expected 24 hexadecimal digits")
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
-	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/cineflow/cineflow/pkg/errs"
 	"github.com/cineflow/cineflow/pkg/httpx"
@@ -299,26 +298,26 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 	doc := openAPITestDoc(t)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	sent := now.Add(time.Second)
-	failed := notification.Ticket{ID: bson.NewObjectID(), Subject: "Hi", Content: "Body", RecipientEmails: []string{"a@example.com"},
+	failed := notification.Ticket{ID: notification.NewID(), Subject: "Hi", Content: "Body", RecipientEmails: []string{"a@example.com"},
 		Requester: "core", Status: notification.StatusFailed, Attempts: 3, LastError: "bounced",
 		Errors: []notification.AttemptError{{At: now, Attempt: 1, Error: "bounced"}}, Generation: 1,
 		TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", CreatedAt: now, UpdatedAt: now}
 	done := failed
-	done.ID, done.Status, done.SentAt, done.ProviderMessageID, done.LastError = bson.NewObjectID(), notification.StatusSuccess, &sent, "msg-1", ""
+	done.ID, done.Status, done.SentAt, done.ProviderMessageID, done.LastError = notification.NewID(), notification.StatusSuccess, &sent, "msg-1", ""
 	pending := failed
-	pending.ID, pending.Status, pending.Errors, pending.NextAttemptAt = bson.NewObjectID(), notification.StatusPending, nil, now
+	pending.ID, pending.Status, pending.Errors, pending.NextAttemptAt = notification.NewID(), notification.StatusPending, nil, now
 	store := &mockStore{
 		ListFn: func(context.Context, notification.ListFilter) (notification.Page, error) {
 			return notification.Page{Tickets: []notification.Ticket{pending, done, failed}, Next: "p41.-7~2"}, nil
 		},
-		GetFn: func(_ context.Context, id bson.ObjectID) (*notification.Ticket, error) {
+		GetFn: func(_ context.Context, id notification.ID) (*notification.Ticket, error) {
 			if id == done.ID {
 				t := done
 				return &t, nil
 			}
 			return nil, errs.E(errs.NotFound, "ticket %s not found", id.Hex())
 		},
-		RequeueFn: func(_ context.Context, id bson.ObjectID) (*notification.Ticket, error) {
+		RequeueFn: func(_ context.Context, id notification.ID) (*notification.Ticket, error) {
 			if id == failed.ID {
 				t := failed
 				t.Status, t.Generation = notification.StatusPending, 2
@@ -335,7 +334,7 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 			t.Errorf("%s %s: status %d, want %d", method, template, got, want)
 		}
 	}
-	id := func(o bson.ObjectID) map[string]string { return map[string]string{"id": o.Hex()} }
+	id := func(o notification.ID) map[string]string { return map[string]string{"id": o.Hex()} }
 
 	ok(200, "GET", "/healthz", nil, "", nil)
 	ok(200, "GET", "/readyz", nil, "", nil)
@@ -347,7 +346,7 @@ func TestOpenAPIResponsesMatchDocument(t *testing.T) {
 	ok(200, "GET", BasePath, nil, "", auth)
 	ok(400, "GET", BasePath+"?status=LOST", nil, "", auth)
 	ok(200, "GET", "/notiservice/api/v1/notifications/{id}", id(done.ID), "", auth)
-	ok(404, "GET", "/notiservice/api/v1/notifications/{id}", id(bson.NewObjectID()), "", auth)
+	ok(404, "GET", "/notiservice/api/v1/notifications/{id}", id(notification.NewID()), "", auth)
 	ok(400, "GET", "/notiservice/api/v1/notifications/{id}", map[string]string{"id": "nope"}, "", auth)
 	ok(200, "POST", "/notiservice/api/v1/notifications/{id}/retry", id(failed.ID), "", auth)
 	ok(409, "POST", "/notiservice/api/v1/notifications/{id}/retry", id(done.ID), "", auth)

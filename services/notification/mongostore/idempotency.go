@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 
 	"github.com/cineflow/cineflow/pkg/errs"
@@ -36,10 +35,10 @@ const IdempotencyRetention = 24 * time.Hour
 const maxClaimGenerations = 16
 
 type idemClaim struct {
-	ID        string        `bson:"_id"` // <scope>:<generation>
-	Ticket    bson.ObjectID `bson:"ticket"`
-	Hash      string        `bson:"requestHash"`
-	CreatedAt time.Time     `bson:"createdAt"`
+	ID        string          `bson:"_id"` // <scope>:<generation>
+	Ticket    notification.ID `bson:"ticket"`
+	Hash      string          `bson:"requestHash"`
+	CreatedAt time.Time       `bson:"createdAt"`
 }
 
 func idemScope(key string) string {
@@ -54,7 +53,7 @@ func (s *Store) createIdempotent(ctx context.Context, t *notification.Ticket, ke
 	scope := idemScope(key)
 	for gen := 0; gen < maxClaimGenerations; {
 		now := s.now()
-		c := idemClaim{ID: claimID(scope, gen), Ticket: bson.NewObjectID(), Hash: hash, CreatedAt: now}
+		c := idemClaim{ID: claimID(scope, gen), Ticket: notification.NewID(), Hash: hash, CreatedAt: now}
 		err := s.idemIns.InsertOne(ctx, c)
 		if err == nil {
 			t.ID = c.Ticket
@@ -115,7 +114,7 @@ func (s *Store) createIdempotent(ctx context.Context, t *notification.Ticket, ke
 const awaitTicketFor = 2 * time.Second
 
 // awaitTicket polls for a ticket being stored (nil if it is not, after awaitTicketFor).
-func (s *Store) awaitTicket(ctx context.Context, id bson.ObjectID) (*notification.Ticket, error) {
+func (s *Store) awaitTicket(ctx context.Context, id notification.ID) (*notification.Ticket, error) {
 	deadline := time.Now().Add(awaitTicketFor)
 	for wait := 5 * time.Millisecond; time.Now().Before(deadline); wait = min(2*wait, 200*time.Millisecond) {
 		select {
