@@ -506,13 +506,13 @@ func TestMonitoringRunbooks(t *testing.T) {
 
 func TestMonitoringAlertSignal(t *testing.T) {
 	for expr, want := range map[string]string{
-		`time() - max(x{job="a>b"}) > 600`:                              `time() - max(x{job="a>b"})`,
-		`absent(cineflow_sweeper_last_success_timestamp_seconds{job="s"})`:       `cineflow_sweeper_last_success_timestamp_seconds{job="s"}`,
-		"histogram_quantile(0.99,\n sum by (le) (rate(h[5m]))\n) > 0.5": "histogram_quantile(0.99,\n sum by (le) (rate(h[5m]))\n)",
-		`(a or b * 0) / c >= 0.05`:                                      `(a or b * 0) / c`,
-		`max(cineflow_notification_ticket_stats_up) < 1`:                         `max(cineflow_notification_ticket_stats_up)`,
-		`absent_over_time(up{job="x"}[5m])`:                             `up{job="x"}`,
-		`sum(rate(x{code=~"5.."}[5m])) / sum(rate(x[5m])) > bool 0.1`:   `sum(rate(x{code=~"5.."}[5m])) / sum(rate(x[5m]))`,
+		`time() - max(x{job="a>b"}) > 600`:                                 `time() - max(x{job="a>b"})`,
+		`absent(cineflow_sweeper_last_success_timestamp_seconds{job="s"})`: `cineflow_sweeper_last_success_timestamp_seconds{job="s"}`,
+		"histogram_quantile(0.99,\n sum by (le) (rate(h[5m]))\n) > 0.5":    "histogram_quantile(0.99,\n sum by (le) (rate(h[5m]))\n)",
+		`(a or b * 0) / c >= 0.05`:                                         `(a or b * 0) / c`,
+		`max(cineflow_notification_ticket_stats_up) < 1`:                   `max(cineflow_notification_ticket_stats_up)`,
+		`absent_over_time(up{job="x"}[5m])`:                                `up{job="x"}`,
+		`sum(rate(x{code=~"5.."}[5m])) / sum(rate(x[5m])) > bool 0.1`:      `sum(rate(x{code=~"5.."}[5m])) / sum(rate(x[5m]))`,
 		`a > 1 and b > 2`:        "",
 		`a > b`:                  "",
 		`up == 0 or absent(up)`:  "",

@@ -783,12 +783,12 @@ func TestMetrics(t *testing.T) {
 	}
 	m := s.metrics()
 	for name, want := range map[string]float64{
-		`cineflow_notification_tickets{status="PENDING"}`: 2,
-		`cineflow_notification_tickets{status="SUCCESS"}`: 3,
-		`cineflow_notification_tickets{status="FAILED"}`:  1,
-		"cineflow_notification_tickets_delivered_total":   3,
-		"cineflow_notification_tickets_created_total":     6,
-		"cineflow_notification_ticket_stats_up":           1,
+		`cineflow_notification_tickets{status="PENDING"}`:                                                               2,
+		`cineflow_notification_tickets{status="SUCCESS"}`:                                                               3,
+		`cineflow_notification_tickets{status="FAILED"}`:                                                                1,
+		"cineflow_notification_tickets_delivered_total":                                                                 3,
+		"cineflow_notification_tickets_created_total":                                                                   6,
+		"cineflow_notification_ticket_stats_up":                                                                         1,
 		`cineflow_notification_http_requests_total{code="201",method="POST",route="/notiservice/api/v1/notifications"}`: 6,
 	} {
 		if got := metricValue(t, m, name); got != want {
