@@ -22,7 +22,10 @@ const batchTimeout = mongox.BatchTimeout
 // like mongox.Inserter: while one is in flight the next callers queue, and the next batch takes them
 // all. A delete of a missing document is not an error.
 type deleter struct {
-	coll    *mongo.Collection
+	coll *mongo.Collection
+	// deleted, if set, is told how many documents each batch deleted (the outbox's count).
+	deleted func(n int64)
+
 	mu      sync.Mutex
 	queue   []*deleteReq
 	running bool
@@ -78,8 +81,11 @@ func (d *deleter) loop() {
 			ids = append(ids, r.ids...)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-		err := deleteByIDs(ctx, d.coll, ids)
+		gone, err := deleteByIDs(ctx, d.coll, ids)
 		cancel()
+		if d.deleted != nil {
+			d.deleted(gone)
+		}
 		for _, r := range batch {
 			r.done <- err
 		}
@@ -89,17 +95,21 @@ func (d *deleter) loop() {
 // deleteByIDs deletes the documents with the given _ids in one command of one statement per
 // id. A single {_id: {$in: ids}} would be shorter, but the embedded database serves only an
 // exact {_id: v} filter from its index and scans the whole collection for anything else: one
-// statement per id keeps a delete's cost independent of the collection's size.
-func deleteByIDs(ctx context.Context, c *mongo.Collection, ids []any) error {
+// statement per id keeps a delete's cost independent of the collection's size. It answers how
+// many documents it deleted (also on a partial failure).
+func deleteByIDs(ctx context.Context, c *mongo.Collection, ids []any) (int64, error) {
 	if len(ids) == 0 {
-		return nil
+		return 0, nil
 	}
 	models := make([]mongo.WriteModel, len(ids))
 	for i, id := range ids {
 		models[i] = mongo.NewDeleteOneModel().SetFilter(bson.D{{Key: "_id", Value: id}})
 	}
-	_, err := c.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
-	return err
+	res, err := c.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	if res == nil {
+		return 0, err
+	}
+	return res.DeletedCount, err
 }
 
 // setByIDs applies the same $set to the documents with the given _ids, one statement per id

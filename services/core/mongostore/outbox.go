@@ -89,7 +89,7 @@ type Outbox struct {
 type outboxQueue struct {
 	coll *mongo.Collection
 	ins  *mongox.Inserter // concurrent inserts share one insertMany
-	del  *countingDeleter // concurrent deletes share one bulk delete
+	del  *deleter         // concurrent deletes share one bulk delete, taken off the count
 }
 
 var _ outbox.OutboxStore = (*Outbox)(nil)
@@ -150,7 +150,7 @@ func (s *Outbox) queue(name string) *outboxQueue {
 	q := s.queues[name]
 	if q == nil {
 		coll := s.db.Collection(name)
-		q = &outboxQueue{coll: coll, ins: mongox.NewInserter(coll), del: &countingDeleter{coll: coll, count: s.count}}
+		q = &outboxQueue{coll: coll, ins: mongox.NewInserter(coll), del: &deleter{coll: coll, deleted: func(n int64) { s.count.add(-n) }}}
 		s.queues[name] = q
 	}
 	return q
@@ -527,71 +527,4 @@ func (s *Outbox) Queues(ctx context.Context) ([]string, error) {
 		out = append(out, b.name)
 	}
 	return out, nil
-}
-
-// countingDeleter coalesces the deletes by _id of concurrent callers into one bulk delete per
-// batch, like deleter, and takes the number of emails each batch deleted off the count.
-type countingDeleter struct {
-	coll  *mongo.Collection
-	count *outboxCount
-
-	mu      sync.Mutex
-	queue   []*deleteReq
-	running bool
-}
-
-func (d *countingDeleter) delete(ctx context.Context, ids ...any) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	req := &deleteReq{ids: ids, done: make(chan error, 1)}
-	d.mu.Lock()
-	d.queue = append(d.queue, req)
-	if !d.running {
-		d.running = true
-		go d.loop()
-	}
-	d.mu.Unlock()
-	select {
-	case err := <-req.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (d *countingDeleter) loop() {
-	for {
-		d.mu.Lock()
-		var batch []*deleteReq
-		n := 0
-		for len(d.queue) > 0 && (len(batch) == 0 || n+len(d.queue[0].ids) <= maxBatchDocs) {
-			n += len(d.queue[0].ids)
-			batch = append(batch, d.queue[0])
-			d.queue = d.queue[1:]
-		}
-		if len(batch) == 0 {
-			d.running = false
-			d.queue = nil
-			d.mu.Unlock()
-			return
-		}
-		d.mu.Unlock()
-		models := make([]mongo.WriteModel, 0, n)
-		for _, r := range batch {
-			for _, id := range r.ids {
-				// One statement per id: only an exact {_id: v} is served from the index.
-				models = append(models, mongo.NewDeleteOneModel().SetFilter(bson.D{{Key: "_id", Value: id}}))
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-		res, err := d.coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
-		cancel()
-		if res != nil {
-			d.count.add(-res.DeletedCount)
-		}
-		for _, r := range batch {
-			r.done <- err
-		}
-	}
 }

@@ -289,7 +289,7 @@ func (c *outboxCount) prune(ctx context.Context, prev countSnapshot) {
 	for k := firstEntry.Seq; k < prev.Upto && len(ids) < countReadMax; k++ {
 		ids = append(ids, countSeqID(k))
 	}
-	_ = deleteByIDs(ctx, c.entries, ids)
+	_, _ = deleteByIDs(ctx, c.entries, ids)
 }
 
 // latestSnapshot returns the newest snapshot, or a zero one (Seq -1) when there is none.

@@ -29,7 +29,7 @@ func (s *Bookings) DeleteSeatLog(ctx context.Context, showID string, from, to in
 	for seq := from; seq <= to; seq++ {
 		ids = append(ids, seatLogID(showID, seq))
 	}
-	if err := deleteByIDs(ctx, s.seatLog, ids); err != nil {
+	if _, err := deleteByIDs(ctx, s.seatLog, ids); err != nil {
 		return dbError(err, "could not compact the seat log")
 	}
 	return nil
