@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/notification"
 )
 
@@ -127,10 +128,10 @@ func runBatches(run runFunc) {
 		}
 	})
 
-	run(fmt.Sprintf("Assign/Race%dBatchesOneTicket_OneOwnsIt_OthersWinTheirOwn", Racers), func(t *testing.T, ctx context.Context, s Store) {
+	run(fmt.Sprintf("Assign/Race%dBatchesOneTicket_OneOwnsIt_OthersWinTheirOwn", racetest.Racers), func(t *testing.T, ctx context.Context, s Store) {
 		shared := newTicket(t, ctx, s)
-		batches := make([]*notification.Batch, Racers)
-		own := make([]*notification.Ticket, Racers)
+		batches := make([]*notification.Batch, racetest.Racers)
+		own := make([]*notification.Ticket, racetest.Racers)
 		for i := range batches {
 			own[i] = newTicket(t, ctx, s)
 			batches[i] = newBatch(msNow(), notification.Member{Ticket: own[i].ID}, notification.Member{Ticket: shared.ID})
@@ -138,9 +139,9 @@ func runBatches(run runFunc) {
 				t.Fatal(err)
 			}
 		}
-		lost := make([]map[int]bool, Racers)
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) { lost[i], errsOf[i] = s.Assign(ctx, batches[i], batches[i].Members) })
+		lost := make([]map[int]bool, racetest.Racers)
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) { lost[i], errsOf[i] = s.Assign(ctx, batches[i], batches[i].Members) })
 		owner := -1
 		for i := range lost {
 			switch {

@@ -7,16 +7,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/notification"
 )
 
 // The suite of outcomes, claims, the tally and the projection queue (see the package comment).
 
 func runDecisions(run runFunc) {
-	run(fmt.Sprintf("Decide/Race%dOneKey_FirstKept_RestToldAlready", Racers), func(t *testing.T, ctx context.Context, s Store) {
+	run(fmt.Sprintf("Decide/Race%dOneKey_FirstKept_RestToldAlready", racetest.Racers), func(t *testing.T, ctx context.Context, s Store) {
 		id := newObjectID()
 		key := notification.AssignmentKey(id, 0)
-		tried := make([]notification.Outcome, Racers)
+		tried := make([]notification.Outcome, racetest.Racers)
 		for i := range tried {
 			st := notification.StatusSuccess
 			if i%2 == 1 {
@@ -25,9 +26,9 @@ func runDecisions(run runFunc) {
 			tried[i] = outcome(id, 0, st, msNow().Add(time.Duration(i)*time.Millisecond))
 			tried[i].Attempts = i + 1
 		}
-		already := make([]map[string]bool, Racers)
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) { already[i], errsOf[i] = s.Decide(ctx, []notification.Outcome{tried[i]}) })
+		already := make([]map[string]bool, racetest.Racers)
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) { already[i], errsOf[i] = s.Decide(ctx, []notification.Outcome{tried[i]}) })
 		winner := -1
 		for i := range already {
 			switch {
@@ -58,7 +59,7 @@ func runDecisions(run runFunc) {
 		}
 	})
 
-	run(fmt.Sprintf("Claim/Race%d_OneWinsClaimOne_RestHeld", Racers), func(t *testing.T, ctx context.Context, s Store) {
+	run(fmt.Sprintf("Claim/Race%d_OneWinsClaimOne_RestHeld", racetest.Racers), func(t *testing.T, ctx context.Context, s Store) {
 		batch := notification.NewID().Hex()
 		now := msNow()
 		n, ok := claimRace(t, ctx, s, batch, 0, now, now.Add(time.Minute))
@@ -112,10 +113,10 @@ func runDecisions(run runFunc) {
 		}
 	})
 
-	run(fmt.Sprintf("AppendTally/Race%dOneKey_CountedOnce_Race%dKeys_EachCounted", Racers, Racers), func(t *testing.T, ctx context.Context, s Store) {
-		errsOf := make([]error, 2*Racers)
-		race(2*Racers, func(i int) {
-			if i < Racers {
+	run(fmt.Sprintf("AppendTally/Race%dOneKey_CountedOnce_Race%dKeys_EachCounted", racetest.Racers, racetest.Racers), func(t *testing.T, ctx context.Context, s Store) {
+		errsOf := make([]error, 2*racetest.Racers)
+		racetest.Race(2*racetest.Racers, func(i int) {
+			if i < racetest.Racers {
 				errsOf[i] = s.AppendTally(ctx, "batch:one", notification.Tally{Success: 3, Failed: 1})
 			} else {
 				errsOf[i] = s.AppendTally(ctx, fmt.Sprint("requeue:", i), notification.Tally{Requeued: 1})
@@ -126,8 +127,8 @@ func runDecisions(run runFunc) {
 				t.Fatalf("append %d: %v", i, err)
 			}
 		}
-		if got, err := s.ReadTally(ctx); err != nil || got != (notification.Tally{Success: 3, Failed: 1, Requeued: Racers}) {
-			t.Fatalf("tally %+v, %v; want 3/1/%d", got, err, Racers)
+		if got, err := s.ReadTally(ctx); err != nil || got != (notification.Tally{Success: 3, Failed: 1, Requeued: racetest.Racers}) {
+			t.Fatalf("tally %+v, %v; want 3/1/%d", got, err, racetest.Racers)
 		}
 	})
 

@@ -45,11 +45,10 @@ import (
 	"crypto/rand"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/notification"
 )
 
@@ -90,9 +89,6 @@ type Store interface {
 	ProjectMember(ctx context.Context, m notification.Member, b *notification.Batch, o *notification.Outcome) error
 }
 
-// Racers is how many goroutines the race subtests start at once on one key.
-const Racers = 16
-
 // RunDeliveryStore runs the suite. newStore returns a new, empty store of its own on each call
 // (the subtests run in parallel), ready for use (indexes made).
 func RunDeliveryStore(t *testing.T, newStore func(t *testing.T) Store) {
@@ -110,14 +106,14 @@ func RunDeliveryStore(t *testing.T, newStore func(t *testing.T) Store) {
 
 type runFunc func(name string, f func(t *testing.T, ctx context.Context, s Store))
 
-// claimRace races Racers claims of batch from hint from at now until until, and returns the
+// claimRace races racetest.Racers claims of batch from hint from at now until until, and returns the
 // claim won; exactly one must win, the others answer not ok.
 func claimRace(t *testing.T, ctx context.Context, s Store, batch string, from int, now, until time.Time) (int, bool) {
 	t.Helper()
-	ns := make([]int, Racers)
-	oks := make([]bool, Racers)
-	errsOf := make([]error, Racers)
-	race(Racers, func(i int) {
+	ns := make([]int, racetest.Racers)
+	oks := make([]bool, racetest.Racers)
+	errsOf := make([]error, racetest.Racers)
+	racetest.Race(racetest.Racers, func(i int) {
 		ns[i], oks[i], errsOf[i] = s.Claim(ctx, batch, from, fmt.Sprint("holder ", i), now, until)
 	})
 	winner := -1
@@ -286,37 +282,4 @@ func ticketIDs(ts []notification.Ticket) []notification.ID {
 		out[i] = t.ID
 	}
 	return out
-}
-
-// oneWins checks that exactly one of errsOf is nil and every other carries code loser.
-func oneWins(t *testing.T, what string, errsOf []error, loser errs.Code) {
-	t.Helper()
-	winner := -1
-	for i, err := range errsOf {
-		switch {
-		case err == nil && winner >= 0:
-			t.Fatalf("%s: calls %d and %d both succeeded", what, winner, i)
-		case err == nil:
-			winner = i
-		case !errs.Is(err, loser):
-			t.Fatalf("%s: call %d: %v, want nil or %s", what, i, err, loser)
-		}
-	}
-	if winner < 0 {
-		t.Fatalf("%s: no call succeeded", what)
-	}
-}
-
-// race runs f(0..n-1) in n goroutines released together, and waits for them all.
-func race(n int, f func(i int)) {
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			f(i)
-		})
-	}
-	close(start)
-	wg.Wait()
 }

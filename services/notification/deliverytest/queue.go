@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/notification"
 )
 
@@ -97,7 +98,7 @@ func runQueue(run runFunc) {
 		}
 	})
 
-	run(fmt.Sprintf("Requeue/Race%dOneGeneration_OneWinsRestConflict_GenerationStarted", Racers), func(t *testing.T, ctx context.Context, s Store) {
+	run(fmt.Sprintf("Requeue/Race%dOneGeneration_OneWinsRestConflict_GenerationStarted", racetest.Racers), func(t *testing.T, ctx context.Context, s Store) {
 		tk := newTicket(t, ctx, s)
 		key := notification.AssignmentKey(tk.ID, 0)
 		if err := s.Dequeue(ctx, []string{key}); err != nil {
@@ -108,9 +109,9 @@ func runQueue(run runFunc) {
 		if _, err := s.Decide(ctx, []notification.Outcome{outcome(tk.ID, 0, notification.StatusFailed, msNow())}); err != nil {
 			t.Fatal(err)
 		}
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) { _, errsOf[i] = s.Requeue(ctx, tk.ID) })
-		oneWins(t, "re-queue of one generation", errsOf, errs.Conflict)
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) { _, errsOf[i] = s.Requeue(ctx, tk.ID) })
+		racetest.OneWins(t, "re-queue of one generation", errsOf, errs.Conflict)
 		for gen, want := range []bool{true, true, false} {
 			if ok, err := s.GenerationStarted(ctx, tk.ID, gen); err != nil || ok != want {
 				t.Fatalf("generation %d started: %v, %v; want %v", gen, ok, err, want)

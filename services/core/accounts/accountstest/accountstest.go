@@ -26,17 +26,14 @@ package accountstest
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/accounts"
 )
-
-// Racers is how many goroutines the race subtests start at once on one key.
-const Racers = 16
 
 // RunUserStore runs the suite. newStore returns a new, empty store of its own on each call
 // (the subtests run in parallel), ready for use (indexes made).
@@ -93,10 +90,10 @@ func RunUserStore(t *testing.T, newStore func(t *testing.T) accounts.UserStore) 
 		}
 	})
 
-	run(fmt.Sprintf("Create/Race%dSameEmail_OneWinsRestConflict", Racers), func(t *testing.T, ctx context.Context, s accounts.UserStore) {
-		errsOf := make([]error, Racers)
-		users := make([]*core.User, Racers)
-		race(Racers, func(i int) {
+	run(fmt.Sprintf("Create/Race%dSameEmail_OneWinsRestConflict", racetest.Racers), func(t *testing.T, ctx context.Context, s accounts.UserStore) {
+		errsOf := make([]error, racetest.Racers)
+		users := make([]*core.User, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) {
 			users[i] = newUser("race@example.com", fmt.Sprint("h", i))
 			errsOf[i] = s.Create(ctx, users[i])
 		})
@@ -197,13 +194,13 @@ func RunUserStore(t *testing.T, newStore func(t *testing.T) accounts.UserStore) 
 		}
 	})
 
-	run(fmt.Sprintf("Change/Race%dOneVersion_OneLandsRestConflict", Racers), func(t *testing.T, ctx context.Context, s accounts.UserStore) {
+	run(fmt.Sprintf("Change/Race%dOneVersion_OneLandsRestConflict", racetest.Racers), func(t *testing.T, ctx context.Context, s accounts.UserStore) {
 		u := newUser("cv@example.com", "h")
 		if err := s.Create(ctx, u); err != nil {
 			t.Fatal(err)
 		}
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) {
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) {
 			c := *u
 			c.PasswordHash, c.SessionGen = fmt.Sprint("h", i), int64(i+1)
 			errsOf[i] = s.Change(ctx, &c)
@@ -228,15 +225,15 @@ func RunUserStore(t *testing.T, newStore func(t *testing.T) accounts.UserStore) 
 		}
 	})
 
-	run(fmt.Sprintf("Change/Race%dRedoOnConflict_AllLandOnVersionsOfTheirOwn", Racers), func(t *testing.T, ctx context.Context, s accounts.UserStore) {
+	run(fmt.Sprintf("Change/Race%dRedoOnConflict_AllLandOnVersionsOfTheirOwn", racetest.Racers), func(t *testing.T, ctx context.Context, s accounts.UserStore) {
 		u := newUser("redo@example.com", "h")
 		if err := s.Create(ctx, u); err != nil {
 			t.Fatal(err)
 		}
-		versions := make([]int64, Racers)
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) {
-			for range 10 * Racers {
+		versions := make([]int64, racetest.Racers)
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) {
+			for range 10 * racetest.Racers {
 				c, err := s.Get(ctx, u.ID)
 				if err != nil {
 					errsOf[i] = err
@@ -250,7 +247,7 @@ func RunUserStore(t *testing.T, newStore func(t *testing.T) accounts.UserStore) 
 				errsOf[i], versions[i] = err, c.Version
 				return
 			}
-			errsOf[i] = fmt.Errorf("change %d lost %d times", i, 10*Racers)
+			errsOf[i] = fmt.Errorf("change %d lost %d times", i, 10*racetest.Racers)
 		})
 		seen := map[int64]int{}
 		for i, err := range errsOf {
@@ -263,10 +260,10 @@ func RunUserStore(t *testing.T, newStore func(t *testing.T) accounts.UserStore) 
 			seen[versions[i]] = i
 		}
 		got, err := s.Get(ctx, u.ID)
-		if err != nil || got.Version != Racers {
-			t.Fatalf("after %d changes: %+v, %v; want version %d", Racers, got, err, Racers)
+		if err != nil || got.Version != racetest.Racers {
+			t.Fatalf("after %d changes: %+v, %v; want version %d", racetest.Racers, got, err, racetest.Racers)
 		}
-		if last := seen[Racers]; got.PasswordHash != fmt.Sprint("h", last) {
+		if last := seen[racetest.Racers]; got.PasswordHash != fmt.Sprint("h", last) {
 			t.Fatalf("latest version holds %q, want change %d's", got.PasswordHash, last)
 		}
 	})
@@ -313,18 +310,4 @@ func RunUserStore(t *testing.T, newStore func(t *testing.T) accounts.UserStore) 
 
 func newUser(email, hash string) *core.User {
 	return &core.User{Name: "N", Email: email, PasswordHash: hash, Role: core.RoleClient, Status: core.StatusApproved}
-}
-
-// race runs f(0..n-1) in n goroutines released together, and waits for them all.
-func race(n int, f func(i int)) {
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			f(i)
-		})
-	}
-	close(start)
-	wg.Wait()
 }

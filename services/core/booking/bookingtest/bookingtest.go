@@ -54,16 +54,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/booking"
 )
-
-// Racers is how many goroutines the race subtests start at once on one key.
-const Racers = 16
 
 // RunBookingStore runs the suite of booking.BookingStore. newStore returns a new, empty store
 // of its own on each call (the subtests run in parallel), ready for use (indexes made, and
@@ -126,16 +123,16 @@ func runHolds(run runFunc) {
 		}
 	})
 
-	run(fmt.Sprintf("InsertHolds/Race%dOneSeat_ExactlyOneWins", Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
+	run(fmt.Sprintf("InsertHolds/Race%dOneSeat_ExactlyOneWins", racetest.Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
 		show := s.NewID()
 		exp := msNow().Add(time.Hour)
-		bookings := make([]string, Racers)
+		bookings := make([]string, racetest.Racers)
 		for i := range bookings {
 			bookings[i] = s.NewID()
 		}
-		won := make([][]string, Racers)
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) { won[i], errsOf[i] = s.InsertHolds(ctx, holds(show, bookings[i], exp, "A1")) })
+		won := make([][]string, racetest.Racers)
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) { won[i], errsOf[i] = s.InsertHolds(ctx, holds(show, bookings[i], exp, "A1")) })
 		winner := -1
 		for i := range won {
 			switch {
@@ -155,24 +152,24 @@ func runHolds(run runFunc) {
 		}
 	})
 
-	run(fmt.Sprintf("InsertHolds/Race%dOverlappingSeats_EachSeatWonOnce", Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
+	run(fmt.Sprintf("InsertHolds/Race%dOverlappingSeats_EachSeatWonOnce", racetest.Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
 		show := s.NewID()
 		exp := msNow().Add(time.Hour)
 		pool := make([]string, 12)
 		for i := range pool {
 			pool[i] = fmt.Sprintf("B%d", i+1)
 		}
-		bookings := make([]string, Racers)
-		tries := make([][]string, Racers)
+		bookings := make([]string, racetest.Racers)
+		tries := make([][]string, racetest.Racers)
 		for i := range bookings {
 			bookings[i] = s.NewID()
 			for k := range 4 { // seats i, i+3, i+6, i+9 of the pool: every seat tried by several
 				tries[i] = append(tries[i], pool[(i+3*k)%len(pool)])
 			}
 		}
-		won := make([][]string, Racers)
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) { won[i], errsOf[i] = s.InsertHolds(ctx, holds(show, bookings[i], exp, tries[i]...)) })
+		won := make([][]string, racetest.Racers)
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) { won[i], errsOf[i] = s.InsertHolds(ctx, holds(show, bookings[i], exp, tries[i]...)) })
 		owner := map[string]string{}
 		for i := range won {
 			if errsOf[i] != nil {
@@ -272,15 +269,15 @@ func runHolds(run runFunc) {
 		}
 	})
 
-	run(fmt.Sprintf("ClaimSlots/Race%dOneSlot_ExactlyOneWins_ReleaseOwnOnly", Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
+	run(fmt.Sprintf("ClaimSlots/Race%dOneSlot_ExactlyOneWins_ReleaseOwnOnly", racetest.Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
 		user, other := s.NewID(), s.NewID()
-		bookings := make([]string, Racers)
+		bookings := make([]string, racetest.Racers)
 		for i := range bookings {
 			bookings[i] = s.NewID()
 		}
-		won := make([][]int, Racers)
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) { won[i], errsOf[i] = s.ClaimSlots(ctx, user, bookings[i], []int{0}) })
+		won := make([][]int, racetest.Racers)
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) { won[i], errsOf[i] = s.ClaimSlots(ctx, user, bookings[i], []int{0}) })
 		winner := -1
 		for i := range won {
 			switch {
@@ -411,7 +408,7 @@ func runHolds(run runFunc) {
 		}
 	})
 
-	run(fmt.Sprintf("ShowDeleting/Race%dMark_OneTrue_ReadUnmark", Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
+	run(fmt.Sprintf("ShowDeleting/Race%dMark_OneTrue_ReadUnmark", racetest.Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
 		show := s.NewID()
 		if _, ok, err := s.ShowDeleting(ctx, show); err != nil || ok {
 			t.Fatalf("unmarked show: %v, %v", ok, err)
@@ -453,26 +450,12 @@ func runHolds(run runFunc) {
 	})
 }
 
-// race runs f(0..n-1) in n goroutines released together, and waits for them all.
-func race(n int, f func(i int)) {
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			f(i)
-		})
-	}
-	close(start)
-	wg.Wait()
-}
-
-// oneTrue races Racers calls of f: exactly one must answer true, none an error.
+// oneTrue races racetest.Racers calls of f: exactly one must answer true, none an error.
 func oneTrue(t *testing.T, what string, f func() (bool, error)) {
 	t.Helper()
-	won := make([]bool, Racers)
-	errsOf := make([]error, Racers)
-	race(Racers, func(i int) { won[i], errsOf[i] = f() })
+	won := make([]bool, racetest.Racers)
+	errsOf := make([]error, racetest.Racers)
+	racetest.Race(racetest.Racers, func(i int) { won[i], errsOf[i] = f() })
 	n := 0
 	for i := range won {
 		if errsOf[i] != nil {
@@ -483,7 +466,7 @@ func oneTrue(t *testing.T, what string, f func() (bool, error)) {
 		}
 	}
 	if n != 1 {
-		t.Fatalf("%s: %d of %d calls answered true; want exactly 1", what, n, Racers)
+		t.Fatalf("%s: %d of %d calls answered true; want exactly 1", what, n, racetest.Racers)
 	}
 }
 

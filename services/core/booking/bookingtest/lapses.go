@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/core/booking"
 )
 
@@ -68,9 +69,9 @@ func RunLapseStore(t *testing.T, newStore func(t *testing.T) booking.LapseStore)
 		}
 	})
 
-	run(fmt.Sprintf("NoteLapsed/Race%dOneBucket_AllSucceed_EachUserOneWritersNotes", Racers), func(t *testing.T, ctx context.Context, s booking.LapseStore) {
+	run(fmt.Sprintf("NoteLapsed/Race%dOneBucket_AllSucceed_EachUserOneWritersNotes", racetest.Racers), func(t *testing.T, ctx context.Context, s booking.LapseStore) {
 		users := []string{"u1", "u2", "u3"}
-		notes := make([]map[string][]booking.LapsedSlot, Racers)
+		notes := make([]map[string][]booking.LapsedSlot, racetest.Racers)
 		for i := range notes {
 			notes[i] = map[string][]booking.LapsedSlot{}
 			for k, u := range users {
@@ -78,8 +79,8 @@ func RunLapseStore(t *testing.T, newStore func(t *testing.T) booking.LapseStore)
 					{Slot: k + 10, BookingID: fmt.Sprintf("bk%d", i), ExpiresAt: exp}}
 			}
 		}
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) { errsOf[i] = s.NoteLapsed(ctx, b1, notes[i]) })
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) { errsOf[i] = s.NoteLapsed(ctx, b1, notes[i]) })
 		for i, err := range errsOf {
 			if err != nil {
 				t.Fatalf("note %d: %v", i, err)

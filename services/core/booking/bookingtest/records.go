@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/booking"
 )
@@ -187,13 +188,13 @@ func runRecords(run runFunc) {
 	})
 
 	const bookings = 4
-	run(fmt.Sprintf("Decide/Race%dPerBookingOn%dBookings_OneInForce_EveryCallerToldTheSame", Racers, bookings), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
+	run(fmt.Sprintf("Decide/Race%dPerBookingOn%dBookings_OneInForce_EveryCallerToldTheSame", racetest.Racers, bookings), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
 		ids := make([]string, bookings)
 		for i := range ids {
 			ids[i] = s.NewID()
 		}
 		statuses := []core.BookingStatus{core.BookingPaid, core.BookingExpired, core.BookingCancelled}
-		tried := make([]core.Outcome, bookings*Racers)
+		tried := make([]core.Outcome, bookings*racetest.Racers)
 		for i := range tried {
 			tried[i] = core.Outcome{BookingID: ids[i%bookings], Status: statuses[i%len(statuses)], DecidedAt: msNow().Add(time.Duration(i) * time.Millisecond)}
 			if tried[i].Status == core.BookingPaid {
@@ -203,7 +204,7 @@ func runRecords(run runFunc) {
 		got := make([]core.Outcome, len(tried))
 		won := make([]bool, len(tried))
 		errsOf := make([]error, len(tried))
-		race(len(tried), func(i int) { got[i], won[i], errsOf[i] = s.Decide(ctx, tried[i]) })
+		racetest.Race(len(tried), func(i int) { got[i], won[i], errsOf[i] = s.Decide(ctx, tried[i]) })
 		winner := map[string]int{}
 		for i := range tried {
 			if errsOf[i] != nil {

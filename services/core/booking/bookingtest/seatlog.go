@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/booking"
 )
@@ -13,10 +14,10 @@ import (
 // The suite of the seat log, its snapshots and compaction (see the package comment).
 
 func runSeatLog(run runFunc) {
-	run(fmt.Sprintf("AppendSeatLog/Race%dOneSeq_OneWritesRestDup", Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
+	run(fmt.Sprintf("AppendSeatLog/Race%dOneSeq_OneWritesRestDup", racetest.Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
 		show, other := s.NewID(), s.NewID()
 		exp := msNow().Add(time.Hour)
-		entries := make([]core.SeatLogEntry, Racers)
+		entries := make([]core.SeatLogEntry, racetest.Racers)
 		for i := range entries {
 			entries[i] = core.SeatLogEntry{ShowID: show, Seq: 1, Ops: []core.SeatOp{
 				{Kind: core.SeatOpHeld, BookingID: s.NewID(), Seats: []string{fmt.Sprint("A", i)}, ExpiresAt: exp},
@@ -26,9 +27,9 @@ func runSeatLog(run runFunc) {
 		if got, err := s.SeatLog(ctx, show, 1); err != nil || got != nil {
 			t.Fatalf("entry before any append: %+v, %v; want nil", got, err)
 		}
-		dup := make([]bool, Racers)
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) { dup[i], errsOf[i] = s.AppendSeatLog(ctx, entries[i]) })
+		dup := make([]bool, racetest.Racers)
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) { dup[i], errsOf[i] = s.AppendSeatLog(ctx, entries[i]) })
 		winner := -1
 		for i := range dup {
 			switch {
@@ -102,12 +103,12 @@ func runSeatLog(run runFunc) {
 		if got, err := s.SeatSnapshot(ctx, show); err != nil || got == nil || !sameSnapshot(*got, first) {
 			t.Fatalf("snapshot: %+v, %v; want %+v", got, err, first)
 		}
-		saved := make([]core.SeatSnapshot, Racers)
-		errsOf := make([]error, Racers)
+		saved := make([]core.SeatSnapshot, racetest.Racers)
+		errsOf := make([]error, racetest.Racers)
 		for i := range saved {
 			saved[i] = snap(int64(10 + i))
 		}
-		race(Racers, func(i int) { errsOf[i] = s.SaveSeatSnapshot(ctx, saved[i]) })
+		racetest.Race(racetest.Racers, func(i int) { errsOf[i] = s.SaveSeatSnapshot(ctx, saved[i]) })
 		for i, err := range errsOf {
 			if err != nil {
 				t.Fatalf("save %d: %v", i, err)
@@ -115,7 +116,7 @@ func runSeatLog(run runFunc) {
 		}
 		got, err := s.SeatSnapshot(ctx, show)
 		if err != nil || got == nil || got.Seq < 10 || !sameSnapshot(*got, saved[got.Seq-10]) {
-			t.Fatalf("after %d saves at once: %+v, %v; want one of them whole", Racers, got, err)
+			t.Fatalf("after %d saves at once: %+v, %v; want one of them whole", racetest.Racers, got, err)
 		}
 	})
 
@@ -139,7 +140,7 @@ func runSeatLog(run runFunc) {
 		}
 	})
 
-	run(fmt.Sprintf("ClaimSeatLogSweep/Race%d_OneTrue_DropFreesTheKey", Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
+	run(fmt.Sprintf("ClaimSeatLogSweep/Race%d_OneTrue_DropFreesTheKey", racetest.Racers), func(t *testing.T, ctx context.Context, s booking.BookingStore) {
 		key := s.NewID() + ":40:7"
 		oneTrue(t, "claim of one sweep", func() (bool, error) { return s.ClaimSeatLogSweep(ctx, key) })
 		if ok, err := s.ClaimSeatLogSweep(ctx, key); err != nil || ok {

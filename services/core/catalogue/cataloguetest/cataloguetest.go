@@ -35,17 +35,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/catalogue"
 )
-
-// Racers is how many goroutines the race subtests start at once on one key.
-const Racers = 16
 
 var (
 	at = time.Date(2030, 6, 1, 18, 30, 0, 123456789, time.UTC)
@@ -184,7 +181,7 @@ func RunMovieStore(t *testing.T, newStore func(t *testing.T) catalogue.MovieStor
 		}
 	})
 
-	run(t, newStore, fmt.Sprintf("Delete/Race%d_OneSucceedsRestNotFound", Racers), func(t *testing.T, ctx context.Context, s catalogue.MovieStore) {
+	run(t, newStore, fmt.Sprintf("Delete/Race%d_OneSucceedsRestNotFound", racetest.Racers), func(t *testing.T, ctx context.Context, s catalogue.MovieStore) {
 		m := &core.Movie{Name: "Gone"}
 		if err := s.Create(ctx, m); err != nil {
 			t.Fatal(err)
@@ -202,47 +199,12 @@ func RunMovieStore(t *testing.T, newStore func(t *testing.T) catalogue.MovieStor
 	})
 }
 
-// oneDeletes races Racers calls of del: exactly one must succeed, every other be NotFound.
+// oneDeletes races racetest.Racers calls of del: exactly one must succeed, every other be NotFound.
 func oneDeletes(t *testing.T, what string, del func() error) {
 	t.Helper()
-	errsOf := make([]error, Racers)
-	race(Racers, func(i int) { errsOf[i] = del() })
-	oneWins(t, "delete of one "+what, errsOf, errs.NotFound)
-}
-
-// oneWins checks that exactly one of errsOf is nil and every other carries code loser, and
-// returns the winner's index.
-func oneWins(t *testing.T, what string, errsOf []error, loser errs.Code) int {
-	t.Helper()
-	winner := -1
-	for i, err := range errsOf {
-		switch {
-		case err == nil && winner >= 0:
-			t.Fatalf("%s: calls %d and %d both succeeded", what, winner, i)
-		case err == nil:
-			winner = i
-		case !errs.Is(err, loser):
-			t.Fatalf("%s: call %d: %v, want nil or %s", what, i, err, loser)
-		}
-	}
-	if winner < 0 {
-		t.Fatalf("%s: no call succeeded", what)
-	}
-	return winner
-}
-
-// race runs f(0..n-1) in n goroutines released together, and waits for them all.
-func race(n int, f func(i int)) {
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			f(i)
-		})
-	}
-	close(start)
-	wg.Wait()
+	errsOf := make([]error, racetest.Racers)
+	racetest.Race(racetest.Racers, func(i int) { errsOf[i] = del() })
+	racetest.OneWins(t, "delete of one "+what, errsOf, errs.NotFound)
 }
 
 // newID returns a new random id in the stores' form (24 hex characters).

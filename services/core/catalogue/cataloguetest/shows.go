@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/catalogue"
 )
@@ -37,15 +38,15 @@ func RunShowStore(t *testing.T, newStore func(t *testing.T) catalogue.ShowStore)
 		}
 	})
 
-	run(t, newStore, fmt.Sprintf("Create/Race%dSameIdentity_OneWinsRestConflict", Racers), func(t *testing.T, ctx context.Context, s catalogue.ShowStore) {
+	run(t, newStore, fmt.Sprintf("Create/Race%dSameIdentity_OneWinsRestConflict", racetest.Racers), func(t *testing.T, ctx context.Context, s catalogue.ShowStore) {
 		th, m := newID(), newID()
-		errsOf := make([]error, Racers)
-		shows := make([]*core.Show, Racers)
-		race(Racers, func(i int) {
+		errsOf := make([]error, racetest.Racers)
+		shows := make([]*core.Show, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) {
 			shows[i] = &core.Show{TheatreID: th, MovieID: m, Timing: timing, NoOfSeats: 10 + i, SeatsPerRow: 10, Price: 100}
 			errsOf[i] = s.Create(ctx, shows[i])
 		})
-		winner := oneWins(t, "create of one identity", errsOf, errs.Conflict)
+		winner := racetest.OneWins(t, "create of one identity", errsOf, errs.Conflict)
 		got, err := s.Find(ctx, th, m, timing)
 		if err != nil || got.ID != shows[winner].ID || got.NoOfSeats != shows[winner].NoOfSeats {
 			t.Fatalf("find: %+v, %v; want the winner %+v", got, err, shows[winner])
@@ -171,7 +172,7 @@ func RunShowStore(t *testing.T, newStore func(t *testing.T) catalogue.ShowStore)
 		}
 	})
 
-	run(t, newStore, fmt.Sprintf("Delete/Race%d_OneSucceedsRestNotFound_IdentityFreeAgain", Racers), func(t *testing.T, ctx context.Context, s catalogue.ShowStore) {
+	run(t, newStore, fmt.Sprintf("Delete/Race%d_OneSucceedsRestNotFound_IdentityFreeAgain", racetest.Racers), func(t *testing.T, ctx context.Context, s catalogue.ShowStore) {
 		th, m := newID(), newID()
 		sh := &core.Show{TheatreID: th, MovieID: m, Timing: timing, NoOfSeats: 1, SeatsPerRow: 1}
 		if err := s.Create(ctx, sh); err != nil {
@@ -199,10 +200,10 @@ func RunShowStore(t *testing.T, newStore func(t *testing.T) catalogue.ShowStore)
 // RunDeletionStore runs the suite of catalogue.DeletionStore, as RunMovieStore.
 func RunDeletionStore(t *testing.T, newStore func(t *testing.T) catalogue.DeletionStore) {
 	t.Helper()
-	run(t, newStore, fmt.Sprintf("Mark/Race%dOneKey_OneTrueRestFalse", Racers), func(t *testing.T, ctx context.Context, s catalogue.DeletionStore) {
-		won := make([]bool, Racers)
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) { won[i], errsOf[i] = s.Mark(ctx, "theatre:x:1", at.Add(time.Duration(i)*time.Second)) })
+	run(t, newStore, fmt.Sprintf("Mark/Race%dOneKey_OneTrueRestFalse", racetest.Racers), func(t *testing.T, ctx context.Context, s catalogue.DeletionStore) {
+		won := make([]bool, racetest.Racers)
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) { won[i], errsOf[i] = s.Mark(ctx, "theatre:x:1", at.Add(time.Duration(i)*time.Second)) })
 		winner := -1
 		for i := range won {
 			switch {

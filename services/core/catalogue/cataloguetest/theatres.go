@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cineflow/cineflow/pkg/errs"
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/catalogue"
 )
@@ -174,9 +175,9 @@ func RunTheatreStore(t *testing.T, newStore func(t *testing.T) catalogue.Theatre
 		}
 	})
 
-	run(t, newStore, fmt.Sprintf("AddRemoveMovies/Race%dOneTheatre_AllTakeEffect", Racers), func(t *testing.T, ctx context.Context, s catalogue.TheatreStore) {
+	run(t, newStore, fmt.Sprintf("AddRemoveMovies/Race%dOneTheatre_AllTakeEffect", racetest.Racers), func(t *testing.T, ctx context.Context, s catalogue.TheatreStore) {
 		// Half the racers add a movie each, half remove one of those it started with.
-		start := make([]string, Racers/2)
+		start := make([]string, racetest.Racers/2)
 		for i := range start {
 			start[i] = newID()
 		}
@@ -184,12 +185,12 @@ func RunTheatreStore(t *testing.T, newStore func(t *testing.T) catalogue.Theatre
 		if err := s.Create(ctx, th); err != nil {
 			t.Fatal(err)
 		}
-		added := make([]string, Racers/2)
+		added := make([]string, racetest.Racers/2)
 		for i := range added {
 			added[i] = newID()
 		}
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) {
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) {
 			if i%2 == 0 {
 				_, errsOf[i] = s.AddMovies(ctx, th.ID, []string{added[i/2]}, at)
 			} else {
@@ -242,7 +243,7 @@ func RunTheatreStore(t *testing.T, newStore func(t *testing.T) catalogue.Theatre
 		}
 	})
 
-	run(t, newStore, fmt.Sprintf("Delete/Race%d_OneSucceedsRestNotFound", Racers), func(t *testing.T, ctx context.Context, s catalogue.TheatreStore) {
+	run(t, newStore, fmt.Sprintf("Delete/Race%d_OneSucceedsRestNotFound", racetest.Racers), func(t *testing.T, ctx context.Context, s catalogue.TheatreStore) {
 		m := newID()
 		th := &core.Theatre{Name: "Gone", Owner: newID(), Movies: []string{m}}
 		if err := s.Create(ctx, th); err != nil {

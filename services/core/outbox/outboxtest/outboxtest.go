@@ -26,16 +26,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/cineflow/cineflow/pkg/racetest"
 	"github.com/cineflow/cineflow/services/core"
 	"github.com/cineflow/cineflow/services/core/outbox"
 )
-
-// Racers is how many goroutines the race subtests start at once on one key.
-const Racers = 16
 
 // RunOutboxStore runs the suite. newStore returns a new, empty store of its own on each call
 // (the subtests run in parallel), ready for use. Its clock must be the wall clock: the suite
@@ -81,14 +78,14 @@ func RunOutboxStore(t *testing.T, newStore func(t *testing.T) outbox.OutboxStore
 		}
 	})
 
-	run(fmt.Sprintf("Enqueue/Race%dOneKey_AllSucceed_OneEmailKept", Racers), func(t *testing.T, ctx context.Context, s outbox.OutboxStore) {
-		sent := make([]core.Email, Racers)
-		errsOf := make([]error, Racers)
+	run(fmt.Sprintf("Enqueue/Race%dOneKey_AllSucceed_OneEmailKept", racetest.Racers), func(t *testing.T, ctx context.Context, s outbox.OutboxStore) {
+		sent := make([]core.Email, racetest.Racers)
+		errsOf := make([]error, racetest.Racers)
 		for i := range sent {
 			sent[i] = email("k1")
 			sent[i].Subject, sent[i].Content = fmt.Sprint("subject ", i), fmt.Sprint("content ", i)
 		}
-		race(Racers, func(i int) { errsOf[i] = s.Enqueue(ctx, sent[i]) })
+		racetest.Race(racetest.Racers, func(i int) { errsOf[i] = s.Enqueue(ctx, sent[i]) })
 		for i, err := range errsOf {
 			if err != nil {
 				t.Fatalf("enqueue %d: %v", i, err)
@@ -192,7 +189,7 @@ func RunOutboxStore(t *testing.T, newStore func(t *testing.T) outbox.OutboxStore
 		}
 	})
 
-	run(fmt.Sprintf("Delete/Race%dOneEntry_AllSucceed_Gone", Racers), func(t *testing.T, ctx context.Context, s outbox.OutboxStore) {
+	run(fmt.Sprintf("Delete/Race%dOneEntry_AllSucceed_Gone", racetest.Racers), func(t *testing.T, ctx context.Context, s outbox.OutboxStore) {
 		for _, k := range []string{"k1", "k2"} {
 			if err := s.Enqueue(ctx, email(k)); err != nil {
 				t.Fatal(err)
@@ -204,8 +201,8 @@ func RunOutboxStore(t *testing.T, newStore func(t *testing.T) outbox.OutboxStore
 				e = x
 			}
 		}
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) { errsOf[i] = s.Delete(ctx, e) })
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) { errsOf[i] = s.Delete(ctx, e) })
 		for i, err := range errsOf {
 			if err != nil {
 				t.Fatalf("delete %d: %v (gone already is no error)", i, err)
@@ -219,14 +216,14 @@ func RunOutboxStore(t *testing.T, newStore func(t *testing.T) outbox.OutboxStore
 		}
 	})
 
-	run(fmt.Sprintf("Reschedule/Race%dOneEntry_AllSucceed_OneCopy", Racers), func(t *testing.T, ctx context.Context, s outbox.OutboxStore) {
+	run(fmt.Sprintf("Reschedule/Race%dOneEntry_AllSucceed_OneCopy", racetest.Racers), func(t *testing.T, ctx context.Context, s outbox.OutboxStore) {
 		if err := s.Enqueue(ctx, email("k1")); err != nil {
 			t.Fatal(err)
 		}
 		e := pending(t, ctx, s, time.Now(), 10)[0]
 		next := ms(time.Now().Add(time.Minute))
-		errsOf := make([]error, Racers)
-		race(Racers, func(i int) { errsOf[i] = s.Reschedule(ctx, e, 1, next, fmt.Sprint("relay ", i)) })
+		errsOf := make([]error, racetest.Racers)
+		racetest.Race(racetest.Racers, func(i int) { errsOf[i] = s.Reschedule(ctx, e, 1, next, fmt.Sprint("relay ", i)) })
 		for i, err := range errsOf {
 			if err != nil {
 				t.Fatalf("reschedule %d: %v", i, err)
@@ -273,7 +270,7 @@ func RunOutboxStore(t *testing.T, newStore func(t *testing.T) outbox.OutboxStore
 			}
 		}
 		errsOf := make([]error, 2)
-		race(2, func(i int) {
+		racetest.Race(2, func(i int) {
 			if i == 0 {
 				errsOf[i] = s.Delete(ctx, e2)
 			} else {
@@ -382,18 +379,4 @@ func ms(t time.Time) time.Time { return t.UTC().Truncate(time.Millisecond) }
 
 func sameSet(a, b []string) bool {
 	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
-}
-
-// race runs f(0..n-1) in n goroutines released together, and waits for them all.
-func race(n int, f func(i int)) {
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := range n {
-		wg.Go(func() {
-			<-start
-			f(i)
-		})
-	}
-	close(start)
-	wg.Wait()
 }
